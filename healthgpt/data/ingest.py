@@ -1,0 +1,175 @@
+"""Run one source reader into shards: the function behind `healthgpt ingest` and the asset.
+
+Output layout under `out`:
+
+    data/{train,validation,test}-NNNNN.parquet   canonical records, one file set per split
+    quarantine.parquet                          every rejected input item, with its reason
+    _manifest.json                              shards, hashes and the summary (written last)
+
+`datasets.load_dataset("parquet", data_dir=out / "data")` loads it with named splits.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from healthgpt.data.schema import QUARANTINE_SCHEMA, RECORD_SCHEMA
+from healthgpt.data.shards import (
+    ShardInfo,
+    ShardWriter,
+    atomic_directory,
+    clean_stale,
+    write_manifest,
+    write_table_file,
+)
+from healthgpt.data.sources import ReaderOptions, reader_class
+
+PREVIEW_COLUMNS = ("id", "split", "kind", "modality", "body_part", "task", "question", "answer")
+
+
+@dataclass
+class IngestSummary:
+    """What an ingestion produced; every input item is either accepted or quarantined."""
+
+    source: str
+    items: int = 0
+    accepted_items: int = 0
+    quarantined: int = 0
+    records: int = 0
+    by_split: Counter = field(default_factory=Counter)
+    by_modality: Counter = field(default_factory=Counter)
+    by_kind: Counter = field(default_factory=Counter)
+    quarantine_reasons: Counter = field(default_factory=Counter)
+    shards: list[ShardInfo] = field(default_factory=list)
+    seconds: float = 0.0
+    preview: list[dict[str, Any]] = field(default_factory=list)
+    thumbnails: list[bytes] = field(default_factory=list)
+
+    @property
+    def reconciled(self) -> bool:
+        return self.items == self.accepted_items + self.quarantined
+
+    def to_json(self) -> dict[str, Any]:
+        """The one-line summary the CLI prints (no images)."""
+        return {
+            "source": self.source,
+            "items": self.items,
+            "records": self.records,
+            "quarantined": self.quarantined,
+            "shards": len(self.shards),
+            "splits": dict(sorted(self.by_split.items())),
+            "modalities": dict(sorted(self.by_modality.items())),
+            "kinds": dict(sorted(self.by_kind.items())),
+            "quarantine_reasons": dict(self.quarantine_reasons.most_common(10)),
+            "reconciled": self.reconciled,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+ProgressFn = Callable[[IngestSummary], None]
+
+
+def _reason_class(reason: str) -> str:
+    """Group reasons for the summary: the text before the first colon."""
+    return reason.split(":", 1)[0][:80]
+
+
+def ingest(
+    source: str,
+    root: str | Path,
+    out: str | Path,
+    options: ReaderOptions | None = None,
+    *,
+    target_shard_bytes: int = 256 << 20,
+    n_thumbnails: int = 16,
+    progress: ProgressFn | None = None,
+    progress_every_s: float = 5.0,
+) -> IngestSummary:
+    """Read `source` from `root` and write its shards, quarantine and manifest to `out`.
+
+    The output directory is replaced atomically: a crash leaves the previous output in place,
+    and a rerun with the same inputs writes byte-identical shards.
+    """
+    reader = reader_class(source)(root, options)
+    reader.validate_layout()
+    out = Path(out)
+    clean_stale(out)
+    summary = IngestSummary(source=source)
+    started = last_report = time.perf_counter()
+    quarantine_rows: list[dict[str, Any]] = []
+    with atomic_directory(out) as staging:
+        writers: dict[str, ShardWriter] = {}
+        for outcome in reader.items():
+            summary.items += 1
+            if outcome.quarantined is not None:
+                summary.quarantined += 1
+                quarantine_rows.append(outcome.quarantined.row(source))
+                summary.quarantine_reasons[_reason_class(outcome.quarantined.reason)] += 1
+            else:
+                summary.accepted_items += 1
+                for record in outcome.records:
+                    _write_record(writers, staging, record, target_shard_bytes)
+                    _count(summary, record, n_thumbnails)
+            now = time.perf_counter()
+            if progress and now - last_report >= progress_every_s:
+                summary.seconds = now - started
+                progress(summary)
+                last_report = now
+        for split in sorted(writers):
+            summary.shards.extend(
+                ShardInfo(f"data/{s.path}", s.rows, s.bytes, s.sha256)
+                for s in writers[split].close()
+            )
+        quarantine = pa.Table.from_pylist(quarantine_rows, schema=QUARANTINE_SCHEMA)
+        write_table_file(staging / "quarantine.parquet", quarantine)
+        summary.seconds = time.perf_counter() - started
+        if not summary.reconciled:
+            raise AssertionError(f"{source}: counts do not reconcile: {summary.to_json()}")
+        write_manifest(staging, summary.shards, summary=_stable_summary(summary))
+    if progress:
+        progress(summary)
+    return summary
+
+
+def _stable_summary(summary: IngestSummary) -> dict[str, Any]:
+    """The manifest's summary without timings, so identical inputs give identical manifests."""
+    payload = summary.to_json()
+    payload.pop("seconds")
+    return payload
+
+
+def _write_record(
+    writers: dict[str, ShardWriter], staging: Path, record: dict[str, Any], target: int
+) -> None:
+    split = record["split"]
+    if split not in writers:
+        writers[split] = ShardWriter(
+            staging / "data", RECORD_SCHEMA, prefix=split, target_shard_bytes=target
+        )
+    writers[split].write(record)
+
+
+def _count(summary: IngestSummary, record: dict[str, Any], n_thumbnails: int) -> None:
+    summary.records += 1
+    summary.by_split[record["split"]] += 1
+    summary.by_modality[record["modality"]] += 1
+    summary.by_kind[record["kind"]] += 1
+    if len(summary.preview) < 10:
+        summary.preview.append({k: record.get(k) for k in PREVIEW_COLUMNS})
+    image = record.get("image")
+    if image and len(summary.thumbnails) < n_thumbnails and summary.records % 3 == 1:
+        summary.thumbnails.append(image["bytes"])
+
+
+def summary_dict(summary: IngestSummary) -> dict[str, Any]:
+    """Full summary including shard infos, for JSON-serializing callers."""
+    payload = summary.to_json()
+    payload["shard_files"] = [asdict(s) for s in summary.shards]
+    return payload

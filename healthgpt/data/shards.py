@@ -1,0 +1,247 @@
+"""The one way to write Parquet shards: streaming, size-bounded, atomic, deterministic.
+
+- Rows are buffered up to `row_group_bytes` and flushed as a row group, so memory is bounded
+  by the buffer, not by the data.
+- A shard file is written under a temporary name and renamed when complete.
+- A whole dataset directory is built in a private staging directory and swapped into place
+  at the end (`atomic_directory`), so readers never see a half-written dataset, a crashed run
+  leaves the previous version intact, and two concurrent writers cannot interleave files.
+- Same rows in the same order give byte-identical files (fixed writer settings, no
+  timestamps or random names inside the files).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from healthgpt.data.schema import hf_features_metadata
+
+MANIFEST_NAME = "_manifest.json"
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """A finished shard: where it is, how many rows, how big, and its content hash."""
+
+    path: str
+    rows: int
+    bytes: int
+    sha256: str
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _row_bytes(row: dict[str, Any]) -> int:
+    """Cheap size estimate of a row: the byte length of its binary and string values."""
+    total = 64
+    for value in row.values():
+        if isinstance(value, (bytes, str)):
+            total += len(value)
+        elif isinstance(value, dict):
+            total += _row_bytes(value)
+        elif isinstance(value, list):
+            total += sum(_row_bytes(v) if isinstance(v, dict) else 16 for v in value)
+    return total
+
+
+class ShardWriter:
+    """Writes rows of one schema to `<directory>/<prefix>-NNNNN.parquet` files.
+
+    Use as a context manager; `shards` lists the finished files after `close()`.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        schema: pa.Schema,
+        prefix: str = "part",
+        target_shard_bytes: int = 256 << 20,
+        row_group_bytes: int = 32 << 20,
+        hf_images: bool = True,
+    ) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if hf_images:
+            schema = schema.with_metadata(
+                {**(schema.metadata or {}), **hf_features_metadata(schema)}
+            )
+        self.schema = schema
+        self.prefix = prefix
+        self.target_shard_bytes = target_shard_bytes
+        self.row_group_bytes = row_group_bytes
+        self.shards: list[ShardInfo] = []
+        self._buffer: list[dict[str, Any]] = []
+        self._buffer_bytes = 0
+        self._writer: pq.ParquetWriter | None = None
+        self._tmp_path: Path | None = None
+        self._rows_in_shard = 0
+        self._bytes_in_shard = 0
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def write(self, row: dict[str, Any]) -> None:
+        self._buffer.append(row)
+        self._buffer_bytes += _row_bytes(row)
+        if self._buffer_bytes >= self.row_group_bytes:
+            self._flush()
+
+    def write_table(self, table: pa.Table) -> None:
+        """Write an Arrow table (already in this schema's column order) in row groups."""
+        self._flush()
+        for batch in table.to_batches(max_chunksize=max(1, table.num_rows)):
+            self._open()
+            self._writer.write_table(pa.Table.from_batches([batch]).cast(self.schema))
+            self._rows_in_shard += batch.num_rows
+            self._bytes_in_shard += batch.nbytes
+            if self._bytes_in_shard >= self.target_shard_bytes:
+                self._finish_shard()
+
+    def _open(self) -> None:
+        if self._writer is None:
+            index = len(self.shards)
+            self._tmp_path = self.directory / f".{self.prefix}-{index:05d}.parquet.tmp"
+            self._writer = pq.ParquetWriter(
+                self._tmp_path,
+                self.schema,
+                compression="zstd",
+                write_statistics=True,
+                store_schema=True,
+            )
+
+    def _flush(self) -> None:
+        if not self._buffer:
+            return
+        self._open()
+        table = pa.Table.from_pylist(self._buffer, schema=self.schema)
+        self._writer.write_table(table, row_group_size=len(self._buffer))
+        self._rows_in_shard += len(self._buffer)
+        self._bytes_in_shard += self._buffer_bytes
+        self._buffer, self._buffer_bytes = [], 0
+        if self._bytes_in_shard >= self.target_shard_bytes:
+            self._finish_shard()
+
+    def _finish_shard(self) -> None:
+        self._writer.close()
+        final = self.directory / f"{self.prefix}-{len(self.shards):05d}.parquet"
+        os.replace(self._tmp_path, final)
+        self.shards.append(
+            ShardInfo(final.name, self._rows_in_shard, final.stat().st_size, file_sha256(final))
+        )
+        self._writer, self._tmp_path = None, None
+        self._rows_in_shard = self._bytes_in_shard = 0
+
+    def close(self) -> list[ShardInfo]:
+        self._flush()
+        if self._writer is not None:
+            self._finish_shard()
+        return self.shards
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        if self._tmp_path is not None:
+            self._tmp_path.unlink(missing_ok=True)
+        self._writer, self._tmp_path, self._buffer = None, None, []
+
+
+def write_table_file(path: Path, table: pa.Table) -> ShardInfo:
+    """Write one small table (quarantine, predictions) atomically as a single Parquet file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, path)
+    return ShardInfo(path.name, table.num_rows, path.stat().st_size, file_sha256(path))
+
+
+def write_json(path: Path, payload: Any) -> None:
+    """Write JSON atomically with sorted keys (deterministic bytes)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def write_manifest(directory: Path, shards: Iterable[ShardInfo], **extra: Any) -> Path:
+    """The dataset's table of contents, written last: its presence means the set is complete."""
+    path = directory / MANIFEST_NAME
+    write_json(path, {"shards": [asdict(s) for s in shards], **extra})
+    return path
+
+
+def read_manifest(directory: Path) -> dict[str, Any]:
+    path = Path(directory) / MANIFEST_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{directory} has no {MANIFEST_NAME}: it was never completed")
+    return json.loads(path.read_text())
+
+
+@contextlib.contextmanager
+def atomic_directory(target: Path) -> Iterator[Path]:
+    """Build a directory's new contents in a private staging directory, then swap it in.
+
+    On error the staging directory is removed and `target` is left as it was. The swap is two
+    renames (old aside, new in); a reader in between sees no directory rather than a mix.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f".{target.name}.staging-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    staging.mkdir()
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    retired = target.with_name(f".{target.name}.retired-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    if target.exists():
+        os.replace(target, retired)
+    os.replace(staging, target)
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale(target: Path) -> list[Path]:
+    """Remove staging/retired leftovers of `target` left by processes that no longer run.
+
+    A live process's staging directory is kept: it may be a concurrent materialization.
+    """
+    target = Path(target)
+    removed = []
+    for leftover in target.parent.glob(f".{target.name}.*-*-*"):
+        pid = leftover.name.rsplit("-", 2)[-2]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(leftover, ignore_errors=True)
+            removed.append(leftover)
+    return removed

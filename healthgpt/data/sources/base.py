@@ -1,0 +1,132 @@
+"""The contract every source reader follows.
+
+A reader walks the official on-disk layout of one public source and yields one `Outcome` per
+*input item* (a QA row, a DICOM file, a volume, a pair of volumes). An outcome holds the
+records that item produced, or the reason it was quarantined. Because every input item yields
+exactly one outcome, counts reconcile by construction: items = accepted + quarantined.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from healthgpt.data.schema import Quarantined
+
+
+class LayoutError(ValueError):
+    """The source root does not exist or does not look like the publisher's layout."""
+
+
+class BadInput(ValueError):
+    """One input item is unusable; the message is the quarantine reason."""
+
+
+DEFAULT_SALT = "healthgpt-public-demo-salt"
+
+
+@dataclass(frozen=True)
+class ReaderOptions:
+    """Knobs shared by all readers. Defaults reproduce the paper's setup."""
+
+    image_size: int = 256
+    language: str = "en"  # SLAKE: "en", "zh" or "all"
+    frontal_only: bool = True  # MIMIC-CXR: PA/AP views only
+    # Secret salt of every pseudonym. Set HEALTHGPT_DEID_SALT for real data and keep it private.
+    deid_salt: str = field(
+        default_factory=lambda: os.environ.get("HEALTHGPT_DEID_SALT", DEFAULT_SALT)
+    )
+    png_compress_level: int = 1
+    slice_axis: int = 2  # NIfTI: axial in the canonical RAS orientation
+    slice_stride: int = 1
+    min_foreground_fraction: float = 0.05  # NIfTI: skip slices with less non-background
+    ct_window: tuple[float, float] = (-1000.0, 1000.0)  # HU window (lo, hi) for CT volumes
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Outcome:
+    """What one input item became: records, or a quarantine reason."""
+
+    item: str
+    records: list[dict[str, Any]]
+    quarantined: Quarantined | None = None
+
+    @classmethod
+    def reject(cls, item: str, reason: str, rel_path: str | None = None) -> Outcome:
+        return cls(item=item, records=[], quarantined=Quarantined(item, reason, rel_path))
+
+
+class SourceReader(ABC):
+    """Base class: subclasses set `name` and `expected_layout` and implement `items`."""
+
+    name: ClassVar[str]
+    expected_layout: ClassVar[str]
+
+    def __init__(self, root: str | Path, options: ReaderOptions | None = None) -> None:
+        self.root = Path(root)
+        self.options = options or ReaderOptions()
+
+    def validate_layout(self) -> None:
+        """Fail fast, naming the expected layout, when the root is missing or wrong."""
+        if not self.root.is_dir():
+            raise LayoutError(self._layout_message(f"source root {self.root} does not exist"))
+        problem = self.layout_problem()
+        if problem:
+            raise LayoutError(self._layout_message(problem))
+
+    def layout_problem(self) -> str | None:
+        """Return a description of what is missing, or None when the layout looks right."""
+        return None
+
+    def _layout_message(self, problem: str) -> str:
+        return f"{self.name}: {problem}. Expected layout:\n{self.expected_layout}"
+
+    @abstractmethod
+    def items(self) -> Iterator[Outcome]:
+        """Yield one outcome per input item, in a deterministic order."""
+
+    def read(self) -> Iterator[Outcome]:
+        """Validate the layout, then yield outcomes."""
+        self.validate_layout()
+        yield from self.items()
+
+    def rel(self, path: Path) -> str:
+        """Path relative to the source root, in POSIX form."""
+        return path.relative_to(self.root).as_posix()
+
+    def safe_path(self, relative: str, base: Path | None = None) -> Path:
+        """Resolve a path named by the source's metadata; refuse one that escapes the root."""
+        base = base or self.root
+        candidate = (base / relative).resolve()
+        root = self.root.resolve()
+        if candidate != root and root not in candidate.parents:
+            raise BadInput(f"path {relative!r} points outside the source root")
+        return candidate
+
+
+def guarded(item: str, rel_path: str | None, build: Callable[[], list[dict[str, Any]]]) -> Outcome:
+    """Run `build` for one item; any failure becomes a quarantine row with a readable reason.
+
+    Broad on purpose: on a 300k-image source, one unforeseen decoder error must not stop the
+    run. The reason keeps the exception type so unexpected ones stand out in the table.
+    """
+    try:
+        records = build()
+    except BadInput as exc:
+        return Outcome.reject(item, str(exc), rel_path)
+    except Exception as exc:  # noqa: BLE001 - see docstring
+        return Outcome.reject(item, f"{type(exc).__name__}: {exc}", rel_path)
+    if not records:
+        return Outcome.reject(item, "produced no records", rel_path)
+    return Outcome(item=item, records=records)
+
+
+def meta_json(**fields: Any) -> str:
+    """Source-specific fields as a compact, key-sorted JSON object (deterministic bytes)."""
+    return json.dumps({k: v for k, v in fields.items() if v is not None}, sort_keys=True)

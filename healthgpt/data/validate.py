@@ -1,0 +1,77 @@
+"""Validation of ingested shards, as plain functions (the Dagster asset checks wrap them).
+
+Each check streams the shards one row group at a time and returns (passed, details).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import yaml
+
+from healthgpt.data.schema import RECORD_SCHEMA
+from healthgpt.data.shards import read_manifest
+
+CheckResult = tuple[bool, dict[str, Any]]
+SAMPLE_MARKER = "SAMPLE_README.txt"
+
+
+def shard_paths(dataset_dir: Path) -> list[Path]:
+    """The completed shards listed in a dataset's manifest."""
+    manifest = read_manifest(dataset_dir)
+    return [Path(dataset_dir) / shard["path"] for shard in manifest["shards"]]
+
+
+def iter_batches(dataset_dir: Path, columns: list[str]) -> Iterator[pa.RecordBatch]:
+    for path in shard_paths(dataset_dir):
+        yield from pq.ParquetFile(path).iter_batches(columns=columns, batch_size=4096)
+
+
+def check_schema(dataset_dir: Path) -> CheckResult:
+    bad = [
+        p.name
+        for p in shard_paths(dataset_dir)
+        if not pq.read_schema(p).remove_metadata().equals(RECORD_SCHEMA.remove_metadata())
+    ]
+    return not bad, {"shards_with_wrong_schema": bad}
+
+
+def check_unique_ids(dataset_dir: Path) -> CheckResult:
+    seen: set[str] = set()
+    duplicates = 0
+    for batch in iter_batches(dataset_dir, ["id"]):
+        for value in batch.column(0).to_pylist():
+            duplicates += value in seen
+            seen.add(value)
+    return duplicates == 0, {"records": len(seen) + duplicates, "duplicate_ids": duplicates}
+
+
+def check_images_present(dataset_dir: Path) -> CheckResult:
+    empty = 0
+    for batch in iter_batches(dataset_dir, ["image"]):
+        sizes = pc.binary_length(pc.struct_field(batch.column(0), "bytes")).fill_null(0)
+        empty += pc.sum(pc.equal(sizes, 0)).as_py() or 0
+    return empty == 0, {"records_without_image": empty}
+
+
+def expected_counts(manifest_file: Path, source_root: Path) -> tuple[str, dict[str, int]]:
+    """The record range the source's manifest expects, for the sample or the full source."""
+    profile = "sample" if (Path(source_root) / SAMPLE_MARKER).exists() else "full"
+    spec = yaml.safe_load(Path(manifest_file).read_text()) or {}
+    return profile, (spec.get("expected_counts") or {}).get(profile) or {}
+
+
+def check_counts(dataset_dir: Path, manifest_file: Path, source_root: Path) -> CheckResult:
+    records = read_manifest(dataset_dir)["summary"]["records"]
+    profile, expected = expected_counts(manifest_file, source_root)
+    low = expected.get("records_min", 0)
+    high = expected.get("records_max", float("inf"))
+    details = {"records": records, "profile": profile, "expected_min": low}
+    if high != float("inf"):
+        details["expected_max"] = high
+    return low <= records <= high, details

@@ -1,0 +1,32 @@
+"""Where data lives: one place that reads the environment, shared by the CLI and Dagster.
+
+- `HEALTHGPT_DATA_DIR` (default `./data`): every output (shards, checkpoints, reports).
+- `HEALTHGPT_SOURCES_DIR` (default `$HEALTHGPT_DATA_DIR/sample_sources`): a directory with
+  one folder per source, named as in the source registry.
+- `HEALTHGPT_SOURCE_<NAME>` (e.g. `HEALTHGPT_SOURCE_MIMIC_CXR=/data/mimic-cxr-jpg/2.1.0`):
+  the root of one source, overriding the above. This is how the real downloads are used.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("HEALTHGPT_DATA_DIR", "data")).absolute()
+
+
+def sources_dir() -> Path:
+    default = data_dir() / "sample_sources"
+    return Path(os.environ.get("HEALTHGPT_SOURCES_DIR", default)).absolute()
+
+
+def source_root(name: str) -> Path:
+    """The configured root of source `name`."""
+    override = os.environ.get(f"HEALTHGPT_SOURCE_{name.upper()}")
+    return Path(override).absolute() if override else sources_dir() / name
+
+
+def ingested_dir(name: str) -> Path:
+    return data_dir() / "ingested" / name

@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from healthgpt.data.schema import QUARANTINE_SCHEMA
+from healthgpt.data.shards import ShardWriter, atomic_directory, clean_stale, read_manifest
+
+
+def _rows(n: int) -> list[dict]:
+    return [
+        {"source": "s", "item": str(i), "rel_path": None, "reason": "x" * 100} for i in range(n)
+    ]
+
+
+def test_writer_rolls_over_at_target_size_and_keeps_every_row(tmp_path):
+    with ShardWriter(
+        tmp_path, QUARANTINE_SCHEMA, target_shard_bytes=2_000, row_group_bytes=500, hf_images=False
+    ) as writer:
+        for row in _rows(100):
+            writer.write(row)
+    shards = writer.shards
+    assert len(shards) > 1
+    assert sum(s.rows for s in shards) == 100
+    table = pa.concat_tables(pq.read_table(tmp_path / s.path) for s in shards)
+    assert table.column("item").to_pylist() == [str(i) for i in range(100)]
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_same_rows_give_byte_identical_shards(tmp_path):
+    hashes = []
+    for run in ("a", "b"):
+        with ShardWriter(tmp_path / run, QUARANTINE_SCHEMA, hf_images=False) as writer:
+            for row in _rows(50):
+                writer.write(row)
+        hashes.append([s.sha256 for s in writer.shards])
+    assert hashes[0] == hashes[1]
+
+
+def test_failed_write_leaves_no_shard_and_no_temp_file(tmp_path):
+    with pytest.raises(RuntimeError), ShardWriter(tmp_path, QUARANTINE_SCHEMA) as writer:
+        writer.write(_rows(1)[0])
+        writer._flush()
+        raise RuntimeError("crash")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_directory_keeps_old_version_on_crash(tmp_path):
+    target = tmp_path / "out"
+    with atomic_directory(target) as staging:
+        (staging / "v").write_text("1")
+    with pytest.raises(RuntimeError), atomic_directory(target) as staging:
+        (staging / "v").write_text("2")
+        raise RuntimeError("crash")
+    assert (target / "v").read_text() == "1"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_clean_stale_removes_dead_staging_but_not_live(tmp_path):
+    import os
+
+    dead = tmp_path / ".out.staging-999999999-abcd"
+    live = tmp_path / f".out.staging-{os.getpid()}-abcd"
+    dead.mkdir()
+    live.mkdir()
+    removed = clean_stale(tmp_path / "out")
+    assert removed == [dead]
+    assert live.exists()
+
+
+def test_read_manifest_of_incomplete_directory_fails(tmp_path):
+    with pytest.raises(FileNotFoundError, match="never completed"):
+        read_manifest(tmp_path)
