@@ -62,8 +62,9 @@ def check_images_present(dataset_dir: Path) -> CheckResult:
 def expected_counts(manifest_file: Path, source_root: Path) -> tuple[str, dict[str, int]]:
     """The record range the source's manifest expects, for the sample or the full source."""
     profile = "sample" if (Path(source_root) / SAMPLE_MARKER).exists() else "full"
-    spec = yaml.safe_load(Path(manifest_file).read_text()) or {}
-    return profile, (spec.get("expected_counts") or {}).get(profile) or {}
+    manifest_file = Path(manifest_file)
+    spec = yaml.safe_load(manifest_file.read_text()) if manifest_file.is_file() else {}
+    return profile, ((spec or {}).get("expected_counts") or {}).get(profile) or {}
 
 
 def check_counts(dataset_dir: Path, manifest_file: Path, source_root: Path) -> CheckResult:
