@@ -1,0 +1,128 @@
+"""Ingestion throughput against its floor, and peak memory as the input grows tenfold.
+
+The floor is the same work without the pipeline: decode every input JPEG and encode the
+output PNG in a plain loop. The pipeline adds the reader, validation, quarantine accounting
+and Parquet writing; the goal is at least 0.8 of the floor's images per second per core.
+
+Input: a PathVQA-layout source (`pvqa/images/train/*.jpg` + `pvqa/qas/train/train_qa.pkl`)
+made from scikit-image's real immunohistochemistry slide, one question per image.
+
+    python -m benchmarks.bench_ingest [--images 300] [--growth 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def make_source(root: Path, n_images: int, seed: int = 0) -> list[Path]:
+    """Write `n_images` distinct 512x512 JPEG crops of a real IHC slide in PathVQA layout."""
+    from skimage import data
+
+    slide = np.asarray(data.immunohistochemistry())
+    big = np.concatenate([np.concatenate([slide, slide[:, ::-1]], 1)] * 2, 0)
+    rng = np.random.default_rng(seed)
+    images = root / "pvqa" / "images" / "train"
+    images.mkdir(parents=True, exist_ok=True)
+    rows, paths = [], []
+    for index in range(n_images):
+        y, x = rng.integers(0, big.shape[0] - 512), rng.integers(0, big.shape[1] - 512)
+        crop = big[y : y + 512, x : x + 512]
+        if index % 2:
+            crop = crop[::-1]
+        name = f"train_{index:06d}"
+        path = images / f"{name}.jpg"
+        Image.fromarray(np.ascontiguousarray(crop)).save(path, quality=90)
+        paths.append(path)
+        rows.append({"image": name, "question": "Is this a stained section?", "answer": "yes"})
+    qas = root / "pvqa" / "qas" / "train"
+    qas.mkdir(parents=True, exist_ok=True)
+    (qas / "train_qa.pkl").write_bytes(pickle.dumps(rows))
+    return paths
+
+
+def run_floor(root: Path, size: int = 256) -> dict:
+    """Decode and re-encode every image in a plain loop: the lower bound of the work."""
+    from healthgpt.data.imaging import image_file_to_png
+
+    paths = sorted((root / "pvqa" / "images" / "train").glob("*.jpg"))
+    started = time.perf_counter()
+    for path in paths:
+        image_file_to_png(path, size)
+    seconds = time.perf_counter() - started
+    return {"images": len(paths), "seconds": seconds, "images_per_s": len(paths) / seconds}
+
+
+def run_pipeline(root: Path, out: Path) -> dict:
+    from healthgpt.data.ingest import ingest
+
+    started = time.perf_counter()
+    summary = ingest("pathvqa", root, out)
+    seconds = time.perf_counter() - started
+    return {
+        "images": summary.records,
+        "seconds": seconds,
+        "images_per_s": summary.records / seconds,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def _child(mode: str, root: str, out: str) -> None:
+    result = run_floor(Path(root)) if mode == "floor" else run_pipeline(Path(root), Path(out))
+    print(json.dumps(result))
+
+
+def measure(mode: str, root: Path, out: Path) -> dict:
+    """Run one measurement in a fresh process, so peak RSS belongs to that run alone."""
+    command = [sys.executable, "-m", "benchmarks.bench_ingest", "--child", mode, str(root), str(out)]
+    completed = subprocess.run(command, check=True, capture_output=True, text=True)
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--images", type=int, default=300)
+    parser.add_argument("--growth", type=int, default=10)
+    parser.add_argument("--child", nargs=3, metavar=("MODE", "ROOT", "OUT"))
+    args = parser.parse_args()
+    if args.child:
+        _child(*args.child)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        small, large = Path(tmp) / "small", Path(tmp) / "large"
+        make_source(small, args.images)
+        make_source(large, args.images * args.growth, seed=1)
+        floor = measure("floor", small, Path(tmp) / "o0")
+        pipeline = measure("pipeline", small, Path(tmp) / "o1")
+        grown = measure("pipeline", large, Path(tmp) / "o2")
+    result = {
+        "images": args.images,
+        "floor_images_per_s_per_core": round(floor["images_per_s"], 1),
+        "pipeline_images_per_s_per_core": round(pipeline["images_per_s"], 1),
+        "ratio_to_floor": round(pipeline["images_per_s"] / floor["images_per_s"], 3),
+        "peak_rss_mb": round(pipeline["peak_rss_mb"], 1),
+        f"peak_rss_mb_x{args.growth}": round(grown["peak_rss_mb"], 1),
+        "rss_growth_ratio": round(grown["peak_rss_mb"] / pipeline["peak_rss_mb"], 3),
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "ingest.json").write_text(json.dumps(result, indent=2) + "\n")
+    print("| metric | value |\n|---|---|")
+    for key, value in result.items():
+        print(f"| {key} | {value} |")
+
+
+if __name__ == "__main__":
+    main()
