@@ -47,6 +47,7 @@ class IngestSummary:
     by_modality: Counter = field(default_factory=Counter)
     by_kind: Counter = field(default_factory=Counter)
     quarantine_reasons: Counter = field(default_factory=Counter)
+    skipped: Counter = field(default_factory=Counter)
     shards: list[ShardInfo] = field(default_factory=list)
     seconds: float = 0.0
     preview: list[dict[str, Any]] = field(default_factory=list)
@@ -68,6 +69,7 @@ class IngestSummary:
             "modalities": dict(sorted(self.by_modality.items())),
             "kinds": dict(sorted(self.by_kind.items())),
             "quarantine_reasons": dict(self.quarantine_reasons.most_common(10)),
+            "skipped_by_config": dict(sorted(self.skipped.items())),
             "reconciled": self.reconciled,
             "seconds": round(self.seconds, 3),
         }
@@ -122,6 +124,7 @@ def ingest(
                 summary.seconds = now - started
                 progress(summary)
                 last_report = now
+        summary.skipped.update(reader.skipped)
         for split in sorted(writers):
             summary.shards.extend(
                 ShardInfo(f"data/{s.path}", s.rows, s.bytes, s.sha256)

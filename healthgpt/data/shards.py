@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -204,7 +205,8 @@ def atomic_directory(target: Path) -> Iterator[Path]:
     """Build a directory's new contents in a private staging directory, then swap it in.
 
     On error the staging directory is removed and `target` is left as it was. The swap is two
-    renames (old aside, new in); a reader in between sees no directory rather than a mix.
+    renames (old aside, new in) under a file lock, so concurrent writers take turns; a reader
+    in between sees no directory rather than a mix.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -216,9 +218,15 @@ def atomic_directory(target: Path) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     retired = target.with_name(f".{target.name}.retired-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    if target.exists():
-        os.replace(target, retired)
-    os.replace(staging, target)
+    # Writers finishing at the same moment take turns: the swap itself is two renames.
+    with open(target.with_name(f".{target.name}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if target.exists():
+                os.replace(target, retired)
+            os.replace(staging, target)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
     shutil.rmtree(retired, ignore_errors=True)
 
 

@@ -54,7 +54,7 @@ def test_atomic_directory_keeps_old_version_on_crash(tmp_path):
         (staging / "v").write_text("2")
         raise RuntimeError("crash")
     assert (target / "v").read_text() == "1"
-    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["out"]
 
 
 def test_clean_stale_removes_dead_staging_but_not_live(tmp_path):

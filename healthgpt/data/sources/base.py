@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +72,10 @@ class SourceReader(ABC):
     def __init__(self, root: str | Path, options: ReaderOptions | None = None) -> None:
         self.root = Path(root)
         self.options = options or ReaderOptions()
+        # Input rows left out on purpose by configuration (another language, a lateral view),
+        # counted by reason: they are not items, so they are neither records nor quarantined,
+        # but the ingest summary reports them so nothing disappears without a trace.
+        self.skipped: Counter[str] = Counter()
 
     def validate_layout(self) -> None:
         """Fail fast, naming the expected layout, when the root is missing or wrong."""

@@ -1,0 +1,245 @@
+"""MIMIC-CXR-JPG 2.x (Johnson et al. 2019): 377,110 chest radiographs in 227,835 studies.
+
+Credentialed access (PhysioNet DUA). Official layout:
+
+    mimic-cxr-2.0.0-metadata.csv.gz   dicom_id, subject_id, study_id, ViewPosition, Rows, ...
+    mimic-cxr-2.0.0-split.csv.gz      dicom_id, study_id, subject_id, split (train/validate/test)
+    mimic-cxr-2.0.0-chexpert.csv.gz   subject_id, study_id, 14 labels (1.0 / 0.0 / -1.0 / blank)
+    files/p<XX>/p<subject_id>/s<study_id>/<dicom_id>.jpg
+
+The free-text reports come from MIMIC-CXR (mimic-cxr-reports.zip) with the same tree,
+`files/p<XX>/p<subject_id>/s<study_id>.txt`. They are looked for beside the JPGs, under
+`reports/files/`, under `mimic-cxr-reports/files/`, or under the folder named by
+`options.extra["reports_root"]` (relative to the source root).
+
+One item per image (metadata row). With `options.frontal_only` (default), rows whose
+ViewPosition is not PA or AP are not items: they are counted in `self.skipped` by view
+(reported as `skipped_by_config`), not quarantined. A record's text is the report's FINDINGS
+and IMPRESSION sections ("FINDINGS: ...\\nIMPRESSION: ..."); other sections (INDICATION,
+HISTORY, NOTIFICATION, which name people and times) are dropped.
+
+De-identification: subject, study and dicom ids become salted pseudonyms
+(`options.deid_salt`) in every output column, including `orig_path`, `orig_id` and the
+quarantine table; residual runs of 6+ digits in report text are redacted. The metadata's
+StudyDate, StudyTime and procedure description are never copied.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from healthgpt.data.deid import pseudonym, redact_long_numbers
+from healthgpt.data.imaging import encode_png, load_image_bytes
+from healthgpt.data.schema import new_record
+from healthgpt.data.sources.base import BadInput, Outcome, SourceReader, guarded, meta_json
+from healthgpt.data.sources.common import normalize_split
+
+PREFIX = "mimic-cxr-2.0.0"
+METADATA = f"{PREFIX}-metadata.csv.gz"
+SPLIT = f"{PREFIX}-split.csv.gz"
+CHEXPERT = f"{PREFIX}-chexpert.csv.gz"
+FRONTAL_VIEWS = frozenset({"PA", "AP"})
+CHEXPERT_LABELS = (
+    "Atelectasis",
+    "Cardiomegaly",
+    "Consolidation",
+    "Edema",
+    "Enlarged Cardiomediastinum",
+    "Fracture",
+    "Lung Lesion",
+    "Lung Opacity",
+    "No Finding",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Pneumonia",
+    "Pneumothorax",
+    "Support Devices",
+)
+REPORT_ROOTS = (".", "reports", "mimic-cxr-reports")
+
+_HEADING = re.compile(r"^[ \t]*([A-Z][A-Z &/,()\-]{1,60}):", re.MULTILINE)
+_IMPRESSION_HEADINGS = frozenset({"IMPRESSION", "IMPRESSIONS", "CONCLUSION", "CONCLUSIONS"})
+
+
+def parse_report(text: str) -> dict[str, str]:
+    """The FINDINGS and IMPRESSION sections of a report, whitespace-collapsed.
+
+    A section runs from its `HEADING:` at the start of a line to the next heading. Keys are
+    present only for sections with text.
+    """
+    sections: dict[str, list[str]] = {"findings": [], "impression": []}
+    matches = list(_HEADING.finditer(text))
+    for index, match in enumerate(matches):
+        heading = " ".join(match.group(1).split())
+        end = matches[index + 1].start() if index + 1 < len(matches) else len(text)
+        body = " ".join(text[match.end() : end].split())
+        if heading.startswith("FINDING"):
+            sections["findings"].append(body)
+        elif heading in _IMPRESSION_HEADINGS:
+            sections["impression"].append(body)
+    return {key: " ".join(parts) for key, parts in sections.items() if any(parts)}
+
+
+def report_text(sections: dict[str, str]) -> str:
+    """FINDINGS and IMPRESSION as one text, digit runs redacted."""
+    parts = []
+    if "findings" in sections:
+        parts.append(f"FINDINGS: {sections['findings']}")
+    if "impression" in sections:
+        parts.append(f"IMPRESSION: {sections['impression']}")
+    return redact_long_numbers("\n".join(parts))
+
+
+def _rows(path: Path) -> Iterator[dict[str, str]]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8", newline="") as handle:
+        yield from csv.DictReader(handle)
+
+
+def _label(value: str | None) -> int | None:
+    """CheXpert cells: 1.0 positive, 0.0 negative, -1.0 uncertain, blank not mentioned."""
+    text = (value or "").strip()
+    return int(float(text)) if text else None
+
+
+class MimicCxrReader(SourceReader):
+    name = "mimic_cxr"
+    expected_layout = f"""\
+<root>/                                  (MIMIC-CXR-JPG 2.x, PhysioNet credentialed access)
+  {METADATA}
+  {SPLIT}
+  {CHEXPERT}        (optional)
+  files/p<XX>/p<subject_id>/s<study_id>/<dicom_id>.jpg
+  files/p<XX>/p<subject_id>/s<study_id>.txt   (reports; or under reports/files/, or under
+                                               options.extra["reports_root"])"""
+
+    def _csv(self, name: str) -> Path | None:
+        for candidate in (self.root / name, self.root / name.removesuffix(".gz")):
+            if candidate.is_file():
+                return candidate
+        return None
+
+    def layout_problem(self) -> str | None:
+        missing = [n for n in (METADATA, SPLIT) if self._csv(n) is None]
+        if not (self.root / "files").is_dir():
+            missing.append("files/")
+        configured = self.options.extra.get("reports_root")
+        if configured and not (self.root / configured / "files").is_dir():
+            missing.append(f"{configured}/files/ (options.extra['reports_root'])")
+        return f"missing {', '.join(missing)}" if missing else None
+
+    def _report_roots(self) -> list[Path]:
+        """Where report trees may start: the configured folder (relative to the root, or
+        absolute), else beside the JPGs and the usual unzip locations."""
+        configured = self.options.extra.get("reports_root")
+        names = [configured] if configured else list(REPORT_ROOTS)
+        return [self.root / name for name in names]
+
+    def _pseudonym(self, kind: str, value: str) -> str:
+        return pseudonym(value, self.options.deid_salt, prefix=kind)
+
+    def items(self) -> Iterator[Outcome]:
+        splits = {row["dicom_id"]: row["split"] for row in _rows(self._csv(SPLIT))}
+        chexpert_path = self._csv(CHEXPERT)
+        labels = {}
+        if chexpert_path is not None:
+            for row in _rows(chexpert_path):
+                values = {name: _label(row.get(name)) for name in CHEXPERT_LABELS}
+                labels[(row.get("subject_id"), row.get("study_id"))] = {
+                    k: v for k, v in values.items() if v is not None
+                }
+        report_roots = self._report_roots()
+        for row in _rows(self._csv(METADATA)):
+            view = (row.get("ViewPosition") or "").strip().upper()
+            if self.options.frontal_only and view not in FRONTAL_VIEWS:
+                self.skipped[f"view {view or 'missing'} (frontal_only)"] += 1
+                continue
+            yield self._outcome(row, view, splits, labels, report_roots)
+
+    def _outcome(
+        self,
+        row: dict[str, str],
+        view: str,
+        splits: dict[str, str],
+        labels: dict[tuple[str, str], dict[str, int]],
+        report_roots: list[Path],
+    ) -> Outcome:
+        raw = {k: (row.get(k) or "").strip() for k in ("subject_id", "study_id", "dicom_id")}
+        ids = {
+            "subject_id": self._pseudonym("subj", raw["subject_id"]),
+            "study_id": self._pseudonym("study", raw["study_id"]),
+            "dicom_id": self._pseudonym("img", raw["dicom_id"]),
+        }
+        orig_path = f"files/{ids['subject_id']}/{ids['study_id']}/{ids['dicom_id']}.jpg"
+
+        def build() -> list[dict[str, Any]]:
+            if not all(raw.values()):
+                raise BadInput("metadata row lacks subject_id, study_id or dicom_id")
+            if raw["dicom_id"] not in splits:
+                raise BadInput("image not listed in the split file")
+            subject, study = raw["subject_id"], raw["study_id"]
+            study_dir = Path("files", f"p{subject[:2]}", f"p{subject}", f"s{study}")
+            sections = self._report(study_dir.with_suffix(".txt"), report_roots)
+            png = self._image(self.root / study_dir / f"{raw['dicom_id']}.jpg", ids["dicom_id"])
+            return [
+                new_record(
+                    source=self.name,
+                    orig_id=ids["dicom_id"],
+                    split=normalize_split(splits[raw["dicom_id"]]),
+                    kind="report",
+                    modality="X-Ray",
+                    image=png,
+                    body_part="chest",
+                    subject_id=ids["subject_id"],
+                    text=report_text(sections),
+                    orig_path=orig_path,
+                    meta=meta_json(
+                        view=view or None,
+                        study=ids["study_id"],
+                        rows=_int(row.get("Rows")),
+                        columns=_int(row.get("Columns")),
+                        chexpert=labels.get((subject, study)),
+                    ),
+                )
+            ]
+
+        outcome = guarded(ids["dicom_id"], orig_path, build)
+        if outcome.quarantined is not None:
+            reason = outcome.quarantined.reason
+            for key, value in raw.items():
+                if value:
+                    reason = reason.replace(value, ids[key])
+            return Outcome.reject(ids["dicom_id"], reason, orig_path)
+        return outcome
+
+    def _report(self, relative: Path, roots: list[Path]) -> dict[str, str]:
+        for root in roots:
+            path = root / relative
+            if path.is_file():
+                sections = parse_report(path.read_text(encoding="utf-8", errors="replace"))
+                if not sections:
+                    raise BadInput("report has no FINDINGS or IMPRESSION section")
+                return sections
+        raise BadInput("report file missing for the study")
+
+    def _image(self, path: Path, name: str) -> bytes:
+        """Decode the JPEG; error messages name the pseudonym, never the file."""
+        if not path.is_file():
+            raise BadInput("image file missing")
+        data = path.read_bytes()
+        if not data:
+            raise BadInput("image file is empty (0 bytes)")
+        image = load_image_bytes(data, name)
+        return encode_png(image, self.options.image_size, self.options.png_compress_level)
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(float(value)) if value else None
+    except ValueError:
+        return None

@@ -1,0 +1,92 @@
+"""Any tree of NIfTI volumes: a BIDS dataset, dcm2niix output, a lab's research archive.
+
+Item = one `.nii` / `.nii.gz` file; other files (sidecar JSON, TSV, README) are not items.
+Records = one kind "image" per kept slice (rules in `healthgpt.data.nifti`); 4D files use
+their `options.extra["volume_index"]`-th volume (default 0).
+
+Modality: a BIDS sidecar (`<stem>.json`, key `Modality`, e.g. "MR", "CT") wins, then
+`options.extra["modality"]` (default "MRI"). Body part: sidecar `BodyPart` /
+`BodyPartExamined`, then `options.extra["body_part"]`. Nothing else is read from sidecars:
+dcm2niix copies PHI (InstitutionName, dates) into them when the DICOMs were not anonymized.
+
+De-identification: `orig_path`/`orig_id` are salted pseudonyms of the relative path (folder
+names can carry patient names); `subject_id` is a pseudonym of the BIDS `sub-<label>` when
+the path has one, else of the path.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from healthgpt.data.deid import pseudonym
+from healthgpt.data.dicom import normalize_body_part
+from healthgpt.data.nifti import is_nifti, load_volume, nifti_stem
+from healthgpt.data.sources.base import Outcome, SourceReader, guarded
+from healthgpt.data.sources.volumes import image_slice_records, prepare
+from healthgpt.data.vocab import normalize_modality
+
+BIDS_SUBJECT = re.compile(r"(?:^|/)(sub-[A-Za-z0-9]+)(?:/|_)")
+
+
+class NiftiFolderReader(SourceReader):
+    name = "nifti_folder"
+    expected_layout = """\
+<root>/
+  **/<name>.nii.gz  or  **/<name>.nii      (3D or 4D volumes at any depth)
+  **/<name>.json                           (optional BIDS sidecar: Modality, BodyPart)"""
+
+    def layout_problem(self) -> str | None:
+        if not any(True for _ in self._volumes()):
+            return "no .nii or .nii.gz file found"
+        return None
+
+    def _volumes(self) -> Iterator[Path]:
+        for path in sorted(self.root.rglob("*")):
+            if path.is_file() and is_nifti(path):
+                yield path
+
+    def items(self) -> Iterator[Outcome]:
+        for path in self._volumes():
+            rel = self.rel(path)
+            token = pseudonym(rel, self.options.deid_salt, prefix="file")
+            yield guarded(token, token, lambda p=path, r=rel, t=token: self._records(p, r, t))
+
+    def _records(self, path: Path, rel: str, token: str) -> list[dict[str, Any]]:
+        sidecar = _sidecar(path)
+        modality = normalize_modality(
+            sidecar.get("Modality") or self.options.extra.get("modality", "MRI")
+        )
+        body_part = normalize_body_part(
+            sidecar.get("BodyPart")
+            or sidecar.get("BodyPartExamined")
+            or self.options.extra.get("body_part")
+        )
+        subject = BIDS_SUBJECT.search(rel)
+        volume = load_volume(path, int(self.options.extra.get("volume_index", 0)))
+        return image_slice_records(
+            prepare(volume, self.options),
+            source=self.name,
+            orig_id=token,
+            modality=modality,
+            options=self.options,
+            subject_id=pseudonym(subject[1] if subject else rel, self.options.deid_salt, "subj"),
+            body_part=body_part,
+            orig_path=token,
+            meta={"sidecar": bool(sidecar)},
+        )
+
+
+def _sidecar(path: Path) -> dict[str, Any]:
+    """The BIDS JSON next to a volume, or {}; an unreadable sidecar is ignored, not fatal."""
+    candidate = path.with_name(nifti_stem(path) + ".json")
+    if not candidate.is_file():
+        return {}
+    try:
+        data = json.loads(candidate.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
