@@ -1,0 +1,140 @@
+"""Which model an evaluation runs: a training stage's checkpoint or the official weights.
+
+The evaluation never builds or maps weights itself. It calls the model package:
+`healthgpt.model.load_model` (presets), `load_trainable` (a stage's `save_trainable` file) and,
+for the released HealthGPT files, the preset's `official_weights` (which `load_model` maps
+with `load_official_weights`). The result is adapted to the `TextModel` / `ImageModel`
+protocols by `HealthGPTText` / `HealthGPTImage`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from healthgpt.eval.predict import HealthGPTImage, HealthGPTText, ImageModel, TextModel
+
+# The release's file names (HealthGPT-M3: com_hlora_weights.bin, gen_hlora_weights.bin,
+# fusion_layer_weights.bin; L14 adds a suffix, e.g. com_hlora_weights_phi4.bin).
+OFFICIAL_FILES = {
+    "comprehension": "com_hlora_weights*.bin",
+    "generation": "gen_hlora_weights*.bin",
+    "fusion": "fusion_layer_weights*.bin",
+}
+DEFAULT_CHECKPOINT_PRESET = "tiny"
+DEFAULT_OFFICIAL_PRESET = "m3"
+
+
+class ModelUnavailable(RuntimeError):
+    """The requested model cannot be loaded here (missing files, or files that do not fit)."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model to evaluate. `official_dir` wins over `checkpoint`. An empty `preset` means the
+    checkpoint's own (its `preset` metadata), or "m3" for official weights."""
+
+    preset: str = ""
+    checkpoint: str | None = None
+    official_dir: str | None = None
+    max_new_tokens: int = 64
+    name: str = ""
+
+    @property
+    def label(self) -> str:
+        """How reports name this model (`name` when given)."""
+        if self.name:
+            return self.name
+        if self.official_dir:
+            return f"official {Path(self.official_dir).name}"
+        return f"checkpoint {Path(self.checkpoint).name}" if self.checkpoint else "no model"
+
+
+def resolve_checkpoint(checkpoints_root: Path, stage: str) -> Path | None:
+    """A training stage's newest weights under `<data>/checkpoints/<stage>/`, if any.
+
+    The stage's `CURRENT.json` (its finished run's final directory) wins; else the highest
+    `ckpt-<step>/`; else the directory itself when it holds safetensors files.
+    """
+    directory = Path(checkpoints_root) / stage
+    if not directory.is_dir():
+        return None
+    current = directory / "CURRENT.json"
+    if current.is_file():
+        return Path(json.loads(current.read_text())["final"])
+    steps = [p for p in directory.glob("ckpt-*") if p.is_dir() and p.name[5:].isdigit()]
+    if steps:
+        return max(steps, key=lambda p: int(p.name[5:]))
+    return directory if any(directory.glob("*.safetensors")) else None
+
+
+def checkpoint_file(path: str | Path) -> Path:
+    """The safetensors file of a checkpoint path (a file, or a directory holding one)."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    candidates = [path / "model.safetensors"] + sorted(path.glob("*.safetensors"))
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise ModelUnavailable(f"no safetensors checkpoint at {path}")
+
+
+def checkpoint_preset(path: Path) -> str | None:
+    """The model preset a `save_trainable` file was written from (its metadata), if recorded."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        return (handle.metadata() or {}).get("preset")
+
+
+def official_files(directory: str | Path) -> dict[str, str]:
+    """family -> file of the official release found in `directory` (at least one)."""
+    directory = Path(directory)
+    found = {}
+    for family, pattern in OFFICIAL_FILES.items():
+        matches = sorted(directory.glob(pattern))
+        if matches:
+            found[family] = str(matches[0])
+    if not found:
+        wanted = ", ".join(OFFICIAL_FILES.values())
+        raise ModelUnavailable(f"no official HealthGPT weights ({wanted}) in {directory}")
+    return found
+
+
+def load_healthgpt(spec: ModelSpec) -> tuple[Any, list[str]]:
+    """The project's `HealthGPT` for `spec`, and notes on how its weights loaded."""
+    from healthgpt.model import get_preset, load_model, load_trainable
+    from healthgpt.model.presets import OfficialWeights
+
+    if spec.official_dir:
+        config = get_preset(spec.preset or DEFAULT_OFFICIAL_PRESET)
+        config.official_weights = OfficialWeights(**official_files(spec.official_dir))
+        model = load_model(config)
+        reports = getattr(model, "load_reports", {})
+        return model, [f"official {name} weights: {r.summary()}" for name, r in reports.items()]
+    if not spec.checkpoint:
+        raise ModelUnavailable(
+            "no model to evaluate: no training checkpoint was found and no official weights "
+            "directory was given (materialize train_stage3 or set official_weights_dir)"
+        )
+    file = checkpoint_file(spec.checkpoint)
+    preset = spec.preset or checkpoint_preset(file) or DEFAULT_CHECKPOINT_PRESET
+    model = load_model(preset)
+    try:
+        report = load_trainable(model, file)
+    except (ValueError, KeyError) as exc:
+        raise ModelUnavailable(f"{file} does not load into preset {preset!r}: {exc}") from exc
+    return model, [f"checkpoint {file} into preset {preset!r}: {report.summary()}"]
+
+
+def text_model(spec: ModelSpec) -> TextModel:
+    model, notes = load_healthgpt(spec)
+    return HealthGPTText(model, max_new_tokens=spec.max_new_tokens, notes=notes)
+
+
+def image_model(spec: ModelSpec) -> ImageModel:
+    model, notes = load_healthgpt(spec)
+    return HealthGPTImage(model, notes=notes)

@@ -1,0 +1,120 @@
+import pytest
+
+from healthgpt.eval.mcq import (
+    Choice,
+    LayoutError,
+    OmniSkips,
+    evaluate_mcq,
+    normalize_benchmark_modality,
+    parse_choice,
+    read_mmmu,
+    read_omnimedvqa,
+)
+from tests.eval.fakes import FakeTextModel, write_mmmu, write_omnimedvqa
+
+OPTIONS = ["Pneumonia", "Lung cancer", "Lung", "Normal"]
+
+
+@pytest.mark.parametrize(
+    ("reply", "letter", "rule"),
+    [
+        ("B", "B", "explicit"),
+        ("b", "B", "explicit"),
+        ("(C)", "C", "explicit"),
+        ("C.", "C", "explicit"),
+        ("D) Normal", "D", "explicit"),
+        ("The answer is (b).", "B", "explicit"),
+        ("Answer: D", "D", "explicit"),
+        ("It looks like Option c", "C", "explicit"),
+        ("I think it is B because of the opacity", "B", "letter"),
+        ("**B**", "B", "letter"),
+        ("The correct option is E, no wait, D", "D", "letter"),  # E is not an option here
+        ("A lesion is seen: lung cancer", "B", "text"),  # "A lesion" is an article
+        ("lung cancer", "B", "text"),  # contains "lung" too: the longest option wins
+        ("Lung", "C", "text"),
+        ("pneumonia.", "A", "text"),
+        ("pneumonia or normal", None, "unparsed"),  # two options named
+        ("I am not sure", None, "unparsed"),
+        ("E", None, "unparsed"),
+        ("", None, "unparsed"),
+    ],
+)
+def test_parse_choice_on_messy_replies(reply, letter, rule):
+    assert parse_choice(reply, OPTIONS) == Choice(letter, rule)
+
+
+@pytest.mark.parametrize(
+    ("label", "modality"),
+    [
+        ("CT(Computed Tomography)", "CT"),
+        ("MR (Mag-netic Resonance Imaging)", "MRI"),
+        ("X-Ray", "X-Ray"),
+        ("Fundus Photography", "Fundus"),
+        ("OCT (Optical Coherence Tomography", "OCT"),
+        ("Dermoscopy", "Dermoscopy"),
+        ("Microscopy Images", "Microscopy"),
+        ("ultrasound", "Ultrasound"),
+        ("['Microscopic Images']", "Microscopy"),
+        ("Infrared Reflectance Imaging", "Other"),
+        (None, "Other"),
+    ],
+)
+def test_benchmark_modality_labels(label, modality):
+    assert normalize_benchmark_modality(label) == modality
+
+
+def test_mmmu_reader_on_the_hf_layout(tmp_path):
+    items = list(read_mmmu(write_mmmu(tmp_path / "MMMU"), subjects=["Clinical_Medicine"]))
+    assert [i.id for i in items] == [
+        "validation_Clinical_Medicine_1",
+        "validation_Clinical_Medicine_2",
+    ]
+    first, second = items
+    assert first.options == ("Pneumonia", "Fracture", "Normal", "Edema")
+    assert first.answer == "B" and first.group == "Clinical_Medicine"
+    assert first.question == "Which finding is shown in (image 1)?"
+    assert first.modality == "CT" and second.modality == "Microscopy"
+    assert first.images[0][:4] == b"\x89PNG"
+    assert len(list(read_mmmu(tmp_path / "MMMU", subjects=["Clinical_Medicine"], limit=1))) == 1
+
+
+def test_mmmu_missing_layout_names_the_expected_one(tmp_path):
+    with pytest.raises(LayoutError, match="Subject"):
+        list(read_mmmu(tmp_path, subjects=["Pharmacy"]))
+
+
+def test_omnimedvqa_reader_maps_gold_text_to_a_letter_and_reports_skips(tmp_path):
+    skips = OmniSkips()
+    items = list(read_omnimedvqa(write_omnimedvqa(tmp_path / "OmniMedVQA"), skips=skips))
+    assert [(i.id, i.answer, i.modality) for i in items] == [
+        ("ds_0", "B", "CT"),
+        ("ds_1", "B", "Fundus"),
+    ]
+    assert items[1].options == ("Normal", "Glaucoma")
+    assert skips.reasons == {"gt_answer matches no single option": 1, "image file missing": 1}
+
+
+def test_omnimedvqa_missing_layout(tmp_path):
+    with pytest.raises(LayoutError, match="QA information"):
+        list(read_omnimedvqa(tmp_path))
+
+
+def test_evaluate_mcq_accuracy_modality_breakdown_and_unparsed(tmp_path):
+    root = write_omnimedvqa(tmp_path / "OmniMedVQA")
+    model = FakeTextModel({"What modality is used?": "B", "Is this fundus normal?": "maybe"})
+    result = evaluate_mcq(model, {"omnimedvqa": read_omnimedvqa(root)}, tmp_path / "out")
+    summary = result.benchmarks["omnimedvqa"]
+    assert (summary["accuracy"], summary["n"], summary["unparsed"]) == (50.0, 2, 1)
+    assert summary["macro_modality"] == 50.0
+    assert summary["by_modality"] == {
+        "CT": {"n": 1, "accuracy": 100.0},
+        "Fundus": {"n": 1, "accuracy": 0.0},
+    }
+
+
+def test_omnimedvqa_unparseable_json_is_counted_not_fatal(tmp_path):
+    root = write_omnimedvqa(tmp_path / "OmniMedVQA")
+    (root / "QA information" / "Open-access" / "zz_broken.json").write_text('[{"question_id": ')
+    skips = OmniSkips()
+    assert len(list(read_omnimedvqa(root, skips=skips))) == 2
+    assert skips.reasons["unparseable JSON row"] == 1
