@@ -7,7 +7,7 @@ export DAGSTER_HOME ?= $(CURDIR)/dagster_home
 export DAGSTER_CLI_ASSET_MATERIALIZE_MODULE_NAME ?= pipelines.definitions
 export HEALTHGPT_DATA_DIR ?= $(CURDIR)/data
 
-.PHONY: setup demo test lint format bench dev clean
+.PHONY: setup demo test test-fast e2e lint format bench dev gpu-check eval clean
 
 setup: $(STAMP)
 
@@ -26,19 +26,31 @@ demo: setup
 	$(BIN)/dagster asset materialize -m pipelines.definitions --select '*'
 
 test: setup
-	$(BIN)/ruff check healthgpt pipelines tests benchmarks
+	$(BIN)/ruff check healthgpt pipelines tests benchmarks scripts
 	$(BIN)/pytest
 
+test-fast: setup
+	$(BIN)/pytest -m "not e2e"
+
+e2e: setup
+	$(BIN)/pytest -m e2e
+
 lint:
-	$(BIN)/ruff check healthgpt pipelines tests benchmarks
-	$(BIN)/ruff format --check healthgpt pipelines tests benchmarks
+	$(BIN)/ruff check healthgpt pipelines tests benchmarks scripts
+	$(BIN)/ruff format --check healthgpt pipelines tests benchmarks scripts
 
 format:
-	$(BIN)/ruff format healthgpt pipelines tests benchmarks
-	$(BIN)/ruff check --fix healthgpt pipelines tests benchmarks
+	$(BIN)/ruff format healthgpt pipelines tests benchmarks scripts
+	$(BIN)/ruff check --fix healthgpt pipelines tests benchmarks scripts
 
 bench: setup
 	$(BIN)/python -m benchmarks.run_all
+
+gpu-check: setup
+	$(BIN)/python scripts/gpu_check
+
+eval: setup
+	$(BIN)/dagster asset materialize -m pipelines.definitions --select 'group:evaluation'
 
 dev: setup
 	$(BIN)/dagster dev -m pipelines.definitions

@@ -87,7 +87,15 @@ def _child(mode: str, root: str, out: str) -> None:
 
 def measure(mode: str, root: Path, out: Path) -> dict:
     """Run one measurement in a fresh process, so peak RSS belongs to that run alone."""
-    command = [sys.executable, "-m", "benchmarks.bench_ingest", "--child", mode, str(root), str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.bench_ingest",
+        "--child",
+        mode,
+        str(root),
+        str(out),
+    ]
     completed = subprocess.run(command, check=True, capture_output=True, text=True)
     return json.loads(completed.stdout.strip().splitlines()[-1])
 

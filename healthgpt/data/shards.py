@@ -18,6 +18,8 @@ import hashlib
 import json
 import os
 import shutil
+import socket
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
@@ -30,6 +32,10 @@ import pyarrow.parquet as pq
 from healthgpt.data.schema import hf_features_metadata
 
 MANIFEST_NAME = "_manifest.json"
+# Leftovers of other hosts (pods sharing a volume) are only removed after this long, since
+# their process ids mean nothing here.
+FOREIGN_LEFTOVER_AGE_S = 24 * 3600
+_HOST = socket.gethostname().replace("-", "_").replace(".", "_") or "host"
 
 
 @dataclass(frozen=True)
@@ -210,24 +216,29 @@ def atomic_directory(target: Path) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.with_name(f".{target.name}.staging-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    staging = _leftover_path(target, "staging")
     staging.mkdir()
     try:
         yield staging
+        retired = _leftover_path(target, "retired")
+        # Writers finishing at the same moment take turns: the swap itself is two renames.
+        with open(target.with_name(f".{target.name}.lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                if target.exists():
+                    os.replace(target, retired)
+                os.replace(staging, target)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    retired = target.with_name(f".{target.name}.retired-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    # Writers finishing at the same moment take turns: the swap itself is two renames.
-    with open(target.with_name(f".{target.name}.lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            if target.exists():
-                os.replace(target, retired)
-            os.replace(staging, target)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
     shutil.rmtree(retired, ignore_errors=True)
+
+
+def _leftover_path(target: Path, kind: str) -> Path:
+    """`.<name>.<kind>-<host>-<pid>-<random>`: who made it, so cleanup can tell if it's live."""
+    return target.with_name(f".{target.name}.{kind}-{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -241,15 +252,25 @@ def _pid_alive(pid: int) -> bool:
 
 
 def clean_stale(target: Path) -> list[Path]:
-    """Remove staging/retired leftovers of `target` left by processes that no longer run.
+    """Remove staging/retired leftovers of `target` left by writers that no longer run.
 
-    A live process's staging directory is kept: it may be a concurrent materialization.
+    On this host a leftover is stale when its process is gone; a live process's staging
+    directory may be a concurrent materialization and is kept. Another host's leftovers are
+    removed once older than `FOREIGN_LEFTOVER_AGE_S`.
     """
     target = Path(target)
     removed = []
-    for leftover in target.parent.glob(f".{target.name}.*-*-*"):
-        pid = leftover.name.rsplit("-", 2)[-2]
-        if pid.isdigit() and not _pid_alive(int(pid)):
-            shutil.rmtree(leftover, ignore_errors=True)
-            removed.append(leftover)
+    for kind in ("staging", "retired"):
+        for leftover in target.parent.glob(f".{target.name}.{kind}-*"):
+            parts = leftover.name[len(f".{target.name}.{kind}-") :].split("-")
+            if len(parts) != 3 or not parts[1].isdigit():
+                continue
+            host, pid = parts[0], int(parts[1])
+            if host == _HOST:
+                stale = not _pid_alive(pid)
+            else:
+                stale = time.time() - leftover.stat().st_mtime > FOREIGN_LEFTOVER_AGE_S
+            if stale:
+                shutil.rmtree(leftover, ignore_errors=True)
+                removed.append(leftover)
     return removed

@@ -57,16 +57,34 @@ def test_atomic_directory_keeps_old_version_on_crash(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["out"]
 
 
-def test_clean_stale_removes_dead_staging_but_not_live(tmp_path):
+def test_clean_stale_removes_dead_staging_but_not_live_or_recent_foreign(tmp_path):
     import os
 
-    dead = tmp_path / ".out.staging-999999999-abcd"
-    live = tmp_path / f".out.staging-{os.getpid()}-abcd"
-    dead.mkdir()
-    live.mkdir()
+    from healthgpt.data.shards import _HOST
+
+    dead = tmp_path / f".out.staging-{_HOST}-999999999-abcd"
+    live = tmp_path / f".out.staging-{_HOST}-{os.getpid()}-abcd"
+    foreign_recent = tmp_path / ".out.staging-otherpod-1-abcd"
+    foreign_old = tmp_path / ".out.retired-otherpod-2-abcd"
+    for path in (dead, live, foreign_recent, foreign_old):
+        path.mkdir()
+    os.utime(foreign_old, (0, 0))
     removed = clean_stale(tmp_path / "out")
-    assert removed == [dead]
-    assert live.exists()
+    assert sorted(removed) == sorted([dead, foreign_old])
+    assert live.exists() and foreign_recent.exists()
+
+
+def test_failed_swap_removes_its_staging_directory(tmp_path, monkeypatch):
+    import os
+
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"), atomic_directory(tmp_path / "out") as staging:
+        (staging / "v").write_text("1")
+        monkeypatch.setattr(os, "replace", broken_replace)
+    monkeypatch.undo()
+    assert [p for p in tmp_path.iterdir() if p.is_dir()] == []
 
 
 def test_read_manifest_of_incomplete_directory_fails(tmp_path):

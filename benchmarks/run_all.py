@@ -1,0 +1,28 @@
+"""Run every benchmark in turn (`make bench`); each prints a markdown table and writes JSON
+to benchmarks/results/. Pass names to run a subset: `python -m benchmarks.run_all ingest`."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import time
+
+BENCHMARKS = ("ingest", "mixture", "hlora", "train")
+
+
+def main(names: list[str]) -> None:
+    for name in names or BENCHMARKS:
+        print(f"\n## {name}\n", flush=True)
+        started = time.perf_counter()
+        module = importlib.import_module(f"benchmarks.bench_{name}")
+        saved = sys.argv
+        sys.argv = [f"bench_{name}"]
+        try:
+            module.main()
+        finally:
+            sys.argv = saved
+        print(f"\n({name}: {time.perf_counter() - started:.0f} s)", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,187 @@
+"""Streaming the mixture's Parquet shards into padded batches of one task family.
+
+Why it is built this way:
+- The order of micro-batches is a pure function of (seed, epoch, family, micro-batch size,
+  world size): each epoch shuffles whole row groups, then rows inside each row group, so
+  reading stays sequential per row group while batches still mix shards. Nothing depends on
+  the number of DataLoader workers, so a run resumed with other `num_workers` sees the same
+  data, and resuming is "skip the first j micro-batches of this rank", computed, not replayed.
+- Micro-batch `b` of an epoch goes to DDP rank `b % world`. On one rank, the j-th micro-batch
+  goes to worker `(j - start) % num_workers`, the order in which a DataLoader with
+  `in_order=True` asks its workers, so workers decode images in parallel and the main process
+  still receives the stream in order.
+- Workers return finished, padded tensors (`batch_size=None`): image decoding and tokenizing
+  happen in the workers, never in the training process.
+- Only the row index (file, row group, row) of the family's samples is built up front, from
+  the tiny `task_family` column; peak memory does not grow with the image data.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+SampleEncoder = Callable[[dict[str, Any]], dict[str, Any]]
+Collator = Callable[[list[dict[str, Any]]], dict[str, Any]]
+
+
+def split_files(subset_dir: Path, split: str) -> list[Path]:
+    """`<subset>/data/<split>-NNNNN.parquet`, sorted."""
+    return sorted((Path(subset_dir) / "data").glob(f"{split}-*.parquet"))
+
+
+@dataclass(frozen=True)
+class RowIndex:
+    """Where one family's rows are: parallel arrays of (file number, row group, row)."""
+
+    files: tuple[str, ...]
+    file: np.ndarray
+    group: np.ndarray
+    row: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+    @classmethod
+    def build(cls, files: list[Path], family: str | None = None, **equals: str) -> RowIndex:
+        """Index the rows whose `task_family` is `family` (and whose columns match `equals`)."""
+        columns = (["task_family"] if family else []) + list(equals)
+        file_ids, groups, rows = [], [], []
+        for number, path in enumerate(files):
+            parquet = pq.ParquetFile(path)
+            for group in range(parquet.metadata.num_row_groups):
+                n = parquet.metadata.row_group(group).num_rows
+                keep = np.ones(n, dtype=bool)
+                if columns:
+                    table = parquet.read_row_group(group, columns=columns)
+                    if family:
+                        keep &= np.asarray(table["task_family"].to_pylist()) == family
+                    for column, value in equals.items():
+                        keep &= np.asarray(table[column].to_pylist()) == value
+                selected = np.flatnonzero(keep)
+                file_ids.append(np.full(len(selected), number, dtype=np.int32))
+                groups.append(np.full(len(selected), group, dtype=np.int32))
+                rows.append(selected.astype(np.int64))
+        cat = lambda parts, dt: np.concatenate(parts) if parts else np.zeros(0, dt)  # noqa: E731
+        return cls(
+            tuple(str(f) for f in files),
+            cat(file_ids, np.int32),
+            cat(groups, np.int32),
+            cat(rows, np.int64),
+        )
+
+    def epoch_order(self, seed: int, epoch: int) -> np.ndarray:
+        """Positions in this index in the order of `epoch`: row groups shuffled, rows inside."""
+        rng = np.random.default_rng([seed, epoch])
+        # The index is built file by file, row group by row group: each unit is a contiguous run.
+        change = np.flatnonzero((np.diff(self.file) != 0) | (np.diff(self.group) != 0)) + 1
+        units = np.split(np.arange(len(self)), change) if len(self) else []
+        order = [rng.permutation(units[u]) for u in rng.permutation(len(units))]
+        return np.concatenate(order) if order else np.zeros(0, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """Everything that decides which rows land in which micro-batch of which rank."""
+
+    micro_batch: int
+    seed: int = 0
+    rank: int = 0
+    world: int = 1
+    shuffle: bool = True
+    repeat: bool = True  # cycle epochs forever (training) or stop after one (evaluation)
+
+
+def batches_per_rank(n_rows: int, spec: StreamSpec) -> int:
+    """Micro-batches each rank gets per epoch (incomplete batches and ranks are dropped)."""
+    return (n_rows // spec.micro_batch) // spec.world
+
+
+class ShardStream(IterableDataset):
+    """Padded micro-batches of one family, from micro-batch `start` of this rank onwards."""
+
+    def __init__(
+        self,
+        index: RowIndex,
+        spec: StreamSpec,
+        encode: SampleEncoder,
+        collate: Collator,
+        columns: list[str] | None = None,
+        start: int = 0,
+        cache_row_groups: int = 2,
+    ) -> None:
+        super().__init__()
+        self.index, self.spec, self.encode, self.collate = index, spec, encode, collate
+        self.columns = columns
+        self.start = start
+        self.cache_row_groups = cache_row_groups
+        self.per_rank = batches_per_rank(len(index), spec)
+        if self.per_rank == 0:
+            raise ValueError(
+                f"{len(index)} rows give no micro-batch of {spec.micro_batch} per rank "
+                f"(world {spec.world})"
+            )
+
+    def micro_batch_rows(self, j: int, orders: dict[int, np.ndarray] | None = None) -> np.ndarray:
+        """Index positions of this rank's j-th micro-batch (j counts across epochs)."""
+        epoch, k = divmod(j, self.per_rank)
+        orders = {} if orders is None else orders
+        if epoch not in orders:
+            orders.clear()
+            orders[epoch] = (
+                self.index.epoch_order(self.spec.seed, epoch)
+                if self.spec.shuffle
+                else np.arange(len(self.index))
+            )
+        b = k * self.spec.world + self.spec.rank
+        size = self.spec.micro_batch
+        return orders[epoch][b * size : (b + 1) * size]
+
+    def __len__(self) -> int:
+        return max(self.per_rank - self.start, 0) if not self.spec.repeat else 2**62
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        stop = math.inf if self.spec.repeat else self.per_rank
+        cache: OrderedDict[tuple[int, int], Any] = OrderedDict()
+        orders: dict[int, np.ndarray] = {}
+        j = self.start + worker
+        while j < stop:
+            positions = self.micro_batch_rows(j, orders)
+            yield self.collate([self.encode(self._row(p, cache)) for p in positions])
+            j += workers
+
+    def _row(self, position: int, cache: OrderedDict) -> dict[str, Any]:
+        key = (int(self.index.file[position]), int(self.index.group[position]))
+        if key not in cache:
+            parquet = pq.ParquetFile(self.index.files[key[0]])
+            cache[key] = parquet.read_row_group(key[1], columns=self.columns)
+            while len(cache) > self.cache_row_groups:
+                cache.popitem(last=False)
+        cache.move_to_end(key)
+        return cache[key].slice(int(self.index.row[position]), 1).to_pylist()[0]
+
+
+def make_loader(stream: ShardStream, num_workers: int, pin_memory: bool = False) -> DataLoader:
+    """A DataLoader over already-batched items, with its own RNG so it never draws from (and
+    shifts) the global torch RNG that dropout uses: resumed runs stay bit-identical.
+    """
+    return DataLoader(
+        stream,
+        batch_size=None,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        persistent_workers=False,
+        prefetch_factor=4 if num_workers else None,
+        generator=torch.Generator().manual_seed(0),
+    )

@@ -1,0 +1,123 @@
+"""Entry point of one training stage, for torchrun, a cluster launcher, Dagster Pipes or a shell.
+
+    python -m torch.distributed.run --standalone --nproc_per_node=2 -m healthgpt.train.entry \\
+        --stage stage1 --mixture data/mixture --out data/checkpoints/stage1 \\
+        --vq data/checkpoints/vq_tokenizer --overrides '{"max_steps": 100}'
+
+When launched by Dagster (`PipesSubprocessClient`), rank 0 opens the Pipes channel: its log
+lines go to the Dagster run log and its final metrics become the asset's materialization
+metadata. Without Pipes it prints the same lines and a final JSON line to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from healthgpt.train.config import STAGES
+from healthgpt.train.run import Reporter, RunSpec, run_stage
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="healthgpt.train.entry", description=__doc__)
+    parser.add_argument("--stage", required=True, choices=STAGES)
+    parser.add_argument("--mixture", required=True, type=Path, help="mixture dir (has stageN/)")
+    parser.add_argument("--out", required=True, type=Path, help="this stage's checkpoint dir")
+    parser.add_argument("--init", type=Path, help="previous stage's final dir")
+    parser.add_argument("--vq", type=Path, help="VQ tokenizer dir (vq.json)")
+    parser.add_argument("--overrides", default="{}", help="JSON dict of config overrides")
+    parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda if available")
+    return parser
+
+
+def spec_from_args(argv: list[str] | None = None) -> RunSpec:
+    args = build_parser().parse_args(argv)
+    overrides = json.loads(args.overrides)
+    if not isinstance(overrides, dict):
+        raise SystemExit("--overrides must be a JSON object")
+    return RunSpec(
+        stage=args.stage,
+        mixture_dir=args.mixture,
+        out_dir=args.out,
+        init_dir=args.init,
+        vq_dir=args.vq,
+        overrides=overrides,
+        device=args.device,
+    )
+
+
+def pipes_metadata(metrics: dict[str, Any], png: bytes | None) -> dict[str, Any]:
+    """Final metrics as Pipes metadata (typed where the UI renders them specially)."""
+    loss = metrics.get("loss", {})
+    metadata: dict[str, Any] = {
+        "steps": {"raw_value": metrics.get("steps", 0), "type": "int"},
+        "tokens_per_second": {"raw_value": metrics.get("tokens_per_second", 0.0), "type": "float"},
+        "samples_per_second": {
+            "raw_value": metrics.get("samples_per_second", 0.0),
+            "type": "float",
+        },
+        "peak_memory_mb": {
+            "raw_value": metrics.get("peak_memory_bytes", 0) / 2**20,
+            "type": "float",
+        },
+        "train_seconds": {"raw_value": metrics.get("train_seconds", 0.0), "type": "float"},
+        "final_loss": {"raw_value": {f: v["last"] for f, v in loss.items()}, "type": "json"},
+        "loss": {"raw_value": loss, "type": "json"},
+        "eval_loss_per_task": {"raw_value": metrics.get("eval_loss_per_task", {}), "type": "json"},
+        "final_dir": {"raw_value": metrics.get("final_dir", ""), "type": "path"},
+        "files": {"raw_value": metrics.get("files", {}), "type": "json"},
+        "run_key": {"raw_value": metrics.get("run_key", ""), "type": "text"},
+        "config": {"raw_value": metrics.get("config", {}), "type": "json"},
+    }
+    if "closed_accuracy" in metrics:
+        for key in ("closed_accuracy", "closed_chance"):
+            metadata[key] = {"raw_value": metrics[key], "type": "float"}
+        metadata["closed_examples"] = {"raw_value": metrics["closed_examples"], "type": "json"}
+    if png:
+        encoded = base64.b64encode(png).decode()
+        metadata["loss_curve"] = {
+            "raw_value": f"![loss curve](data:image/png;base64,{encoded})",
+            "type": "md",
+        }
+    return metadata
+
+
+def _loss_png(metrics: dict[str, Any]) -> bytes | None:
+    path = Path(metrics.get("final_dir", "")) / "loss.png"
+    return path.read_bytes() if metrics.get("final_dir") and path.is_file() else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    spec = spec_from_args(argv)
+    rank = int(os.environ.get("RANK", 0))
+    from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR, open_dagster_pipes
+
+    if rank == 0 and DAGSTER_PIPES_CONTEXT_ENV_VAR in os.environ:
+        with open_dagster_pipes() as pipes:
+
+            def log(message: str) -> None:
+                print(message, flush=True)
+                pipes.log.info(message)
+
+            def final(metrics: dict[str, Any]) -> None:
+                pipes.report_asset_materialization(
+                    metadata=pipes_metadata(metrics, _loss_png(metrics))
+                )
+
+            run_stage(spec, Reporter(log=log, final=final))
+        return 0
+
+    def final_line(metrics: dict[str, Any]) -> None:
+        print("FINAL " + json.dumps(metrics, sort_keys=True, default=str), flush=True)
+
+    run_stage(spec, Reporter(log=lambda m: print(m, flush=True), final=final_line))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""End-of-stage validation on the held-out split: loss per task and closed-question accuracy.
+
+Closed questions (yes/no, single choice) have a known chance level, so "accuracy clearly above
+chance" is a cheap, honest signal that the model reads the image, which the training loss
+alone does not show. The full benchmark suite lives in the evaluation group.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from healthgpt.model.constants import COMPREHENSION
+from healthgpt.train.data import split_files
+from healthgpt.train.loop import autocast
+from healthgpt.train.model_api import ModelBundle, collate
+
+
+def held_out_files(subset_dir: Path) -> list[Path]:
+    """The subset's own test shards, else the mixture's evaluation subset (`<mixture>/eval`)."""
+    return split_files(subset_dir, "test") or split_files(subset_dir.parent / "eval", "test")
+
+
+def held_out_rows(subset_dir: Path, limit: int, family: str | None = None) -> list[dict[str, Any]]:
+    """The first `limit` held-out rows (of `family`), in shard order."""
+    rows: list[dict[str, Any]] = []
+    for path in held_out_files(subset_dir):
+        parquet = pq.ParquetFile(path)
+        for group in range(parquet.metadata.num_row_groups):
+            for row in parquet.read_row_group(group).to_pylist():
+                if family is None or row["task_family"] == family:
+                    rows.append(row)
+                    if len(rows) >= limit:
+                        return rows
+    return rows
+
+
+def normalize(answer: str) -> str:
+    return answer.strip().strip(".").strip().lower()
+
+
+def chance_level(row: dict[str, Any], reference: str, answers: set[str]) -> float:
+    meta = json.loads(row.get("meta") or "{}")
+    if meta.get("options"):
+        return 1.0 / len(meta["options"])
+    if normalize(reference) in ("yes", "no"):
+        return 0.5
+    return 1.0 / max(len(answers), 1)
+
+
+@torch.no_grad()
+def closed_accuracy(
+    bundle: ModelBundle, rows: list[dict[str, Any]], max_new_tokens: int, device: torch.device
+) -> dict[str, Any]:
+    """Greedy answers to closed questions vs their references, and the chance level."""
+    closed = [r for r in rows if r.get("answer_type") == "closed" and len(r["conversations"]) >= 2]
+    if not closed:
+        return {"closed_questions": 0}
+    references = [r["conversations"][1]["value"] for r in closed]
+    answers = {normalize(a) for a in references}
+    bundle.model.eval()
+    correct, chance, examples = 0, 0.0, []
+    for row, reference in zip(closed, references, strict=True):
+        predicted = bundle.answer(row, max_new_tokens, device)
+        hit = normalize(predicted) == normalize(reference)
+        correct += hit
+        chance += chance_level(row, reference, answers)
+        if len(examples) < 8:
+            question = row["conversations"][0]["value"].replace("<image>", "").strip()
+            examples.append(
+                {"question": question[:80], "answer": reference, "predicted": predicted}
+            )
+    return {
+        "closed_questions": len(closed),
+        "closed_accuracy": correct / len(closed),
+        "closed_chance": chance / len(closed),
+        "closed_examples": examples,
+    }
+
+
+@torch.no_grad()
+def task_losses(
+    bundle: ModelBundle, rows: list[dict[str, Any]], config: Any, device: torch.device
+) -> dict[str, float]:
+    """Mean loss per task over held-out rows (one sample at a time: exact per-sample losses)."""
+    encode = bundle.encoder()
+    losses: dict[str, list[float]] = defaultdict(list)
+    bundle.model.eval()
+    for row in rows:
+        batch = bundle.prepare(collate([encode(row)]), device)
+        with autocast(config, device):
+            losses[row["task"]].append(bundle.loss(bundle.model, batch).item())
+    return {task: float(np.mean(values)) for task, values in sorted(losses.items())}
+
+
+def validate(bundle: ModelBundle, config: Any, subset_dir: Path, device: torch.device) -> dict:
+    """Held-out metrics of a finished stage (rank 0 only; small by `config.eval_samples`)."""
+    rows = held_out_rows(subset_dir, config.eval_samples * 4)
+    rows = [r for r in rows if r["task_family"] in config.families][: config.eval_samples]
+    metrics: dict[str, Any] = {"eval_rows": len(rows)}
+    if not rows:
+        return metrics
+    metrics["eval_loss_per_task"] = task_losses(bundle, rows, config, device)
+    if COMPREHENSION in config.families:
+        comprehension = held_out_rows(subset_dir, config.eval_samples, COMPREHENSION)
+        metrics.update(closed_accuracy(bundle, comprehension, config.max_new_tokens, device))
+    bundle.model.train()
+    return metrics

@@ -1,0 +1,308 @@
+"""One stage, end to end, litgpt style: `run_stage` = setup -> main -> fit -> validate -> save.
+
+Outputs of a stage under `out_dir` (e.g. `data/checkpoints/stage1/`):
+
+    runs/<run key[:16]>/ckpt-<step>/   periodic checkpoints (trainable tensors, optimizer, state)
+    runs/<run key[:16]>/final/         model.safetensors (every grouped tensor), state.json,
+                                       loss.png, metrics.json
+    CURRENT.json                       which run's final the next stage starts from
+
+The run key hashes the resolved config and the inputs (mixture subset, previous stage, VQ
+tokenizer), so a rerun with the same key resumes its run and a changed one starts a new run
+beside it instead of resuming into a different experiment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from healthgpt.data.shards import file_sha256, write_json
+from healthgpt.train import checkpoint as ckpt
+from healthgpt.train import distributed
+from healthgpt.train.config import StageConfig, stage_config
+from healthgpt.train.data import RowIndex, ShardStream, StreamSpec, make_loader, split_files
+from healthgpt.train.evaluate import validate
+from healthgpt.train.loop import Progress, fit, peak_memory_bytes
+from healthgpt.train.model_api import ModelBundle, build_bundle, collate
+from healthgpt.train.report import loss_curve_png, loss_summary
+from healthgpt.train.schedule import accumulation, family_order, steps_per_family
+from healthgpt.train.stages import build_optimizer, freeze_for_stage
+from healthgpt.train.vq import vq_hash
+
+FINAL = "final"
+CURRENT = "CURRENT.json"
+MODEL_FILE = "model.safetensors"
+
+
+@dataclass
+class RunSpec:
+    """Where a stage reads and writes, and its config overrides (all a launcher must give)."""
+
+    stage: str
+    mixture_dir: Path
+    out_dir: Path
+    init_dir: Path | None = None
+    vq_dir: Path | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    device: str | None = None
+
+    def subset_dir(self, config: StageConfig) -> Path:
+        return Path(self.mixture_dir) / config.subset
+
+
+@dataclass
+class Reporter:
+    """Where rank 0 sends log lines and the final metrics (stdout, or Dagster Pipes)."""
+
+    log: Callable[[str], None] = print
+    final: Callable[[dict[str, Any]], None] = lambda metrics: None
+
+
+def subset_fingerprint(subset_dir: Path) -> str:
+    """Content identity of a subset's training shards: names, sizes and a manifest if any."""
+    digest = hashlib.sha256()
+    manifest = subset_dir / "_manifest.json"
+    if manifest.is_file():
+        digest.update(manifest.read_bytes())
+    for path in split_files(subset_dir, "train"):
+        digest.update(f"{path.name}:{path.stat().st_size}".encode())
+    return digest.hexdigest()
+
+
+def current_final(out_dir: Path) -> Path:
+    """The final directory the last successful run of a stage wrote."""
+    pointer = Path(out_dir) / CURRENT
+    if not pointer.is_file():
+        raise FileNotFoundError(f"{out_dir} has no {CURRENT}: that stage has not finished a run")
+    return Path(json.loads(pointer.read_text())["final"])
+
+
+def run_stage(spec: RunSpec, reporter: Reporter | None = None) -> dict[str, Any]:
+    """Train one stage (resuming if a checkpoint of the same run exists); return its metrics."""
+    reporter = reporter or Reporter()
+    d = distributed.setup(spec.device)
+    try:
+        return _main(spec, reporter, d)
+    finally:
+        distributed.teardown()
+
+
+def _main(spec: RunSpec, reporter: Reporter, d: distributed.Dist) -> dict[str, Any]:
+    config = stage_config(spec.stage, spec.overrides)
+    log = reporter.log if d.is_main else (lambda message: None)
+    subset_dir = spec.subset_dir(config)
+    init_hash = file_sha256(Path(spec.init_dir) / MODEL_FILE) if spec.init_dir else ""
+    inputs = {
+        "subset": subset_fingerprint(subset_dir),
+        "init": init_hash,
+        "vq": vq_hash(spec.vq_dir),
+        "world": str(d.world),
+    }
+    run_key = config.run_key(**inputs)
+    run_dir = Path(spec.out_dir) / "runs" / run_key[:16]
+    final_dir = run_dir / FINAL
+
+    if (final_dir / ckpt.STATE_NAME).is_file():
+        finished = ckpt.load_checkpoint(final_dir, run_key)
+        log(f"{spec.stage}: run {run_key[:16]} already finished; reusing {final_dir}")
+        metrics = final_metrics(finished)
+        if d.is_main:
+            _point_current(spec.out_dir, final_dir, run_key)
+            reporter.final(metrics)
+        return metrics
+
+    bundle = _build_model(spec, config, log)
+    trainable = freeze_for_stage(bundle.model, bundle.parameter_groups(), config)
+    if config.gradient_checkpointing:
+        bundle.model.lm.gradient_checkpointing_enable()
+    bundle.model.to(d.device)
+    if bundle.vq is not None:
+        bundle.vq.to(d.device)
+    optimizer = build_optimizer(trainable, config, fused=d.device.type == "cuda")
+    trainable_names = sorted({n for group in trainable.values() for n in group})
+
+    indexes = {
+        family: RowIndex.build(split_files(subset_dir, "train"), family)
+        for family in config.families
+    }
+    rows = {family: len(index) for family, index in indexes.items()}
+    steps = steps_per_family(config, rows)
+    if not steps:
+        raise ValueError(f"{subset_dir}: no training rows for families {list(config.families)}")
+    order = family_order(steps)
+    accum = {family: accumulation(config, family, d.world) for family in steps}
+
+    progress = Progress(consumed=dict.fromkeys(steps, 0))
+    latest = ckpt.list_checkpoints(run_dir)
+    if latest:
+        resumed = ckpt.load_checkpoint(latest[-1], run_key)
+        bundle.load_group_state(resumed.tensors("trainable"))
+        ckpt.restore_optimizer(optimizer, resumed.tensors("optimizer"), resumed.state["optimizer"])
+        progress = Progress.from_json(resumed.state["progress"])
+        ckpt.set_rng_state(resumed.state["rng"][d.rank])
+        log(f"{spec.stage}: resuming run {run_key[:16]} from step {progress.step} ({latest[-1]})")
+    else:
+        log(f"{spec.stage}: new run {run_key[:16]}, {len(order)} steps {steps}, rows {rows}")
+
+    model: torch.nn.Module = bundle.model
+    if d.enabled:
+        model = torch.nn.parallel.DistributedDataParallel(
+            bundle.model,
+            device_ids=[d.local_rank] if d.device.type == "cuda" else None,
+            find_unused_parameters=len(steps) > 1,
+        )
+    batches = {
+        family: iter(
+            make_loader(
+                ShardStream(
+                    indexes[family],
+                    StreamSpec(config.micro_batch, config.seed, d.rank, d.world),
+                    bundle.encoder(),
+                    collate,
+                    columns=bundle.columns,
+                    start=progress.consumed.get(family, 0),
+                ),
+                config.num_workers,
+                pin_memory=d.device.type == "cuda",
+            )
+        )
+        for family in steps
+    }
+
+    def save(p: Progress) -> None:
+        states = _gather_rng(d)
+        if d.is_main:
+            named = dict(bundle.model.named_parameters())
+            opt_tensors, opt_groups = ckpt.optimizer_tensors(optimizer)
+            path = ckpt.save_checkpoint(
+                ckpt.checkpoint_dir(run_dir, p.step),
+                {"trainable": {n: named[n] for n in trainable_names}, "optimizer": opt_tensors},
+                {
+                    "run_key": run_key,
+                    "step": p.step,
+                    "config": config.to_dict(),
+                    "inputs": inputs,
+                    "progress": p.to_json(),
+                    "rng": states,
+                    "optimizer": opt_groups,
+                },
+            )
+            ckpt.prune_checkpoints(run_dir, config.keep_checkpoints)
+            log(f"checkpoint step {p.step} -> {path}")
+        distributed.barrier(d)
+
+    started = time.perf_counter()
+    progress = fit(
+        config=config,
+        bundle=bundle,
+        model=model,
+        optimizer=optimizer,
+        batches=batches,
+        order=order,
+        accumulation=accum,
+        progress=progress,
+        d=d,
+        log=log,
+        save=save,
+    )
+    wall = time.perf_counter() - started
+    metrics: dict[str, Any] = {}
+    if d.is_main:
+        metrics = _finish(spec, config, bundle, progress, run_key, inputs, final_dir, d, wall)
+        reporter.final(metrics)
+    distributed.barrier(d)
+    return metrics
+
+
+def _build_model(spec: RunSpec, config: StageConfig, log: Callable[[str], None]) -> ModelBundle:
+    """Base model, plus the previous stage's grouped tensors when this stage has an init."""
+    bundle = build_bundle(
+        config.model_preset, config.max_length, config.dropout, config.seed, spec.vq_dir
+    )
+    if spec.init_dir:
+        init = ckpt.load_checkpoint(Path(spec.init_dir))
+        expected = init.state.get("base_fingerprint")
+        if expected and expected != bundle.base_fingerprint():
+            raise ckpt.CheckpointError(
+                f"{spec.init_dir} was trained on another base model (preset or seed differ)"
+            )
+        bundle.load_group_state(init.tensors("model"))
+        log(f"{spec.stage}: initialized from {spec.init_dir}")
+    return bundle
+
+
+def _gather_rng(d: distributed.Dist) -> list[dict[str, Any]]:
+    state = ckpt.rng_state()
+    if not d.enabled:
+        return [state]
+    gathered: list[Any] = [None] * d.world
+    dist.all_gather_object(gathered, state)
+    return gathered
+
+
+def _finish(
+    spec: RunSpec,
+    config: StageConfig,
+    bundle: ModelBundle,
+    progress: Progress,
+    run_key: str,
+    inputs: dict[str, str],
+    final_dir: Path,
+    d: distributed.Dist,
+    wall: float,
+) -> dict[str, Any]:
+    """Validate, write the final directory atomically, point CURRENT at it; return metrics."""
+    evaluation = validate(bundle, config, spec.subset_dir(config), d.device)
+    seconds = max(progress.train_seconds, 1e-9)
+    metrics: dict[str, Any] = {
+        "stage": spec.stage,
+        "run_key": run_key,
+        "steps": progress.step,
+        "samples": progress.samples,
+        "tokens": progress.tokens,
+        "train_seconds": round(progress.train_seconds, 2),
+        "wall_seconds_this_process": round(wall, 2),
+        "tokens_per_second": progress.tokens / seconds,
+        "samples_per_second": progress.samples / seconds,
+        "peak_memory_bytes": peak_memory_bytes(d.device),
+        "world_size": d.world,
+        "device": str(d.device),
+        "loss": loss_summary(progress.history),
+        "config": config.to_dict(),
+        **evaluation,
+    }
+    metrics["final_dir"] = str(final_dir)
+    state = {
+        "run_key": run_key,
+        "step": progress.step,
+        "config": config.to_dict(),
+        "inputs": inputs,
+        "base_fingerprint": bundle.base_fingerprint(),
+        "metrics": metrics,
+        "progress": progress.to_json(),
+    }
+    png = loss_curve_png(progress.history, f"{spec.stage} ({config.preset})")
+    saved = ckpt.save_checkpoint(
+        final_dir, {"model": bundle.group_state()}, state, extra_files={"loss.png": png}
+    )
+    _point_current(spec.out_dir, final_dir, run_key)
+    ckpt.prune_checkpoints(final_dir.parent, keep=0)  # the final supersedes them
+    return final_metrics(ckpt.load_checkpoint(saved, run_key))
+
+
+def final_metrics(final: ckpt.Checkpoint) -> dict[str, Any]:
+    """A final checkpoint's metrics with the hashes of the files it holds."""
+    return {**final.state["metrics"], "files": final.state["files"]}
+
+
+def _point_current(out_dir: Path, final_dir: Path, run_key: str) -> None:
+    write_json(Path(out_dir) / CURRENT, {"final": str(final_dir), "run_key": run_key})

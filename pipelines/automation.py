@@ -1,0 +1,110 @@
+"""Automation: observe the sources on a schedule, rebuild what depends on a changed source.
+
+How it fits together:
+
+1. `observe_sources_schedule` runs `observe_sources_job` on a cron (daily at 03:00 UTC by
+   default, `HEALTHGPT_OBSERVE_CRON` to change it, `HEALTHGPT_OBSERVE_TIMEZONE` for its
+   zone). The run observes every `source/<name>` whose root exists on disk, recording the
+   source's fingerprint as its data version.
+2. `automation_sensor` evaluates the assets' automation conditions. The ingestion assets are
+   `AutomationCondition.eager()`: a new data version on `source/<name>` requests exactly
+   `ingested/<name>`, an unchanged one requests nothing; the mixture follows its inputs the
+   same way.
+3. Training and evaluation are expensive, so they are not automatic unless
+   `HEALTHGPT_AUTOMATE_TRAINING=1`: their assets take `training_automation_condition()`,
+   which is `eager()` under that switch and `None` (manual only) otherwise.
+
+Both the schedule and the sensor start RUNNING by default, so `dagster dev` (webserver plus
+daemon) keeps the data current with no clicks; either can be stopped in the UI
+(Automation page), and the state is kept in the instance.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import dagster as dg
+
+from pipelines.resources import DataLocations
+from pipelines.sources import source_key
+
+DEFAULT_OBSERVE_CRON = "0 3 * * *"
+OBSERVE_CRON_ENV = "HEALTHGPT_OBSERVE_CRON"
+OBSERVE_TIMEZONE_ENV = "HEALTHGPT_OBSERVE_TIMEZONE"
+AUTOMATE_TRAINING_ENV = "HEALTHGPT_AUTOMATE_TRAINING"
+OBSERVE_JOB_NAME = "observe_sources"
+
+
+def observe_cron() -> str:
+    """The observation schedule's cron string, from `HEALTHGPT_OBSERVE_CRON` (default daily)."""
+    return os.environ.get(OBSERVE_CRON_ENV, "").strip() or DEFAULT_OBSERVE_CRON
+
+
+def training_automation_enabled() -> bool:
+    return os.environ.get(AUTOMATE_TRAINING_ENV, "").strip().lower() in {"1", "true", "yes"}
+
+
+def training_automation_condition() -> dg.AutomationCondition | None:
+    """For training and evaluation assets: `eager()` if `HEALTHGPT_AUTOMATE_TRAINING=1`, else
+    `None`, so by default they run only when someone asks for them."""
+    return dg.AutomationCondition.eager() if training_automation_enabled() else None
+
+
+def observe_sources_job(names: Sequence[str]) -> dg.UnresolvedAssetJobDefinition:
+    """A job that runs the observation of the given sources."""
+    return dg.define_asset_job(
+        OBSERVE_JOB_NAME,
+        selection=dg.AssetSelection.assets(*(source_key(n) for n in names)),
+        description="Fingerprint every source; a changed fingerprint triggers its ingestion.",
+    )
+
+
+def observe_sources_schedule(
+    job: dg.UnresolvedAssetJobDefinition, names: Sequence[str], cron: str | None = None
+) -> dg.ScheduleDefinition:
+    """Observes, at each tick, the sources whose root exists (see `healthgpt.paths`).
+
+    A source that is not on this machine is left out rather than observed as "missing":
+    a new data version would request its ingestion, which would fail on the missing root.
+    """
+    cron = cron or observe_cron()
+
+    def observe_present_sources(context: dg.ScheduleEvaluationContext, locations: DataLocations):
+        present = [n for n in names if locations.source_root(n).is_dir()]
+        if not present:
+            return dg.SkipReason(f"no source root exists (looked for: {', '.join(names)})")
+        return dg.RunRequest(asset_selection=[source_key(n) for n in present])
+
+    try:
+        return dg.schedule(
+            cron_schedule=cron,
+            name="observe_sources_schedule",
+            job=job,
+            execution_timezone=os.environ.get(OBSERVE_TIMEZONE_ENV, "UTC"),
+            default_status=dg.DefaultScheduleStatus.RUNNING,
+            description=f"Observe the sources present on disk (cron from {OBSERVE_CRON_ENV}).",
+        )(observe_present_sources)
+    except dg.DagsterInvalidDefinitionError as error:
+        raise ValueError(f"{OBSERVE_CRON_ENV}: {error}") from error
+
+
+def automation_sensor() -> dg.AutomationConditionSensorDefinition:
+    """Evaluates every asset's automation condition (assets without one are never requested)."""
+    return dg.AutomationConditionSensorDefinition(
+        "healthgpt_automation",
+        target=dg.AssetSelection.all(),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=60,
+        description="Rebuilds ingestion and mixture assets when a source's data version changes.",
+    )
+
+
+def automation_definitions(names: Sequence[str]) -> dg.Definitions:
+    """The observation job, its schedule and the automation sensor, to merge into `defs`."""
+    job = observe_sources_job(names)
+    return dg.Definitions(
+        jobs=[job],
+        schedules=[observe_sources_schedule(job, names)],
+        sensors=[automation_sensor()],
+    )

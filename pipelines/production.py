@@ -1,0 +1,184 @@
+"""The production profile: steps as Kubernetes jobs, training as multi-GPU torchrun pods.
+
+`HEALTHGPT_PROFILE=production` selects it (default `local`: Dagster's multiprocess executor
+on one machine). Everything here is configuration built from environment variables; the
+instance side (PostgreSQL storage, `K8sRunLauncher`) lives in `deploy/dagster.yaml`.
+
+| variable                   | default            | meaning                                    |
+|----------------------------|--------------------|--------------------------------------------|
+| `HEALTHGPT_PROFILE`        | `local`            | `production` turns on the k8s executor     |
+| `HEALTHGPT_IMAGE`          | the run pod's      | image of step pods and training pods       |
+| `HEALTHGPT_K8S_NAMESPACE`  | the run's          | namespace of step pods                     |
+| `HEALTHGPT_DATA_PVC`       | `healthgpt-data`   | ReadWriteMany claim mounted at `/data`     |
+| `HEALTHGPT_MAX_STEP_PODS`  | `8`                | step pods running at once, per run         |
+| `HEALTHGPT_ENV_SECRET`     | `healthgpt-env`    | secret with e.g. `HEALTHGPT_DEID_SALT`     |
+
+`dagster_k8s` is imported only when a production object is built, so the local profile does
+not need it installed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import dagster as dg
+
+PROFILE_ENV = "HEALTHGPT_PROFILE"
+PROFILES = ("local", "production")
+DATA_MOUNT = "/data"
+TRAIN_ENTRY = "healthgpt.train.entry"
+GPU_RESOURCE = "nvidia.com/gpu"
+
+
+def profile() -> str:
+    value = os.environ.get(PROFILE_ENV, "local").strip().lower() or "local"
+    if value not in PROFILES:
+        raise ValueError(f"{PROFILE_ENV}={value!r}; expected one of {', '.join(PROFILES)}")
+    return value
+
+
+def _data_volume() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The shared data volume: every step pod and training pod sees the same `/data`."""
+    claim = os.environ.get("HEALTHGPT_DATA_PVC", "healthgpt-data")
+    volumes = [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]
+    mounts = [{"name": "data", "mountPath": DATA_MOUNT}]
+    return volumes, mounts
+
+
+def data_env() -> dict[str, str]:
+    """Where outputs and sources live inside the pods (see healthgpt.paths)."""
+    return {
+        "HEALTHGPT_DATA_DIR": f"{DATA_MOUNT}/outputs",
+        "HEALTHGPT_SOURCES_DIR": f"{DATA_MOUNT}/sources",
+    }
+
+
+def k8s_executor_config(image: str | None = None) -> dict[str, Any]:
+    """Config of `dagster_k8s.k8s_job_executor`: one Kubernetes job per step."""
+    image = image or os.environ.get("HEALTHGPT_IMAGE")
+    volumes, mounts = _data_volume()
+    config: dict[str, Any] = {
+        "image_pull_policy": "IfNotPresent",
+        "env_vars": [f"{k}={v}" for k, v in data_env().items()],
+        "env_secrets": [os.environ.get("HEALTHGPT_ENV_SECRET", "healthgpt-env")],
+        "volumes": volumes,
+        "volume_mounts": mounts,
+        "max_concurrent": int(os.environ.get("HEALTHGPT_MAX_STEP_PODS", "8")),
+        "labels": {"app.kubernetes.io/part-of": "healthgpt"},
+        "step_k8s_config": {
+            # Ingestion and mixture steps are CPU-bound and stream: modest, bounded requests.
+            "container_config": {
+                "resources": {
+                    "requests": {"cpu": "2", "memory": "8Gi"},
+                    "limits": {"cpu": "4", "memory": "16Gi"},
+                }
+            },
+        },
+    }
+    if image:
+        config["job_image"] = image
+    if namespace := os.environ.get("HEALTHGPT_K8S_NAMESPACE"):
+        config["job_namespace"] = namespace
+    return config
+
+
+def k8s_executor(image: str | None = None) -> dg.ExecutorDefinition:
+    """`k8s_job_executor` configured for this project (needs `dagster-k8s`)."""
+    from dagster_k8s import k8s_job_executor
+
+    return k8s_job_executor.configured(k8s_executor_config(image), name="healthgpt_k8s")
+
+
+def executor_for_profile() -> dg.ExecutorDefinition | None:
+    """The executor for `dg.Definitions(executor=...)`: None (Dagster's default) locally."""
+    return k8s_executor() if profile() == "production" else None
+
+
+def gpu_step_tags(gpus: int) -> dict[str, Any]:
+    """`op_tags` for an asset whose own step pod needs GPUs (small evaluations).
+
+    Training does not need this: its step only launches the training pod through Pipes.
+    """
+    resources = {GPU_RESOURCE: str(gpus)}
+    return {
+        "dagster-k8s/config": {
+            "container_config": {"resources": {"requests": resources, "limits": resources}},
+            "pod_spec_config": {"tolerations": [_gpu_toleration()]},
+        }
+    }
+
+
+def _gpu_toleration() -> dict[str, str]:
+    return {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+
+
+def torchrun_command(nproc_per_node: int, args: Sequence[str] = ()) -> list[str]:
+    """`torchrun` on one node, one process per GPU, running the training entry point."""
+    return [
+        "torchrun",
+        "--standalone",
+        "--nnodes=1",
+        f"--nproc_per_node={nproc_per_node}",
+        "-m",
+        TRAIN_ENTRY,
+        *args,
+    ]
+
+
+def training_pod_spec(
+    nproc_per_node: int,
+    gpus: int,
+    image: str,
+    command: Sequence[str],
+    *,
+    cpu: str = "8",
+    memory: str = "64Gi",
+    shm_size: str = "16Gi",
+    node_selector: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A `base_pod_spec` for `PipesK8sClient.run`: one pod, `gpus` GPUs, torchrun inside.
+
+    `command` holds the arguments of `healthgpt.train.entry` (for example
+    `["--stage", "2", "--preset", "phi3-mini"]`); the container runs
+    `torchrun --standalone --nproc_per_node=N -m healthgpt.train.entry <command>`.
+    `/dev/shm` is a memory volume because NCCL and DataLoader workers need more than the
+    container default of 64 MiB. Pipes injects its own environment variables into the first
+    container, so only the project's variables are set here.
+    """
+    if nproc_per_node < 1:
+        raise ValueError(f"nproc_per_node must be >= 1, got {nproc_per_node}")
+    if gpus < nproc_per_node:
+        raise ValueError(f"{nproc_per_node} processes need {nproc_per_node} GPUs, got {gpus}")
+    if not image:
+        raise ValueError("a training pod needs an image")
+    volumes, mounts = _data_volume()
+    gpu = {GPU_RESOURCE: str(gpus)}
+    env = {**data_env(), "OMP_NUM_THREADS": "1", "NCCL_DEBUG": "WARN"}
+    container = {
+        "name": "train",
+        "image": image,
+        "command": torchrun_command(nproc_per_node, command),
+        "env": [{"name": k, "value": v} for k, v in env.items()],
+        "envFrom": [
+            {"secretRef": {"name": os.environ.get("HEALTHGPT_ENV_SECRET", "healthgpt-env")}}
+        ],
+        "resources": {
+            "requests": {**gpu, "cpu": cpu, "memory": memory},
+            "limits": {**gpu, "memory": memory},
+        },
+        "volumeMounts": [*mounts, {"name": "dshm", "mountPath": "/dev/shm"}],
+    }
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "containers": [container],
+        "volumes": [
+            *volumes,
+            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": shm_size}},
+        ],
+        "tolerations": [_gpu_toleration()],
+    }
+    if node_selector:
+        spec["nodeSelector"] = dict(node_selector)
+    return spec

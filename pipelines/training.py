@@ -1,0 +1,210 @@
+"""Training group: the VQ tokenizer and the three HealthGPT stages, out of process via Pipes.
+
+Each stage asset launches `healthgpt.train.entry` under torchrun with `PipesSubprocessClient`;
+rank 0 streams log lines and reports the final metrics (loss curve, throughput, memory,
+held-out accuracy, checkpoint paths and hashes) back as this asset's metadata. The Dagster
+step holds no model: a run killed mid-way resumes from its last checkpoint when materialized
+again with the same config. All stage assets are in pool "gpu", so two never share a GPU.
+"""
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from healthgpt.train import vq
+from healthgpt.train.run import current_final
+from pipelines.resources import DataLocations
+
+GROUP = "training"
+OWNERS = ["team:training"]
+KINDS = {"pytorch"}
+POOL = "gpu"
+STAGE_SUBSETS = {stage: dg.AssetKey(["mixture", stage]) for stage in ("stage1", "stage2", "stage3")}
+
+
+class FamilyOverride(dg.Config):
+    """Per task family: LR per parameter group, global batch (None keeps the preset)."""
+
+    lr: dict[str, float] | None = None
+    global_batch: int | None = None
+
+
+class StageRunConfig(dg.Config):
+    """Run config of a training stage: every `healthgpt.train.config.StageConfig` field, None
+    meaning "the preset's value", plus where and how to launch.
+    """
+
+    preset: str = "cpu"  # m3 | l14 | cpu
+    model_preset: str | None = None
+    subset: str | None = None
+    families: dict[str, FamilyOverride] | None = None
+    micro_batch: int | None = None
+    epochs: float | None = None
+    max_steps: int | None = None
+    schedule: str | None = None
+    warmup_ratio: float | None = None
+    weight_decay: float | None = None
+    betas: list[float] | None = None
+    grad_clip: float | None = None
+    max_length: int | None = None
+    dropout: float | None = None
+    precision: str | None = None
+    gradient_checkpointing: bool | None = None
+    seed: int | None = None
+    eval_samples: int | None = None
+    max_new_tokens: int | None = None
+    num_workers: int | None = None
+    log_every: int | None = None
+    checkpoint_every: int | None = None
+    keep_checkpoints: int | None = None
+    # launch
+    nproc_per_node: int = 1
+    device: str = ""  # "" = cuda when available, else cpu
+    mixture_dir: str = ""  # "" = <data>/mixture
+
+    def overrides(self) -> dict[str, Any]:
+        """The StageConfig overrides (launch fields and unset values left out)."""
+        launch = {"nproc_per_node", "device", "mixture_dir"}
+        data = self.model_dump(exclude_none=True)
+        out = {k: v for k, v in data.items() if k not in launch}
+        if "families" in out:
+            out["families"] = {
+                name: {k: v for k, v in fam.items() if v is not None}
+                for name, fam in out["families"].items()
+            }
+        return out
+
+
+class VQTokenizerConfig(dg.Config):
+    """Offline: train the small VQ tokenizer. Real: register a pretrained taming checkpoint."""
+
+    pretrained_checkpoint: str = ""  # path of a taming VQGAN .ckpt; "" = train the small one
+    codebook: int = 8192  # of the pretrained checkpoint
+    steps: int = 300
+    max_images: int = 2048
+    mixture_dir: str = ""
+
+
+def _mixture_dir(locations: DataLocations, configured: str) -> Path:
+    return Path(configured).absolute() if configured else locations.output_dir() / "mixture"
+
+
+def checkpoints_dir(locations: DataLocations, name: str) -> Path:
+    return locations.output_dir() / "checkpoints" / name
+
+
+@dg.asset(
+    group_name=GROUP,
+    owners=OWNERS,
+    kinds=KINDS,
+    deps=[STAGE_SUBSETS["stage1"], STAGE_SUBSETS["stage3"]],
+    description="VQ image tokenizer whose codes extend the vocabulary: the small one trained "
+    "offline on the mixture's generation images, or a pretrained taming VQGAN registered by path.",
+)
+def vq_tokenizer(
+    context: dg.AssetExecutionContext, config: VQTokenizerConfig, locations: DataLocations
+) -> dg.MaterializeResult:
+    out = checkpoints_dir(locations, "vq_tokenizer")
+    if config.pretrained_checkpoint:
+        result = vq.register_pretrained_vq(Path(config.pretrained_checkpoint), out, config.codebook)
+    else:
+        mixture = _mixture_dir(locations, config.mixture_dir)
+        result = vq.train_tiny_vq(mixture, out, steps=config.steps, limit=config.max_images)
+    context.log.info(f"VQ tokenizer in {out}: {result.info}")
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(out)),
+            "sha256": result.info["sha256"],
+            "kind": result.info["kind"],
+            "info": dg.MetadataValue.json(result.info),
+        }
+    )
+
+
+def launch_command(
+    stage: str,
+    config: StageRunConfig,
+    locations: DataLocations,
+    init: Path | None,
+) -> list[str]:
+    """`python -m torch.distributed.run ... -m healthgpt.train.entry ...` for one stage."""
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={config.nproc_per_node}",
+        "-m",
+        "healthgpt.train.entry",
+        "--stage",
+        stage,
+        "--mixture",
+        str(_mixture_dir(locations, config.mixture_dir)),
+        "--out",
+        str(checkpoints_dir(locations, stage)),
+        "--vq",
+        str(checkpoints_dir(locations, "vq_tokenizer")),
+        "--overrides",
+        json.dumps(config.overrides(), sort_keys=True),
+    ]
+    if init is not None:
+        command += ["--init", str(init)]
+    if config.device:
+        command += ["--device", config.device]
+    return command
+
+
+def _stage_factory(stage: str, previous: str | None, description: str) -> dg.AssetsDefinition:
+    deps: list[Any] = [STAGE_SUBSETS[stage], "vq_tokenizer"]
+    if previous:
+        deps.append(f"train_{previous}")
+
+    @dg.asset(
+        name=f"train_{stage}",
+        group_name=GROUP,
+        owners=OWNERS,
+        kinds=KINDS,
+        deps=deps,
+        pool=POOL,
+        description=description,
+    )
+    def _train(
+        context: dg.AssetExecutionContext,
+        config: StageRunConfig,
+        locations: DataLocations,
+        pipes_subprocess_client: dg.PipesSubprocessClient,
+    ) -> dg.MaterializeResult:
+        init = current_final(checkpoints_dir(locations, previous)) if previous else None
+        command = launch_command(stage, config, locations, init)
+        context.log.info("launching: " + " ".join(command))
+        return pipes_subprocess_client.run(
+            command=command, context=context, env={"PYTHONUNBUFFERED": "1"}
+        ).get_materialize_result()
+
+    return _train
+
+
+train_stage1 = _stage_factory(
+    "stage1",
+    None,
+    "Stage 1, multi-modal alignment: comprehension trains only its projector (LM and H-LoRA "
+    "frozen); generation trains its projector and H-LoRA plugin on image-to-codes "
+    "reconstruction, with the vocabulary extended by the VQ codes.",
+)
+train_stage2 = _stage_factory(
+    "stage2",
+    "stage1",
+    "Stage 2, heterogeneous plugin fusion: all H-LoRA plugins frozen; only word embeddings and "
+    "LM head train, on the small mixed fusion set at a constant LR.",
+)
+train_stage3 = _stage_factory(
+    "stage3",
+    "stage2",
+    "Stage 3, visual instruction fine-tuning: H-LoRA plugins and projectors train on "
+    "comprehension and generation instructions; embeddings and head frozen.",
+)
+
+training_assets = [vq_tokenizer, train_stage1, train_stage2, train_stage3]
