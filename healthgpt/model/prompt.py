@@ -1,0 +1,173 @@
+"""Conversations -> ``input_ids``/``labels``, without any tokenizer chat template.
+
+Layout (the "MPT" separator style HealthGPT uses for Phi-3/Phi-4)::
+
+    [BOS] system sep  user msg sep  assistant msg sep  user msg sep ...
+
+Labels cover each assistant message and its closing ``sep`` (the model must learn to stop);
+everything else is ``IGNORE_INDEX``. Each ``<image>`` placeholder becomes
+``num_image_tokens`` positions holding ``IMAGE_TOKEN_ID``, which the model fills with
+projected patch features, so sequence lengths are final here and padding is plain. Every
+segment is tokenized on its own, so the training layout and the inference prompt
+(:meth:`ConversationFormatter.prompt`) match token for token.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from healthgpt.model.constants import IGNORE_INDEX, IMAGE_PLACEHOLDER, IMAGE_TOKEN_ID
+from healthgpt.model.tokenizer import TextTokenizer
+
+
+@dataclass(frozen=True)
+class PromptStyle:
+    system: str
+    user: str
+    assistant: str
+    sep: str
+
+    @property
+    def special_tokens(self) -> tuple[str, ...]:
+        """Marker strings (``<|...|>``) a byte-level tokenizer should keep whole."""
+        text = self.system + self.user + self.assistant + self.sep
+        return tuple(dict.fromkeys(re.findall(r"<\|[^<>\s]+\|>", text)))
+
+
+# HealthGPT's conversation templates (llava/conversation.py: phi3_instruct, phi4_instruct).
+PHI3 = PromptStyle(
+    system="<|system|>\nYou are a helpful AI assistant.",
+    user="\n<|user|>\n",
+    assistant="\n<|assistant|>\n",
+    sep="<|end|>",
+)
+PHI4 = PromptStyle(
+    system="<|im_start|>system<|im_sep|>\n"
+    "You are a medieval knight and must provide explanations to modern people.",
+    user="\n<|im_start|>user<|im_sep|>\n",
+    assistant="\n<|im_start|>assistant<|im_sep|>\n",
+    sep="<|im_end|>",
+)
+CHATML = PromptStyle(
+    system="<|im_start|>system\nYou are a helpful AI assistant.",
+    user="\n<|im_start|>user\n",
+    assistant="\n<|im_start|>assistant\n",
+    sep="<|im_end|>",
+)
+PROMPT_STYLES = {"phi3": PHI3, "phi4": PHI4, "chatml": CHATML}
+
+ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
+
+
+class ConversationFormatter:
+    """Builds model inputs from ``[{"from": "human"|"gpt", "value": str}, ...]``."""
+
+    def __init__(
+        self,
+        tokenizer: TextTokenizer,
+        style: PromptStyle,
+        num_image_tokens: int,
+        max_length: int | None = None,
+    ) -> None:
+        self.tokenizer, self.style = tokenizer, style
+        self.num_image_tokens, self.max_length = num_image_tokens, max_length
+        self._cache: dict[str, list[int]] = {}
+
+    def _fixed(self, text: str) -> list[int]:
+        """Ids of a template string (cached: these repeat in every sample)."""
+        if text not in self._cache:
+            self._cache[text] = self.tokenizer.encode(text)
+        return self._cache[text]
+
+    def _message(self, text: str) -> list[int]:
+        ids: list[int] = []
+        for i, part in enumerate(text.split(IMAGE_PLACEHOLDER)):
+            if i:
+                ids.extend([IMAGE_TOKEN_ID] * self.num_image_tokens)
+            if part:
+                ids.extend(self.tokenizer.encode(part))
+        return ids
+
+    def _head(self) -> list[int]:
+        bos = self.tokenizer.bos_token_id
+        return ([bos] if bos is not None else []) + self._fixed(self.style.system + self.style.sep)
+
+    def __call__(self, conversations: Sequence[Mapping[str, str]]) -> dict[str, torch.Tensor]:
+        """``input_ids`` and ``labels`` (1-D long tensors) of one training sample."""
+        input_ids = self._head()
+        labels = [IGNORE_INDEX] * len(input_ids)
+        for turn in conversations:
+            role = ROLES.get(turn["from"])
+            if role is None:
+                raise ValueError(f"unknown speaker {turn['from']!r}")
+            header = self._fixed(self.style.user if role == "user" else self.style.assistant)
+            body = self._message(turn["value"]) + self._fixed(self.style.sep)
+            input_ids += header + body
+            labels += [IGNORE_INDEX] * len(header)
+            if role == "assistant":
+                if IMAGE_TOKEN_ID in body:
+                    raise ValueError("an <image> placeholder in an assistant turn")
+                labels += body
+            else:
+                labels += [IGNORE_INDEX] * len(body)
+        if all(label == IGNORE_INDEX for label in labels):
+            raise ValueError("the conversation has no assistant turn to learn from")
+        return self._truncate(input_ids, labels)
+
+    def prompt(self, question: str, answer_prefix: str = "") -> torch.Tensor:
+        """Input ids for generation: the user turn, then the open assistant header (+ prefix)."""
+        ids = self._head() + self._fixed(self.style.user) + self._message(question)
+        ids += self._fixed(self.style.sep) + self._fixed(self.style.assistant)
+        if answer_prefix:
+            ids += self.tokenizer.encode(answer_prefix)
+        return torch.tensor(ids, dtype=torch.long)
+
+    def _truncate(self, input_ids: list[int], labels: list[int]) -> dict[str, torch.Tensor]:
+        if self.max_length is not None and len(input_ids) > self.max_length:
+            cut = input_ids[self.max_length :]
+            if IMAGE_TOKEN_ID in cut:
+                raise ValueError(f"max_length {self.max_length} cuts into the image tokens")
+            input_ids, labels = input_ids[: self.max_length], labels[: self.max_length]
+        return {
+            "input_ids": torch.tensor(input_ids, dtype=torch.long),
+            "labels": torch.tensor(labels, dtype=torch.long),
+        }
+
+
+def collate(
+    samples: Sequence[Mapping[str, object]], pad_token_id: int, image_size: int | None = None
+) -> dict[str, object]:
+    """Right-pad samples into the batch :meth:`HealthGPT.forward` takes.
+
+    Each sample has ``input_ids``, ``labels``, ``task_family`` and optionally ``pixel_values``
+    ([3, S, S]); samples without an image get zeros (their ids hold no image positions).
+    """
+    length = max(len(s["input_ids"]) for s in samples)
+    batch = len(samples)
+    input_ids = torch.full((batch, length), pad_token_id, dtype=torch.long)
+    labels = torch.full((batch, length), IGNORE_INDEX, dtype=torch.long)
+    attention_mask = torch.zeros((batch, length), dtype=torch.long)
+    for i, s in enumerate(samples):
+        n = len(s["input_ids"])
+        input_ids[i, :n], labels[i, :n], attention_mask[i, :n] = s["input_ids"], s["labels"], 1
+    out: dict[str, object] = {
+        "input_ids": input_ids,
+        "labels": labels,
+        "attention_mask": attention_mask,
+        "task_family": [s["task_family"] for s in samples],
+    }
+    pixels = [s.get("pixel_values") for s in samples]
+    if any(p is not None for p in pixels):
+        ref = next(p for p in pixels if p is not None)
+        if image_size is not None and ref.shape[-1] != image_size:
+            raise ValueError(
+                f"pixel_values are {ref.shape[-1]}px, the vision tower wants {image_size}"
+            )
+        out["pixel_values"] = torch.stack(
+            [p if p is not None else torch.zeros_like(ref) for p in pixels]
+        )
+    return out
