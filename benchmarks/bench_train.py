@@ -1,11 +1,12 @@
 """Can data loading starve training? Loader throughput per worker beside training-step throughput.
 
-Loader: Parquet shards -> decoded, resized, tokenized, padded micro-batches (the exact
-`ShardStream` the stages use), in the main process (= one worker's rate) and with 1 and 2
-DataLoader workers. Training: optimizer steps of the small (CPU) preset's stage 3 on
-pre-built batches, so it measures compute alone. The ratio "workers needed" = training
-samples/s / loader samples/s per worker says how many workers keep the trainer fed; on a GPU
-the trainer is ~100x faster, so read the per-worker number against the GPU's samples/s.
+Loader: Parquet shards -> decoded, CLIP-preprocessed, tokenized, padded micro-batches (the
+exact `ShardStream` and `HealthGPT` formatter the stages use), in the main process (= one
+worker's rate) and with 1 and 2 DataLoader workers. Training: optimizer steps of the CPU
+preset's stage 3 (the `tiny` `HealthGPT`) on pre-built batches, so it measures compute alone.
+The ratio "workers needed" = training samples/s / loader samples/s per worker says how many
+workers keep the trainer fed; on a GPU the trainer is ~100x faster, so read the per-worker
+number against the GPU's samples/s.
 
     python -m benchmarks.bench_train            # markdown + benchmarks/results/train.json
     python -m benchmarks.bench_train --quick
@@ -26,7 +27,7 @@ import torch
 
 from healthgpt.train.config import stage_config
 from healthgpt.train.data import RowIndex, ShardStream, StreamSpec, make_loader, split_files
-from healthgpt.train.model_api import build_bundle, collate
+from healthgpt.train.model_api import build_bundle
 from healthgpt.train.stages import build_optimizer, freeze_for_stage
 from healthgpt.train.synthetic import write_synthetic_mixture
 
@@ -37,7 +38,7 @@ def loader_rate(mixture: Path, bundle, micro_batch: int, workers: int, batches: 
     """Samples per second delivered by a DataLoader over the comprehension stream."""
     index = RowIndex.build(split_files(mixture / "stage3", "train"), "comprehension")
     stream = ShardStream(
-        index, StreamSpec(micro_batch), bundle.encoder(), collate, columns=bundle.columns
+        index, StreamSpec(micro_batch), bundle.encoder(), bundle.collator(), columns=bundle.columns
     )
     loader = iter(make_loader(stream, workers))
     next(loader)  # worker start-up is not throughput
@@ -55,7 +56,7 @@ def train_rate(mixture: Path, micro_batch: int, steps: int) -> tuple[float, floa
     optimizer = build_optimizer(trainable, config)
     index = RowIndex.build(split_files(mixture / "stage3", "train"), "comprehension")
     stream = ShardStream(
-        index, StreamSpec(micro_batch), bundle.encoder(), collate, columns=bundle.columns
+        index, StreamSpec(micro_batch), bundle.encoder(), bundle.collator(), columns=bundle.columns
     )
     batches = [bundle.prepare(b, torch.device("cpu")) for b in islice(iter(stream), 4)]
     tokens = 0

@@ -82,7 +82,8 @@ class VQTokenizerConfig(dg.Config):
     """Offline: train the small VQ tokenizer. Real: register a pretrained taming checkpoint."""
 
     pretrained_checkpoint: str = ""  # path of a taming VQGAN .ckpt; "" = train the small one
-    codebook: int = 8192  # of the pretrained checkpoint
+    pretrained_yaml: str = ""  # its model.yaml
+    model_preset: str = "tiny"  # whose VQ shape the small tokenizer takes
     steps: int = 300
     max_images: int = 2048
     mixture_dir: str = ""
@@ -109,10 +110,18 @@ def vq_tokenizer(
 ) -> dg.MaterializeResult:
     out = checkpoints_dir(locations, "vq_tokenizer")
     if config.pretrained_checkpoint:
-        result = vq.register_pretrained_vq(Path(config.pretrained_checkpoint), out, config.codebook)
+        result = vq.register_pretrained_vq(
+            Path(config.pretrained_checkpoint), Path(config.pretrained_yaml), out
+        )
     else:
         mixture = _mixture_dir(locations, config.mixture_dir)
-        result = vq.train_tiny_vq(mixture, out, steps=config.steps, limit=config.max_images)
+        result = vq.train_small_vq(
+            mixture,
+            out,
+            steps=config.steps,
+            limit=config.max_images,
+            model_preset=config.model_preset,
+        )
     context.log.info(f"VQ tokenizer in {out}: {result.info}")
     return dg.MaterializeResult(
         metadata={

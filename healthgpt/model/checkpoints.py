@@ -20,6 +20,7 @@ name). Every key that does not land on a trainable tensor is reported with the r
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -112,6 +113,7 @@ def save_trainable(
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=meta)
+        canonicalize_header(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -121,6 +123,24 @@ def save_trainable(
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return SavedCheckpoint(path, path.stat().st_size, digest.hexdigest(), len(tensors))
+
+
+def canonicalize_header(path: str | Path) -> None:
+    """Rewrite a safetensors header with sorted keys, in place, so equal contents give equal
+    bytes: safetensors writes its metadata in hash-map order, which changes from one call to
+    the next. The header keeps its length (same keys, reordered; padded with spaces)."""
+    with open(path, "r+b") as f:
+        size = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(size))
+        meta = header.pop("__metadata__", None)
+        ordered = ({"__metadata__": dict(sorted(meta.items()))} if meta else {}) | dict(
+            sorted(header.items())
+        )
+        text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(text) > size:  # another JSON escaping than the writer's: leave the file as is
+            return
+        f.seek(8)
+        f.write(text + b" " * (size - len(text)))
 
 
 def load_trainable(model: HealthGPT, path: str | Path, strict: bool = True) -> LoadReport:

@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,9 +64,11 @@ def save_checkpoint(
     tensors: dict[str, dict[str, torch.Tensor]],
     state: dict[str, Any],
     extra_files: dict[str, bytes] | None = None,
+    writers: dict[str, Callable[[Path], object]] | None = None,
 ) -> Path:
     """Write directory `final`: one safetensors file per entry of `tensors`, `extra_files`
-    (plots, reports) and state.json with every file's sha256.
+    (plots, reports), the files `writers` write (name -> function of the path to write) and
+    state.json with every file's sha256.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = final.parent / f".{final.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
@@ -75,6 +78,9 @@ def save_checkpoint(
             f"{name}.safetensors": save_tensors(staging / f"{name}.safetensors", group)
             for name, group in tensors.items()
         }
+        for name, write in (writers or {}).items():
+            write(staging / name)
+            files[name] = file_sha256(staging / name)
         for name, data in (extra_files or {}).items():
             (staging / name).write_bytes(data)
             files[name] = file_sha256(staging / name)

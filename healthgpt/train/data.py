@@ -89,6 +89,19 @@ class RowIndex:
         return np.concatenate(order) if order else np.zeros(0, dtype=np.int64)
 
 
+def iter_rows(
+    files: list[Path], columns: list[str], family: str | None = None
+) -> Iterator[dict[str, Any]]:
+    """Rows (only `columns`, which must include `task_family` when filtering) of `files`, one
+    row group at a time, in shard order."""
+    for path in files:
+        parquet = pq.ParquetFile(path)
+        for group in range(parquet.metadata.num_row_groups):
+            for row in parquet.read_row_group(group, columns=columns).to_pylist():
+                if family is None or row["task_family"] == family:
+                    yield row
+
+
 @dataclass(frozen=True)
 class StreamSpec:
     """Everything that decides which rows land in which micro-batch of which rank."""

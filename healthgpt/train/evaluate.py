@@ -19,7 +19,7 @@ import torch
 from healthgpt.model.constants import COMPREHENSION
 from healthgpt.train.data import split_files
 from healthgpt.train.loop import autocast
-from healthgpt.train.model_api import ModelBundle, collate
+from healthgpt.train.model_api import ModelBundle
 
 
 def held_out_files(subset_dir: Path) -> list[Path]:
@@ -89,7 +89,8 @@ def task_losses(
     bundle: ModelBundle, rows: list[dict[str, Any]], config: Any, device: torch.device
 ) -> dict[str, float]:
     """Mean loss per task over held-out rows (one sample at a time: exact per-sample losses)."""
-    encode = bundle.encoder()
+    bundle.add_target_codes(rows)
+    encode, collate = bundle.encoder(), bundle.collator()
     losses: dict[str, list[float]] = defaultdict(list)
     bundle.model.eval()
     for row in rows:

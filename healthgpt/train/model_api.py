@@ -1,103 +1,140 @@
 """The one place where training meets the model: build it, group its parameters, turn rows
 into tensors, compute the loss, answer a question greedily.
 
-Everything else in `healthgpt.train` talks to a `ModelBundle` and never to model internals,
-so switching from the interim stand-in to `healthgpt.model`'s `HealthGPT` touches this module
-only.
+The model is `healthgpt.model`'s `HealthGPT` (built by `load_model` from a named preset).
+Everything else in `healthgpt.train` talks to a `ModelBundle` and never to model internals.
+
+Generation samples carry `<target_image>` in their answer; the answer the model learns is the
+VQ code text of the target image (`<start_index><idx_..>...<end_index>`). Those codes are
+computed once per stage, in the training process, before the loaders start (`target_codes`),
+so DataLoader workers only look them up by sample id and never run the VQ encoder.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 from torch import nn
 
-from healthgpt.model.constants import COMPREHENSION, GENERATION, IGNORE_INDEX
-from healthgpt.model.hlora import plugin_parameters
-from healthgpt.train import config as C
-from healthgpt.train.interim_model import (
-    EOS,
-    PAD,
-    ByteFormatter,
-    InterimHealthGPT,
-    TinySpec,
-    TinyVQ,
-    decode_png,
+from healthgpt.model import (
+    COMPREHENSION,
+    GENERATION,
+    HealthGPT,
+    ModelConfig,
+    codes_to_text,
+    get_preset,
+    images_to_tensor,
+    load_model,
+    load_trainable,
+    save_trainable,
 )
+from healthgpt.model.hlora import plugin_parameters
+from healthgpt.model.prompt import ConversationFormatter
+from healthgpt.model.vision import ClipImageProcessor
+from healthgpt.train import config as C
 
-# Columns the workers read: everything else (ids, lineage, subject) stays on disk.
-COLUMNS = ["task", "task_family", "conversations", "image", "target_image", "answer_type", "meta"]
+# Columns the workers read: everything else (lineage, subject) stays on disk.
+COLUMNS = ["id", "task", "task_family", "conversations", "image", "answer_type", "meta"]
+TARGET_PLACEHOLDER = "<target_image>"
+IMAGE_PLACEHOLDER = "<image>"
 VQ_FILE = "vq.safetensors"
 VQ_INFO = "vq.json"
 
 
-class SampleEncoder:
-    """Row -> tensors for one sample, run inside DataLoader workers (picklable, model-free)."""
+def decode_image(data: bytes | None) -> Image.Image | None:
+    return None if data is None else Image.open(io.BytesIO(data)).convert("RGB")
 
-    def __init__(self, formatter: ByteFormatter, image_size: int) -> None:
-        self.formatter, self.image_size = formatter, image_size
+
+def _bytes(value: dict[str, Any] | None) -> bytes | None:
+    return (value or {}).get("bytes")
+
+
+class SampleEncoder:
+    """Row -> one formatted sample, run inside DataLoader workers.
+
+    Picklable and model-free: the model's conversation formatter (a tokenizer and a few
+    strings), its CLIP image processor, and the generation targets' code text by sample id.
+    """
+
+    def __init__(
+        self,
+        formatter: ConversationFormatter,
+        image_processor: ClipImageProcessor,
+        target_codes: dict[str, str],
+    ) -> None:
+        self.formatter, self.image_processor = formatter, image_processor
+        self.target_codes = target_codes
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
-        sample = self.formatter(row["conversations"], row["task_family"])
-        image = (row.get("image") or {}).get("bytes")
-        target = (row.get("target_image") or {}).get("bytes")
-        sample["pixels"] = decode_png(image, self.image_size)
+        turns = row["conversations"]
         if row["task_family"] == GENERATION:
-            sample["target_pixels"] = decode_png(target, self.image_size)
+            codes = self.target_codes.get(row["id"])
+            if codes is None:
+                raise KeyError(f"generation sample {row['id']} has no precomputed target codes")
+            turns = [
+                {**t, "value": t["value"].replace(TARGET_PLACEHOLDER, codes)}
+                if t["from"] in ("gpt", "assistant")
+                else t
+                for t in turns
+            ]
+        sample: dict[str, Any] = dict(self.formatter(turns))
+        image = decode_image(_bytes(row.get("image")))
+        if image is not None:
+            sample["pixel_values"] = self.image_processor.one(image)
+        sample["task_family"] = row["task_family"]
         sample["task"] = row["task"]
         return sample
 
 
-def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Right-pad a list of samples of one family into a batch."""
-    length = max(len(s["input_ids"]) for s in samples)
+class Collator:
+    """Right-pad samples into the batch `HealthGPT.forward` takes (picklable)."""
 
-    def pad(key: str, value: int | bool) -> torch.Tensor:
-        out = torch.full((len(samples), length), value, dtype=samples[0][key].dtype)
-        for i, s in enumerate(samples):
-            out[i, : len(s[key])] = s[key]
-        return out
+    def __init__(self, pad_token_id: int, image_size: int) -> None:
+        self.pad_token_id, self.image_size = pad_token_id, image_size
 
-    batch = {
-        "input_ids": pad("input_ids", PAD),
-        "labels": pad("labels", IGNORE_INDEX),
-        "code_slots": pad("code_slots", False),
-        "attention_mask": pad("input_ids", -1) != -1,
-        "pixels": torch.stack([s["pixels"] for s in samples]),
-        "tasks": [s["task"] for s in samples],
-    }
-    if "target_pixels" in samples[0]:
-        batch["target_pixels"] = torch.stack([s["target_pixels"] for s in samples])
-    return batch
+    def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+        from healthgpt.model import collate
+
+        batch = collate(samples, self.pad_token_id, self.image_size)
+        batch["tasks"] = [s["task"] for s in samples]
+        return batch
 
 
 class ModelBundle:
-    """The model, its VQ tokenizer and the functions the training loop needs around them."""
+    """The HealthGPT model and the functions the training loop needs around it."""
 
-    def __init__(self, model: InterimHealthGPT, vq: TinyVQ | None, max_length: int) -> None:
-        self.model, self.vq, self.max_length = model, vq, max_length
-        self.spec = model.spec
-        self.formatter = ByteFormatter(self.spec, max_length)
+    def __init__(self, model: HealthGPT, vq_info: dict[str, Any] | None = None) -> None:
+        self.model = model
+        self.vq_info = vq_info or {}
         self.columns = list(COLUMNS)
+        self.target_codes: dict[str, str] = {}
+
+    @property
+    def preset(self) -> str:
+        return self.model.config.name
 
     # -- parameters -------------------------------------------------------------------------
     def parameter_groups(self) -> dict[str, dict[str, nn.Parameter]]:
         """Group name (see `config.GROUPS`) -> {qualified name: parameter}."""
         names = {id(p): n for n, p in self.model.named_parameters()}
 
-        def named(params) -> dict[str, nn.Parameter]:
+        def named(params: Iterable[nn.Parameter]) -> dict[str, nn.Parameter]:
             return {names[id(p)]: p for p in params}
 
-        lm = self.model.lm
+        model, lm = self.model, self.model.lm
         return {
-            C.COMP_PROJECTOR: named(self.model.projectors[COMPREHENSION].parameters()),
-            C.GEN_PROJECTOR: named(self.model.projectors[GENERATION].parameters()),
-            C.HLORA_COMP: named(plugin_parameters(self.model, COMPREHENSION)),
-            C.HLORA_GEN: named(plugin_parameters(self.model, GENERATION)),
+            C.COMP_PROJECTOR: named(model.projectors[COMPREHENSION].parameters()),
+            C.GEN_PROJECTOR: named(model.projectors[GENERATION].parameters()),
+            C.HLORA_COMP: named(plugin_parameters(lm, COMPREHENSION)),
+            C.HLORA_GEN: named(plugin_parameters(lm, GENERATION)),
             C.EMBEDDINGS: named(lm.get_input_embeddings().parameters()),
             C.LM_HEAD: named(lm.get_output_embeddings().parameters()),
         }
@@ -115,105 +152,137 @@ class ModelBundle:
             for name, value in tensors.items():
                 params[name].copy_(value)
 
+    def save_model(self, path: Path, metadata: dict[str, str] | None = None) -> None:
+        """The stage's weights as a `save_trainable` file (what evaluation loads)."""
+        meta = {"vq_sha256": self.vq_info.get("sha256", "")}
+        if self.vq_info.get("path"):
+            meta["vq_path"] = str(self.vq_info["path"])
+        save_trainable(self.model, path, metadata={**meta, **(metadata or {})})
+
+    def load_model_file(self, path: Path) -> None:
+        """Load a previous stage's `save_trainable` file (strict: every tensor must map)."""
+        load_trainable(self.model, path, strict=True)
+
     def base_fingerprint(self) -> str:
         """sha256 over samples of the frozen base weights: a stage's init must share its base."""
         grouped = {id(p) for p in self.group_state().values()}
         digest = hashlib.sha256()
         for name, param in self.model.named_parameters():
             if id(param) not in grouped:
-                flat = param.detach().float().flatten()
+                flat = param.detach().float().flatten().cpu()
                 digest.update(name.encode())
                 digest.update(torch.cat([flat[:64], flat[-64:]]).numpy().tobytes())
         return digest.hexdigest()
 
     # -- data -------------------------------------------------------------------------------
     def encoder(self) -> SampleEncoder:
-        return SampleEncoder(self.formatter, self.spec.image_size)
+        return SampleEncoder(self.model.formatter, self.model.image_processor, self.target_codes)
+
+    def collator(self) -> Collator:
+        return Collator(self.model.tokenizer.pad_token_id, self.model.vision.image_size)
+
+    @torch.no_grad()
+    def add_target_codes(self, rows: Iterable[dict[str, Any]], batch_size: int = 32) -> int:
+        """VQ code text of the generation rows' target images, by sample id; returns how many
+        were computed (rows already known are skipped)."""
+        pending: list[tuple[str, bytes]] = []
+        added = 0
+
+        def flush() -> None:
+            nonlocal added
+            images = [decode_image(data) for _, data in pending]
+            pixels = images_to_tensor(images, self.model.vq.config.resolution)
+            device = next(self.model.vq.parameters()).device
+            codes = self.model.vq.encode(pixels.to(device)).cpu()
+            for (sample_id, _), grid in zip(pending, codes, strict=True):
+                self.target_codes[sample_id] = codes_to_text(
+                    grid, newlines=self.model.config.image_newlines
+                )
+            added += len(pending)
+            pending.clear()
+
+        for row in rows:
+            if row.get("task_family") != GENERATION or row["id"] in self.target_codes:
+                continue
+            data = _bytes(row.get("target_image"))
+            if data is None:
+                raise ValueError(f"generation sample {row['id']} has no target image")
+            pending.append((row["id"], data))
+            if len(pending) >= batch_size:
+                flush()
+        if pending:
+            flush()
+        return added
 
     def prepare(self, batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-        """Move a batch to `device`; write the VQ codes of generation targets into their slots."""
-        out = {
+        """Move a batch's tensors to `device`."""
+        return {
             k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v
             for k, v in batch.items()
         }
-        if "target_pixels" in out:
-            if self.vq is None:
-                raise RuntimeError("generation batches need a VQ tokenizer (vq_dir)")
-            codes = self.vq.encode(out["target_pixels"]) + self.code_offset
-            slots = out["code_slots"]
-            per_row = slots.sum(-1)
-            keep = torch.arange(codes.shape[1], device=device)[None, :] < per_row[:, None]
-            out["input_ids"] = out["input_ids"].masked_scatter(slots, codes[keep])
-            out["labels"] = out["labels"].masked_scatter(slots, codes[keep])
-        out["family"] = GENERATION if "target_pixels" in out else COMPREHENSION
-        return out
-
-    @property
-    def code_offset(self) -> int:
-        return self.spec.vocab - self.spec.codebook
 
     # -- model calls ------------------------------------------------------------------------
     def loss(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
-        return model(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            pixels=batch["pixels"],
-            family=batch["family"],
-            labels=batch["labels"],
-        ).loss
+        """Mean answer-token loss of the batch (`model` may be the DDP-wrapped bundle model)."""
+        return model(batch).loss
 
     @torch.no_grad()
     def answer(self, row: dict[str, Any], max_new_tokens: int, device: torch.device) -> str:
-        """Greedy answer to a row's first question (no KV cache: answers here are short)."""
-        ids = self.formatter.prompt(row["conversations"]).to(device)[None]
-        pixels = decode_png((row.get("image") or {}).get("bytes"), self.spec.image_size)
-        pixels = pixels.to(device)[None]
-        out: list[int] = []
-        for _ in range(max_new_tokens):
-            logits = self.model(
-                input_ids=ids,
-                attention_mask=torch.ones_like(ids),
-                pixels=pixels,
-                family=COMPREHENSION,
-            ).logits[0, -1, : self.code_offset]
-            token = int(logits.argmax())
-            if token == EOS:
-                break
-            out.append(token)
-            ids = torch.cat([ids, torch.tensor([[token]], device=device)], dim=1)
-        return self.formatter.decode(out)
+        """Greedy answer of the comprehension plugin to a row's first question."""
+        question = row["conversations"][0]["value"]
+        image = decode_image(_bytes(row.get("image")))
+        if image is not None:
+            question = question.replace(IMAGE_PLACEHOLDER + "\n", "", 1)
+            question = question.replace(IMAGE_PLACEHOLDER, "", 1).strip()
+        return self.model.generate_text(image, question, max_new_tokens=max_new_tokens)
 
 
 # --- building ------------------------------------------------------------------------------
 
 
-def model_spec(model_preset: str, dropout: float) -> TinySpec:
-    if model_preset != "tiny":
-        raise NotImplementedError(
-            f"model preset {model_preset!r} needs healthgpt.model's load_model (not yet available "
-            "to training); the interim stand-in provides only 'tiny'"
-        )
-    return TinySpec(dropout=dropout)
+def read_vq_info(vq_dir: Path | None) -> dict[str, Any]:
+    if vq_dir is None or not (Path(vq_dir) / VQ_INFO).is_file():
+        return {}
+    info = json.loads((Path(vq_dir) / VQ_INFO).read_text())
+    if info.get("kind") == "small":
+        info["path"] = str((Path(vq_dir) / VQ_FILE).absolute())
+    return info
+
+
+def model_config(model_preset: str, max_length: int, dropout: float, vq_dir: Path | None):
+    """The preset's `ModelConfig` with the stage's max length, plugin dropout and VQ weights.
+
+    The preset's own seed is kept: the randomly initialized parts (the tiny LM, a random
+    CLIP) must be the ones evaluation rebuilds from the preset name alone.
+    """
+    config: ModelConfig = get_preset(model_preset)
+    config.max_length = max_length
+    config.plugins = {f: replace(p, dropout=dropout) for f, p in config.plugins.items()}
+    info = read_vq_info(vq_dir)
+    if info.get("kind") == "small":
+        config.vq = replace(config.vq, ckpt_path=info["path"])
+    elif info.get("kind") == "taming":
+        config.vq = replace(config.vq, ckpt_path=info["path"], yaml_path=info.get("yaml"))
+    elif info:
+        raise ValueError(f"{vq_dir}: unknown VQ kind {info.get('kind')!r}")
+    return config, info
 
 
 def build_bundle(
-    model_preset: str, max_length: int, dropout: float, seed: int, vq_dir: Path | None
+    model_preset: str,
+    max_length: int,
+    dropout: float,
+    seed: int,
+    vq_dir: Path | None,
+    device: torch.device | str | None = "cpu",
+    dtype: torch.dtype | None = None,
 ) -> ModelBundle:
-    """The base model for a stage, identical in every process for the same preset and seed."""
-    spec = model_spec(model_preset, dropout)
+    """The base model for a stage, identical in every process for the same preset.
+
+    `seed` seeds the global RNG (dropout); the model's own random parts use the preset's seed.
+    Parameters stay fp32 (autocast runs bf16 on GPUs) unless `dtype` says otherwise.
+    """
+    config, info = model_config(model_preset, max_length, dropout, vq_dir)
     torch.manual_seed(seed)
-    model = InterimHealthGPT(spec)
-    vq = load_vq(vq_dir, spec) if vq_dir else None
-    return ModelBundle(model, vq, max_length)
-
-
-def load_vq(vq_dir: Path, spec: TinySpec) -> TinyVQ:
-    """The VQ tokenizer written by `healthgpt.train.vq` (frozen, eval mode)."""
-    from safetensors.torch import load_file
-
-    info = json.loads((Path(vq_dir) / VQ_INFO).read_text())
-    if info.get("kind") != "tiny":
-        raise NotImplementedError(f"VQ kind {info.get('kind')!r} needs healthgpt.model's VQ loader")
-    vq = TinyVQ(spec)
-    vq.load_state_dict(load_file(Path(vq_dir) / VQ_FILE))
-    return vq.eval().requires_grad_(False)
+    model = load_model(config, device=device, dtype=dtype or torch.float32)
+    return ModelBundle(model, info)

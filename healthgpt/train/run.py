@@ -3,9 +3,11 @@
 Outputs of a stage under `out_dir` (e.g. `data/checkpoints/stage1/`):
 
     runs/<run key[:16]>/ckpt-<step>/   periodic checkpoints (trainable tensors, optimizer, state)
-    runs/<run key[:16]>/final/         model.safetensors (every grouped tensor), state.json,
-                                       loss.png, metrics.json
-    CURRENT.json                       which run's final the next stage starts from
+    runs/<run key[:16]>/final/         model.safetensors (`healthgpt.model.save_trainable`:
+                                       plugins, projectors, embeddings; preset in its
+                                       metadata), state.json, loss.png
+    CURRENT.json                       which run's final the next stage (and evaluation,
+                                       `healthgpt.eval.models.resolve_checkpoint`) loads
 
 The run key hashes the resolved config and the inputs (mixture subset, previous stage, VQ
 tokenizer), so a rerun with the same key resumes its run and a changed one starts a new run
@@ -26,18 +28,27 @@ import torch
 import torch.distributed as dist
 
 from healthgpt.data.shards import file_sha256, write_json
+from healthgpt.model import GENERATION
 from healthgpt.train import checkpoint as ckpt
 from healthgpt.train import distributed
 from healthgpt.train.config import StageConfig, stage_config
-from healthgpt.train.data import RowIndex, ShardStream, StreamSpec, make_loader, split_files
+from healthgpt.train.data import (
+    RowIndex,
+    ShardStream,
+    StreamSpec,
+    iter_rows,
+    make_loader,
+    split_files,
+)
 from healthgpt.train.evaluate import validate
 from healthgpt.train.loop import Progress, fit, peak_memory_bytes
-from healthgpt.train.model_api import ModelBundle, build_bundle, collate
+from healthgpt.train.model_api import ModelBundle, build_bundle
 from healthgpt.train.report import loss_curve_png, loss_summary
 from healthgpt.train.schedule import accumulation, family_order, steps_per_family
 from healthgpt.train.stages import build_optimizer, freeze_for_stage
 from healthgpt.train.vq import vq_hash
 
+TARGET_COLUMNS = ["id", "task_family", "target_image"]
 FINAL = "final"
 CURRENT = "CURRENT.json"
 MODEL_FILE = "model.safetensors"
@@ -120,13 +131,11 @@ def _main(spec: RunSpec, reporter: Reporter, d: distributed.Dist) -> dict[str, A
             reporter.final(metrics)
         return metrics
 
-    bundle = _build_model(spec, config, log)
+    bundle = _build_model(spec, config, log, d)
     trainable = freeze_for_stage(bundle.model, bundle.parameter_groups(), config)
+    _fp32_master_weights(trainable)
     if config.gradient_checkpointing:
-        bundle.model.lm.gradient_checkpointing_enable()
-    bundle.model.to(d.device)
-    if bundle.vq is not None:
-        bundle.vq.to(d.device)
+        bundle.model.enable_gradient_checkpointing()
     optimizer = build_optimizer(trainable, config, fused=d.device.type == "cuda")
     trainable_names = sorted({n for group in trainable.values() for n in group})
 
@@ -140,6 +149,10 @@ def _main(spec: RunSpec, reporter: Reporter, d: distributed.Dist) -> dict[str, A
         raise ValueError(f"{subset_dir}: no training rows for families {list(config.families)}")
     order = family_order(steps)
     accum = {family: accumulation(config, family, d.world) for family in steps}
+    if GENERATION in steps:  # the VQ codes of the generation targets, once, before the loaders
+        train_files = split_files(subset_dir, "train")
+        added = bundle.add_target_codes(iter_rows(train_files, TARGET_COLUMNS, GENERATION))
+        log(f"{spec.stage}: VQ codes of {added} generation targets computed")
 
     progress = Progress(consumed=dict.fromkeys(steps, 0))
     latest = ckpt.list_checkpoints(run_dir)
@@ -167,7 +180,7 @@ def _main(spec: RunSpec, reporter: Reporter, d: distributed.Dist) -> dict[str, A
                     indexes[family],
                     StreamSpec(config.micro_batch, config.seed, d.rank, d.world),
                     bundle.encoder(),
-                    collate,
+                    bundle.collator(),
                     columns=bundle.columns,
                     start=progress.consumed.get(family, 0),
                 ),
@@ -223,10 +236,23 @@ def _main(spec: RunSpec, reporter: Reporter, d: distributed.Dist) -> dict[str, A
     return metrics
 
 
-def _build_model(spec: RunSpec, config: StageConfig, log: Callable[[str], None]) -> ModelBundle:
-    """Base model, plus the previous stage's grouped tensors when this stage has an init."""
+def _build_model(
+    spec: RunSpec, config: StageConfig, log: Callable[[str], None], d: distributed.Dist
+) -> ModelBundle:
+    """Base model, plus the previous stage's trained parts when this stage has an init.
+
+    On GPUs with bf16 precision the frozen base is bf16 (the stage's trainable tensors are
+    made fp32 master weights after freezing); on CPUs everything is fp32.
+    """
+    bf16 = config.precision == "bf16" and d.device.type == "cuda"
     bundle = build_bundle(
-        config.model_preset, config.max_length, config.dropout, config.seed, spec.vq_dir
+        config.model_preset,
+        config.max_length,
+        config.dropout,
+        config.seed,
+        spec.vq_dir,
+        device=d.device,
+        dtype=torch.bfloat16 if bf16 else torch.float32,
     )
     if spec.init_dir:
         init = ckpt.load_checkpoint(Path(spec.init_dir))
@@ -235,9 +261,19 @@ def _build_model(spec: RunSpec, config: StageConfig, log: Callable[[str], None])
             raise ckpt.CheckpointError(
                 f"{spec.init_dir} was trained on another base model (preset or seed differ)"
             )
-        bundle.load_group_state(init.tensors("model"))
+        bundle.load_model_file(Path(spec.init_dir) / MODEL_FILE)
         log(f"{spec.stage}: initialized from {spec.init_dir}")
     return bundle
+
+
+def _fp32_master_weights(trainable: dict[str, dict[str, torch.nn.Parameter]]) -> None:
+    """Trainable tensors in fp32 (a no-op when the model already is): AdamW on bf16 weights
+    loses small updates. The model casts at its boundaries (H-LoRA, projectors) and autocast
+    does the rest."""
+    for params in trainable.values():
+        for param in params.values():
+            if param.dtype != torch.float32:
+                param.data = param.data.float()
 
 
 def _gather_rng(d: distributed.Dist) -> list[dict[str, Any]]:
@@ -292,7 +328,11 @@ def _finish(
     }
     png = loss_curve_png(progress.history, f"{spec.stage} ({config.preset})")
     saved = ckpt.save_checkpoint(
-        final_dir, {"model": bundle.group_state()}, state, extra_files={"loss.png": png}
+        final_dir,
+        {},
+        state,
+        extra_files={"loss.png": png},
+        writers={MODEL_FILE: lambda path: bundle.save_model(path, {"run_key": run_key})},
     )
     _point_current(spec.out_dir, final_dir, run_key)
     ckpt.prune_checkpoints(final_dir.parent, keep=0)  # the final supersedes them

@@ -47,6 +47,20 @@ def test_save_load_round_trip(tmp_path, parts):
     assert not list(tmp_path.glob("ckpt/.*.tmp"))  # the atomic write left nothing behind
 
 
+def test_save_is_byte_identical_for_equal_contents(tiny_model, tmp_path):
+    """safetensors writes metadata in hash-map order; save_trainable sorts it, so the same
+    weights and metadata always give the same bytes (and sha256)."""
+    metadata = {f"key{i}": str(i) for i in range(8)}
+    hashes = {
+        save_trainable(tiny_model, tmp_path / f"{i}.safetensors", metadata=metadata).sha256
+        for i in range(6)
+    }
+    assert len(hashes) == 1
+    with safe_open(str(tmp_path / "0.safetensors"), "pt") as f:
+        assert f.metadata()["key7"] == "7" and f.metadata()["preset"] == "tiny"
+    assert load_trainable(load_model("tiny", device="cpu"), tmp_path / "0.safetensors").ok
+
+
 def test_strict_load_rejects_foreign_files(tmp_path):
     from safetensors.torch import save_file
 

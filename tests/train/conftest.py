@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from healthgpt.train.synthetic import write_synthetic_mixture
-from healthgpt.train.vq import train_tiny_vq
+from healthgpt.train.vq import train_small_vq
 
 
 @pytest.fixture(scope="session")
@@ -20,5 +20,5 @@ def mixture_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def vq_dir(mixture_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("vq") / "vq_tokenizer"
-    train_tiny_vq(mixture_dir, out, steps=40)
+    train_small_vq(mixture_dir, out, steps=10, batch=8)
     return out

@@ -8,6 +8,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from healthgpt.eval.models import ModelSpec, load_healthgpt, resolve_checkpoint
 from healthgpt.train.run import current_final
 from pipelines.resources import DataLocations
 from pipelines.training import train_stage1, training_assets
@@ -49,6 +50,10 @@ def test_materialize_stage1_reports_metrics_through_pipes(tmp_path: Path, mixtur
     assert final == current_final(data / "checkpoints" / "stage1")
     assert set(metadata["files"].value) == {"model.safetensors", "loss.png"}
     assert (final / "model.safetensors").is_file()
+    # What evaluation loads: CURRENT.json -> final dir -> the save_trainable file, strictly.
+    assert resolve_checkpoint(data / "checkpoints", "stage1") == final
+    model, notes = load_healthgpt(ModelSpec(checkpoint=str(final)))
+    assert model.config.name == "tiny" and "into preset 'tiny'" in notes[0], notes
     messages = [entry.user_message for entry in instance.all_logs(result.run_id)]
     assert any("step 4/4" in m and "tokens/s" in m for m in messages), "no progress in the log"
 
