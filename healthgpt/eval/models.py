@@ -82,12 +82,17 @@ def checkpoint_file(path: str | Path) -> Path:
     raise ModelUnavailable(f"no safetensors checkpoint at {path}")
 
 
-def checkpoint_preset(path: Path) -> str | None:
-    """The model preset a `save_trainable` file was written from (its metadata), if recorded."""
+def checkpoint_metadata(path: Path) -> dict[str, str]:
+    """The metadata a `save_trainable` file was written with (preset, VQ tokenizer path...)."""
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as handle:
-        return (handle.metadata() or {}).get("preset")
+        return dict(handle.metadata() or {})
+
+
+def checkpoint_preset(path: Path) -> str | None:
+    """The model preset a `save_trainable` file was written from, if recorded."""
+    return checkpoint_metadata(path).get("preset")
 
 
 def official_files(directory: str | Path) -> dict[str, str]:
@@ -121,8 +126,13 @@ def load_healthgpt(spec: ModelSpec) -> tuple[Any, list[str]]:
             "directory was given (materialize train_stage3 or set official_weights_dir)"
         )
     file = checkpoint_file(spec.checkpoint)
-    preset = spec.preset or checkpoint_preset(file) or DEFAULT_CHECKPOINT_PRESET
-    model = load_model(preset)
+    metadata = checkpoint_metadata(file)
+    preset = spec.preset or metadata.get("preset") or DEFAULT_CHECKPOINT_PRESET
+    config = get_preset(preset)
+    # The VQ tokenizer the stage trained with decodes the generated codes.
+    if metadata.get("vq_path") and Path(metadata["vq_path"]).exists():
+        config.vq.ckpt_path = metadata["vq_path"]
+    model = load_model(config)
     try:
         report = load_trainable(model, file)
     except (ValueError, KeyError) as exc:

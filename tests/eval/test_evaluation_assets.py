@@ -67,12 +67,8 @@ def metadata(result, key):
 
 
 def test_definitions_with_the_evaluation_group_load():
-    merged = dg.Definitions.merge(
-        defs,
-        dg.Definitions(assets=evaluation_assets, resources={"eval_models": EvalModels()}),
-    )
-    dg.Definitions.validate_loadable(merged)
-    graph = merged.resolve_asset_graph()
+    dg.Definitions.validate_loadable(defs)
+    graph = defs.resolve_asset_graph()
     for asset in evaluation_assets:
         node = graph.get(asset.key)
         assert node.group_name == "evaluation" and node.description
