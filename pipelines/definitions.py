@@ -10,6 +10,7 @@ import dagster as dg
 from pipelines.automation import automation_definitions
 from pipelines.checks import ingest_checks
 from pipelines.evaluation import EvalModels, evaluation_assets
+from pipelines.mixture import mixture_assets
 from pipelines.production import executor_for_profile
 from pipelines.resources import DataLocations
 from pipelines.sources import SOURCE_NAMES, ingested_assets, observed_sources
@@ -17,7 +18,13 @@ from pipelines.training import training_assets
 
 defs = dg.Definitions.merge(
     dg.Definitions(
-        assets=[*observed_sources, *ingested_assets, *training_assets, *evaluation_assets],
+        assets=[
+            *observed_sources,
+            *ingested_assets,
+            *mixture_assets,
+            *training_assets,
+            *evaluation_assets,
+        ],
         asset_checks=ingest_checks,
         resources={
             "locations": DataLocations(),

@@ -1,0 +1,149 @@
+"""Mixture group: the VL-Health mixture built from every ingested source, its stage subsets,
+the checks on it, and the LLaVA-style export.
+
+One build writes all subsets at once (they are decided together: dedup and decontamination
+look across all of them), so the subsets are the outputs of one multi-asset.
+"""
+
+import os
+import time
+
+import dagster as dg
+
+from healthgpt.data import card, mixture_checks
+from healthgpt.data.export import export_llava
+from healthgpt.data.mixture import SUBSETS, build_mixture, paper_preset, sample_preset
+from healthgpt.data.mixture_config import MixtureConfig
+from pipelines.metadata import png_markdown
+from pipelines.resources import DataLocations
+from pipelines.sources import SOURCE_NAMES, ingested_key
+
+GROUP = "mixture"
+OWNERS = ["team:data"]
+PRESETS = {"sample": sample_preset, "paper": paper_preset}
+CHECKS = ("no_leakage", "ratios_within_tolerance", "tasks_present", "images_present")
+
+
+def mixture_key(subset: str) -> dg.AssetKey:
+    return dg.AssetKey(["mixture", subset])
+
+
+class MixtureBuildConfig(dg.Config):
+    """The mixture's knobs. `preset` picks the paper's composition or the small sample one;
+    the other fields override it (weights and caps are keyed `source/task`, globs allowed)."""
+
+    preset: str = os.environ.get("HEALTHGPT_MIXTURE_PRESET", "sample")
+    sources: list[str] = SOURCE_NAMES
+    seed: int = 0
+    closed_question_style: str = "choice"
+    near_dup_hamming: int = 4
+    generation_test_fraction: float | None = None
+    stage2_size: int | None = None
+    stage1_weights: dict[str, float] = {}
+    stage1_caps: dict[str, int] = {}
+    stage3_weights: dict[str, float] = {}
+    stage3_caps: dict[str, int] = {}
+    workers: int = 1
+    ratio_tolerance: float = 0.02
+
+    def mixture_config(self) -> MixtureConfig:
+        overrides = {
+            "seed": self.seed,
+            "closed_question_style": self.closed_question_style,
+            "near_dup_hamming": self.near_dup_hamming,
+            "workers": self.workers,
+        }
+        for name in ("generation_test_fraction", "stage2_size"):
+            if getattr(self, name) is not None:
+                overrides[name] = getattr(self, name)
+        for name in ("stage1_weights", "stage1_caps", "stage3_weights", "stage3_caps"):
+            if getattr(self, name):
+                overrides[name] = getattr(self, name)
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset must be one of {sorted(PRESETS)}")
+        return PRESETS[self.preset](**overrides)
+
+
+def mixture_dir(locations: DataLocations):
+    return locations.output_dir() / "mixture"
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            mixture_key(subset),
+            deps=[ingested_key(name) for name in SOURCE_NAMES],
+            group_name=GROUP,
+            kinds={"parquet", "polars"},
+            owners=OWNERS,
+            description=f"VL-Health mixture subset `{subset}`: shards in the sample schema.",
+            automation_condition=dg.AutomationCondition.eager(),
+            skippable=False,
+        )
+        for subset in SUBSETS
+    ],
+    check_specs=[dg.AssetCheckSpec(check, asset=mixture_key("stage3")) for check in CHECKS],
+    name="vl_health_mixture",
+)
+def vl_health_mixture(
+    context: dg.AssetExecutionContext, config: MixtureBuildConfig, locations: DataLocations
+):
+    mixture_config = config.mixture_config()
+    inputs = {name: locations.ingested_dir(name) for name in config.sources}
+    out = mixture_dir(locations)
+    started = time.perf_counter()
+
+    def progress(phase: str, done: int, total: int) -> None:
+        rate = done / max(time.perf_counter() - started, 1e-6)
+        context.log.info(f"mixture {phase}: {done}/{total} records ({rate:.0f}/s)")
+
+    summary = build_mixture(inputs, out, mixture_config, progress=progress)
+    chart = png_markdown(card.composition_chart_png(summary), "composition")
+    composition = dg.MetadataValue.md(card.composition_markdown(summary))
+    for subset in SUBSETS:
+        shards = summary.shards.get(subset, [])
+        yield dg.MaterializeResult(
+            asset_key=mixture_key(subset),
+            metadata={
+                "rows": dg.MetadataValue.int(summary.rows(subset)),
+                "path": dg.MetadataValue.path(str(out / subset)),
+                "shards": dg.MetadataValue.json(
+                    [{"path": s.path, "rows": s.rows, "sha256": s.sha256} for s in shards]
+                ),
+                "composition": composition,
+                "composition_chart": chart,
+                "removed": dg.MetadataValue.json(summary.removed),
+                "seconds": dg.MetadataValue.float(round(summary.seconds, 2)),
+            },
+        )
+    results = {
+        "no_leakage": mixture_checks.check_no_leakage(out, mixture_config.near_dup_hamming),
+        "ratios_within_tolerance": mixture_checks.check_ratios(
+            out, mixture_config, config.ratio_tolerance
+        ),
+        "tasks_present": mixture_checks.check_tasks_present(out, mixture_config),
+        "images_present": mixture_checks.check_images_present(out),
+    }
+    for check, (passed, details) in results.items():
+        yield dg.AssetCheckResult(
+            asset_key=mixture_key("stage3"), check_name=check, passed=passed, metadata=details
+        )
+
+
+@dg.asset(
+    key=["mixture", "llava_export"],
+    deps=[mixture_key(subset) for subset in SUBSETS],
+    group_name=GROUP,
+    kinds={"json"},
+    owners=OWNERS,
+    description="The mixture as LLaVA-style JSON plus an image folder, for other LLaVA trainers.",
+)
+def llava_export(locations: DataLocations) -> dg.MaterializeResult:
+    out = locations.output_dir() / "mixture_llava"
+    counts = export_llava(mixture_dir(locations), out)
+    return dg.MaterializeResult(
+        metadata={"entries": dg.MetadataValue.json(counts), "path": dg.MetadataValue.path(str(out))}
+    )
+
+
+mixture_assets = [vl_health_mixture, llava_export]
