@@ -13,14 +13,14 @@ import dagster as dg
 from healthgpt.data import card, mixture_checks
 from healthgpt.data.export import export_llava
 from healthgpt.data.mixture import SUBSETS, build_mixture, paper_preset, sample_preset
-from healthgpt.data.mixture_config import MixtureConfig
+from healthgpt.data.mixture_config import MixtureConfig, demo_preset
 from pipelines.metadata import png_markdown
 from pipelines.resources import DataLocations
 from pipelines.sources import SOURCE_NAMES, ingested_key
 
 GROUP = "mixture"
 OWNERS = ["team:data"]
-PRESETS = {"sample": sample_preset, "paper": paper_preset}
+PRESETS = {"demo": demo_preset, "sample": sample_preset, "paper": paper_preset}
 CHECKS = ("no_leakage", "ratios_within_tolerance", "tasks_present", "images_present")
 
 
@@ -32,7 +32,7 @@ class MixtureBuildConfig(dg.Config):
     """The mixture's knobs. `preset` picks the paper's composition or the small sample one;
     the other fields override it (weights and caps are keyed `source/task`, globs allowed)."""
 
-    preset: str = os.environ.get("HEALTHGPT_MIXTURE_PRESET", "sample")
+    preset: str = os.environ.get("HEALTHGPT_MIXTURE_PRESET", "demo")
     sources: list[str] = SOURCE_NAMES
     seed: int = 0
     closed_question_style: str = "choice"

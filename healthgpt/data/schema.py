@@ -179,3 +179,57 @@ def new_record(
         orig_id=orig_id,
     )
     return record
+
+
+# --- VL-Health mixture samples -------------------------------------------------------------
+
+# The closed task vocabulary of the mixture, each in its family. Comprehension tasks answer
+# in text; generation tasks answer with an image (`target_image`).
+TASK_FAMILIES: dict[str, str] = {
+    "vqa_open": "comprehension",
+    "vqa_closed": "comprehension",
+    "vqa_choice": "comprehension",
+    "caption": "comprehension",
+    "report": "comprehension",
+    "conversation": "comprehension",
+    "ct_to_mri": "generation",
+    "mri_to_ct": "generation",
+    "super_resolution": "generation",
+    "reconstruction": "generation",
+    "text_to_image": "generation",
+}
+TASKS = tuple(TASK_FAMILIES)
+
+SAMPLE_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("record_id", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("task", pa.string(), nullable=False),
+        pa.field("task_family", pa.string(), nullable=False),
+        pa.field("direction", pa.string(), nullable=False),
+        pa.field("modality", pa.string(), nullable=False),
+        pa.field("target_modality", pa.string()),
+        pa.field("body_part", pa.string()),
+        pa.field("subject_id", pa.string()),
+        pa.field("image", IMAGE_TYPE),
+        pa.field("target_image", IMAGE_TYPE),
+        pa.field("conversations", pa.list_(TURN_TYPE), nullable=False),
+        pa.field("answer_type", pa.string()),
+        pa.field("meta", pa.string()),
+    ],
+    metadata={"healthgpt.schema": "sample/v1"},
+)
+"""One row per training or evaluation sample of the VL-Health mixture.
+
+- `id`: stable hash of (record id, task); a sample repeated by an up-weighting gets `-rN`.
+- `record_id`: the canonical record it was built from (lineage back to the ingested shards).
+- `source`: the name the ingested directory was given to the mixture (normally the source).
+- `task` / `task_family`: from `TASKS` / `TASK_FAMILIES`.
+- `direction`: what goes in and what comes out, e.g. `image->text`, `MRI->CT`, `text->X-Ray`.
+- `image`: the input image (none for text_to_image); `target_image`: the image a generation
+  task must produce (none for comprehension).
+- `conversations`: LLaVA-style turns; generation answers are the `<target_image>` placeholder.
+- `meta`: JSON with task details (choice options, degradation, prompt template index).
+"""

@@ -1,0 +1,278 @@
+"""The mixture's dataset card (README.md beside the shards), composition table and chart.
+
+The card is what a reader of the data sees first, so it says what is inside (counts by
+subset, source, task, modality, split), under which licenses, and exactly how it was built
+(the degradation, the dedup and decontamination rules, the held-out split, the sampler).
+It is rendered from the summary only (no timings), so identical builds give identical cards.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from healthgpt.data.schema import TASK_FAMILIES, TASKS
+from healthgpt.data.shards import read_manifest
+from healthgpt.data.tasks import DEGRADATION, TARGET_IMAGE_TOKEN
+
+if TYPE_CHECKING:
+    from healthgpt.data.mixture import MixtureSummary
+    from healthgpt.data.mixture_config import MixtureConfig
+
+SUBSET_ORDER = ("stage1", "stage2", "stage3", "eval")
+SUBSET_ROLES = {
+    "stage1": "alignment: captions/descriptions and image reconstruction",
+    "stage2": "heterogeneous fusion: a stratified draw from stage 1 (the paper's Mixed-47k)",
+    "stage3": "instruction tuning: comprehension and generation tasks",
+    "eval": "evaluation: benchmark test splits and the held-out generation subjects",
+}
+
+
+def manifests_dir(configured: str | None) -> Path:
+    """`data_manifests/` of the checkout unless the config names another."""
+    if configured:
+        return Path(configured)
+    return Path(__file__).resolve().parents[2] / "data_manifests"
+
+
+def read_licenses(ingested_dirs: dict[str, Path], directory: Path) -> dict[str, str | None]:
+    """The `license` field of `data_manifests/<name>.yaml` per dataset (None when absent).
+
+    Falls back to the reader's source name (from the ingestion manifest) when the dataset was
+    given another name. Missing or unreadable manifests are tolerated: the card says so.
+    """
+    licenses: dict[str, str | None] = {}
+    for name in sorted(ingested_dirs):
+        candidates = [name]
+        try:
+            source = read_manifest(Path(ingested_dirs[name])).get("summary", {}).get("source")
+        except (FileNotFoundError, ValueError):
+            source = None
+        if source and source != name:
+            candidates.append(source)
+        licenses[name] = None
+        for candidate in candidates:
+            value = _license_of(directory / f"{candidate}.yaml")
+            if value:
+                licenses[name] = value
+                break
+    return licenses
+
+
+def _license_of(path: Path) -> str | None:
+    if not path.is_file():
+        return None
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, OSError):
+        return None
+    if not isinstance(data, dict) or not data.get("license"):
+        return None
+    value = data["license"]
+    if isinstance(value, dict):
+        value = value.get("name") or value.get("id") or json.dumps(value, sort_keys=True)
+    return str(value)
+
+
+def _task_counts(summary: MixtureSummary, subset: str) -> dict[str, int]:
+    return summary.counts.get(subset, {}).get("task", {})
+
+
+def composition_markdown(summary: MixtureSummary) -> str:
+    """Tasks (rows) by subset (columns), with family and totals."""
+    subsets = [s for s in SUBSET_ORDER if summary.rows(s)]
+    header = "| task | family | " + " | ".join(subsets) + " |"
+    lines = [header, "|" + "---|" * (len(subsets) + 2)]
+    for task in TASKS:
+        counts = [_task_counts(summary, s).get(task, 0) for s in subsets]
+        if any(counts):
+            cells = " | ".join(f"{c:,}" for c in counts)
+            lines.append(f"| {task} | {TASK_FAMILIES[task]} | {cells} |")
+    totals = " | ".join(f"**{summary.rows(s):,}**" for s in subsets)
+    lines.append(f"| **total** | | {totals} |")
+    return "\n".join(lines)
+
+
+def _dimension_table(summary: MixtureSummary, dimension: str) -> str:
+    subsets = [s for s in SUBSET_ORDER if summary.rows(s)]
+    values = sorted({v for s in subsets for v in summary.counts[s].get(dimension, {})})
+    lines = [f"| {dimension} | " + " | ".join(subsets) + " |", "|" + "---|" * (len(subsets) + 1)]
+    for value in values:
+        cells = " | ".join(f"{summary.counts[s][dimension].get(value, 0):,}" for s in subsets)
+        lines.append(f"| {value} | {cells} |")
+    return "\n".join(lines)
+
+
+def composition_chart_png(summary: MixtureSummary) -> bytes:
+    """A stacked bar per subset, segments by task (fixed colours), as PNG bytes (Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    subsets = [s for s in SUBSET_ORDER if summary.rows(s)] or list(SUBSET_ORDER)
+    colours = plt.get_cmap("tab20")
+    figure, axis = plt.subplots(figsize=(8, 3.5), dpi=100)
+    left = [0] * len(subsets)
+    for index, task in enumerate(TASKS):
+        widths = [_task_counts(summary, s).get(task, 0) for s in subsets]
+        if not any(widths):
+            continue
+        axis.barh(subsets, widths, left=left, color=colours(index), label=task)
+        left = [a + b for a, b in zip(left, widths, strict=True)]
+    axis.invert_yaxis()
+    axis.set_xlabel("samples")
+    axis.set_title("VL-Health mixture composition by task")
+    if any(left):
+        axis.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", metadata={"Software": None})
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def _front_matter(summary: MixtureSummary) -> str:
+    configs = []
+    for subset in SUBSET_ORDER:
+        splits = sorted(summary.counts.get(subset, {}).get("split", {}))
+        if not splits:
+            continue
+        configs.append(
+            {
+                "config_name": subset,
+                "data_files": [
+                    {"split": split, "path": f"{subset}/data/{split}-*.parquet"} for split in splits
+                ],
+            }
+        )
+    licenses = sorted({v for v in summary.licenses.values() if v})
+    meta: dict[str, Any] = {
+        "license": "other",
+        "license_details": "; ".join(licenses) if licenses else "see the Licenses section",
+        "tags": ["medical", "vision-language", "healthgpt", "vl-health"],
+        "task_categories": [
+            "visual-question-answering",
+            "image-to-text",
+            "image-to-image",
+            "text-to-image",
+        ],
+        "configs": configs,
+    }
+    return "---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n"
+
+
+def render_card(summary: MixtureSummary, config: MixtureConfig) -> str:
+    """README.md for the mixture directory (Hugging Face dataset card format)."""
+    subset_lines = [
+        f"| {s} | {', '.join(sorted(summary.counts[s]['split']))} | {summary.rows(s):,} "
+        f"| {SUBSET_ROLES[s]} |"
+        for s in SUBSET_ORDER
+        if summary.rows(s)
+    ]
+    removed = (
+        "\n".join(f"| {r} | {n:,} |" for r, n in sorted(summary.removed.items())) or "| - | 0 |"
+    )
+    licenses = "\n".join(
+        f"| {name} | {value or 'not stated (no data_manifests entry): check the publisher'} |"
+        for name, value in sorted(summary.licenses.items())
+    )
+    plan = "\n".join(
+        f"| {p['stage']} | {p['source']} | {p['task']} | {p['available']:,} | {p['weight']:g} "
+        f"| {p['cap'] if p['cap'] is not None else '-'} | {p['target']:,} |"
+        for p in summary.plan
+    )
+    sections = [
+        _front_matter(summary),
+        "# VL-Health mixture\n",
+        "Training and evaluation data for HealthGPT (arXiv 2502.09838), rebuilt from the public "
+        f"sources by `healthgpt.data.mixture.build_mixture` from {summary.records:,} canonical "
+        f"records ({summary.candidates:,} candidate samples).\n",
+        "![composition](composition.png)\n",
+        "## Subsets\n",
+        "| subset | splits | rows | role |\n|---|---|---|---|\n" + "\n".join(subset_lines) + "\n",
+        'Load one with `datasets.load_dataset("parquet", data_dir="<this dir>/stage3/data")` '
+        'or `datasets.load_dataset("<this dir>", "stage3")`; `image` and `target_image` '
+        "decode as PIL images.\n",
+        "## Composition by task\n",
+        composition_markdown(summary) + "\n",
+        "## By source\n",
+        _dimension_table(summary, "source") + "\n",
+        "## By modality\n",
+        _dimension_table(summary, "modality") + "\n",
+        "## By split\n",
+        _dimension_table(summary, "split") + "\n",
+        "## Removed\n",
+        "Every dropped record and removed sample is listed in `removed.parquet` with its reason "
+        "and, for decontamination and dedup, the sample it matched.\n",
+        "| reason | count |\n|---|---|\n" + removed + "\n",
+        f"Candidates not drawn by the sampler (weights and caps): {summary.not_selected:,}.\n",
+        "## Licenses\n",
+        "Each source keeps its own license and terms of use; this mixture adds none. Credentialed "
+        "sources (MIMIC-CXR) may only be shared with credentialed users under their data use "
+        "agreement.\n",
+        "| dataset | license |\n|---|---|\n" + licenses + "\n",
+        "## How it was built\n",
+        _how_built(config),
+        "## Sampling plan\n",
+        "| stage | source | task | available | weight | cap | target |\n"
+        + "|---|---|---|---|---|---|---|\n"
+        + plan
+        + "\n",
+        "## Configuration\n",
+        "```json\n" + json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n```\n",
+    ]
+    return "\n".join(sections)
+
+
+def _how_built(config: MixtureConfig) -> str:
+    closed = {
+        "plain": "closed questions are asked as they are",
+        "choice": "closed questions are rendered as single-choice questions (yes/no, or the "
+        "answer plus distractors from the same source and question type), as in the paper",
+        "both": "closed questions appear both as they are and as single-choice questions",
+    }[config.closed_question_style]
+    return "\n".join(
+        [
+            "- **Comprehension.** VQA: `<image>` + question -> answer; "
+            f"{closed}; open questions stay open. Captions and reports become description "
+            "tasks with a prompt chosen from a fixed list. LLaVA-style conversations pass "
+            "through; samples with more than one image are dropped (`multi_image`).",
+            "- **Generation.** The answer turn is the placeholder "
+            f"`{TARGET_IMAGE_TOKEN}`; the image to generate is in `target_image`. Modality "
+            "conversion from registered SynthRAD2023 pairs in both directions (CT->MRI, "
+            f"MRI->CT); {config.sr_factor}x super-resolution whose input is the target "
+            f"degraded by: {DEGRADATION.format(f=config.sr_factor)}; reconstruction (input = "
+            "target); text-to-image from the findings and impression of chest X-ray reports.",
+            "- **Prompts and options** are chosen with a seed derived from the config seed and "
+            "the sample id, so every sample renders the same whatever the input order.",
+            f"- **Held-out generation split.** For {', '.join(config.subject_split_sources)} the "
+            "split is made by subject (fallback: the original volume), never by slice: a "
+            "subject is in test when the hash of (salt, source, subject) falls below "
+            f"{config.generation_test_fraction:g}. Other sources keep their official splits.",
+            "- **Exact duplicates** share the sha256 of their decoded pixels (mode, size and "
+            "raw bytes), so re-encoded copies are caught too. **Near-duplicates** have 64-bit "
+            f"DCT perceptual hashes (imagehash.phash) within {config.near_dup_hamming} bits, "
+            "found by LSH banding (no all-pairs comparison); only direct neighbours count (never "
+            "chains), so adjacent slices of a volume do not merge into one.",
+            f"- **Decontamination.** No training sample shares an image (input or target, exact "
+            f"or near-duplicate) with any sample of the {', '.join(config.eval_splits)} split(s): "
+            "such samples are removed (`eval_exact`, `eval_near_duplicate`). This removes, for "
+            "example, VQA-RAD training questions asked about its test images.",
+            "- **Dedup.** Among training samples, one with the same task, the same text "
+            "content and the same images (exactly: `duplicate_exact`; as near-duplicates: "
+            "`near_duplicate`) as an earlier one is removed. Many questions about one image "
+            "are kept.",
+            "- **Sampling.** Per stage and (source, task) group: `min(cap, round(available x "
+            "weight))` samples, lowest seeded rank first (weights above 1 repeat samples, the "
+            "copies' ids end in `-rN`). Stage 2 draws its size from stage 1 in proportion to "
+            "the stage-1 groups.",
+            "- **Order and determinism.** Rows follow the input order (datasets by name, shards "
+            "by name, rows as stored); the same inputs and config give byte-identical shards.",
+            "",
+        ]
+    )

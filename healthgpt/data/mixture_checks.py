@@ -1,0 +1,231 @@
+"""Checks on a built mixture, as plain functions returning (passed, details).
+
+The pipeline wires them as Dagster asset checks. They read the written shards, not the
+builder's memory, so they verify what a trainer will actually get:
+
+- `check_no_leakage`: no training image is an evaluation image (exact or near-duplicate,
+  recomputed from the pixels) and no held-out subject appears in training.
+- `check_ratios`: per (stage, source, task), the rows match what the config asks for, from
+  the available counts recorded in the manifest, within a tolerance.
+- `check_tasks_present`: every task the config asks of a stage is in it.
+- `check_images_present`: no sample lacks an image (or a target image) that its task needs.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from healthgpt.data.dedup import ImageHasher, PhashIndex
+from healthgpt.data.mixture_config import MixtureConfig
+from healthgpt.data.sampling import group_target, plan_stage, plan_stage2
+from healthgpt.data.shards import read_manifest
+from healthgpt.data.tasks import NEEDS_IMAGE, NEEDS_TARGET
+
+TRAIN_SUBSETS = ("stage1", "stage2", "stage3")
+MAX_EXAMPLES = 20
+
+
+def _shards(mixture: Path, subset: str) -> list[Path]:
+    return sorted((Path(mixture) / subset / "data").glob("*.parquet"))
+
+
+def _batches(mixture: Path, subsets, columns: list[str]) -> Iterator[tuple[str, list[dict]]]:
+    for subset in subsets:
+        for path in _shards(mixture, subset):
+            parquet = pq.ParquetFile(path, pre_buffer=False)  # not the whole file at once
+            for batch in parquet.iter_batches(batch_size=256, columns=columns, use_threads=False):
+                yield subset, batch.to_pylist()
+
+
+def _group_rows(mixture: Path, subset: str) -> Counter:
+    counts: Counter = Counter()
+    for path in _shards(mixture, subset):
+        table = pq.read_table(path, columns=["source", "task"])
+        for source, task in zip(
+            table["source"].to_pylist(), table["task"].to_pylist(), strict=True
+        ):
+            counts[(source, task)] += 1
+    return counts
+
+
+def check_no_leakage(mixture: Path, near_dup_hamming: int | None = None) -> tuple[bool, dict]:
+    """No training sample shares an image or a held-out subject with the eval subset."""
+    manifest = read_manifest(mixture)
+    config = manifest.get("config", {})
+    threshold = config.get("near_dup_hamming", 4) if near_dup_hamming is None else near_dup_hamming
+    subject_sources = set(config.get("subject_split_sources", []))
+    hasher = ImageHasher()
+    eval_keys: dict[str, str] = {}
+    eval_ids: list[str] = []
+    eval_phashes: list[int] = []
+    eval_subjects: dict[tuple[str, str], str] = {}
+    columns = ["id", "source", "subject_id", "image", "target_image"]
+    for _, rows in _batches(mixture, ("eval",), columns):
+        for row in rows:
+            for column in ("image", "target_image"):
+                if row[column] and row[column]["bytes"]:
+                    hashed = hasher(row[column]["bytes"])
+                    if hashed.key not in eval_keys:
+                        eval_keys[hashed.key] = row["id"]
+                        eval_ids.append(row["id"])
+                        eval_phashes.append(hashed.phash)
+            if row["source"] in subject_sources and row["subject_id"]:
+                eval_subjects.setdefault((row["source"], row["subject_id"]), row["id"])
+    index = PhashIndex(eval_phashes, threshold)
+    leaks: Counter = Counter()
+    examples: list[dict[str, Any]] = []
+    checked = 0
+    for subset, rows in _batches(mixture, TRAIN_SUBSETS, columns):
+        for row in rows:
+            checked += 1
+            found = _leak_of(row, hasher, eval_keys, index, eval_ids, eval_subjects)
+            if found:
+                leaks[found[0]] += 1
+                if len(examples) < MAX_EXAMPLES:
+                    examples.append(
+                        {"subset": subset, "id": row["id"], "reason": found[0], "eval_id": found[1]}
+                    )
+    details = {
+        "checked": checked,
+        "eval_images": len(eval_keys),
+        "leaks": dict(leaks),
+        "examples": examples,
+        "near_dup_hamming": threshold,
+    }
+    return not leaks, details
+
+
+def _leak_of(row, hasher, eval_keys, index, eval_ids, eval_subjects) -> tuple[str, str] | None:
+    for column in ("image", "target_image"):
+        if row[column] and row[column]["bytes"]:
+            hashed = hasher(row[column]["bytes"])
+            if hashed.key in eval_keys:
+                return "exact_image", eval_keys[hashed.key]
+            near = index.query(hashed.phash)
+            if near:
+                return "near_duplicate_image", eval_ids[near[0]]
+    subject = eval_subjects.get((row["source"], row["subject_id"]))
+    if subject:
+        return "held_out_subject", subject
+    return None
+
+
+def expected_rows(mixture: Path, config: MixtureConfig) -> dict[str, dict[tuple[str, str], int]]:
+    """Rows per (stage, source, task) that `config` asks for, given the recorded availability."""
+    manifest = read_manifest(mixture)
+    available = {(a["source"], a["task"]): a["train_samples"] for a in manifest["available"]}
+    expected: dict[str, dict[tuple[str, str], int]] = {}
+    for stage in ("stage1", "stage3"):
+        expected[stage] = {
+            (p.source, p.task): group_target(p.available, p.weight, p.cap)
+            for p in plan_stage(config, stage, available)
+        }
+    stage1_distinct = {g: min(n, available[g]) for g, n in expected["stage1"].items() if n > 0}
+    expected["stage2"] = {
+        (p.source, p.task): p.target for p in plan_stage2(config.stage2_size, stage1_distinct)
+    }
+    return expected
+
+
+def check_ratios(
+    mixture: Path, config: MixtureConfig, tolerance: float = 0.02
+) -> tuple[bool, dict]:
+    """Each (stage, source, task) group has the rows the config's weights and caps ask for.
+
+    A group passes when |rows - expected| <= max(1, tolerance x expected); groups the config
+    excludes must be empty. Shares of each stage are reported too.
+    """
+    expected = expected_rows(mixture, config)
+    failures: list[dict[str, Any]] = []
+    shares: dict[str, dict[str, float]] = {}
+    for stage in TRAIN_SUBSETS:
+        actual = _group_rows(mixture, stage)
+        total = sum(actual.values()) or 1
+        shares[stage] = {f"{s}/{t}": round(n / total, 4) for (s, t), n in sorted(actual.items())}
+        for group in sorted(set(actual) | set(expected[stage])):
+            want, got = expected[stage].get(group, 0), actual.get(group, 0)
+            if abs(got - want) > max(1.0, tolerance * want) or (want == 0 and got > 0):
+                failures.append(
+                    {
+                        "stage": stage,
+                        "group": f"{group[0]}/{group[1]}",
+                        "expected": want,
+                        "actual": got,
+                    }
+                )
+    return not failures, {"failures": failures, "shares": shares, "tolerance": tolerance}
+
+
+def check_tasks_present(mixture: Path, config: MixtureConfig) -> tuple[bool, dict]:
+    """Every task the config asks of stage 1 and stage 3 has at least one sample there.
+
+    For a missing task the details say why: how many training candidates the inputs gave
+    (none: no source for it) and how many of them decontamination or dedup removed.
+    """
+    manifest = read_manifest(mixture)
+    missing: dict[str, list[str]] = {}
+    present: dict[str, list[str]] = {}
+    for stage, tasks in config.required_tasks().items():
+        have = {task for _, task in _group_rows(mixture, stage)}
+        present[stage] = sorted(have)
+        absent = [t for t in tasks if t not in have]
+        if absent:
+            missing[stage] = absent
+    why = {}
+    for task in sorted({t for tasks in missing.values() for t in tasks}):
+        why[task] = {
+            "train_candidates": sum(
+                c["len"]
+                for c in manifest.get("candidates", [])
+                if c["task"] == task and c["split"] == "train"
+            ),
+            "removed": {
+                r["reason"]: r["len"]
+                for r in manifest.get("removed_by_task", [])
+                if r["task"] == task
+            },
+        }
+    return not missing, {"missing": missing, "present": present, "why": why}
+
+
+def check_images_present(mixture: Path) -> tuple[bool, dict]:
+    """No sample lacks the input image or the target image its task requires."""
+    problems: Counter = Counter()
+    examples: list[dict[str, str]] = []
+    checked = 0
+    for subset in (*TRAIN_SUBSETS, "eval"):
+        for path in _shards(mixture, subset):
+            parquet = pq.ParquetFile(path, pre_buffer=False)
+            for batch in parquet.iter_batches(
+                batch_size=1024, columns=["id", "task", "image", "target_image"]
+            ):
+                checked += batch.num_rows
+                tasks = batch.column("task").to_pylist()
+                missing = {c: _missing(batch.column(c)) for c in ("image", "target_image")}
+                for row, task in enumerate(tasks):
+                    for column, needed in (("image", NEEDS_IMAGE), ("target_image", NEEDS_TARGET)):
+                        if task in needed and missing[column][row]:
+                            problems[f"{task}:{column}"] += 1
+                            if len(examples) < MAX_EXAMPLES:
+                                examples.append(
+                                    {
+                                        "subset": subset,
+                                        "task": task,
+                                        "column": column,
+                                        "id": batch.column("id")[row].as_py(),
+                                    }
+                                )
+    return not problems, {"checked": checked, "missing": dict(problems), "examples": examples}
+
+
+def _missing(column) -> list[bool]:
+    data = pc.struct_field(column, "bytes")
+    empty = pc.or_kleene(pc.is_null(column), pc.is_null(data))
+    short = pc.fill_null(pc.equal(pc.binary_length(data), 0), True)
+    return pc.or_(pc.fill_null(empty, True), short).to_pylist()
