@@ -35,7 +35,7 @@ class MixtureBuildConfig(dg.Config):
     preset: str = os.environ.get("HEALTHGPT_MIXTURE_PRESET", "demo")
     sources: list[str] = SOURCE_NAMES
     seed: int = 0
-    closed_question_style: str = "choice"
+    closed_question_style: str | None = None
     near_dup_hamming: int = 4
     generation_test_fraction: float | None = None
     stage2_size: int | None = None
@@ -49,11 +49,10 @@ class MixtureBuildConfig(dg.Config):
     def mixture_config(self) -> MixtureConfig:
         overrides = {
             "seed": self.seed,
-            "closed_question_style": self.closed_question_style,
             "near_dup_hamming": self.near_dup_hamming,
             "workers": self.workers,
         }
-        for name in ("generation_test_fraction", "stage2_size"):
+        for name in ("generation_test_fraction", "stage2_size", "closed_question_style"):
             if getattr(self, name) is not None:
                 overrides[name] = getattr(self, name)
         for name in ("stage1_weights", "stage1_caps", "stage3_weights", "stage3_caps"):

@@ -256,11 +256,21 @@ def demo_preset(**overrides: Any) -> MixtureConfig:
     every study, so decontamination rightly removes every training report and report-to-X-ray
     sample; asking the demo for those tasks would fail its check for a reason that is about
     the sample data, not the pipeline. The tests cover both tasks on synthetic records.
+
+    Without captions or reports, stage 1 would align only the generation side; the demo puts
+    the closed questions in stage 1 as the comprehension alignment data instead, so that the
+    stage 2 fusion set (drawn from stage 1) has comprehension samples to fit the word
+    embeddings and LM head on, as the paper's captions would.
     """
-    config = sample_preset(**overrides)
-    if "tasks" not in overrides:
-        config.tasks = [t for t in config.tasks if t not in ("report", "text_to_image")]
-    return config
+    defaults: dict[str, Any] = {
+        "tasks": [t for t in TASKS if t not in ("caption", "report", "text_to_image")],
+        "stage1_include": [*STAGE1_INCLUDE, "*/vqa_choice", "*/vqa_closed"],
+        "stage2_size": 128,
+        # Plain yes/no: a tiny model learns image-dependent answers from a few hundred
+        # samples, but not also the shuffled option letters of the single-choice form.
+        "closed_question_style": "plain",
+    }
+    return sample_preset(**{**defaults, **overrides})
 
 
 def _apply(config: MixtureConfig, overrides: dict[str, Any]) -> MixtureConfig:

@@ -206,8 +206,8 @@ def _cpu(stage: str) -> StageConfig:
         "log_every": 5,
         "checkpoint_every": 50,
         "warmup_ratio": 0.05 if config.warmup_ratio else 0.0,
-        "epochs": {"stage1": 3.0, "stage2": 2.0, "stage3": 6.0}[stage],
-        "max_steps": {"stage1": 60, "stage2": 20, "stage3": 200}[stage],
+        "epochs": {"stage1": 3.0, "stage2": 2.0, "stage3": 40.0}[stage],
+        "max_steps": {"stage1": 60, "stage2": 40, "stage3": 600}[stage],
         "eval_samples": 64,
     }
     return dataclasses.replace(config, **overrides)
