@@ -19,6 +19,7 @@ from healthgpt.data.shards import atomic_directory, write_json
 from healthgpt.eval import generation, mcq, models, report, vqa
 from healthgpt.eval.metrics import SSIM_WINDOWS, load_lpips
 from healthgpt.eval.predict import TEMPLATES, EvalResult, ImageModel, TextModel
+from pipelines.automation import training_automation_condition
 from pipelines.metadata import png_markdown, records_table, shard_metadata
 from pipelines.resources import DataLocations
 from pipelines.sources import ingested_key
@@ -152,6 +153,7 @@ def _notes(notes: list[str]) -> dg.MarkdownMetadataValue:
     group_name=GROUP,
     kinds={"python", "parquet"},
     owners=OWNERS,
+    automation_condition=training_automation_condition(),
     description="VQA-RAD, SLAKE, PathVQA test splits: closed accuracy, all-question accuracy.",
 )
 def eval_vqa(
@@ -204,6 +206,7 @@ def eval_vqa(
     group_name=GROUP,
     kinds={"python", "parquet"},
     owners=OWNERS,
+    automation_condition=training_automation_condition(),
     description="MMMU (medical subjects) and OmniMedVQA multiple choice, when configured.",
 )
 def eval_mcq(
@@ -277,6 +280,7 @@ def eval_mcq(
     group_name=GROUP,
     kinds={"python", "parquet"},
     owners=OWNERS,
+    automation_condition=training_automation_condition(),
     description="CT<->MRI conversion, 4x super-resolution, reconstruction: SSIM, PSNR, MSE, LPIPS.",
 )
 def eval_generation(
@@ -346,6 +350,7 @@ def eval_generation(
     group_name=GROUP,
     kinds={"python"},
     owners=OWNERS,
+    automation_condition=training_automation_condition(),
     description="The paper's Tables 1-3 (and 9) with this run's numbers beside the published ones.",
 )
 def eval_report(

@@ -16,6 +16,7 @@ import dagster as dg
 
 from healthgpt.train import vq
 from healthgpt.train.run import current_final
+from pipelines.automation import training_automation_condition
 from pipelines.resources import DataLocations
 
 GROUP = "training"
@@ -100,6 +101,7 @@ def checkpoints_dir(locations: DataLocations, name: str) -> Path:
 @dg.asset(
     group_name=GROUP,
     owners=OWNERS,
+    automation_condition=training_automation_condition(),
     kinds=KINDS,
     deps=[STAGE_SUBSETS["stage1"], STAGE_SUBSETS["stage3"]],
     description="VQ image tokenizer whose codes extend the vocabulary: the small one trained "
@@ -175,6 +177,7 @@ def _stage_factory(stage: str, previous: str | None, description: str) -> dg.Ass
         name=f"train_{stage}",
         group_name=GROUP,
         owners=OWNERS,
+        automation_condition=training_automation_condition(),
         kinds=KINDS,
         deps=deps,
         pool=POOL,
