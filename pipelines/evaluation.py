@@ -276,7 +276,7 @@ def eval_mcq(
 
 @dg.asset(
     key="eval_generation",
-    deps=[TRAIN_STAGE3],
+    deps=[TRAIN_STAGE3, dg.AssetKey(["mixture", "eval"])],
     group_name=GROUP,
     kinds={"python", "parquet"},
     owners=OWNERS,
