@@ -16,7 +16,7 @@ from tests.eval.fakes import FakeTextModel, gray, png
 
 def test_prompt_templates():
     vqa = TextItem(id="1", benchmark="b", question=" Is it? ", answer="yes", answer_type="closed")
-    assert render_prompt(vqa) == "Is it?\nAnswer the question using a single word or phrase."
+    assert render_prompt(vqa) == "Is it?"
     mcq = TextItem(
         id="2",
         benchmark="b",

@@ -91,7 +91,7 @@ def test_evaluate_vqa_scores_writes_predictions_and_notes_missing_sources(tmp_pa
     table = pq.read_table(tmp_path / "out" / result.shards[0].path).to_pylist()
     assert [r["prediction"] for r in table] == [c[3] for c in VQA_CASES["vqa_rad"]]
     assert [r["score"] for r in table] == [1.0, 0.0, 0.5, 1.0]
-    assert table[0]["prompt"].endswith("Answer the question using a single word or phrase.")
+    assert table[0]["prompt"] == table[0]["question"]
 
 
 def test_score_vqa_dispatches_on_answer_type():
