@@ -18,9 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
-
-from healthgpt.data.shards import atomic_directory
+from healthgpt.data.shards import atomic_directory, open_shard
 
 SUBSETS = ("stage1", "stage2", "stage3", "eval")
 
@@ -68,7 +66,7 @@ def _write_json(path: Path, shards: list[Path], images: Path) -> int:
     with open(path, "w") as handle:
         handle.write("[")
         for shard in shards:
-            parquet = pq.ParquetFile(shard, pre_buffer=False)  # not the whole file at once
+            parquet = open_shard(shard)
             for batch in parquet.iter_batches(batch_size=256, use_threads=False):
                 for row in batch.to_pylist():
                     handle.write(",\n" if written else "\n")

@@ -62,6 +62,7 @@ from healthgpt.data.shards import (
     ShardWriter,
     atomic_directory,
     clean_stale,
+    open_shard,
     read_manifest,
     write_manifest,
     write_table_file,
@@ -152,7 +153,7 @@ def iter_records(
     for name, path in files:
         # No pre-buffering (it would load the whole file) and one thread: the reader then
         # holds about one row group at a time, whatever the shard size.
-        parquet = pq.ParquetFile(path, pre_buffer=False)
+        parquet = open_shard(path)
         present = [c for c in columns if c in parquet.schema_arrow.names]
         for batch in parquet.iter_batches(
             batch_size=batch_rows, columns=present, use_threads=False

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from healthgpt.data.dedup import ImageHasher, PhashIndex
 from healthgpt.data.mixture_config import MixtureConfig
 from healthgpt.data.sampling import group_target, plan_stage, plan_stage2
-from healthgpt.data.shards import read_manifest
+from healthgpt.data.shards import open_shard, read_manifest
 from healthgpt.data.tasks import NEEDS_IMAGE, NEEDS_TARGET
 
 TRAIN_SUBSETS = ("stage1", "stage2", "stage3")
@@ -38,7 +38,7 @@ def _shards(mixture: Path, subset: str) -> list[Path]:
 def _batches(mixture: Path, subsets, columns: list[str]) -> Iterator[tuple[str, list[dict]]]:
     for subset in subsets:
         for path in _shards(mixture, subset):
-            parquet = pq.ParquetFile(path, pre_buffer=False)  # not the whole file at once
+            parquet = open_shard(path)
             for batch in parquet.iter_batches(batch_size=256, columns=columns, use_threads=False):
                 yield subset, batch.to_pylist()
 
@@ -201,7 +201,7 @@ def check_images_present(mixture: Path) -> tuple[bool, dict]:
     checked = 0
     for subset in (*TRAIN_SUBSETS, "eval"):
         for path in _shards(mixture, subset):
-            parquet = pq.ParquetFile(path, pre_buffer=False)
+            parquet = open_shard(path)
             for batch in parquet.iter_batches(
                 batch_size=1024, columns=["id", "task", "image", "target_image"]
             ):

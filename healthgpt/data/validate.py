@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from healthgpt.data.schema import RECORD_SCHEMA
-from healthgpt.data.shards import read_manifest
+from healthgpt.data.shards import open_shard, read_manifest
 
 CheckResult = tuple[bool, dict[str, Any]]
 SAMPLE_MARKER = "SAMPLE_README.txt"
@@ -29,7 +29,7 @@ def shard_paths(dataset_dir: Path) -> list[Path]:
 
 def iter_batches(dataset_dir: Path, columns: list[str]) -> Iterator[pa.RecordBatch]:
     for path in shard_paths(dataset_dir):
-        yield from pq.ParquetFile(path).iter_batches(columns=columns, batch_size=4096)
+        yield from open_shard(path).iter_batches(columns=columns, batch_size=4096)
 
 
 def check_schema(dataset_dir: Path) -> CheckResult:

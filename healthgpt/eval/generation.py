@@ -18,10 +18,9 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
-from healthgpt.data.shards import ShardInfo, ShardWriter
+from healthgpt.data.shards import ShardInfo, ShardWriter, open_shard
 from healthgpt.eval.metrics import LpipsFn, image_metrics, to_gray_uint8
 from healthgpt.eval.predict import ImageModel, batched, decode_image
 
@@ -83,7 +82,7 @@ def read_pairs(
     """Held-out generation pairs from mixture (or canonical record) shards under `directory`."""
     count = 0
     for path in pair_files(directory):
-        parquet = pq.ParquetFile(path)
+        parquet = open_shard(path)
         names = set(parquet.schema_arrow.names)
         if not {"task", "image", "target_image", "split"} <= names:
             continue

@@ -31,8 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
-
+from healthgpt.data.shards import open_shard
 from healthgpt.data.sources.common import JsonRowError, iter_json_rows
 from healthgpt.eval.normalize import contains_phrase, normalize_answer
 from healthgpt.eval.predict import (
@@ -228,7 +227,7 @@ def read_mmmu(
     count = 0
     for path in mmmu_files(root, subjects, split):
         subject = path.parent.name
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=64):
+        for batch in open_shard(path).iter_batches(batch_size=64):
             for row in batch.to_pylist():
                 if str(row.get("question_type", "multiple-choice")) != "multiple-choice":
                     continue

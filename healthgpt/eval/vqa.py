@@ -26,8 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
-
+from healthgpt.data.shards import open_shard
 from healthgpt.eval.normalize import (
     YES_NO,
     contains_phrase,
@@ -149,7 +148,7 @@ def read_vqa_items(
     """The VQA questions of one ingested source's split, in shard order (deterministic)."""
     count = 0
     for path in test_shards(directory, split):
-        for batch in pq.ParquetFile(path).iter_batches(columns=_COLUMNS, batch_size=256):
+        for batch in open_shard(path).iter_batches(columns=_COLUMNS, batch_size=256):
             for row in batch.to_pylist():
                 if row["split"] != split or row["kind"] != "vqa":
                     continue

@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from healthgpt.data.shards import open_shard
 
 SampleEncoder = Callable[[dict[str, Any]], dict[str, Any]]
 Collator = Callable[[list[dict[str, Any]]], dict[str, Any]]
@@ -57,7 +58,7 @@ class RowIndex:
         columns = (["task_family"] if family else []) + list(equals)
         file_ids, groups, rows = [], [], []
         for number, path in enumerate(files):
-            parquet = pq.ParquetFile(path)
+            parquet = open_shard(path)
             for group in range(parquet.metadata.num_row_groups):
                 n = parquet.metadata.row_group(group).num_rows
                 keep = np.ones(n, dtype=bool)
@@ -95,7 +96,7 @@ def iter_rows(
     """Rows (only `columns`, which must include `task_family` when filtering) of `files`, one
     row group at a time, in shard order."""
     for path in files:
-        parquet = pq.ParquetFile(path)
+        parquet = open_shard(path)
         for group in range(parquet.metadata.num_row_groups):
             for row in parquet.read_row_group(group, columns=columns).to_pylist():
                 if family is None or row["task_family"] == family:
@@ -177,7 +178,7 @@ class ShardStream(IterableDataset):
     def _row(self, position: int, cache: OrderedDict) -> dict[str, Any]:
         key = (int(self.index.file[position]), int(self.index.group[position]))
         if key not in cache:
-            parquet = pq.ParquetFile(self.index.files[key[0]])
+            parquet = open_shard(self.index.files[key[0]])
             cache[key] = parquet.read_row_group(key[1], columns=self.columns)
             while len(cache) > self.cache_row_groups:
                 cache.popitem(last=False)

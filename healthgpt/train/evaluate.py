@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 
+from healthgpt.data.shards import open_shard
 from healthgpt.model.constants import COMPREHENSION
 from healthgpt.train.data import split_files
 from healthgpt.train.loop import autocast
@@ -31,7 +31,7 @@ def held_out_rows(subset_dir: Path, limit: int, family: str | None = None) -> li
     """The first `limit` held-out rows (of `family`), in shard order."""
     rows: list[dict[str, Any]] = []
     for path in held_out_files(subset_dir):
-        parquet = pq.ParquetFile(path)
+        parquet = open_shard(path)
         for group in range(parquet.metadata.num_row_groups):
             for row in parquet.read_row_group(group).to_pylist():
                 if family is None or row["task_family"] == family:
