@@ -147,3 +147,39 @@ def test_tiny_preset_checkpoint_runs_through_the_real_loader(data_dir):
     assert any("into preset 'tiny'" in note for note in vqa_scores["notes"])
     rows = pq.read_table(data_dir / "eval" / "generation" / "predictions-00000.parquet")
     assert rows.num_rows == 1 and rows.column("generated")[0].as_py()[:4] == b"\x89PNG"
+
+
+def test_small_preset_on_the_bundled_samples_produces_the_report(tmp_path):
+    """Bundled VQA-RAD and SLAKE samples, ingested by the real readers, evaluated with a tiny
+    preset checkpoint through the real loader, rendered into the report."""
+    from healthgpt.data.ingest import ingest
+    from healthgpt.data.samples import build_sample_source
+    from healthgpt.model import load_model, save_trainable
+    from pipelines.evaluation import eval_generation, eval_mcq, eval_report, eval_vqa
+
+    data = tmp_path / "data"
+    for source in ("vqa_rad", "slake"):
+        root = build_sample_source(source, tmp_path / "sources")
+        ingest(source, root, data / "ingested" / source)
+    write_generation_pairs(data / "mixture" / "eval" / "data")
+    stage = data / "checkpoints" / "stage3"
+    final = stage / "runs" / "r" / "final"
+    save_trainable(load_model("tiny"), final / "model.safetensors", metadata={"preset": "tiny"})
+    (stage / "CURRENT.json").write_text(json.dumps({"final": str(final)}))
+    result = dg.materialize(
+        [eval_vqa, eval_mcq, eval_generation, eval_report],
+        resources={"locations": DataLocations(data_dir=str(data)), "eval_models": EvalModels()},
+        instance=dg.DagsterInstance.ephemeral(),
+        run_config={
+            "ops": {
+                "eval_vqa": {"config": {"limit": 3, "max_new_tokens": 4}},
+                "eval_generation": {"config": {"limit": 1}},
+            }
+        },
+    )
+    assert result.success
+    scores = json.loads((data / "eval" / "vqa" / "scores.json").read_text())
+    assert {b: s["n"] for b, s in scores["benchmarks"].items()} == {"vqa_rad": 3, "slake": 3}
+    report = (data / "eval" / "report.md").read_text()
+    assert "this run (stage3 checkpoint)" in report
+    assert "HealthGPT-M3" in report
