@@ -22,6 +22,8 @@ from typing import Any
 from healthgpt.train.config import STAGES
 from healthgpt.train.run import Reporter, RunSpec, run_stage
 
+PIPES_CONTEXT_ENV_VAR = "DAGSTER_PIPES_CONTEXT"  # dagster_pipes.DAGSTER_PIPES_CONTEXT_ENV_VAR
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="healthgpt.train.entry", description=__doc__)
@@ -95,9 +97,11 @@ def _loss_png(metrics: dict[str, Any]) -> bytes | None:
 def main(argv: list[str] | None = None) -> int:
     spec = spec_from_args(argv)
     rank = int(os.environ.get("RANK", 0))
-    from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR, open_dagster_pipes
+    if rank == 0 and PIPES_CONTEXT_ENV_VAR in os.environ:
+        # dagster-pipes is the small, dependency-free protocol package for processes that an
+        # orchestrator launches; the library needs it only when launched that way.
+        from dagster_pipes import open_dagster_pipes
 
-    if rank == 0 and DAGSTER_PIPES_CONTEXT_ENV_VAR in os.environ:
         with open_dagster_pipes() as pipes:
 
             def log(message: str) -> None:
