@@ -27,10 +27,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
-
 from healthgpt.data.imaging import encode_png, image_file_to_png, load_image_bytes
 from healthgpt.data.schema import new_record
+from healthgpt.data.shards import open_shard
 from healthgpt.data.sources.base import BadInput, Outcome, SourceReader, guarded, meta_json
 from healthgpt.data.sources.common import PngCache, normalize_split
 from healthgpt.data.vocab import normalize_answer, normalize_answer_type
@@ -179,7 +178,7 @@ or the Hugging Face Parquet copy:
         for split, path in self.parquet_files():
             rel = self.rel(path)
             try:
-                batches = pq.ParquetFile(path).iter_batches(
+                batches = open_shard(path).iter_batches(
                     batch_size=256, columns=["image", "question", "answer"]
                 )
                 for batch in batches:
