@@ -555,12 +555,10 @@ def _removed_table(
         record_id=pl.col("seq").replace_strict(record_ids, return_dtype=pl.String),
         matched_id=pl.col("matched_seq").replace_strict(ids, return_dtype=pl.String),
     )
-    return pl.concat(
-        [
-            pl.DataFrame(dropped, schema=REMOVED_POLARS),
-            named.select(REMOVED_SCHEMA.names),
-        ]
-    ).sort("reason", "id")
+    # With nothing removed, replace_strict keeps the (empty) UInt64 seq column: cast, so the
+    # empty frame still concatenates with the string-typed dropped records.
+    named = named.select(REMOVED_SCHEMA.names).cast(REMOVED_POLARS)
+    return pl.concat([pl.DataFrame(dropped, schema=REMOVED_POLARS), named]).sort("reason", "id")
 
 
 def _finish(
