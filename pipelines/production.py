@@ -28,7 +28,7 @@ import dagster as dg
 PROFILE_ENV = "HEALTHGPT_PROFILE"
 PROFILES = ("local", "production")
 DATA_MOUNT = "/data"
-TRAIN_ENTRY = "healthgpt.train.entry"
+TRAIN_ENTRY = "pipelines.train_entry"
 GPU_RESOURCE = "nvidia.com/gpu"
 
 
@@ -140,9 +140,9 @@ def training_pod_spec(
 ) -> dict[str, Any]:
     """A `base_pod_spec` for `PipesK8sClient.run`: one pod, `gpus` GPUs, torchrun inside.
 
-    `command` holds the arguments of `healthgpt.train.entry` (for example
+    `command` holds the arguments of `pipelines.train_entry` (for example
     `["--stage", "2", "--preset", "phi3-mini"]`); the container runs
-    `torchrun --standalone --nproc_per_node=N -m healthgpt.train.entry <command>`.
+    `torchrun --standalone --nproc_per_node=N -m pipelines.train_entry <command>`.
     `/dev/shm` is a memory volume because NCCL and DataLoader workers need more than the
     container default of 64 MiB. Pipes injects its own environment variables into the first
     container, so only the project's variables are set here.

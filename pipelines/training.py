@@ -1,6 +1,7 @@
 """Training group: the VQ tokenizer and the three HealthGPT stages, out of process via Pipes.
 
-Each stage asset launches `healthgpt.train.entry` under torchrun with `PipesSubprocessClient`;
+Each stage asset launches `pipelines.train_entry` (`healthgpt.train.entry` plus Pipes) under
+torchrun with `PipesSubprocessClient`;
 rank 0 streams log lines and reports the final metrics (loss curve, throughput, memory,
 held-out accuracy, checkpoint paths and hashes) back as this asset's metadata. The Dagster
 step holds no model: a run killed mid-way resumes from its last checkpoint when materialized
@@ -141,7 +142,7 @@ def launch_command(
     locations: DataLocations,
     init: Path | None,
 ) -> list[str]:
-    """`python -m torch.distributed.run ... -m healthgpt.train.entry ...` for one stage."""
+    """`python -m torch.distributed.run ... -m pipelines.train_entry ...` for one stage."""
     command = [
         sys.executable,
         "-m",
@@ -149,7 +150,7 @@ def launch_command(
         "--standalone",
         f"--nproc_per_node={config.nproc_per_node}",
         "-m",
-        "healthgpt.train.entry",
+        "pipelines.train_entry",
         "--stage",
         stage,
         "--mixture",

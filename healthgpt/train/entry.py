@@ -4,9 +4,9 @@
         --stage stage1 --mixture data/mixture --out data/checkpoints/stage1 \\
         --vq data/checkpoints/vq_tokenizer --overrides '{"max_steps": 100}'
 
-When launched by Dagster (`PipesSubprocessClient`), rank 0 opens the Pipes channel: its log
-lines go to the Dagster run log and its final metrics become the asset's materialization
-metadata. Without Pipes it prints the same lines and a final JSON line to stdout.
+It prints progress lines and a final JSON line to stdout. Dagster launches
+`pipelines.train_entry` instead, the same entry with rank 0 reporting through Pipes; the
+metadata shaping (`pipes_metadata`) lives here so both stay in step.
 """
 
 from __future__ import annotations
@@ -14,15 +14,12 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from healthgpt.train.config import STAGES
 from healthgpt.train.run import Reporter, RunSpec, run_stage
-
-PIPES_CONTEXT_ENV_VAR = "DAGSTER_PIPES_CONTEXT"  # dagster_pipes.DAGSTER_PIPES_CONTEXT_ENV_VAR
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,37 +86,20 @@ def pipes_metadata(metrics: dict[str, Any], png: bytes | None) -> dict[str, Any]
     return metadata
 
 
-def _loss_png(metrics: dict[str, Any]) -> bytes | None:
+def loss_png(metrics: dict[str, Any]) -> bytes | None:
     path = Path(metrics.get("final_dir", "")) / "loss.png"
     return path.read_bytes() if metrics.get("final_dir") and path.is_file() else None
 
 
+def final_json_line(metrics: dict[str, Any]) -> None:
+    print("FINAL " + json.dumps(metrics, sort_keys=True, default=str), flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
-    spec = spec_from_args(argv)
-    rank = int(os.environ.get("RANK", 0))
-    if rank == 0 and PIPES_CONTEXT_ENV_VAR in os.environ:
-        # dagster-pipes is the small, dependency-free protocol package for processes that an
-        # orchestrator launches; the library needs it only when launched that way.
-        from dagster_pipes import open_dagster_pipes
-
-        with open_dagster_pipes() as pipes:
-
-            def log(message: str) -> None:
-                print(message, flush=True)
-                pipes.log.info(message)
-
-            def final(metrics: dict[str, Any]) -> None:
-                pipes.report_asset_materialization(
-                    metadata=pipes_metadata(metrics, _loss_png(metrics))
-                )
-
-            run_stage(spec, Reporter(log=log, final=final))
-        return 0
-
-    def final_line(metrics: dict[str, Any]) -> None:
-        print("FINAL " + json.dumps(metrics, sort_keys=True, default=str), flush=True)
-
-    run_stage(spec, Reporter(log=lambda m: print(m, flush=True), final=final_line))
+    """Run a stage, printing progress lines and a final JSON line (no orchestrator)."""
+    run_stage(
+        spec_from_args(argv), Reporter(log=lambda m: print(m, flush=True), final=final_json_line)
+    )
     return 0
 
 

@@ -75,7 +75,7 @@ def test_training_pod_is_a_valid_pod_with_gpus_and_torchrun(nproc, gpus):
         "--nnodes=1",
         f"--nproc_per_node={nproc}",
         "-m",
-        "healthgpt.train.entry",
+        "pipelines.train_entry",
         "--stage",
         "2",
     ]
