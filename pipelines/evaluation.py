@@ -147,6 +147,25 @@ def _notes(notes: list[str]) -> dg.MarkdownMetadataValue:
     return dg.MetadataValue.md("\n".join(f"- {n}" for n in notes) or "_none_")
 
 
+def _result_metadata(
+    label: str,
+    scores: dg.MarkdownMetadataValue,
+    notes: list[str],
+    out: Path,
+    shards: list,
+    **extra: dg.MetadataValue,
+) -> dict[str, Any]:
+    """The metadata every evaluation asset shows: model, scores, notes, output, predictions."""
+    return {
+        "model": label,
+        "scores": scores,
+        "notes": _notes(notes),
+        **extra,
+        "path": dg.MetadataValue.path(str(out)),
+        **shard_metadata(shards),
+    }
+
+
 @dg.asset(
     key="eval_vqa",
     deps=[TRAIN_STAGE3, *(ingested_key(name) for name in vqa.VQA_BENCHMARKS)],
@@ -186,17 +205,15 @@ def eval_vqa(
         )
     context.log.info(f"eval_vqa: {counts or 'nothing evaluated'}")
     return dg.MaterializeResult(
-        metadata={
-            "model": eval_models.label(spec),
-            "scores": _summary_table(
-                result.benchmarks, ["close", "all", "open", "n_closed", "n_open"]
-            ),
-            "notes": _notes(result.notes),
-            "prompt_template": dg.MetadataValue.text(TEMPLATES["vqa"]),
-            "preview": _preview(out),
-            "path": dg.MetadataValue.path(str(out)),
-            **shard_metadata(result.shards),
-        }
+        metadata=_result_metadata(
+            eval_models.label(spec),
+            _summary_table(result.benchmarks, ["close", "all", "open", "n_closed", "n_open"]),
+            result.notes,
+            out,
+            result.shards,
+            prompt_template=dg.MetadataValue.text(TEMPLATES["vqa"]),
+            preview=_preview(out),
+        )
     )
 
 
@@ -260,17 +277,17 @@ def eval_mcq(
         f"{b}/{m}": v for b, r in result.benchmarks.items() for m, v in r["by_modality"].items()
     }
     return dg.MaterializeResult(
-        metadata={
-            "model": eval_models.label(spec),
-            "configured": dg.MetadataValue.bool(bool(roots)),
-            "scores": _summary_table(result.benchmarks, ["accuracy", "n", "unparsed"]),
-            "by_modality": _summary_table(by_modality, ["accuracy", "n"]),
-            "notes": _notes(result.notes),
-            "prompt_template": dg.MetadataValue.text(TEMPLATES["mcq"]),
-            "preview": _preview(out),
-            "path": dg.MetadataValue.path(str(out)),
-            **shard_metadata(result.shards),
-        }
+        metadata=_result_metadata(
+            eval_models.label(spec),
+            _summary_table(result.benchmarks, ["accuracy", "n", "unparsed"]),
+            result.notes,
+            out,
+            result.shards,
+            configured=dg.MetadataValue.bool(bool(roots)),
+            by_modality=_summary_table(by_modality, ["accuracy", "n"]),
+            prompt_template=dg.MetadataValue.text(TEMPLATES["mcq"]),
+            preview=_preview(out),
+        )
     )
 
 
@@ -332,13 +349,13 @@ def eval_generation(
             },
         )
     context.log.info(f"eval_generation: {counts or 'nothing evaluated'}")
-    metadata: dict[str, Any] = {
-        "model": eval_models.label(spec),
-        "scores": _summary_table(result.scores, ["ssim", "psnr", "mse", "lpips", "n"]),
-        "notes": _notes(notes),
-        "path": dg.MetadataValue.path(str(out)),
-        **shard_metadata(result.shards),
-    }
+    metadata = _result_metadata(
+        eval_models.label(spec),
+        _summary_table(result.scores, ["ssim", "psnr", "mse", "lpips", "n"]),
+        notes,
+        out,
+        result.shards,
+    )
     if result.grid_png:
         metadata["grid"] = png_markdown(result.grid_png, "input | target | generated")
     return dg.MaterializeResult(metadata=metadata)
