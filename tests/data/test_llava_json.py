@@ -115,13 +115,6 @@ def test_wrong_layout_names_the_expected_one(tmp_path):
     assert "conversations" in str(error.value)
 
 
-def test_ids_are_stable_across_runs(sample, ingested, tmp_path):
-    first, out = ingested
-    second = run("llava_json", sample, tmp_path / "again")
-    assert [s.sha256 for s in first.shards] == [s.sha256 for s in second.shards]
-    assert [r["id"] for r in records(out)] == [r["id"] for r in records(tmp_path / "again")]
-
-
 def test_shards_load_with_hf_datasets(ingested, tmp_path):
     summary, out = ingested
     loaded = datasets.load_dataset(
