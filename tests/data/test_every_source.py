@@ -1,6 +1,7 @@
 """What every reader owes its users, checked once for all of them on the bundled samples:
-the same input gives byte-identical shards and ids, and the shards load with HF datasets
-with named splits and decoded images of the configured size."""
+the sample builds deterministically and ingests to the counts its manifest states, the same
+input gives byte-identical shards and ids, and the shards load with HF datasets with named
+splits and decoded images of the configured size."""
 
 from __future__ import annotations
 
@@ -10,13 +11,17 @@ from PIL import Image
 
 from healthgpt.data.samples import build_sample_source
 from healthgpt.data.sources import SOURCES, ReaderOptions
-from tests.data.outputs import records, run
+from tests.data.outputs import manifest_sample_counts, records, run, tree_digest
 
 
 @pytest.mark.parametrize("source", sorted(SOURCES))
-def test_reingest_is_byte_identical_and_loads_with_hf_datasets(source, tmp_path):
+def test_sample_ingests_as_its_manifest_says_reproducibly_and_loads_with_hf(source, tmp_path):
     root = build_sample_source(source, tmp_path / "sources")
+    assert tree_digest(build_sample_source(source, tmp_path / "again")) == tree_digest(root)
     first = run(source, root, tmp_path / "a")
+    expected = manifest_sample_counts(source)
+    assert (first.items, first.quarantined) == (expected["items"], expected["quarantined"])
+    assert expected["records_min"] <= first.records <= expected["records_max"]
     second = run(source, root, tmp_path / "b")
     assert first.records > 0
     assert [s.sha256 for s in first.shards] == [s.sha256 for s in second.shards]
