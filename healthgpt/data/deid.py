@@ -3,8 +3,8 @@
 Readers never copy a header string into a record unless it is on the allow list below; this
 is safer than scrubbing a deny list, because a DICOM export can carry PHI in any private or
 free-text tag. The deny list (`PHI_KEYWORDS`, after DICOM PS3.15 Annex E, Basic Application
-Level Confidentiality Profile) is kept for tests and for scrubbing datasets that are written
-back out.
+Level Confidentiality Profile) documents what must never be allow-listed; a test keeps
+the two lists disjoint.
 """
 
 from __future__ import annotations
@@ -101,11 +101,3 @@ _DIGITS = re.compile(r"\d{6,}")
 def redact_long_numbers(text: str) -> str:
     """Replace runs of six or more digits (MRNs, accession numbers, dates) in free text."""
     return _DIGITS.sub("___", text)
-
-
-def scrub_dataset(dataset) -> None:
-    """Blank every PS3.15 basic-profile attribute and drop private tags, in place (pydicom)."""
-    for keyword in PHI_KEYWORDS:
-        if keyword in dataset:
-            delattr(dataset, keyword)
-    dataset.remove_private_tags()

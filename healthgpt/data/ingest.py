@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -169,10 +169,3 @@ def _count(summary: IngestSummary, record: dict[str, Any], n_thumbnails: int) ->
     image = record.get("image")
     if image and len(summary.thumbnails) < n_thumbnails and summary.records % 3 == 1:
         summary.thumbnails.append(image["bytes"])
-
-
-def summary_dict(summary: IngestSummary) -> dict[str, Any]:
-    """Full summary including shard infos, for JSON-serializing callers."""
-    payload = summary.to_json()
-    payload["shard_files"] = [asdict(s) for s in summary.shards]
-    return payload

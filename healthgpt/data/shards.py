@@ -138,17 +138,6 @@ class ShardWriter:
         if self._buffer_bytes >= self.row_group_bytes:
             self._flush()
 
-    def write_table(self, table: pa.Table) -> None:
-        """Write an Arrow table (already in this schema's column order) in row groups."""
-        self._flush()
-        for batch in table.to_batches(max_chunksize=max(1, table.num_rows)):
-            self._open()
-            self._writer.write_table(pa.Table.from_batches([batch]).cast(self.schema))
-            self._rows_in_shard += batch.num_rows
-            self._bytes_in_shard += batch.nbytes
-            if self._bytes_in_shard >= self.target_shard_bytes:
-                self._finish_shard()
-
     def _open(self) -> None:
         if self._writer is None:
             index = len(self.shards)
