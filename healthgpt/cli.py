@@ -24,6 +24,7 @@ def _ingest(args: argparse.Namespace) -> int:
         language=args.language,
         frontal_only=not args.all_views,
         deid_salt=args.salt,
+        chunk=args.chunk,
     )
     bar = tqdm(desc=f"ingest {args.source}", unit="item", disable=args.quiet, file=sys.stderr)
 
@@ -47,6 +48,17 @@ def _sample_sources(args: argparse.Namespace) -> int:
     return 0
 
 
+def _chunk(text: str) -> tuple[int, int]:
+    index, _, n_chunks = text.partition("/")
+    try:
+        chunk = int(index), int(n_chunks)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected INDEX/N such as 3/64, got {text!r}") from None
+    if not 0 <= chunk[0] < chunk[1]:
+        raise argparse.ArgumentTypeError(f"chunk {chunk[0]} does not exist among {chunk[1]}")
+    return chunk
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="healthgpt", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -62,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--salt",
         default=ReaderOptions().deid_salt,
         help="secret salt for pseudonyms (set your own for real data)",
+    )
+    ingest.add_argument(
+        "--chunk",
+        type=_chunk,
+        default=None,
+        metavar="INDEX/N",
+        help="read only stable chunk INDEX of N (0-based), e.g. 3/64; write each to its own --out",
     )
     ingest.add_argument("--quiet", action="store_true", help="no progress bar")
     ingest.set_defaults(run=_ingest)

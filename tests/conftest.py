@@ -11,7 +11,7 @@ from PIL import Image
 
 from healthgpt.data import sources
 from healthgpt.data.schema import new_record
-from healthgpt.data.sources.base import BadInput, Outcome, SourceReader, guarded
+from healthgpt.data.sources.base import BadInput, Outcome, SourceReader
 
 
 def png_bytes(seed: int, size: int = 32) -> bytes:
@@ -50,7 +50,7 @@ class ToyReader(SourceReader):
                     )
                 ]
 
-            yield guarded(str(index), f"item-{index}.png", build)
+            yield self.guard(str(index), f"item-{index}.png", build)
 
 
 @pytest.fixture

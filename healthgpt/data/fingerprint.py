@@ -2,13 +2,22 @@
 
 By default it hashes each file's relative path, size and modification time (fast: no file
 is read); `content=True` hashes the bytes too, for file systems whose mtimes are unreliable.
+
+A chunked source has one data version per chunk (`chunk_fingerprints`): a file belongs to
+the chunk of its item unit (the reader's `chunk_key`), and shared files (listings, metadata
+tables) to every chunk, so a changed image moves one chunk's version and a changed listing
+moves them all.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+from healthgpt.data.chunks import chunk_of
 
 
 def iter_files(root: Path):
@@ -20,6 +29,18 @@ def iter_files(root: Path):
                 yield Path(directory) / name
 
 
+def _add_file(digest: Any, path: Path, rel: str, content: bool) -> None:
+    stat = path.stat()
+    digest.update(f"{rel}\0{stat.st_size}\0".encode())
+    if content:
+        with open(path, "rb") as handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+    else:
+        digest.update(str(stat.st_mtime_ns).encode())
+    digest.update(b"\n")
+
+
 def fingerprint(root: str | Path, content: bool = False) -> str:
     """Hex digest that changes when a file is added, removed, renamed, resized or touched."""
     root = Path(root)
@@ -27,13 +48,25 @@ def fingerprint(root: str | Path, content: bool = False) -> str:
         return "missing"
     digest = hashlib.sha256()
     for path in iter_files(root):
-        stat = path.stat()
-        digest.update(f"{path.relative_to(root).as_posix()}\0{stat.st_size}\0".encode())
-        if content:
-            with open(path, "rb") as handle:
-                while block := handle.read(1 << 20):
-                    digest.update(block)
-        else:
-            digest.update(str(stat.st_mtime_ns).encode())
-        digest.update(b"\n")
+        _add_file(digest, path, path.relative_to(root).as_posix(), content)
     return digest.hexdigest()[:32]
+
+
+def chunk_fingerprints(
+    root: str | Path,
+    chunk_key: Callable[[str], str | None],
+    n_chunks: int,
+    content: bool = False,
+) -> list[str]:
+    """One fingerprint per chunk: its own files' plus the shared files'."""
+    root = Path(root)
+    if not root.is_dir():
+        return ["missing"] * n_chunks
+    shared = hashlib.sha256()
+    own = [hashlib.sha256() for _ in range(n_chunks)]
+    for path in iter_files(root):
+        rel = path.relative_to(root).as_posix()
+        key = chunk_key(rel)
+        _add_file(shared if key is None else own[chunk_of(key, n_chunks)], path, rel, content)
+    common = shared.hexdigest()
+    return [hashlib.sha256(f"{common}{d.hexdigest()}".encode()).hexdigest()[:32] for d in own]

@@ -1,5 +1,8 @@
 """Run one source reader into shards: the function behind `healthgpt ingest` and the asset.
 
+With `options.chunk = (index, n_chunks)` only the items of that stable chunk are read (see
+`healthgpt.data.chunks`); the caller writes each chunk to its own `out` (`chunk=NNN/`).
+
 Output layout under `out`:
 
     data/{train,validation,test}-NNNNN.parquet   canonical records, one file set per split
@@ -48,6 +51,8 @@ class IngestSummary:
     by_kind: Counter = field(default_factory=Counter)
     quarantine_reasons: Counter = field(default_factory=Counter)
     skipped: Counter = field(default_factory=Counter)
+    chunk: tuple[int, int] | None = None
+    other_chunks: int = 0  # items of other chunks, not read (not in the manifest)
     shards: list[ShardInfo] = field(default_factory=list)
     seconds: float = 0.0
     preview: list[dict[str, Any]] = field(default_factory=list)
@@ -71,6 +76,9 @@ class IngestSummary:
             "quarantine_reasons": dict(self.quarantine_reasons.most_common(10)),
             "skipped_by_config": dict(sorted(self.skipped.items())),
             "reconciled": self.reconciled,
+            **(
+                {"chunk": list(self.chunk), "other_chunks": self.other_chunks} if self.chunk else {}
+            ),
             "seconds": round(self.seconds, 3),
         }
 
@@ -103,12 +111,15 @@ def ingest(
     reader.validate_layout()
     out = Path(out)
     clean_stale(out)
-    summary = IngestSummary(source=source)
+    summary = IngestSummary(source=source, chunk=reader.options.chunk)
     started = last_report = time.perf_counter()
     quarantine_rows: list[dict[str, Any]] = []
     with atomic_directory(out) as staging:
         writers: dict[str, ShardWriter] = {}
         for outcome in reader.items():
+            if not reader.owns(outcome):
+                summary.other_chunks += 1
+                continue
             summary.items += 1
             if outcome.quarantined is not None:
                 summary.quarantined += 1
@@ -145,6 +156,7 @@ def _stable_summary(summary: IngestSummary) -> dict[str, Any]:
     """The manifest's summary without timings, so identical inputs give identical manifests."""
     payload = summary.to_json()
     payload.pop("seconds")
+    payload.pop("other_chunks", None)
     return payload
 
 

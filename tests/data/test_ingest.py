@@ -63,3 +63,34 @@ def test_cli_prints_one_json_line_summary(tmp_path, toy_source, capsys):
     assert payload["quarantined"] == 0
     assert payload["shards"] == 2
     assert payload["splits"] == {"test": 2, "train": 8}
+
+
+def test_cli_reads_one_chunk_and_the_chunks_add_up(tmp_path, toy_source, capsys):
+    totals = {"records": 0, "items": 0}
+    for index in range(3):
+        out = tmp_path / f"chunk={index:03d}"
+        argv = ["ingest", "toy", "--root", str(tmp_path), "--out", str(out), "--quiet"]
+        assert main([*argv, "--chunk", f"{index}/3"]) == 0
+        payload = json.loads(capsys.readouterr().out.strip())
+        assert payload["chunk"] == [index, 3]
+        assert payload["items"] + payload["other_chunks"] == 10
+        totals["records"] += payload["records"]
+        totals["items"] += payload["items"]
+    assert totals == {"records": 10, "items": 10}
+
+
+def test_cli_refuses_a_chunk_outside_the_plan(tmp_path, toy_source, capsys):
+    with pytest.raises(SystemExit):
+        main(
+            [
+                "ingest",
+                "toy",
+                "--root",
+                str(tmp_path),
+                "--out",
+                str(tmp_path / "o"),
+                "--chunk",
+                "3/3",
+            ]
+        )
+    assert "chunk 3 does not exist among 3" in capsys.readouterr().err

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from healthgpt.data.chunks import chunk_of
 from healthgpt.data.schema import Quarantined
 
 
@@ -47,16 +48,39 @@ class ReaderOptions:
     slice_stride: int = 1
     min_foreground_fraction: float = 0.05  # NIfTI: skip slices with less non-background
     ct_window: tuple[float, float] = (-1000.0, 1000.0)  # HU window (lo, hi) for CT volumes
+    # (index, n_chunks): read only the items of one stable chunk (see healthgpt.data.chunks).
+    chunk: tuple[int, int] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.chunk is not None:
+            index, n_chunks = self.chunk
+            if not 0 <= index < n_chunks:
+                raise ValueError(f"chunk {index} does not exist among {n_chunks} chunks")
+
+
+# Files that hold one item's data (or part of it), as opposed to listings and metadata that
+# many items share. Used by the default `SourceReader.chunk_key`.
+ITEM_FILE_SUFFIXES = (
+    ".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".dcm", ".nii", ".nii.gz", ".mha", ".mhd",
+    ".nrrd",
+)  # fmt: skip
 
 
 @dataclass
 class Outcome:
-    """What one input item became: records, or a quarantine reason."""
+    """What one input item became: records, or a quarantine reason.
+
+    `elsewhere` marks an item of another chunk when the reader reads one chunk only: it is
+    not this run's item, so it is neither a record nor quarantined here. `chunk_checked`
+    says the reader already placed the item in this chunk (by its key, before decoding).
+    """
 
     item: str
     records: list[dict[str, Any]]
     quarantined: Quarantined | None = None
+    elsewhere: bool = False
+    chunk_checked: bool = False
 
     @classmethod
     def reject(cls, item: str, reason: str, rel_path: str | None = None) -> Outcome:
@@ -100,6 +124,58 @@ class SourceReader(ABC):
         """Validate the layout, then yield outcomes."""
         self.validate_layout()
         yield from self.items()
+
+    # --- chunks: which items this run reads when options.chunk is set ---------------------
+
+    def chunk_key(self, rel_path: str) -> str | None:
+        """The stable key of the item unit a file belongs to, or None for a shared file.
+
+        The same function places an item (by its main file) and a file (for the per-chunk
+        fingerprint), so a changed file changes the data version of exactly the chunk whose
+        items read it; shared files (listings, metadata tables) belong to every chunk. By
+        default an image or volume file is its own unit and everything else is shared;
+        readers whose items span several files (a study folder, a case folder) override it.
+        """
+        return rel_path if rel_path.lower().endswith(ITEM_FILE_SUFFIXES) else None
+
+    def item_key(self, item: str, rel_path: str | None) -> str:
+        """The key an item is chunked by: its main file's unit key, else its item name."""
+        key = self.chunk_key(rel_path) if rel_path else None
+        return key if key is not None else item
+
+    def in_chunk(self, key: str) -> bool:
+        if self.options.chunk is None:
+            return True
+        index, n_chunks = self.options.chunk
+        return chunk_of(key, n_chunks) == index
+
+    def guard(
+        self,
+        item: str,
+        rel_path: str | None,
+        build: Callable[[], list[dict[str, Any]]],
+        key: str | None = None,
+    ) -> Outcome:
+        """`guarded`, for the items of this run's chunk only: others are not even decoded.
+
+        `key` overrides the chunk key where `rel_path` is a pseudonym (the real relative
+        path must decide the chunk, so that it matches the per-chunk fingerprint).
+        """
+        if not self.in_chunk(key if key is not None else self.item_key(item, rel_path)):
+            return Outcome(item=item, records=[], elsewhere=True)
+        outcome = guarded(item, rel_path, build)
+        outcome.chunk_checked = True
+        return outcome
+
+    def owns(self, outcome: Outcome) -> bool:
+        """Does this run's chunk hold `outcome`? Outcomes a reader rejected on its own (a bad
+        listing row) are placed here, by the same key rule as `guard`."""
+        if outcome.elsewhere:
+            return False
+        if outcome.chunk_checked or self.options.chunk is None:
+            return True
+        rel_path = outcome.quarantined.rel_path if outcome.quarantined else None
+        return self.in_chunk(self.item_key(outcome.item, rel_path))
 
     def rel(self, path: Path) -> str:
         """Path relative to the source root, in POSIX form."""

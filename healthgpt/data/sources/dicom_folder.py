@@ -21,7 +21,7 @@ from healthgpt.data.deid import pseudonym
 from healthgpt.data.dicom import read_dicom
 from healthgpt.data.imaging import encode_png
 from healthgpt.data.schema import new_record
-from healthgpt.data.sources.base import Outcome, SourceReader, guarded, meta_json
+from healthgpt.data.sources.base import Outcome, SourceReader, meta_json
 
 IGNORED_NAMES = frozenset({"DICOMDIR"})
 
@@ -44,10 +44,16 @@ Every other file is quarantined as not DICOM."""
             if path.is_file() and path.name.upper() not in IGNORED_NAMES:
                 yield path
 
+    def chunk_key(self, rel_path: str) -> str | None:
+        """Every file is an item (DICOM files often have no extension)."""
+        return None if rel_path.rsplit("/", 1)[-1].upper() in IGNORED_NAMES else rel_path
+
     def items(self) -> Iterator[Outcome]:
         for path in self._files():
             token = pseudonym(self.rel(path), self.options.deid_salt, prefix="file")
-            yield guarded(token, token, lambda p=path, t=token: self._records(p, t))
+            yield self.guard(
+                token, token, lambda p=path, t=token: self._records(p, t), key=self.rel(path)
+            )
 
     def _records(self, path: Path, token: str) -> list[dict[str, Any]]:
         image = read_dicom(path, self.options)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from healthgpt.data.deid import pseudonym
 from healthgpt.data.nifti import Volume, is_nifti, load_volume, load_volume_bytes, nifti_stem
-from healthgpt.data.sources.base import Outcome, SourceReader, guarded
+from healthgpt.data.sources.base import Outcome, SourceReader
 from healthgpt.data.sources.common import normalize_body_part
 from healthgpt.data.sources.volumes import image_slice_records, prepare
 
@@ -107,7 +107,7 @@ class IxiReader(SourceReader):
             yield Outcome.reject(rel, f"duplicate of {seen[stem]}", rel)
             return
         seen[stem] = rel
-        yield guarded(rel, rel, lambda: self._records(load(), match, stem, rel))
+        yield self.guard(rel, rel, lambda: self._records(load(), match, stem, rel))
 
     def _records(self, volume: Volume, match: re.Match[str], stem: str, rel: str) -> list[dict]:
         return image_slice_records(

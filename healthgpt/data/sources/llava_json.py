@@ -28,7 +28,7 @@ from typing import Any
 
 from healthgpt.data.imaging import image_file_to_png
 from healthgpt.data.schema import new_record
-from healthgpt.data.sources.base import BadInput, Outcome, SourceReader, guarded, meta_json
+from healthgpt.data.sources.base import BadInput, Outcome, SourceReader, meta_json
 from healthgpt.data.sources.common import (
     JsonRowError,
     iter_json_rows,
@@ -77,7 +77,7 @@ class LlavaJsonReader(SourceReader):
                 if isinstance(sample, JsonRowError):
                     yield Outcome.reject(item, f"unparseable JSON: {sample}", path.name)
                     continue
-                yield guarded(
+                yield self.guard(
                     item,
                     _rel_path(sample) or path.name,
                     lambda s=sample, f=path.name, i=index: self._records(s, f, i, roots),

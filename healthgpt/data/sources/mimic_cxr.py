@@ -36,7 +36,7 @@ from typing import Any
 from healthgpt.data.deid import pseudonym, redact_long_numbers
 from healthgpt.data.imaging import encode_png, load_image_bytes
 from healthgpt.data.schema import new_record
-from healthgpt.data.sources.base import BadInput, Outcome, SourceReader, guarded, meta_json
+from healthgpt.data.sources.base import BadInput, Outcome, SourceReader, meta_json
 from healthgpt.data.sources.common import normalize_split
 
 PREFIX = "mimic-cxr-2.0.0"
@@ -62,6 +62,9 @@ CHEXPERT_LABELS = (
 )
 REPORT_ROOTS = (".", "reports", "mimic-cxr-reports")
 
+# A study folder (its JPGs) and its report `s<study>.txt` are one chunk unit, wherever the
+# report tree was unzipped.
+_STUDY = re.compile(r"(?:^|/)(files/p\d+/p\d+/s\d+)(?:\.txt$|/|$)")
 _HEADING = re.compile(r"^[ \t]*([A-Z][A-Z &/,()\-]{1,60}):", re.MULTILINE)
 _IMPRESSION_HEADINGS = frozenset({"IMPRESSION", "IMPRESSIONS", "CONCLUSION", "CONCLUSIONS"})
 
@@ -143,6 +146,10 @@ class MimicCxrReader(SourceReader):
     def _pseudonym(self, kind: str, value: str) -> str:
         return pseudonym(value, self.options.deid_salt, prefix=kind)
 
+    def chunk_key(self, rel_path: str) -> str | None:
+        match = _STUDY.search(rel_path)
+        return match[1] if match else None
+
     def items(self) -> Iterator[Outcome]:
         splits = {row["dicom_id"]: row["split"] for row in _rows(self._csv(SPLIT))}
         chexpert_path = self._csv(CHEXPERT)
@@ -208,13 +215,17 @@ class MimicCxrReader(SourceReader):
                 )
             ]
 
-        outcome = guarded(ids["dicom_id"], orig_path, build)
+        study = f"files/p{raw['subject_id'][:2]}/p{raw['subject_id']}/s{raw['study_id']}"
+        key = study if raw["subject_id"] and raw["study_id"] else ids["dicom_id"]
+        outcome = self.guard(ids["dicom_id"], orig_path, build, key=key)
         if outcome.quarantined is not None:
             reason = outcome.quarantined.reason
-            for key, value in raw.items():
+            for name, value in raw.items():
                 if value:
-                    reason = reason.replace(value, ids[key])
-            return Outcome.reject(ids["dicom_id"], reason, orig_path)
+                    reason = reason.replace(value, ids[name])
+            rejected = Outcome.reject(ids["dicom_id"], reason, orig_path)
+            rejected.chunk_checked = True
+            return rejected
         return outcome
 
     def _report(self, relative: Path, roots: list[Path]) -> dict[str, str]:

@@ -25,7 +25,7 @@ from typing import Any
 from healthgpt.data.deid import pseudonym
 from healthgpt.data.dicom import normalize_body_part
 from healthgpt.data.nifti import is_nifti, load_volume, nifti_stem
-from healthgpt.data.sources.base import Outcome, SourceReader, guarded
+from healthgpt.data.sources.base import Outcome, SourceReader
 from healthgpt.data.sources.volumes import image_slice_records, prepare
 from healthgpt.data.vocab import normalize_modality
 
@@ -49,11 +49,21 @@ class NiftiFolderReader(SourceReader):
             if path.is_file() and is_nifti(path):
                 yield path
 
+    def chunk_key(self, rel_path: str) -> str | None:
+        """A BIDS sidecar belongs to the volume beside it."""
+        if rel_path.endswith(".json"):
+            stem = rel_path.removesuffix(".json")
+            volumes = (stem + suffix for suffix in (".nii.gz", ".nii"))
+            return next((v for v in volumes if (self.root / v).is_file()), None)
+        return rel_path if is_nifti(rel_path) else None
+
     def items(self) -> Iterator[Outcome]:
         for path in self._volumes():
             rel = self.rel(path)
             token = pseudonym(rel, self.options.deid_salt, prefix="file")
-            yield guarded(token, token, lambda p=path, r=rel, t=token: self._records(p, r, t))
+            yield self.guard(
+                token, token, lambda p=path, r=rel, t=token: self._records(p, r, t), key=rel
+            )
 
     def _records(self, path: Path, rel: str, token: str) -> list[dict[str, Any]]:
         sidecar = _sidecar(path)

@@ -30,7 +30,7 @@ from typing import Any
 from healthgpt.data.imaging import encode_png, image_file_to_png, load_image_bytes
 from healthgpt.data.schema import new_record
 from healthgpt.data.shards import open_shard
-from healthgpt.data.sources.base import BadInput, Outcome, SourceReader, guarded, meta_json
+from healthgpt.data.sources.base import BadInput, Outcome, SourceReader, meta_json
 from healthgpt.data.sources.common import PngCache, normalize_split
 from healthgpt.data.vocab import normalize_answer, normalize_answer_type
 
@@ -118,6 +118,15 @@ or the Hugging Face Parquet copy:
         else:
             yield from self._parquet_items()
 
+    def chunk_key(self, rel_path: str) -> str | None:
+        """An image file keys to its name without suffix, as the pickled rows name it."""
+        if "images/" not in rel_path:
+            return None
+        for suffix in IMAGE_SUFFIXES:
+            if suffix and rel_path.endswith(suffix):
+                return rel_path.removesuffix(suffix)
+        return rel_path
+
     # ------------------------------------------------------------------ authors' release
 
     def _pkl_items(self) -> Iterator[Outcome]:
@@ -138,7 +147,7 @@ or the Hugging Face Parquet copy:
             folder = Path(self.rel(self.pvqa / "images" / split))
             for index, row in enumerate(rows):
                 image = str(row.get("image") or "") if isinstance(row, dict) else ""
-                yield guarded(
+                yield self.guard(
                     f"{split} row {index}",
                     (folder / image).as_posix() if image else rel,
                     lambda row=row, split=split, index=index: self._pkl_records(
@@ -185,7 +194,7 @@ or the Hugging Face Parquet copy:
                     for row in batch.to_pylist():
                         index = counters.get(split, 0)
                         counters[split] = index + 1
-                        yield guarded(
+                        yield self.guard(
                             f"{split} row {index}",
                             rel,
                             lambda row=row, split=split, index=index: self._parquet_records(

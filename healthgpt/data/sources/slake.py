@@ -26,7 +26,6 @@ from healthgpt.data.sources.base import (
     Outcome,
     ReaderOptions,
     SourceReader,
-    guarded,
     meta_json,
 )
 from healthgpt.data.sources.common import JsonRowError, PngCache, iter_json_rows
@@ -87,7 +86,7 @@ class SlakeReader(SourceReader):
                     self.skipped[f"q_lang {language} (language={self.options.language})"] += 1
                     continue
                 img_name = str(row.get("img_name") or "").strip()
-                yield guarded(
+                yield self.guard(
                     f"{split} qid {row.get('qid', index)}",
                     f"imgs/{img_name}" if img_name else None,
                     lambda row=row, split=split, index=index: self._records(

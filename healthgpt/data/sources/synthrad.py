@@ -34,7 +34,7 @@ from healthgpt.data.nifti import (
     volume_slices,
 )
 from healthgpt.data.schema import new_record
-from healthgpt.data.sources.base import BadInput, Outcome, SourceReader, guarded, meta_json
+from healthgpt.data.sources.base import BadInput, Outcome, SourceReader, meta_json
 from healthgpt.data.sources.common import normalize_body_part
 from healthgpt.data.sources.volumes import no_slices_reason, prepare, slice_meta
 
@@ -64,6 +64,14 @@ class SynthRadReader(SourceReader):
             return f"no {TASK_DIR}/brain or {TASK_DIR}/pelvis folder"
         return None
 
+    def chunk_key(self, rel_path: str) -> str | None:
+        """A case folder is one item: its files key to the folder."""
+        parts = rel_path.split("/")
+        for depth, part in enumerate(parts):
+            if CASE_PATTERN.match(part):
+                return "/".join(parts[: depth + 1])
+        return None
+
     def items(self) -> Iterator[Outcome]:
         for region in REGIONS:
             folder = self.task_root / region
@@ -73,7 +81,9 @@ class SynthRadReader(SourceReader):
                 if not CASE_PATTERN.match(case.name):
                     continue  # overview/ and other non-case folders
                 rel = self.rel(case)
-                yield guarded(f"case {case.name}", rel, lambda c=case, r=region: self._case(c, r))
+                yield self.guard(
+                    f"case {case.name}", rel, lambda c=case, r=region: self._case(c, r)
+                )
 
     def _case(self, case: Path, region: str) -> list[dict[str, Any]]:
         missing = [f"{n}.nii.gz" for n in VOLUMES if not (case / f"{n}.nii.gz").is_file()]

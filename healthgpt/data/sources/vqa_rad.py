@@ -29,7 +29,7 @@ from typing import Any
 
 from healthgpt.data.imaging import image_file_to_png
 from healthgpt.data.schema import new_record
-from healthgpt.data.sources.base import BadInput, Outcome, SourceReader, guarded, meta_json
+from healthgpt.data.sources.base import BadInput, Outcome, SourceReader, meta_json
 from healthgpt.data.sources.common import (
     JsonRowError,
     PngCache,
@@ -71,7 +71,7 @@ class VqaRadReader(SourceReader):
             orig_id = qid if seen[qid] == 1 else f"{qid}#{seen[qid]}"
             image_name = str(row.get("image_name") or "")
             rel_path = f"{IMAGE_DIR}/{image_name}" if image_name else None
-            yield guarded(
+            yield self.guard(
                 f"qid {orig_id}",
                 rel_path,
                 lambda row=row, orig_id=orig_id: self._records(row, orig_id, modalities, cache),

@@ -1,0 +1,106 @@
+"""Chunked ingestion: the chunks of a source partition its items exactly, and a changed file
+moves the data version of the one chunk whose output it changes."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from healthgpt.data.fingerprint import chunk_fingerprints, iter_files
+from healthgpt.data.samples import build_sample_source
+from healthgpt.data.shards import read_manifest
+from healthgpt.data.sources import SOURCES, ReaderOptions, reader_class
+from tests.data.outputs import quarantine, records, run
+
+N_CHUNKS = 3
+
+
+def ingest_chunks(source: str, root: Path, out: Path) -> list[Path]:
+    dirs = []
+    for index in range(N_CHUNKS):
+        directory = out / f"chunk={index:03d}"
+        summary = run(source, root, directory, chunk=(index, N_CHUNKS))
+        assert summary.chunk == (index, N_CHUNKS)
+        dirs.append(directory)
+    return dirs
+
+
+def outputs(directory: Path) -> tuple[list[str], list[tuple[str, str]]]:
+    ids = sorted(r["id"] for r in records(directory))
+    rejected = sorted((q["item"], q["reason"]) for q in quarantine(directory))
+    return ids, rejected
+
+
+@pytest.mark.parametrize("source", sorted(SOURCES))
+def test_chunks_partition_the_items_of_every_source(source, tmp_path):
+    root = build_sample_source(source, tmp_path / "sources")
+    whole = run(source, root, tmp_path / "whole")
+    chunks = ingest_chunks(source, root, tmp_path / "chunked")
+
+    ids, rejected = Counter(), Counter()
+    for directory in chunks:
+        chunk_ids, chunk_rejected = outputs(directory)
+        ids.update(chunk_ids)
+        rejected.update(chunk_rejected)
+    whole_ids, whole_rejected = outputs(tmp_path / "whole")
+    assert ids == Counter(whole_ids), "every record in exactly one chunk"
+    assert rejected == Counter(whole_rejected), "every quarantined item in exactly one chunk"
+    summaries = [read_manifest(d)["summary"] for d in chunks]
+    assert sum(s["items"] for s in summaries) == whole.items
+    assert "other_chunks" not in summaries[0], "a chunk's manifest must not depend on others"
+
+
+def test_a_chunk_option_outside_the_plan_is_refused():
+    with pytest.raises(ValueError, match="chunk 3 does not exist among 3"):
+        ReaderOptions(chunk=(3, 3))
+
+
+# Sources whose items live in their own files (the QA sources share one listing instead).
+PER_ITEM_FILES = ["mimic_cxr", "synthrad2023", "vqa_rad", "pathvqa", "dicom_folder", "nifti_folder"]
+
+
+@pytest.mark.parametrize("source", PER_ITEM_FILES)
+def test_a_changed_item_file_moves_one_chunk_version_the_chunk_whose_output_changes(
+    source, tmp_path
+):
+    root = build_sample_source(source, tmp_path / "sources")
+    reader = reader_class(source)(root)
+    before = chunk_fingerprints(root, reader.chunk_key, N_CHUNKS)
+    assert before == chunk_fingerprints(root, reader.chunk_key, N_CHUNKS), "touching nothing"
+    first = [outputs(d) for d in ingest_chunks(source, root, tmp_path / "first")]
+
+    item_files = [p for p in iter_files(root) if reader.chunk_key(p.relative_to(root).as_posix())]
+    assert item_files, f"{source}: no file keys to an item"
+    # The largest item file is an image or volume a record came from, never a stray file.
+    target = max(item_files, key=lambda p: p.stat().st_size)
+    target.write_bytes(b"not an image any more")
+    os.utime(target, ns=(1, 1))
+    after = chunk_fingerprints(root, reader.chunk_key, N_CHUNKS)
+    moved = [i for i in range(N_CHUNKS) if after[i] != before[i]]
+    assert len(moved) == 1, f"{source}: a changed item file moved chunks {moved}"
+
+    second = [outputs(d) for d in ingest_chunks(source, root, tmp_path / "second")]
+    changed = [i for i in range(N_CHUNKS) if first[i] != second[i]]
+    assert changed == moved
+
+
+def test_a_changed_listing_moves_every_chunk_version(tmp_path):
+    root = build_sample_source("mimic_cxr", tmp_path / "sources")
+    reader = reader_class("mimic_cxr")(root)
+    before = chunk_fingerprints(root, reader.chunk_key, N_CHUNKS)
+    listing = next(root.glob("mimic-cxr-2.0.0-split.csv*"))
+    os.utime(listing, ns=(2, 2))
+    after = chunk_fingerprints(root, reader.chunk_key, N_CHUNKS)
+    assert all(a != b for a, b in zip(after, before, strict=True))
+
+
+def test_mimic_study_files_and_reports_share_the_study_key(tmp_path):
+    reader = reader_class("mimic_cxr")(tmp_path)
+    study = "files/p10/p10000032/s50414267"
+    assert reader.chunk_key(f"{study}/02aa804e.jpg") == study
+    assert reader.chunk_key(f"{study}.txt") == study
+    assert reader.chunk_key(f"mimic-cxr-reports/{study}.txt") == study
+    assert reader.chunk_key("mimic-cxr-2.0.0-metadata.csv.gz") is None
