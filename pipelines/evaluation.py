@@ -1,13 +1,14 @@
 """Evaluation group: one asset per benchmark family, then the report beside the paper's tables.
 
 Each evaluation asset writes `<data>/eval/<family>/` atomically: `predictions-*.parquet` (every
-raw reply with its parse and score) and `scores.json` (what the report reads). The model comes
-from the `eval_models` resource: by default the newest checkpoint of the configured training
-stage, or the official HealthGPT weights when `official_weights_dir` is set; a test or a user
-can swap in any `TextModel` / `ImageModel` by replacing the resource.
+raw reply with its parse and score) and `scores.json` (what the report reads). The work is in
+`healthgpt.eval.run`; the assets here wire config and resources to it and turn what it returns
+into metadata. The model comes from the `eval_models` resource: by default the newest
+checkpoint of the configured training stage, or the official HealthGPT weights when
+`official_weights_dir` is set; a test or a user can swap in any `TextModel` / `ImageModel` by
+replacing the resource.
 """
 
-import itertools
 import os
 from pathlib import Path
 from typing import Any
@@ -15,10 +16,8 @@ from typing import Any
 import dagster as dg
 import pyarrow.parquet as pq
 
-from healthgpt.data.shards import atomic_directory, write_json
-from healthgpt.eval import generation, mcq, models, report, vqa
-from healthgpt.eval.metrics import SSIM_WINDOWS, load_lpips
-from healthgpt.eval.predict import TEMPLATES, EvalResult, ImageModel, TextModel
+from healthgpt.eval import mcq, models, run, vqa
+from healthgpt.eval.predict import TEMPLATES, ImageModel, TextModel
 from pipelines.automation import training_automation_condition
 from pipelines.metadata import png_markdown, records_table, shard_metadata
 from pipelines.resources import DataLocations
@@ -27,7 +26,6 @@ from pipelines.sources import ingested_key
 GROUP = "evaluation"
 OWNERS = ["team:eval"]
 TRAIN_STAGE3 = dg.AssetKey(["train_stage3"])
-FAMILIES = ("vqa", "mcq", "generation")
 
 
 class EvalModels(dg.ConfigurableResource):
@@ -95,6 +93,11 @@ class McqEvalConfig(EvalModelConfig):
         }
         return {name: Path(value) for name, value in found.items() if value}
 
+    def mcq_sources(self) -> run.McqSources:
+        return run.McqSources(
+            self.roots(), self.mmmu_subjects, self.mmmu_split, self.omnimedvqa_access
+        )
+
 
 class GenerationEvalConfig(EvalModelConfig):
     batch_size: int = 4
@@ -105,19 +108,18 @@ class GenerationEvalConfig(EvalModelConfig):
     keep_images: bool = True
     grid_per_task: int = 3
 
+    def pairs_path(self, locations: DataLocations) -> Path:
+        return (
+            Path(self.pairs_dir) if self.pairs_dir else locations.output_dir() / "mixture" / "eval"
+        )
+
+
+def eval_dir(locations: DataLocations) -> Path:
+    return locations.output_dir() / "eval"
+
 
 def family_dir(locations: DataLocations, family: str) -> Path:
-    return locations.output_dir() / "eval" / family
-
-
-def _payload(label: str, result: EvalResult, key: str, summary: str, **extra: Any) -> dict:
-    return {
-        "model": label,
-        key: result.benchmarks,
-        "notes": result.notes,
-        "summary": summary,
-        **extra,
-    }
+    return eval_dir(locations) / family
 
 
 def _preview(directory: Path, limit: int = 8) -> dg.MarkdownMetadataValue:
@@ -138,32 +140,27 @@ def _summary_table(rows: dict[str, dict[str, Any]], fields: list[str]) -> dg.Mar
     return dg.MetadataValue.md(f"{header}\n{body}" if rows else "_nothing evaluated_")
 
 
-def _model_notes(model: object) -> list[str]:
-    """How the model's weights were loaded, when its adapter says (HealthGPTText/Image do)."""
-    return list(getattr(model, "notes", []))
-
-
 def _notes(notes: list[str]) -> dg.MarkdownMetadataValue:
     return dg.MetadataValue.md("\n".join(f"- {n}" for n in notes) or "_none_")
 
 
 def _result_metadata(
-    label: str,
-    scores: dg.MarkdownMetadataValue,
-    notes: list[str],
-    out: Path,
-    shards: list,
-    **extra: dg.MetadataValue,
+    done: run.FamilyRun, fields: list[str], **extra: dg.MetadataValue
 ) -> dict[str, Any]:
     """The metadata every evaluation asset shows: model, scores, notes, output, predictions."""
     return {
-        "model": label,
-        "scores": scores,
-        "notes": _notes(notes),
+        "model": done.model,
+        "scores": _summary_table(done.scores, fields),
+        "notes": _notes(done.notes),
         **extra,
-        "path": dg.MetadataValue.path(str(out)),
-        **shard_metadata(shards),
+        "path": dg.MetadataValue.path(str(done.out)),
+        **shard_metadata(done.shards),
     }
+
+
+def _by_modality(done: run.FamilyRun) -> dict[str, dict[str, Any]]:
+    """MCQ accuracy per `<benchmark>/<modality>` (Table 9's rows)."""
+    return {f"{b}/{m}": v for b, r in done.scores.items() for m, v in r["by_modality"].items()}
 
 
 @dg.asset(
@@ -182,37 +179,22 @@ def eval_vqa(
     eval_models: EvalModels,
 ) -> dg.MaterializeResult:
     spec = config.model_spec(eval_models.checkpoints_root(locations))
-    sources = {name: locations.ingested_dir(name) for name in config.sources}
-    out = family_dir(locations, "vqa")
-    with atomic_directory(out) as staging:
-        if any(vqa.test_shards(d) for d in sources.values()):
-            model = eval_models.text_model(spec)
-            result = vqa.evaluate_vqa(model, sources, staging, config.batch_size, config.limit)
-            result.notes += _model_notes(model)
-        else:
-            result = EvalResult({}, [], [f"no ingested test split for {', '.join(sources)}"])
-        counts = ", ".join(f"{k} {v['n']} questions" for k, v in result.benchmarks.items())
-        write_json(
-            staging / "scores.json",
-            _payload(
-                eval_models.label(spec),
-                result,
-                "benchmarks",
-                counts,
-                prompt_template=TEMPLATES["vqa"],
-                config=config.model_dump(),
-            ),
-        )
-    context.log.info(f"eval_vqa: {counts or 'nothing evaluated'}")
+    done = run.run_vqa(
+        lambda: eval_models.text_model(spec),
+        {name: locations.ingested_dir(name) for name in config.sources},
+        family_dir(locations, "vqa"),
+        batch_size=config.batch_size,
+        limit=config.limit,
+        label=eval_models.label(spec),
+        config=config.model_dump(),
+    )
+    context.log.info(f"eval_vqa: {done.summary or 'nothing evaluated'}")
     return dg.MaterializeResult(
         metadata=_result_metadata(
-            eval_models.label(spec),
-            _summary_table(result.benchmarks, ["close", "all", "open", "n_closed", "n_open"]),
-            result.notes,
-            out,
-            result.shards,
+            done,
+            ["close", "all", "open", "n_closed", "n_open"],
             prompt_template=dg.MetadataValue.text(TEMPLATES["vqa"]),
-            preview=_preview(out),
+            preview=_preview(done.out),
         )
     )
 
@@ -233,60 +215,25 @@ def eval_mcq(
     eval_models: EvalModels,
 ) -> dg.MaterializeResult:
     spec = config.model_spec(eval_models.checkpoints_root(locations))
-    roots = config.roots()
-    out = family_dir(locations, "mcq")
-    skips = mcq.OmniSkips()
-    with atomic_directory(out) as staging:
-        benchmarks = {}
-        if "mmmu_med" in roots:
-            benchmarks["mmmu_med"] = mcq.read_mmmu(
-                roots["mmmu_med"], config.mmmu_subjects, config.mmmu_split, config.limit
-            )
-        if "omnimedvqa" in roots:
-            benchmarks["omnimedvqa"] = mcq.read_omnimedvqa(
-                roots["omnimedvqa"], config.omnimedvqa_access, config.limit, skips
-            )
-        if benchmarks:
-            model = eval_models.text_model(spec)
-            result = mcq.evaluate_mcq(model, benchmarks, staging, config.batch_size)
-            result.notes += _model_notes(model)
-        else:
-            result = EvalResult({}, [])
-        missing = [n for n in mcq.MCQ_BENCHMARKS if n not in roots]
-        if missing:
-            result.notes.append(
-                f"not configured: {', '.join(missing)} (set mmmu_dir / omnimedvqa_dir or "
-                "HEALTHGPT_MMMU_DIR / HEALTHGPT_OMNIMEDVQA_DIR to the published layouts)"
-            )
-        result.notes += [f"omnimedvqa: {n} rows skipped: {r}" for r, n in skips.reasons.items()]
-        counts = ", ".join(f"{k} {v['n']} questions" for k, v in result.benchmarks.items())
-        write_json(
-            staging / "scores.json",
-            _payload(
-                eval_models.label(spec),
-                result,
-                "benchmarks",
-                counts,
-                configured=bool(roots),
-                prompt_template=TEMPLATES["mcq"],
-                config=config.model_dump(),
-            ),
-        )
-    context.log.info(f"eval_mcq: {counts or 'not configured'}")
-    by_modality = {
-        f"{b}/{m}": v for b, r in result.benchmarks.items() for m, v in r["by_modality"].items()
-    }
+    sources = config.mcq_sources()
+    done = run.run_mcq(
+        lambda: eval_models.text_model(spec),
+        sources,
+        family_dir(locations, "mcq"),
+        batch_size=config.batch_size,
+        limit=config.limit,
+        label=eval_models.label(spec),
+        config=config.model_dump(),
+    )
+    context.log.info(f"eval_mcq: {done.summary or 'not configured'}")
     return dg.MaterializeResult(
         metadata=_result_metadata(
-            eval_models.label(spec),
-            _summary_table(result.benchmarks, ["accuracy", "n", "unparsed"]),
-            result.notes,
-            out,
-            result.shards,
-            configured=dg.MetadataValue.bool(bool(roots)),
-            by_modality=_summary_table(by_modality, ["accuracy", "n"]),
+            done,
+            ["accuracy", "n", "unparsed"],
+            configured=dg.MetadataValue.bool(bool(sources.roots)),
+            by_modality=_summary_table(_by_modality(done), ["accuracy", "n"]),
             prompt_template=dg.MetadataValue.text(TEMPLATES["mcq"]),
-            preview=_preview(out),
+            preview=_preview(done.out),
         )
     )
 
@@ -306,58 +253,25 @@ def eval_generation(
     locations: DataLocations,
     eval_models: EvalModels,
 ) -> dg.MaterializeResult:
-    if config.ssim_window not in SSIM_WINDOWS:
-        raise ValueError(f"ssim_window must be one of {SSIM_WINDOWS}, got {config.ssim_window!r}")
     spec = config.model_spec(eval_models.checkpoints_root(locations))
-    pairs_dir = (
-        Path(config.pairs_dir) if config.pairs_dir else locations.output_dir() / "mixture" / "eval"
+    done = run.run_generation(
+        lambda: eval_models.image_model(spec),
+        config.pairs_path(locations),
+        family_dir(locations, "generation"),
+        split=config.split,
+        batch_size=config.batch_size,
+        limit=config.limit,
+        ssim_window=config.ssim_window,
+        lpips=config.lpips,
+        keep_images=config.keep_images,
+        grid_per_task=config.grid_per_task,
+        label=eval_models.label(spec),
+        config=config.model_dump(),
     )
-    out = family_dir(locations, "generation")
-    lpips_fn, lpips_note = load_lpips() if config.lpips else (None, "LPIPS disabled by config")
-    notes = [] if lpips_fn else [lpips_note]
-    with atomic_directory(out) as staging:
-        pairs = generation.read_pairs(pairs_dir, config.split, limit=config.limit)
-        first = next(pairs, None)
-        if first is None:
-            notes.append(f"no held-out {config.split} generation pairs under {pairs_dir}")
-            result = generation.GenerationResult({}, [], None)
-        else:
-            model = eval_models.image_model(spec)
-            notes += _model_notes(model)
-            result = generation.evaluate_generation(
-                model,
-                itertools.chain([first], pairs),
-                staging,
-                batch_size=config.batch_size,
-                window=config.ssim_window,
-                lpips_fn=lpips_fn,
-                keep_images=config.keep_images,
-                grid_per_column=config.grid_per_task,
-            )
-        if result.grid_png:
-            (staging / "grid.png").write_bytes(result.grid_png)
-        counts = ", ".join(f"{k} {v['n']} pairs" for k, v in result.scores.items())
-        write_json(
-            staging / "scores.json",
-            {
-                "model": eval_models.label(spec),
-                "columns": result.scores,
-                "notes": notes,
-                "summary": counts,
-                "ssim_window": config.ssim_window,
-                "config": config.model_dump(),
-            },
-        )
-    context.log.info(f"eval_generation: {counts or 'nothing evaluated'}")
-    metadata = _result_metadata(
-        eval_models.label(spec),
-        _summary_table(result.scores, ["ssim", "psnr", "mse", "lpips", "n"]),
-        notes,
-        out,
-        result.shards,
-    )
-    if result.grid_png:
-        metadata["grid"] = png_markdown(result.grid_png, "input | target | generated")
+    context.log.info(f"eval_generation: {done.summary or 'nothing evaluated'}")
+    metadata = _result_metadata(done, ["ssim", "psnr", "mse", "lpips", "n"])
+    if done.grid_png:
+        metadata["grid"] = png_markdown(done.grid_png, "input | target | generated")
     return dg.MaterializeResult(metadata=metadata)
 
 
@@ -373,19 +287,13 @@ def eval_generation(
 def eval_report(
     context: dg.AssetExecutionContext, locations: DataLocations
 ) -> dg.MaterializeResult:
-    scores = {f: report.read_scores(family_dir(locations, f) / "scores.json") for f in FAMILIES}
-    markdown = report.render_report(scores["vqa"], scores["mcq"], scores["generation"])
-    path = locations.output_dir() / "eval" / "report.md"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(markdown)
-    tmp.replace(path)
-    context.log.info(f"eval_report: wrote {path}")
+    written = run.run_report(eval_dir(locations))
+    context.log.info(f"eval_report: wrote {written.path}")
     return dg.MaterializeResult(
         metadata={
-            "report": dg.MetadataValue.md(markdown),
-            "path": dg.MetadataValue.path(str(path)),
-            "evaluated": dg.MetadataValue.json({f: scores[f] is not None for f in FAMILIES}),
+            "report": dg.MetadataValue.md(written.markdown),
+            "path": dg.MetadataValue.path(str(written.path)),
+            "evaluated": dg.MetadataValue.json(written.evaluated),
         }
     )
 

@@ -10,4 +10,6 @@
 - `models`: which model to evaluate (checkpoint or official weights), via `healthgpt.model`.
 - `report`: the paper's Tables 1-3 (and 9) with this run's numbers; `published.yaml` holds
   the published ones.
+- `run`: one family end to end into its output directory (model built only when needed,
+  `scores.json`, atomic swap), and the report file.
 """

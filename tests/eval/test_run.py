@@ -1,0 +1,184 @@
+"""`healthgpt.eval.run`: one family into its directory, without Dagster, on the test fakes."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from healthgpt.eval import run
+from healthgpt.eval.predict import TEMPLATES
+from tests.eval.fakes import (
+    VQA_CASES,
+    FakeImageModel,
+    FakeTextModel,
+    vqa_replies,
+    write_generation_pairs,
+    write_ingested_vqa,
+    write_omnimedvqa,
+)
+
+CONFIG = {"batch_size": 2, "limit": 0, "marker": "echoed"}
+TEXT_FIELDS = {"model", "benchmarks", "notes", "summary", "prompt_template", "config"}
+
+
+class Factory:
+    """A model factory that counts its calls; its model reports one loading note."""
+
+    def __init__(self, make):
+        self.make = make
+        self.calls = 0
+
+    def __call__(self):
+        self.calls += 1
+        model = self.make()
+        model.notes = ["loaded from the fake"]
+        return model
+
+
+def never():
+    raise AssertionError("the model must not be built when there is nothing to evaluate")
+
+
+def scores(out: Path) -> dict:
+    return json.loads((out / "scores.json").read_text())
+
+
+def vqa_sources(data: Path) -> dict[str, Path]:
+    for source, cases in VQA_CASES.items():
+        write_ingested_vqa(data, source, cases)
+    return {name: data / "ingested" / name for name in ("vqa_rad", "slake", "pathvqa")}
+
+
+def run_vqa(sources, out, factory):
+    return run.run_vqa(factory, sources, out, batch_size=2, limit=0, label="fake", config=CONFIG)
+
+
+def run_generation(pairs_dir, out, factory, **overrides):
+    options = dict(
+        split="test",
+        batch_size=2,
+        limit=0,
+        ssim_window="gaussian",
+        lpips=False,
+        keep_images=False,
+        grid_per_task=1,
+        label="fake",
+        config=CONFIG,
+    )
+    return run.run_generation(factory, pairs_dir, out, **{**options, **overrides})
+
+
+def test_vqa_without_test_shards_builds_no_model_and_says_why(tmp_path):
+    out = tmp_path / "eval" / "vqa"
+    done = run_vqa({"vqa_rad": tmp_path / "none"}, out, never)
+    assert done.scores == {} and done.shards == [] and done.summary == ""
+    assert scores(out)["notes"] == ["no ingested test split for vqa_rad"]
+    assert sorted(p.name for p in out.iterdir()) == ["scores.json"]
+
+
+def test_vqa_scores_json_holds_the_payload_and_model_notes_come_last(tmp_path):
+    factory = Factory(lambda: FakeTextModel(vqa_replies()))
+    out = tmp_path / "eval" / "vqa"
+    done = run_vqa(vqa_sources(tmp_path / "data"), out, factory)
+    payload = scores(out)
+    assert factory.calls == 1
+    assert set(payload) == TEXT_FIELDS
+    assert payload["model"] == done.model == "fake"
+    assert payload["config"] == CONFIG
+    assert payload["prompt_template"] == TEMPLATES["vqa"]
+    assert payload["summary"] == done.summary == "vqa_rad 4 questions, slake 2 questions"
+    assert payload["benchmarks"] == done.scores and payload["benchmarks"]["slake"]["close"] == 100.0
+    assert payload["notes"][0].startswith("pathvqa: no ingested test split")
+    assert payload["notes"][-1] == "loaded from the fake" and payload["notes"] == done.notes
+    assert done.out == out and all((out / shard.path).is_file() for shard in done.shards)
+    assert sum(shard.rows for shard in done.shards) == 6
+
+
+class BrokenTextModel:
+    def generate_text(self, images, prompts):
+        raise RuntimeError("GPU fell over")
+
+
+def test_a_failure_mid_run_leaves_the_previous_output_as_it_was(tmp_path):
+    out = tmp_path / "eval" / "vqa"
+    out.mkdir(parents=True)
+    (out / "scores.json").write_text('{"previous": true}')
+    with pytest.raises(RuntimeError, match="GPU fell over"):
+        run_vqa(vqa_sources(tmp_path / "data"), out, BrokenTextModel)
+    assert scores(out) == {"previous": True}
+    assert sorted(p.name for p in out.iterdir()) == ["scores.json"]
+    assert not [p for p in out.parent.iterdir() if p.is_dir() and p != out]
+
+
+def mcq_run(tmp_path, sources, factory):
+    out = tmp_path / "eval" / "mcq"
+    done = run.run_mcq(factory, sources, out, batch_size=2, limit=0, label="fake", config=CONFIG)
+    return done, scores(out)
+
+
+def test_mcq_not_configured_builds_no_model_and_names_what_to_set(tmp_path):
+    done, payload = mcq_run(tmp_path, run.McqSources({}), never)
+    assert set(payload) == TEXT_FIELDS | {"configured"}
+    assert payload["configured"] is False and payload["benchmarks"] == {}
+    assert payload["notes"] == done.notes
+    assert done.notes[0].startswith("not configured: mmmu_med, omnimedvqa (set mmmu_dir")
+
+
+def test_mcq_configured_reports_skipped_rows_after_the_model_notes(tmp_path):
+    root = write_omnimedvqa(tmp_path / "OmniMedVQA")
+    factory = Factory(lambda: FakeTextModel({"What modality is used?": "B"}))
+    done, payload = mcq_run(tmp_path, run.McqSources({"omnimedvqa": root}), factory)
+    assert factory.calls == 1
+    assert payload["configured"] is True and payload["prompt_template"] == TEMPLATES["mcq"]
+    assert payload["summary"] == "omnimedvqa 2 questions"
+    assert payload["notes"] == [
+        "loaded from the fake",
+        "not configured: mmmu_med (set mmmu_dir / omnimedvqa_dir or "
+        "HEALTHGPT_MMMU_DIR / HEALTHGPT_OMNIMEDVQA_DIR to the published layouts)",
+        "omnimedvqa: 1 rows skipped: gt_answer matches no single option",
+        "omnimedvqa: 1 rows skipped: image file missing",
+    ]
+    assert done.notes == payload["notes"]
+
+
+def test_generation_without_pairs_builds_no_model_and_writes_no_grid(tmp_path):
+    out = tmp_path / "eval" / "generation"
+    done = run_generation(tmp_path / "empty", out, never)
+    payload = scores(out)
+    assert set(payload) == {"model", "columns", "notes", "summary", "ssim_window", "config"}
+    assert payload["notes"] == [
+        "LPIPS disabled by config",
+        f"no held-out test generation pairs under {tmp_path / 'empty'}",
+    ]
+    assert done.grid_png is None and not (out / "grid.png").exists()
+
+
+def test_generation_writes_scores_and_the_grid_it_returns(tmp_path):
+    pairs_dir = tmp_path / "mixture" / "eval"
+    write_generation_pairs(pairs_dir / "data")
+    out = tmp_path / "eval" / "generation"
+    factory = Factory(FakeImageModel)
+    done = run_generation(pairs_dir, out, factory, ssim_window="uniform")
+    payload = scores(out)
+    assert factory.calls == 1
+    assert payload["ssim_window"] == "uniform" and payload["columns"] == done.scores
+    assert sum(column["n"] for column in done.scores.values()) == 3
+    assert payload["notes"] == ["LPIPS disabled by config", "loaded from the fake"]
+    assert done.grid_png and (out / "grid.png").read_bytes() == done.grid_png
+
+
+def test_generation_rejects_an_unknown_ssim_window_before_touching_the_output(tmp_path):
+    out = tmp_path / "eval" / "generation"
+    with pytest.raises(ValueError, match="ssim_window must be one of"):
+        run_generation(tmp_path, out, never, ssim_window="box")
+    assert not out.parent.exists()
+
+
+def test_report_is_written_atomically_and_says_which_families_ran(tmp_path):
+    eval_dir = tmp_path / "eval"
+    run_vqa({"vqa_rad": tmp_path / "none"}, eval_dir / "vqa", never)
+    written = run.run_report(eval_dir)
+    assert written.path == eval_dir / "report.md"
+    assert written.path.read_text() == written.markdown
+    assert written.evaluated == {"vqa": True, "mcq": False, "generation": False}
+    assert not list(eval_dir.glob(".report.md*"))
