@@ -14,6 +14,10 @@ How it fits together:
    `HEALTHGPT_AUTOMATE_TRAINING=1`: their assets take `training_automation_condition()`,
    which is `eager()` under that switch and `None` (manual only) otherwise.
 
+A source ingested in chunks (`HEALTHGPT_CHUNKS_<NAME>`) is observed by its own job and
+schedule (`observe_<name>`, same cron): a Dagster job holds assets of one partitioning only.
+Its observation reports one data version per chunk, so eager rebuilds only changed chunks.
+
 Both the schedule and the sensor start RUNNING by default, so `dagster dev` (webserver plus
 daemon) keeps the data current with no clicks; either can be stopped in the UI
 (Automation page), and the state is kept in the instance.
@@ -26,6 +30,7 @@ from collections.abc import Sequence
 
 import dagster as dg
 
+from pipelines.partitions import chunk_count
 from pipelines.resources import DataLocations
 from pipelines.sources import source_key
 
@@ -51,10 +56,12 @@ def training_automation_condition() -> dg.AutomationCondition | None:
     return dg.AutomationCondition.eager() if training_automation_enabled() else None
 
 
-def observe_sources_job(names: Sequence[str]) -> dg.UnresolvedAssetJobDefinition:
+def observe_sources_job(
+    names: Sequence[str], name: str = OBSERVE_JOB_NAME
+) -> dg.UnresolvedAssetJobDefinition:
     """A job that runs the observation of the given sources."""
     return dg.define_asset_job(
-        OBSERVE_JOB_NAME,
+        name,
         selection=dg.AssetSelection.assets(*(source_key(n) for n in names)),
         description="Fingerprint every source; a changed fingerprint triggers its ingestion.",
     )
@@ -79,7 +86,7 @@ def observe_sources_schedule(
     try:
         return dg.schedule(
             cron_schedule=cron,
-            name="observe_sources_schedule",
+            name=f"{job.name}_schedule",
             job=job,
             execution_timezone=os.environ.get(OBSERVE_TIMEZONE_ENV, "UTC"),
             default_status=dg.DefaultScheduleStatus.RUNNING,
@@ -101,10 +108,17 @@ def automation_sensor() -> dg.AutomationConditionSensorDefinition:
 
 
 def automation_definitions(names: Sequence[str]) -> dg.Definitions:
-    """The observation job, its schedule and the automation sensor, to merge into `defs`."""
-    job = observe_sources_job(names)
+    """The observation jobs, their schedules and the automation sensor, to merge into `defs`:
+    one job for the sources ingested whole, one per source ingested in chunks."""
+    whole = [n for n in names if chunk_count(n) is None]
+    groups = [(OBSERVE_JOB_NAME, whole)] if whole else []
+    groups += [(f"observe_{n}", [n]) for n in names if chunk_count(n) is not None]
+    jobs = [observe_sources_job(members, job_name) for job_name, members in groups]
     return dg.Definitions(
-        jobs=[job],
-        schedules=[observe_sources_schedule(job, names)],
+        jobs=jobs,
+        schedules=[
+            observe_sources_schedule(job, members)
+            for job, (_, members) in zip(jobs, groups, strict=True)
+        ],
         sensors=[automation_sensor()],
     )

@@ -1,42 +1,45 @@
-"""Chunk partitions for large sources (not wired yet: a decision for the sources group).
+"""Chunk partitions for large sources: one Dagster partition per stable chunk.
 
-`chunk_partitions(plan)` is a `StaticPartitionsDefinition` whose keys are the plan's chunk
-ids ("000".."019"). The chunk count is fixed per source (for example `chunks: 20` in
-`data_manifests/mimic_cxr.yaml`, sized with `healthgpt.data.chunks.n_chunks_for`), so the
-partition keys never change as the source grows, and an item's chunk never changes either.
+A source is chunked when `HEALTHGPT_CHUNKS_<NAME>` names a chunk count (for example
+`HEALTHGPT_CHUNKS_MIMIC_CXR=8`, sized with `healthgpt.data.chunks.n_chunks_for` and then
+fixed: changing it moves items between chunks and rebuilds them all). Unset, the source is
+one unpartitioned asset, so `dagster asset materialize --select '*'` needs no partition
+arguments; that is the default for every source.
 
-How a partitioned ingestion would use it:
-
-    @dg.asset(key=ingested_key(name), partitions_def=chunk_partitions(plan), ...)
-    def ingested(context, config, locations):
-        keep = plan.member(context.partition_key)        # key -> bool, by relative path
-        options = replace(config.reader_options(), extra={"keep": keep})
-        ingest(name, root, locations.ingested_dir(name) / f"chunk={context.partition_key}",
-               options)
-
-- Readers filter on the item's stable key (its relative path) before decoding anything, so
-  a chunk costs its own share of decode time; the listing itself is cheap and is done by
-  every chunk (stat only, no reads). The reader contract would gain an optional
-  `options.extra["keep"]` predicate applied where the reader knows the item's key.
-- Each chunk writes its own directory `chunk=NNN/` with its own manifest, atomically; the
-  dataset is the union of chunk directories (`datasets.load_dataset("parquet",
-  data_files=".../chunk=*/data/train-*.parquet")`). Counts reconcile per chunk.
-- A new source fingerprint marks every chunk stale; for per-chunk staleness the
-  observation would report one data version per chunk (a fingerprint of that chunk's
-  files), which `AutomationCondition.eager()` turns into requests for exactly the changed
-  chunks.
-- The asset checks need `partitions_def=` (see DESIGN.md).
+For a chunked source:
+- `source/<name>` reports one data version per chunk (`chunk_fingerprints`), so a changed
+  image moves one chunk's version and `AutomationCondition.eager()` rebuilds that chunk only;
+  a changed listing (shared by all items) moves every chunk.
+- `ingested/<name>` partition `NNN` reads only that chunk's items (readers skip the others
+  before decoding) and writes `ingested/<name>/chunk=NNN/` atomically; many workers (one pod
+  each under the Kubernetes executor) ingest one source in parallel.
+- The mixture reads every chunk directory and refuses to start while any chunk is missing.
 """
 
 from __future__ import annotations
+
+import os
 
 import dagster as dg
 
 from healthgpt.data.chunks import ChunkPlan
 
+CHUNKS_ENV = "HEALTHGPT_CHUNKS_{}"
+
+
+def chunk_count(source: str) -> int | None:
+    """The configured chunk count of `source`, or None when it is ingested whole."""
+    variable = CHUNKS_ENV.format(source.upper())
+    value = os.environ.get(variable, "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{variable} must be a positive chunk count, got {value!r}")
+    return int(value)
+
 
 def chunk_partitions(plan: ChunkPlan) -> dg.StaticPartitionsDefinition:
-    """The partitions of a chunked source: one per chunk id."""
+    """The partitions of a chunked source: one per chunk id ("000", "001", ...)."""
     return dg.StaticPartitionsDefinition(plan.chunk_ids())
 
 

@@ -5,6 +5,7 @@ from pathlib import Path
 import dagster as dg
 
 from healthgpt import paths
+from healthgpt.data.ingest import chunk_dir
 
 
 class DataLocations(dg.ConfigurableResource):
@@ -21,5 +22,7 @@ class DataLocations(dg.ConfigurableResource):
             return Path(self.sources_dir).absolute() / name
         return paths.source_root(name)
 
-    def ingested_dir(self, name: str) -> Path:
-        return self.output_dir() / "ingested" / name
+    def ingested_dir(self, name: str, chunk: tuple[int, int] | None = None) -> Path:
+        """Where source `name` is ingested; `chunk` = (index, n_chunks) for one chunk of it."""
+        whole = self.output_dir() / "ingested" / name
+        return chunk_dir(whole, chunk) if chunk else whole

@@ -2,20 +2,23 @@
 
 One asset per source (rather than one asset partitioned by source) so that the CLI and the
 UI can materialize any selection without partition arguments, each source carries its own
-checks, and automation rebuilds exactly the source whose files changed.
+checks, and automation rebuilds exactly the source whose files changed. A large source can
+also be split into chunk partitions (`pipelines.partitions`, `HEALTHGPT_CHUNKS_<NAME>`).
 """
 
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
 
-from healthgpt.data.fingerprint import fingerprint
+from healthgpt.data.fingerprint import chunk_fingerprints, fingerprint
 from healthgpt.data.ingest import IngestSummary, ingest
 from healthgpt.data.preview import thumbnail_grid
-from healthgpt.data.sources import SOURCES, ReaderOptions
+from healthgpt.data.sources import SOURCES, ReaderOptions, reader_class
 from pipelines.metadata import counts_table, png_markdown, records_table, shard_metadata
+from pipelines.partitions import chunk_count, chunk_partitions, chunk_plan_for
 from pipelines.resources import DataLocations
 
 MANIFESTS = Path(__file__).resolve().parent.parent / "data_manifests"
@@ -51,14 +54,41 @@ def ingested_key(name: str) -> dg.AssetKey:
     return dg.AssetKey(["ingested", name])
 
 
+def partitions_for(name: str) -> dg.StaticPartitionsDefinition | None:
+    """Chunk partitions when `HEALTHGPT_CHUNKS_<NAME>` is set, else None (one whole asset)."""
+    n_chunks = chunk_count(name)
+    return chunk_partitions(chunk_plan_for(name, n_chunks)) if n_chunks else None
+
+
+def running_chunk(name: str, context: dg.OpExecutionContext) -> tuple[int, int] | None:
+    """`(index, n_chunks)` of the partition being run, or None for a whole-source run."""
+    partitions = partitions_for(name)
+    if partitions is None:
+        return None
+    if not context.has_partition_key:
+        raise ValueError(f"{name} is ingested in chunks: pick a partition (a chunk id)")
+    keys = partitions.get_partition_keys()
+    return keys.index(context.partition_key), len(keys)
+
+
 def _observe_factory(name: str) -> dg.SourceAsset:
+    partitions = partitions_for(name)
+
     @dg.observable_source_asset(
         key=source_key(name),
         group_name="sources",
-        description=f"The {name} source files on disk; data version = fingerprint of its files.",
+        partitions_def=partitions,
+        description=f"The {name} source files on disk; data version = fingerprint of its files"
+        + (" (one per chunk)." if partitions else "."),
     )
-    def observe(locations: DataLocations) -> dg.DataVersion:
-        return dg.DataVersion(fingerprint(locations.source_root(name)))
+    def observe(locations: DataLocations) -> dg.DataVersion | dg.DataVersionsByPartition:
+        root = locations.source_root(name)
+        if partitions is None:
+            return dg.DataVersion(fingerprint(root))
+        chunk_key = reader_class(name)(root).chunk_key
+        keys = partitions.get_partition_keys()
+        versions = chunk_fingerprints(root, chunk_key, len(keys))
+        return dg.DataVersionsByPartition(dict(zip(keys, versions, strict=True)))
 
     return observe
 
@@ -72,9 +102,12 @@ def _log_progress(context: dg.AssetExecutionContext, summary: IngestSummary) -> 
 
 
 def _ingest_factory(name: str) -> dg.AssetsDefinition:
+    partitions = partitions_for(name)
+
     @dg.asset(
         key=ingested_key(name),
         deps=[source_key(name)],
+        partitions_def=partitions,
         group_name="sources",
         kinds={"parquet", "python"},
         owners=OWNERS,
@@ -85,11 +118,13 @@ def _ingest_factory(name: str) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext, config: IngestConfig, locations: DataLocations
     ) -> dg.MaterializeResult:
         started = time.perf_counter()
+        chunk = running_chunk(name, context.op_execution_context)
+        out = locations.ingested_dir(name, chunk)
         summary = ingest(
             name,
             locations.source_root(name),
-            locations.ingested_dir(name),
-            config.reader_options(),
+            out,
+            replace(config.reader_options(), chunk=chunk),
             target_shard_bytes=config.target_shard_mb << 20,
             progress=lambda s: _log_progress(context, s),
         )
@@ -101,7 +136,7 @@ def _ingest_factory(name: str) -> dg.AssetsDefinition:
             "by_modality": counts_table(summary.by_modality, "modality"),
             "quarantine_reasons": counts_table(summary.quarantine_reasons, "reason"),
             "preview": records_table(summary.preview),
-            "path": dg.MetadataValue.path(str(locations.ingested_dir(name))),
+            "path": dg.MetadataValue.path(str(out)),
             "seconds": dg.MetadataValue.float(round(time.perf_counter() - started, 2)),
             **shard_metadata(summary.shards),
         }

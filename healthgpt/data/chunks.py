@@ -105,12 +105,15 @@ class ChunkPlan:
     def width(self) -> int:
         return max(3, len(str(self.n_chunks - 1)))
 
+    def label(self, index: int) -> str:
+        """Zero-padded id of chunk `index` ("000", "001", ...): text order is numeric order."""
+        return f"{index:0{self.width}d}"
+
     def chunk_ids(self) -> list[str]:
-        """Zero-padded ids ("000", "001", ...), so that text order is numeric order."""
-        return [f"{index:0{self.width}d}" for index in range(self.n_chunks)]
+        return [self.label(index) for index in range(self.n_chunks)]
 
     def chunk_id(self, key: str) -> str:
-        return f"{chunk_of(key, self.n_chunks):0{self.width}d}"
+        return self.label(chunk_of(key, self.n_chunks))
 
     def index(self, chunk_id: str) -> int:
         index = int(chunk_id)

@@ -23,12 +23,14 @@ from typing import Any
 
 import pyarrow as pa
 
+from healthgpt.data.chunks import ChunkPlan
 from healthgpt.data.schema import QUARANTINE_SCHEMA, RECORD_SCHEMA
 from healthgpt.data.shards import (
     ShardInfo,
     ShardWriter,
     atomic_directory,
     clean_stale,
+    read_manifest,
     write_manifest,
     write_table_file,
 )
@@ -181,3 +183,37 @@ def _count(summary: IngestSummary, record: dict[str, Any], n_thumbnails: int) ->
     image = record.get("image")
     if image and len(summary.thumbnails) < n_thumbnails and summary.records % 3 == 1:
         summary.thumbnails.append(image["bytes"])
+
+
+def chunk_dir(out: str | Path, chunk: tuple[int, int]) -> Path:
+    """Where chunk `(index, n_chunks)` of an ingested source goes: `<out>/chunk=NNN`."""
+    index, n_chunks = chunk
+    return Path(out) / f"chunk={ChunkPlan(Path(out).name, n_chunks).label(index)}"
+
+
+def ingested_parts(out: str | Path, *, complete: bool = True) -> list[Path]:
+    """The directories holding one ingested source: its chunk directories if it was ingested
+    in chunks (they take precedence over an older whole-source output), else `out` itself.
+
+    With `complete`, every part must have its manifest and every chunk of the plan must be
+    there, so that no consumer reads part of a source by mistake.
+    """
+    out = Path(out)
+    chunks = sorted(p for p in out.glob("chunk=*") if p.is_dir())
+    if not chunks:
+        if complete:
+            read_manifest(out)
+        return [out]
+    if complete:
+        plans = {tuple(read_manifest(p)["summary"]["chunk"]) for p in chunks}
+        counts = {n for _, n in plans}
+        if len(counts) != 1:
+            raise ValueError(f"{out}: chunks of different plans ({sorted(counts)} chunks)")
+        (n_chunks,) = counts
+        missing = sorted(set(range(n_chunks)) - {index for index, _ in plans})
+        if missing:
+            shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
+            raise FileNotFoundError(
+                f"{out}: {len(missing)} of {n_chunks} chunks not ingested yet: {shown}"
+            )
+    return chunks

@@ -42,6 +42,7 @@ from healthgpt.data import card as card_module
 from healthgpt.data.decontam import effective_split, find_contaminated
 from healthgpt.data.dedup import REMOVED_SCHEMA as DEDUP_REMOVED
 from healthgpt.data.dedup import ImageHash, ImageHasher, find_duplicates, near_pairs
+from healthgpt.data.ingest import ingested_parts
 from healthgpt.data.mixture_config import (
     MixtureConfig,
     paper_preset,
@@ -63,7 +64,6 @@ from healthgpt.data.shards import (
     atomic_directory,
     clean_stale,
     open_shard,
-    read_manifest,
     write_manifest,
     write_table_file,
 )
@@ -141,9 +141,8 @@ def input_files(ingested_dirs: dict[str, Path]) -> list[tuple[str, Path]]:
     """(dataset name, shard) in a fixed order; an incomplete ingestion raises."""
     files = []
     for name in sorted(ingested_dirs):
-        root = Path(ingested_dirs[name])
-        read_manifest(root)
-        files += [(name, path) for path in sorted((root / "data").glob("*.parquet"))]
+        for part in ingested_parts(ingested_dirs[name]):
+            files += [(name, path) for path in sorted((part / "data").glob("*.parquet"))]
     return files
 
 

@@ -5,6 +5,7 @@ Each check streams the shards one row group at a time and returns (passed, detai
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -67,12 +68,31 @@ def expected_counts(manifest_file: Path, source_root: Path) -> tuple[str, dict[s
     return profile, ((spec or {}).get("expected_counts") or {}).get(profile) or {}
 
 
-def check_counts(dataset_dir: Path, manifest_file: Path, source_root: Path) -> CheckResult:
+def check_counts(
+    dataset_dir: Path,
+    manifest_file: Path,
+    source_root: Path,
+    chunk: tuple[int, int] | None = None,
+) -> CheckResult:
+    """Records within the range the source's manifest expects.
+
+    For one chunk of n the range is the source's divided by n, widened by four standard
+    deviations of a binomial count: chunks take each item with probability 1/n, so a
+    correct chunk falls outside it about once in 30,000 checks, while a chunk that lost or
+    duplicated a sizeable share of its items (or a wrong plan) fails.
+    """
     records = read_manifest(dataset_dir)["summary"]["records"]
     profile, expected = expected_counts(manifest_file, source_root)
     low = expected.get("records_min", 0)
     high = expected.get("records_max", float("inf"))
-    details = {"records": records, "profile": profile, "expected_min": low}
+    details = {"records": records, "profile": profile}
+    if chunk is not None:
+        n_chunks = chunk[1]
+        low = max(0, math.floor(low / n_chunks - 4 * math.sqrt(low / n_chunks)))
+        if high != float("inf"):
+            high = math.ceil(high / n_chunks + 4 * math.sqrt(high / n_chunks))
+        details["chunk"] = f"{chunk[0]} of {n_chunks} (range scaled to one chunk)"
+    details["expected_min"] = low
     if high != float("inf"):
         details["expected_max"] = high
     return low <= records <= high, details

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from healthgpt.data.ingest import ingested_parts
 from healthgpt.data.shards import open_shard
 from healthgpt.eval.normalize import (
     YES_NO,
@@ -132,14 +133,9 @@ def _pct(credit: float, n: int) -> float | None:
 
 
 def test_shards(directory: Path, split: str = "test") -> list[Path]:
-    """An ingested source's shard files of one split: `data/<split>-NNNNN.parquet` as ingest
-    writes them, or `chunk=NNN/data/...` for a chunk-partitioned ingestion."""
-    directory = Path(directory)
-    for pattern in (f"data/{split}-*.parquet", f"chunk=*/data/{split}-*.parquet"):
-        found = sorted(directory.glob(pattern))
-        if found:
-            return found
-    return []
+    """An ingested source's shard files of one split, whole or in chunks (`ingested_parts`)."""
+    parts = ingested_parts(directory, complete=False)
+    return [path for part in parts for path in sorted(part.glob(f"data/{split}-*.parquet"))]
 
 
 def read_vqa_items(
