@@ -3,6 +3,9 @@
 - `HEALTHGPT_DATA_DIR` (default `./data`): every output (shards, checkpoints, reports).
 - `HEALTHGPT_SOURCES_DIR` (default `$HEALTHGPT_DATA_DIR/sample_sources`): a directory with
   one folder per source, named as in the source registry.
+- `HEALTHGPT_SHARDS_URL` (default `$HEALTHGPT_DATA_DIR`): where the large datasets go, the
+  ingested sources and the mixture; a local path or an object-store URL (`s3://bucket/x`,
+  `gs://...`; install s3fs or gcsfs). Checkpoints, reports and exports stay local.
 - `HEALTHGPT_SOURCE_<NAME>` (e.g. `HEALTHGPT_SOURCE_MIMIC_CXR=/data/mimic-cxr-jpg/2.1.0`):
   the root of one source, overriding the above. This is how the real downloads are used.
 """
@@ -28,5 +31,6 @@ def source_root(name: str) -> Path:
     return Path(override).absolute() if override else sources_dir() / name
 
 
-def ingested_dir(name: str) -> Path:
-    return data_dir() / "ingested" / name
+def shards_location() -> str:
+    """`HEALTHGPT_SHARDS_URL`, else the data directory."""
+    return os.environ.get("HEALTHGPT_SHARDS_URL", "").strip() or str(data_dir())

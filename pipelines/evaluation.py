@@ -109,9 +109,7 @@ class GenerationEvalConfig(EvalModelConfig):
     grid_per_task: int = 3
 
     def pairs_path(self, locations: DataLocations) -> Path:
-        return (
-            Path(self.pairs_dir) if self.pairs_dir else locations.output_dir() / "mixture" / "eval"
-        )
+        return Path(self.pairs_dir) if self.pairs_dir else locations.mixture_dir() / "eval"
 
 
 def eval_dir(locations: DataLocations) -> Path:

@@ -63,10 +63,6 @@ class MixtureBuildConfig(dg.Config):
         return PRESETS[self.preset](**overrides)
 
 
-def mixture_dir(locations: DataLocations):
-    return locations.output_dir() / "mixture"
-
-
 @dg.multi_asset(
     specs=[
         dg.AssetSpec(
@@ -89,7 +85,7 @@ def vl_health_mixture(
 ):
     mixture_config = config.mixture_config()
     inputs = {name: locations.ingested_dir(name) for name in config.sources}
-    out = mixture_dir(locations)
+    out = locations.mixture_dir()
     started = time.perf_counter()
 
     def progress(phase: str, done: int, total: int) -> None:
@@ -139,7 +135,7 @@ def vl_health_mixture(
 )
 def llava_export(locations: DataLocations) -> dg.MaterializeResult:
     out = locations.output_dir() / "mixture_llava"
-    counts = export_llava(mixture_dir(locations), out)
+    counts = export_llava(locations.mixture_dir(), out)
     return dg.MaterializeResult(
         metadata={"entries": dg.MetadataValue.json(counts), "path": dg.MetadataValue.path(str(out))}
     )

@@ -6,16 +6,28 @@ import dagster as dg
 
 from healthgpt import paths
 from healthgpt.data.ingest import chunk_dir
+from healthgpt.storage import output_path
 
 
 class DataLocations(dg.ConfigurableResource):
-    """Roots of the sources and of every output; empty strings mean "use the environment"."""
+    """Roots of the sources and of every output; empty strings mean "use the environment".
+
+    `shards_url` is where the large datasets (ingested sources, the mixture) go: a local path
+    or an object-store URL such as `s3://bucket/healthgpt`. Empty, it is
+    `HEALTHGPT_SHARDS_URL` when `data_dir` is not set either, else the data directory.
+    """
 
     data_dir: str = ""
     sources_dir: str = ""
+    shards_url: str = ""
 
     def output_dir(self) -> Path:
         return Path(self.data_dir).absolute() if self.data_dir else paths.data_dir()
+
+    def shards_root(self) -> Path:
+        if self.shards_url:
+            return output_path(self.shards_url)
+        return output_path(self.data_dir or paths.shards_location())
 
     def source_root(self, name: str) -> Path:
         if self.sources_dir:
@@ -24,5 +36,8 @@ class DataLocations(dg.ConfigurableResource):
 
     def ingested_dir(self, name: str, chunk: tuple[int, int] | None = None) -> Path:
         """Where source `name` is ingested; `chunk` = (index, n_chunks) for one chunk of it."""
-        whole = self.output_dir() / "ingested" / name
+        whole = self.shards_root() / "ingested" / name
         return chunk_dir(whole, chunk) if chunk else whole
+
+    def mixture_dir(self) -> Path:
+        return self.shards_root() / "mixture"

@@ -15,6 +15,7 @@ from typing import Any
 
 import dagster as dg
 
+from healthgpt.storage import output_path
 from healthgpt.train import vq
 from healthgpt.train.run import current_final
 from pipelines.automation import training_automation_condition
@@ -92,7 +93,7 @@ class VQTokenizerConfig(dg.Config):
 
 
 def _mixture_dir(locations: DataLocations, configured: str) -> Path:
-    return Path(configured).absolute() if configured else locations.output_dir() / "mixture"
+    return output_path(configured) if configured else locations.mixture_dir()
 
 
 def checkpoints_dir(locations: DataLocations, name: str) -> Path:

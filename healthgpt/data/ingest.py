@@ -28,13 +28,13 @@ from healthgpt.data.schema import QUARANTINE_SCHEMA, RECORD_SCHEMA
 from healthgpt.data.shards import (
     ShardInfo,
     ShardWriter,
-    atomic_directory,
-    clean_stale,
+    output_directory,
     read_manifest,
     write_manifest,
     write_table_file,
 )
 from healthgpt.data.sources import ReaderOptions, reader_class
+from healthgpt.storage import output_path
 
 PREVIEW_COLUMNS = ("id", "split", "kind", "modality", "body_part", "task", "question", "answer")
 
@@ -111,12 +111,10 @@ def ingest(
     """
     reader = reader_class(source)(root, options)
     reader.validate_layout()
-    out = Path(out)
-    clean_stale(out)
     summary = IngestSummary(source=source, chunk=reader.options.chunk)
     started = last_report = time.perf_counter()
     quarantine_rows: list[dict[str, Any]] = []
-    with atomic_directory(out) as staging:
+    with output_directory(out) as staging:
         writers: dict[str, ShardWriter] = {}
         for outcome in reader.items():
             if not reader.owns(outcome):
@@ -188,7 +186,8 @@ def _count(summary: IngestSummary, record: dict[str, Any], n_thumbnails: int) ->
 def chunk_dir(out: str | Path, chunk: tuple[int, int]) -> Path:
     """Where chunk `(index, n_chunks)` of an ingested source goes: `<out>/chunk=NNN`."""
     index, n_chunks = chunk
-    return Path(out) / f"chunk={ChunkPlan(Path(out).name, n_chunks).label(index)}"
+    location = output_path(out)
+    return location / f"chunk={ChunkPlan(location.name, n_chunks).label(index)}"
 
 
 def ingested_parts(out: str | Path, *, complete: bool = True) -> list[Path]:
@@ -198,8 +197,8 @@ def ingested_parts(out: str | Path, *, complete: bool = True) -> list[Path]:
     With `complete`, every part must have its manifest and every chunk of the plan must be
     there, so that no consumer reads part of a source by mistake.
     """
-    out = Path(out)
-    chunks = sorted(p for p in out.glob("chunk=*") if p.is_dir())
+    out = output_path(out)
+    chunks = sorted((p for p in out.glob("chunk=*") if p.is_dir()), key=lambda p: p.name)
     if not chunks:
         if complete:
             read_manifest(out)

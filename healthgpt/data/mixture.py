@@ -36,7 +36,6 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from healthgpt.data import card as card_module
 from healthgpt.data.decontam import effective_split, find_contaminated
@@ -61,13 +60,14 @@ from healthgpt.data.schema import RECORD_SCHEMA, SAMPLE_SCHEMA, SPLITS, TASKS
 from healthgpt.data.shards import (
     ShardInfo,
     ShardWriter,
-    atomic_directory,
-    clean_stale,
     open_shard,
+    output_directory,
+    shard_paths,
     write_manifest,
     write_table_file,
 )
 from healthgpt.data.tasks import AnswerSets, TaskContext, plan_record, render_sample
+from healthgpt.storage import output_path
 
 __all__ = [
     "MixtureConfig",
@@ -142,7 +142,7 @@ def input_files(ingested_dirs: dict[str, Path]) -> list[tuple[str, Path]]:
     files = []
     for name in sorted(ingested_dirs):
         for part in ingested_parts(ingested_dirs[name]):
-            files += [(name, path) for path in sorted((part / "data").glob("*.parquet"))]
+            files += [(name, path) for path in shard_paths(part)]
     return files
 
 
@@ -161,7 +161,7 @@ def iter_records(
 
 
 def count_records(files: list[tuple[str, Path]]) -> int:
-    return sum(pq.ParquetFile(path).metadata.num_rows for _, path in files)
+    return sum(open_shard(path).metadata.num_rows for _, path in files)
 
 
 class _Progress:
@@ -491,7 +491,7 @@ def build_mixture(
     """
     started = time.perf_counter()
     config.validate()
-    out = Path(out)
+    out = output_path(out)
     files = input_files(ingested_dirs)
     tick = _Progress(progress, count_records(files))
     answers = AnswerSets()
@@ -522,8 +522,7 @@ def build_mixture(
         summary = MixtureSummary(out=str(out), records=done, candidates=frame.height)
         del frame
 
-        clean_stale(out)
-        with atomic_directory(out) as staging:
+        with output_directory(out) as staging:
             writers, done = _Writers(staging, config), 0
             try:
                 names: dict[int, tuple[str, str]] = {}
@@ -583,13 +582,14 @@ def _finish(
     (staging / "composition.png").write_bytes(card_module.composition_chart_png(summary))
     (staging / "README.md").write_text(card_module.render_card(summary, config))
     all_shards = [info for subset in SUBSETS for info in summary.shards.get(subset, [])]
+    out = output_path(summary.out)
     summary.paths = {
         "root": summary.out,
-        **{s: str(Path(summary.out) / s / "data") for s in SUBSETS if s in summary.shards},
-        "removed": str(Path(summary.out) / "removed.parquet"),
-        "card": str(Path(summary.out) / "README.md"),
-        "chart": str(Path(summary.out) / "composition.png"),
-        "manifest": str(Path(summary.out) / "_manifest.json"),
+        **{s: str(out / s / "data") for s in SUBSETS if s in summary.shards},
+        "removed": str(out / "removed.parquet"),
+        "card": str(out / "README.md"),
+        "chart": str(out / "composition.png"),
+        "manifest": str(out / "_manifest.json"),
     }
     write_manifest(
         staging,

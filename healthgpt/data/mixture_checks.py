@@ -19,12 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from healthgpt.data.dedup import ImageHasher, PhashIndex
 from healthgpt.data.mixture_config import MixtureConfig
 from healthgpt.data.sampling import group_target, plan_stage, plan_stage2
-from healthgpt.data.shards import open_shard, read_manifest
+from healthgpt.data.shards import open_shard, read_manifest, shard_paths
 from healthgpt.data.tasks import NEEDS_IMAGE, NEEDS_TARGET
 
 TRAIN_SUBSETS = ("stage1", "stage2", "stage3")
@@ -32,7 +31,7 @@ MAX_EXAMPLES = 20
 
 
 def _shards(mixture: Path, subset: str) -> list[Path]:
-    return sorted((Path(mixture) / subset / "data").glob("*.parquet"))
+    return shard_paths(mixture, f"{subset}/data/")
 
 
 def _batches(mixture: Path, subsets, columns: list[str]) -> Iterator[tuple[str, list[dict]]]:
@@ -46,7 +45,7 @@ def _batches(mixture: Path, subsets, columns: list[str]) -> Iterator[tuple[str, 
 def _group_rows(mixture: Path, subset: str) -> Counter:
     counts: Counter = Counter()
     for path in _shards(mixture, subset):
-        table = pq.read_table(path, columns=["source", "task"])
+        table = open_shard(path).read(columns=["source", "task"])
         for source, task in zip(
             table["source"].to_pylist(), table["task"].to_pylist(), strict=True
         ):

@@ -8,6 +8,10 @@
   leaves the previous version intact, and two concurrent writers cannot interleave files.
 - Same rows in the same order give byte-identical files (fixed writer settings, no
   timestamps or random names inside the files).
+- A dataset may live on an object store (`output_directory("s3://bucket/ingested/x")`): it is
+  built locally, then published under a version prefix with its manifest written last, and
+  readers (`read_manifest`, `shard_paths`, `open_shard`) go through the manifest, so the same
+  code reads a local directory and a bucket (see `healthgpt.storage`).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import json
 import os
 import shutil
 import socket
+import tempfile
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -30,6 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from healthgpt.data.schema import IMAGE_TYPE, hf_features_metadata
+from healthgpt.storage import atomic_write_text, is_local, output_path, upload_file
 
 MANIFEST_NAME = "_manifest.json"
 # Leftovers of other hosts (pods sharing a volume) are only removed after this long, since
@@ -211,17 +217,38 @@ def write_manifest(directory: Path, shards: Iterable[ShardInfo], **extra: Any) -
     return path
 
 
-def open_shard(path: Path | str) -> pq.ParquetFile:
+def open_shard(path: str | os.PathLike[str]) -> pq.ParquetFile:
     """The one way to read a shard: without pyarrow's default pre-buffering, which reads a
-    whole file into memory at once (280 MB for a 256 MB shard) and so breaks streaming."""
-    return pq.ParquetFile(path, pre_buffer=False)
+    whole file into memory at once (280 MB for a 256 MB shard) and so breaks streaming.
+    `path` may be a local path or a URL / `UPath` on any fsspec file system."""
+    location = output_path(path)
+    if is_local(location):
+        return pq.ParquetFile(os.fspath(location), pre_buffer=False)
+    return pq.ParquetFile(location.open("rb"), pre_buffer=False)
 
 
-def read_manifest(directory: Path) -> dict[str, Any]:
-    path = Path(directory) / MANIFEST_NAME
+def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    path = output_path(directory) / MANIFEST_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{directory} has no {MANIFEST_NAME}: it was never completed")
     return json.loads(path.read_text())
+
+
+def dataset_root(directory: str | os.PathLike[str], manifest: dict[str, Any]) -> Path:
+    """Where the manifest's relative paths start: the directory itself, or the version prefix
+    a publication to an object store put the files under."""
+    return (
+        output_path(directory) / manifest["root"] if "root" in manifest else output_path(directory)
+    )
+
+
+def shard_paths(directory: str | os.PathLike[str], prefix: str = "") -> list[Path]:
+    """The completed shards a dataset's manifest lists (those whose path starts with
+    `prefix`, e.g. "stage1/data/train-"), in manifest order. Reading the manifest rather than
+    listing files is what makes an object-store copy safe to read while it is replaced."""
+    manifest = read_manifest(directory)
+    root = dataset_root(directory, manifest)
+    return [root / s["path"] for s in manifest["shards"] if s["path"].startswith(prefix)]
 
 
 @contextlib.contextmanager
@@ -292,3 +319,47 @@ def clean_stale(target: Path) -> list[Path]:
                 shutil.rmtree(leftover, ignore_errors=True)
                 removed.append(leftover)
     return removed
+
+
+@contextlib.contextmanager
+def output_directory(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """The one way to write a dataset directory: build it in a local staging directory, then
+    make it visible at `target` all at once.
+
+    A local `target` is swapped in with `atomic_directory`. On an object store (a URL) the
+    files are uploaded under `v-<manifest hash>/` and `_manifest.json` is written last, so
+    readers that go through the manifest see the old version or the new one, never a mix;
+    the version before is kept for readers still on it, older ones are removed. Either way a
+    failure leaves the previous dataset as it was. The staging directory must end up holding
+    a manifest (`write_manifest`).
+    """
+    location = output_path(target)
+    if is_local(location):
+        local = Path(os.fspath(location))
+        clean_stale(local)
+        with atomic_directory(local) as staging:
+            yield staging
+        return
+    with tempfile.TemporaryDirectory(prefix="healthgpt-publish-") as tmp:
+        yield Path(tmp)
+        publish_directory(Path(tmp), location)
+
+
+def publish_directory(staging: Path, target: Path) -> str:
+    """Upload a finished dataset directory to an object store; returns its version prefix."""
+    manifest_file = staging / MANIFEST_NAME
+    if not manifest_file.is_file():
+        raise FileNotFoundError(f"{staging} has no {MANIFEST_NAME}: nothing complete to publish")
+    version = "v-" + file_sha256(manifest_file)[:16]
+    try:
+        previous = read_manifest(target).get("root")
+    except FileNotFoundError:
+        previous = None
+    for path in sorted(p for p in staging.rglob("*") if p.is_file() and p != manifest_file):
+        upload_file(path, target / version / path.relative_to(staging).as_posix())
+    manifest = {**json.loads(manifest_file.read_text()), "root": version}
+    atomic_write_text(target / MANIFEST_NAME, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    for child in target.iterdir():
+        if child.name.startswith("v-") and child.name not in {version, previous}:
+            child.fs.rm(child.path, recursive=True)
+    return version

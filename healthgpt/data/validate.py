@@ -12,20 +12,13 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import yaml
 
 from healthgpt.data.schema import RECORD_SCHEMA
-from healthgpt.data.shards import open_shard, read_manifest
+from healthgpt.data.shards import open_shard, read_manifest, shard_paths
 
 CheckResult = tuple[bool, dict[str, Any]]
 SAMPLE_MARKER = "SAMPLE_README.txt"
-
-
-def shard_paths(dataset_dir: Path) -> list[Path]:
-    """The completed shards listed in a dataset's manifest."""
-    manifest = read_manifest(dataset_dir)
-    return [Path(dataset_dir) / shard["path"] for shard in manifest["shards"]]
 
 
 def iter_batches(dataset_dir: Path, columns: list[str]) -> Iterator[pa.RecordBatch]:
@@ -37,7 +30,7 @@ def check_schema(dataset_dir: Path) -> CheckResult:
     bad = [
         p.name
         for p in shard_paths(dataset_dir)
-        if not pq.read_schema(p).remove_metadata().equals(RECORD_SCHEMA.remove_metadata())
+        if not open_shard(p).schema_arrow.remove_metadata().equals(RECORD_SCHEMA.remove_metadata())
     ]
     return not bad, {"shards_with_wrong_schema": bad}
 

@@ -29,15 +29,21 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from healthgpt.data.shards import open_shard
+from healthgpt.data.shards import open_shard, shard_paths
+from healthgpt.storage import output_path
 
 SampleEncoder = Callable[[dict[str, Any]], dict[str, Any]]
 Collator = Callable[[list[dict[str, Any]]], dict[str, Any]]
 
 
 def split_files(subset_dir: Path, split: str) -> list[Path]:
-    """`<subset>/data/<split>-NNNNN.parquet`, sorted."""
-    return sorted((Path(subset_dir) / "data").glob(f"{split}-*.parquet"))
+    """`<subset>/data/<split>-NNNNN.parquet` as the mixture's manifest lists them (local or on
+    an object store); a subset directory without a mixture manifest is listed instead."""
+    subset_dir = output_path(subset_dir)
+    try:
+        return shard_paths(subset_dir.parent, f"{subset_dir.name}/data/{split}-")
+    except FileNotFoundError:
+        return sorted(subset_dir.glob(f"data/{split}-*.parquet"))
 
 
 @dataclass(frozen=True)

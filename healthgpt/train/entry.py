@@ -25,7 +25,9 @@ from healthgpt.train.run import Reporter, RunSpec, run_stage
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="healthgpt.train.entry", description=__doc__)
     parser.add_argument("--stage", required=True, choices=STAGES)
-    parser.add_argument("--mixture", required=True, type=Path, help="mixture dir (has stageN/)")
+    parser.add_argument(
+        "--mixture", required=True, help="mixture dir or object-store URL (has stageN/)"
+    )
     parser.add_argument("--out", required=True, type=Path, help="this stage's checkpoint dir")
     parser.add_argument("--init", type=Path, help="previous stage's final dir")
     parser.add_argument("--vq", type=Path, help="VQ tokenizer dir (vq.json)")

@@ -29,6 +29,7 @@ import torch.distributed as dist
 
 from healthgpt.data.shards import file_sha256, write_json
 from healthgpt.model import GENERATION
+from healthgpt.storage import output_path
 from healthgpt.train import checkpoint as ckpt
 from healthgpt.train import distributed
 from healthgpt.train.config import StageConfig, stage_config
@@ -67,7 +68,7 @@ class RunSpec:
     device: str | None = None
 
     def subset_dir(self, config: StageConfig) -> Path:
-        return Path(self.mixture_dir) / config.subset
+        return output_path(self.mixture_dir) / config.subset
 
 
 @dataclass

@@ -23,6 +23,7 @@ from PIL import Image
 
 from healthgpt.data.shards import atomic_directory, file_sha256, write_json
 from healthgpt.model import VQTokenizer, get_preset, images_to_tensor, save_vq
+from healthgpt.storage import output_path
 from healthgpt.train.data import iter_rows, split_files
 from healthgpt.train.model_api import VQ_FILE, VQ_INFO
 
@@ -40,7 +41,7 @@ def generation_images(mixture_dir: Path, resolution: int, limit: int) -> torch.T
     images: list[torch.Tensor] = []
     columns = ["task_family", "target_image"]
     for subset in SUBSETS:
-        files = split_files(Path(mixture_dir) / subset, "train")
+        files = split_files(output_path(mixture_dir) / subset, "train")
         for row in iter_rows(files, columns, "generation"):
             data = (row["target_image"] or {}).get("bytes")
             if data:

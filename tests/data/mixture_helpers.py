@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,14 @@ import pytest
 from PIL import Image
 
 from healthgpt.data.imaging import encode_png
-from healthgpt.data.schema import RECORD_SCHEMA, new_record
-from healthgpt.data.shards import ShardWriter, atomic_directory, write_manifest
+from healthgpt.data.schema import RECORD_SCHEMA, SAMPLE_SCHEMA, new_record
+from healthgpt.data.shards import (
+    ShardInfo,
+    ShardWriter,
+    atomic_directory,
+    read_manifest,
+    write_manifest,
+)
 
 
 def field_image(seed: int, size: int = 64) -> Image.Image:
@@ -77,7 +83,7 @@ def write_ingested(root: Path, source: str, records: list[dict[str, Any]]) -> Pa
                 for record in records:
                     if record["split"] == split:
                         writer.write(record)
-            shards += writer.shards
+            shards += [replace(s, path=f"data/{s.path}") for s in writer.shards]
         write_manifest(staging, shards, summary={"source": source, "records": len(records)})
     return out
 
@@ -253,3 +259,14 @@ def shared_build(tmp_path_factory: pytest.TempPathFactory) -> Built:
     if "standard" not in _SHARED:
         _SHARED["standard"] = build_standard(tmp_path_factory.mktemp("standard"))
     return _SHARED["standard"]
+
+
+def plant_shard(mixture: Path, subset: str, name: str, rows: list[dict[str, Any]]) -> None:
+    """Add a train shard to a built mixture and list it in the manifest, as consumers read."""
+    with ShardWriter(mixture / subset / "data", SAMPLE_SCHEMA, prefix=f"train-{name}") as writer:
+        for row in rows:
+            writer.write(row)
+    manifest = read_manifest(mixture)
+    listed = [ShardInfo(**s) for s in manifest.pop("shards")]
+    planted = [replace(s, path=f"{subset}/data/{s.path}") for s in writer.shards]
+    write_manifest(mixture, listed + planted, **manifest)

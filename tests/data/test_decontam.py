@@ -10,9 +10,7 @@ import pytest
 
 from healthgpt.data.decontam import EVAL_EXACT, EVAL_NEAR, effective_split, is_held_out
 from healthgpt.data.mixture_checks import check_no_leakage
-from healthgpt.data.schema import SAMPLE_SCHEMA
-from healthgpt.data.shards import ShardWriter
-from tests.data.mixture_helpers import build_standard, shared_build
+from tests.data.mixture_helpers import build_standard, plant_shard, shared_build
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +81,7 @@ def test_leak_check_catches_a_planted_eval_image(standard_build, tmp_path):
     shutil.copytree(standard_build.out, out)
     leaked = dict(standard_build.rows("eval")[0])
     leaked.update(id="planted", split="train")
-    with ShardWriter(out / "stage3" / "data", SAMPLE_SCHEMA, prefix="train-planted") as writer:
-        writer.write(leaked)
+    plant_shard(out, "stage3", "planted", [leaked])
     passed, details = check_no_leakage(out)
     assert not passed and details["examples"][0]["id"] == "planted"
 

@@ -18,9 +18,9 @@ from healthgpt.data.mixture_checks import (
 )
 from healthgpt.data.mixture_config import paper_preset
 from healthgpt.data.schema import SAMPLE_SCHEMA
-from healthgpt.data.shards import ShardWriter, file_sha256, read_manifest
+from healthgpt.data.shards import file_sha256, read_manifest
 from healthgpt.data.tasks import TARGET_IMAGE_TOKEN
-from tests.data.mixture_helpers import build_standard, shared_build, standard_sources
+from tests.data.mixture_helpers import build_standard, plant_shard, shared_build, standard_sources
 
 
 @pytest.fixture(scope="module")
@@ -154,8 +154,7 @@ def test_images_present_check_catches_a_planted_sample_without_image(standard_bu
     shutil.copytree(standard_build.out, out)
     broken = next(r for r in standard_build.rows("stage3") if r["task"] == "super_resolution")
     broken.update(id="broken", target_image=None)
-    with ShardWriter(out / "stage3" / "data", SAMPLE_SCHEMA, prefix="train-broken") as writer:
-        writer.write(broken)
+    plant_shard(out, "stage3", "broken", [broken])
     passed, details = check_images_present(out)
     assert not passed and details["missing"] == {"super_resolution:target_image": 1}
 

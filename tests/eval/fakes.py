@@ -15,8 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from healthgpt.data.schema import RECORD_SCHEMA, SAMPLE_SCHEMA, new_record
-from healthgpt.data.shards import ShardWriter
+from healthgpt.data.schema import SAMPLE_SCHEMA, new_record
+from tests.data.mixture_helpers import write_ingested
 
 
 def png(array: np.ndarray) -> bytes:
@@ -79,13 +79,12 @@ VQA_CASES = {
 
 def write_ingested_vqa(data_dir: Path, source: str, cases: list[tuple[str, str, str, str]]) -> Path:
     """`<data>/ingested/<source>/data/{test,train}-00000.parquet` like the ingest step writes."""
-    out = data_dir / "ingested" / source
-    with ShardWriter(out / "data", RECORD_SCHEMA, prefix="test") as writer:
-        for index, (question, answer, answer_type, _) in enumerate(cases):
-            writer.write(_vqa_record(source, index, "test", question, answer, answer_type))
-    with ShardWriter(out / "data", RECORD_SCHEMA, prefix="train") as writer:
-        writer.write(_vqa_record(source, 99, "train", "Train question?", "yes", "closed"))
-    return out
+    records = [
+        _vqa_record(source, index, "test", question, answer, answer_type)
+        for index, (question, answer, answer_type, _) in enumerate(cases)
+    ]
+    records.append(_vqa_record(source, 99, "train", "Train question?", "yes", "closed"))
+    return write_ingested(data_dir / "ingested", source, records)
 
 
 def _vqa_record(source: str, index: int, split: str, question: str, answer: str, kind: str):

@@ -102,7 +102,8 @@ def test_score_vqa_dispatches_on_answer_type():
 
 
 def test_chunk_partitioned_ingestion_is_read_too(tmp_path):
-    directory = write_ingested_vqa(tmp_path, "slake", VQA_CASES["slake"])
-    (directory / "chunk=000").mkdir()
-    (directory / "data").rename(directory / "chunk=000" / "data")
+    whole = write_ingested_vqa(tmp_path / "whole", "slake", VQA_CASES["slake"])
+    directory = tmp_path / "chunked"
+    directory.mkdir()
+    whole.rename(directory / "chunk=000")
     assert len(list(read_vqa_items(directory, "slake"))) == 2

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import dagster as dg
+import fsspec
 import pytest
 from dagster._core.definitions.observe import observe as observe_assets  # no public export
 
+from healthgpt.data.shards import read_manifest
 from healthgpt.data.sources import SOURCES
 from pipelines.checks import _checks_factory
 from pipelines.definitions import defs
@@ -73,3 +75,19 @@ def test_observation_version_changes_with_the_files(tmp_path, toy_assets):
     assert version() == first
     (root / "new.jpg").write_bytes(b"1")
     assert version() != first
+
+
+def test_ingestion_asset_writes_to_an_object_store_url_and_its_checks_read_it(tmp_path, toy_assets):
+    (tmp_path / "sources" / "toy").mkdir(parents=True)
+    bucket = f"memory://assets-{tmp_path.name}"
+    locations = DataLocations(
+        data_dir=str(tmp_path / "out"), sources_dir=str(tmp_path / "sources"), shards_url=bucket
+    )
+    result = dg.materialize(
+        toy_assets[1:], resources={"locations": locations}, instance=dg.DagsterInstance.ephemeral()
+    )
+    assert result.success
+    assert all(c.passed for c in result.get_asset_check_evaluations())
+    assert read_manifest(f"{bucket}/ingested/toy")["summary"]["records"] == 10
+    assert not (tmp_path / "out" / "ingested").exists(), "nothing written locally"
+    fsspec.filesystem("memory").rm(bucket, recursive=True)
