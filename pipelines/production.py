@@ -47,11 +47,24 @@ def _data_volume() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     return volumes, mounts
 
 
+# Settings every pod must share with the code server: where shards go, and the chunk plans
+# (a step pod whose chunk count differed would not find the run's partition).
+FORWARDED_ENV = ("HEALTHGPT_SHARDS_URL", "HEALTHGPT_MIXTURE_PRESET")
+FORWARDED_PREFIXES = ("HEALTHGPT_CHUNKS_",)
+
+
 def data_env() -> dict[str, str]:
-    """Where outputs and sources live inside the pods (see healthgpt.paths)."""
+    """Where outputs and sources live inside the pods (see healthgpt.paths), plus the
+    settings of this code location that the pods must agree with."""
+    forwarded = {
+        name: value
+        for name, value in sorted(os.environ.items())
+        if name in FORWARDED_ENV or name.startswith(FORWARDED_PREFIXES)
+    }
     return {
         "HEALTHGPT_DATA_DIR": f"{DATA_MOUNT}/outputs",
         "HEALTHGPT_SOURCES_DIR": f"{DATA_MOUNT}/sources",
+        **forwarded,
     }
 
 

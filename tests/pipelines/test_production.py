@@ -108,3 +108,14 @@ def test_gpu_step_tags_are_valid_dagster_k8s_config():
     tags = production.gpu_step_tags(2)
     config = UserDefinedDagsterK8sConfig.from_dict(tags[USER_DEFINED_K8S_CONFIG_KEY])
     assert config.container_config["resources"]["limits"] == {"nvidia.com/gpu": "2"}
+
+
+def test_step_and_training_pods_get_the_chunk_plans_and_shard_location(monkeypatch):
+    monkeypatch.setenv("HEALTHGPT_CHUNKS_MIMIC_CXR", "64")
+    monkeypatch.setenv("HEALTHGPT_SHARDS_URL", "s3://bucket/healthgpt")
+    monkeypatch.setenv("HEALTHGPT_UNRELATED", "x")
+    env = production.data_env()
+    assert env["HEALTHGPT_CHUNKS_MIMIC_CXR"] == "64"
+    assert env["HEALTHGPT_SHARDS_URL"] == "s3://bucket/healthgpt"
+    assert "HEALTHGPT_UNRELATED" not in env
+    assert "HEALTHGPT_CHUNKS_MIMIC_CXR=64" in production.k8s_executor_config("img")["env_vars"]
