@@ -18,7 +18,7 @@ from pathlib import Path
 
 from healthgpt.data import sources
 from healthgpt.data.schema import new_record
-from healthgpt.data.sources.base import BadInput, Outcome, SourceReader, guarded
+from healthgpt.data.sources.base import BadInput, Outcome, SourceReader
 from tests.conftest import png_bytes
 
 NAME = "slowtoy"
@@ -54,7 +54,7 @@ class SlowReader(SourceReader):
                     )
                 ]
 
-            yield guarded(str(index), f"{index}.png", build)
+            yield self.guard(str(index), f"{index}.png", build)
 
 
 def register() -> None:

@@ -24,7 +24,9 @@ REPO = Path(__file__).resolve().parents[2]
 N_ITEMS = 60
 
 
-def start_ingest(root: Path, out: Path, *, sleep: float = 0.0, halfway: Path | None = None):
+def start_ingest(
+    root: Path, out: Path, *, sleep: float = 0.0, halfway: Path | None = None, chunk: str = ""
+):
     env = {
         **os.environ,
         "SLOW_SOURCE_N": str(N_ITEMS),
@@ -33,7 +35,8 @@ def start_ingest(root: Path, out: Path, *, sleep: float = 0.0, halfway: Path | N
     }
     command = [sys.executable, "-m", "tests.pipelines.slow_source"]
     return subprocess.Popen(
-        [*command, "--root", str(root), "--out", str(out), "--quiet"],
+        [*command, "--root", str(root), "--out", str(out), "--quiet"]
+        + (["--chunk", chunk] if chunk else []),
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
@@ -47,9 +50,9 @@ def ingest(root: Path, out: Path, **kwargs) -> None:
     assert process.returncode == 0, stderr.decode()
 
 
-def kill_halfway(root: Path, out: Path, marker: Path) -> int:
+def kill_halfway(root: Path, out: Path, marker: Path, chunk: str = "") -> int:
     """Start an ingestion, SIGKILL it once half the items are read; return its pid."""
-    process = start_ingest(root, out, sleep=0.02, halfway=marker)
+    process = start_ingest(root, out, sleep=0.02, halfway=marker, chunk=chunk)
     deadline = time.monotonic() + 60
     while not marker.exists():
         assert process.poll() is None, process.stderr.read().decode()
@@ -108,6 +111,25 @@ def test_killed_ingestions_never_show_a_partial_dataset_and_reruns_are_identical
     ingest(root, out)
     assert tree_hashes(out) == expected
     assert leftovers(out) == []
+
+
+def test_a_killed_chunk_partition_leaves_the_other_chunks_alone_and_reruns_identically(
+    tmp_path, reference
+):
+    root, _ = reference
+    ingest(root, tmp_path / "reference" / "chunk=001", chunk="1/3")
+    expected = tree_hashes(tmp_path / "reference" / "chunk=001")
+    source = tmp_path / "ingested" / "slowtoy"
+    ingest(root, source / "chunk=000", chunk="0/3")
+    neighbour = tree_hashes(source / "chunk=000")
+
+    kill_halfway(root, source / "chunk=001", tmp_path / "halfway", chunk="1/3")
+    assert not (source / "chunk=001").exists(), "no partial chunk is visible"
+    assert tree_hashes(source / "chunk=000") == neighbour
+    ingest(root, source / "chunk=001", chunk="1/3")
+    assert tree_hashes(source / "chunk=001") == expected
+    assert leftovers(source / "chunk=001") == []
+    assert read_manifest(source / "chunk=001")["summary"]["chunk"] == [1, 3]
 
 
 def test_concurrent_ingestions_into_one_output_both_finish_complete(tmp_path, reference):
