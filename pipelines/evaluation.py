@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import pyarrow.parquet as pq
 
+from healthgpt.data.shards import open_shard
 from healthgpt.eval import mcq, models, run, vqa
 from healthgpt.eval.predict import TEMPLATES, ImageModel, TextModel
 from pipelines.automation import training_automation_condition
@@ -58,6 +58,9 @@ class EvalModelConfig(dg.Config):
     batch_size: int = 8
     max_new_tokens: int = 32
     limit: int = 0  # at most this many items per benchmark (0 = all), for smoke runs
+
+    def run_options(self, label: str) -> run.RunOptions:
+        return run.RunOptions(self.batch_size, self.limit, label, self.model_dump())
 
     def model_spec(self, checkpoints_root: Path) -> models.ModelSpec:
         checkpoint = self.checkpoint_dir or models.resolve_checkpoint(checkpoints_root, self.stage)
@@ -125,7 +128,7 @@ def _preview(directory: Path, limit: int = 8) -> dg.MarkdownMetadataValue:
     if not files:
         return dg.MetadataValue.md("_no predictions_")
     columns = ["benchmark", "question", "answer", "prediction", "rule", "score"]
-    batch = next(pq.ParquetFile(files[0]).iter_batches(batch_size=limit, columns=columns), None)
+    batch = next(open_shard(files[0]).iter_batches(batch_size=limit, columns=columns), None)
     return records_table(batch.to_pylist() if batch is not None else [], limit)
 
 
@@ -181,10 +184,7 @@ def eval_vqa(
         lambda: eval_models.text_model(spec),
         {name: locations.ingested_dir(name) for name in config.sources},
         family_dir(locations, "vqa"),
-        batch_size=config.batch_size,
-        limit=config.limit,
-        label=eval_models.label(spec),
-        config=config.model_dump(),
+        config.run_options(eval_models.label(spec)),
     )
     context.log.info(f"eval_vqa: {done.summary or 'nothing evaluated'}")
     return dg.MaterializeResult(
@@ -218,10 +218,7 @@ def eval_mcq(
         lambda: eval_models.text_model(spec),
         sources,
         family_dir(locations, "mcq"),
-        batch_size=config.batch_size,
-        limit=config.limit,
-        label=eval_models.label(spec),
-        config=config.model_dump(),
+        config.run_options(eval_models.label(spec)),
     )
     context.log.info(f"eval_mcq: {done.summary or 'not configured'}")
     return dg.MaterializeResult(
@@ -256,15 +253,10 @@ def eval_generation(
         lambda: eval_models.image_model(spec),
         config.pairs_path(locations),
         family_dir(locations, "generation"),
-        split=config.split,
-        batch_size=config.batch_size,
-        limit=config.limit,
-        ssim_window=config.ssim_window,
-        lpips=config.lpips,
-        keep_images=config.keep_images,
-        grid_per_task=config.grid_per_task,
-        label=eval_models.label(spec),
-        config=config.model_dump(),
+        config.run_options(eval_models.label(spec)),
+        **config.model_dump(
+            include={"split", "ssim_window", "lpips", "keep_images", "grid_per_task"}
+        ),
     )
     context.log.info(f"eval_generation: {done.summary or 'nothing evaluated'}")
     metadata = _result_metadata(done, ["ssim", "psnr", "mse", "lpips", "n"])

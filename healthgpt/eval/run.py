@@ -18,6 +18,7 @@ from healthgpt.data.shards import ShardInfo, atomic_directory, write_json
 from healthgpt.eval import generation, mcq, report, vqa
 from healthgpt.eval.metrics import SSIM_WINDOWS, load_lpips
 from healthgpt.eval.predict import TEMPLATES, EvalResult, ImageModel, TextModel
+from healthgpt.storage import atomic_write_text
 
 FAMILIES = ("vqa", "mcq", "generation")
 SCORES_NAME = "scores.json"
@@ -37,6 +38,17 @@ class FamilyRun:
     out: Path
     shards: list[ShardInfo] = field(default_factory=list)
     grid_png: bytes | None = None
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What every family's run shares: batching, a cap per benchmark for smoke runs (0 = all),
+    the model's label and the run config recorded in `scores.json`."""
+
+    batch_size: int
+    limit: int
+    label: str
+    config: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -95,11 +107,7 @@ def run_vqa(
     model_factory: Callable[[], TextModel],
     sources: Mapping[str, Path],
     out: Path,
-    *,
-    batch_size: int,
-    limit: int,
-    label: str,
-    config: Mapping[str, Any],
+    options: RunOptions,
 ) -> FamilyRun:
     """VQA-RAD / SLAKE / PathVQA test splits into `out`; no model is built when no source
     has an ingested test split."""
@@ -107,12 +115,14 @@ def run_vqa(
         if any(vqa.test_shards(directory) for directory in sources.values()):
             notes: list[str] = []
             model = _build(model_factory, notes)
-            result = vqa.evaluate_vqa(model, sources, staging, batch_size, limit)
+            result = vqa.evaluate_vqa(model, sources, staging, options.batch_size, options.limit)
             result.notes += notes
         else:
             result = EvalResult({}, [], [f"no ingested test split for {', '.join(sources)}"])
-        run = _text_run(label, result, out)
-        payload = _scores_payload(run, "benchmarks", config, prompt_template=TEMPLATES["vqa"])
+        run = _text_run(options.label, result, out)
+        payload = _scores_payload(
+            run, "benchmarks", options.config, prompt_template=TEMPLATES["vqa"]
+        )
         write_json(staging / SCORES_NAME, payload)
     return run
 
@@ -147,30 +157,26 @@ def run_mcq(
     model_factory: Callable[[], TextModel],
     sources: McqSources,
     out: Path,
-    *,
-    batch_size: int,
-    limit: int,
-    label: str,
-    config: Mapping[str, Any],
+    options: RunOptions,
 ) -> FamilyRun:
     """MMMU (medical subjects) and OmniMedVQA into `out`; no model is built when neither is
     configured."""
     skips = mcq.OmniSkips()
     with atomic_directory(out) as staging:
-        benchmarks = _mcq_benchmarks(sources, limit, skips)
+        benchmarks = _mcq_benchmarks(sources, options.limit, skips)
         if benchmarks:
             notes: list[str] = []
             model = _build(model_factory, notes)
-            result = mcq.evaluate_mcq(model, benchmarks, staging, batch_size)
+            result = mcq.evaluate_mcq(model, benchmarks, staging, options.batch_size)
             result.notes += notes
         else:
             result = EvalResult({}, [])
         result.notes += _mcq_notes(sources, skips)
-        run = _text_run(label, result, out)
+        run = _text_run(options.label, result, out)
         payload = _scores_payload(
             run,
             "benchmarks",
-            config,
+            options.config,
             configured=bool(sources.roots),
             prompt_template=TEMPLATES["mcq"],
         )
@@ -182,16 +188,13 @@ def run_generation(
     model_factory: Callable[[], ImageModel],
     pairs_dir: Path,
     out: Path,
+    options: RunOptions,
     *,
-    split: str,
-    batch_size: int,
-    limit: int,
-    ssim_window: str,
-    lpips: bool,
-    keep_images: bool,
-    grid_per_task: int,
-    label: str,
-    config: Mapping[str, Any],
+    split: str = "test",
+    ssim_window: str = "gaussian",
+    lpips: bool = True,
+    keep_images: bool = True,
+    grid_per_task: int = 3,
 ) -> FamilyRun:
     """Held-out generation pairs into `out` (scores, predictions, grid.png); no model is built
     when there is no pair of `split`."""
@@ -200,7 +203,7 @@ def run_generation(
     lpips_fn, lpips_note = load_lpips() if lpips else (None, "LPIPS disabled by config")
     notes = [] if lpips_fn else [lpips_note]
     with atomic_directory(out) as staging:
-        pairs = generation.read_pairs(pairs_dir, split, limit=limit)
+        pairs = generation.read_pairs(pairs_dir, split, limit=options.limit)
         first = next(pairs, None)
         if first is None:
             notes.append(f"no held-out {split} generation pairs under {pairs_dir}")
@@ -210,7 +213,7 @@ def run_generation(
                 _build(model_factory, notes),
                 itertools.chain([first], pairs),
                 staging,
-                batch_size=batch_size,
+                batch_size=options.batch_size,
                 window=ssim_window,
                 lpips_fn=lpips_fn,
                 keep_images=keep_images,
@@ -219,8 +222,10 @@ def run_generation(
         if result.grid_png:
             (staging / "grid.png").write_bytes(result.grid_png)
         counts = _counts(result.scores, "pairs")
-        run = FamilyRun(label, result.scores, notes, counts, out, result.shards, result.grid_png)
-        payload = _scores_payload(run, "columns", config, ssim_window=ssim_window)
+        run = FamilyRun(
+            options.label, result.scores, notes, counts, out, result.shards, result.grid_png
+        )
+        payload = _scores_payload(run, "columns", options.config, ssim_window=ssim_window)
         write_json(staging / SCORES_NAME, payload)
     return run
 
@@ -231,8 +236,5 @@ def run_report(eval_dir: Path) -> ReportRun:
     scores = {f: report.read_scores(eval_dir / f / SCORES_NAME) for f in FAMILIES}
     markdown = report.render_report(scores["vqa"], scores["mcq"], scores["generation"])
     path = eval_dir / REPORT_NAME
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(markdown)
-    tmp.replace(path)
+    atomic_write_text(path, markdown)
     return ReportRun(markdown, path, {f: scores[f] is not None for f in FAMILIES})

@@ -49,23 +49,16 @@ def vqa_sources(data: Path) -> dict[str, Path]:
     return {name: data / "ingested" / name for name in ("vqa_rad", "slake", "pathvqa")}
 
 
+OPTIONS = run.RunOptions(batch_size=2, limit=0, label="fake", config=CONFIG)
+
+
 def run_vqa(sources, out, factory):
-    return run.run_vqa(factory, sources, out, batch_size=2, limit=0, label="fake", config=CONFIG)
+    return run.run_vqa(factory, sources, out, OPTIONS)
 
 
 def run_generation(pairs_dir, out, factory, **overrides):
-    options = dict(
-        split="test",
-        batch_size=2,
-        limit=0,
-        ssim_window="gaussian",
-        lpips=False,
-        keep_images=False,
-        grid_per_task=1,
-        label="fake",
-        config=CONFIG,
-    )
-    return run.run_generation(factory, pairs_dir, out, **{**options, **overrides})
+    settings = {"lpips": False, "keep_images": False, "grid_per_task": 1, **overrides}
+    return run.run_generation(factory, pairs_dir, out, OPTIONS, **settings)
 
 
 def test_vqa_without_test_shards_builds_no_model_and_says_why(tmp_path):
@@ -112,7 +105,7 @@ def test_a_failure_mid_run_leaves_the_previous_output_as_it_was(tmp_path):
 
 def mcq_run(tmp_path, sources, factory):
     out = tmp_path / "eval" / "mcq"
-    done = run.run_mcq(factory, sources, out, batch_size=2, limit=0, label="fake", config=CONFIG)
+    done = run.run_mcq(factory, sources, out, OPTIONS)
     return done, scores(out)
 
 
