@@ -11,7 +11,7 @@ from pipelines.automation import automation_definitions
 from pipelines.checks import ingest_checks
 from pipelines.evaluation import EvalModels, evaluation_assets
 from pipelines.mixture import mixture_assets
-from pipelines.production import executor_for_profile
+from pipelines.production import executor_for_profile, training_pipes_client
 from pipelines.resources import DataLocations
 from pipelines.sources import SOURCE_NAMES, ingested_assets, observed_sources
 from pipelines.training import training_assets
@@ -29,7 +29,7 @@ defs = dg.Definitions.merge(
         resources={
             "locations": DataLocations(),
             "eval_models": EvalModels(),
-            "pipes_subprocess_client": dg.PipesSubprocessClient(),
+            "training_pipes": training_pipes_client(),
         },
         executor=executor_for_profile(),
     ),

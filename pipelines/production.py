@@ -127,10 +127,14 @@ def _gpu_toleration() -> dict[str, str]:
     return {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
 
 
-def torchrun_command(nproc_per_node: int, args: Sequence[str] = ()) -> list[str]:
-    """`torchrun` on one node, one process per GPU, running the training entry point."""
+def torchrun_command(
+    nproc_per_node: int, args: Sequence[str] = (), launcher: Sequence[str] = ("torchrun",)
+) -> list[str]:
+    """`torchrun` on one node, one process per GPU, running the training entry point.
+    Locally `launcher` is `python -m torch.distributed.run`, the same program from this
+    interpreter's environment."""
     return [
-        "torchrun",
+        *launcher,
         "--standalone",
         "--nnodes=1",
         f"--nproc_per_node={nproc_per_node}",
@@ -195,3 +199,22 @@ def training_pod_spec(
     if node_selector:
         spec["nodeSelector"] = dict(node_selector)
     return spec
+
+
+def training_pipes_client() -> dg.PipesClient:
+    """How training stages are launched: a local `torchrun` process, or under the production
+    profile a GPU pod through `PipesK8sClient` (same entry point, same arguments)."""
+    if profile() != "production":
+        return dg.PipesSubprocessClient()
+    from dagster_k8s import PipesK8sClient
+
+    return PipesK8sClient()
+
+
+def training_pod_for(args: Sequence[str], nproc_per_node: int) -> dict[str, Any]:
+    """The pod a training stage submits under the production profile: one GPU per process,
+    the image from `HEALTHGPT_IMAGE`."""
+    image = os.environ.get("HEALTHGPT_IMAGE", "")
+    if not image:
+        raise ValueError("HEALTHGPT_IMAGE must name the image of training pods")
+    return training_pod_spec(nproc_per_node, nproc_per_node, image, args)

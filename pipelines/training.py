@@ -18,6 +18,7 @@ import dagster as dg
 from healthgpt.storage import output_path
 from healthgpt.train import vq
 from healthgpt.train.run import current_final
+from pipelines import production
 from pipelines.automation import training_automation_condition
 from pipelines.resources import DataLocations
 
@@ -137,21 +138,14 @@ def vq_tokenizer(
     )
 
 
-def launch_command(
+def entry_args(
     stage: str,
     config: StageRunConfig,
     locations: DataLocations,
     init: Path | None,
 ) -> list[str]:
-    """`python -m torch.distributed.run ... -m pipelines.train_entry ...` for one stage."""
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={config.nproc_per_node}",
-        "-m",
-        "pipelines.train_entry",
+    """The arguments of `pipelines.train_entry` for one stage, local or in a pod."""
+    args = [
         "--stage",
         stage,
         "--mixture",
@@ -164,10 +158,30 @@ def launch_command(
         json.dumps(config.overrides(), sort_keys=True),
     ]
     if init is not None:
-        command += ["--init", str(init)]
+        args += ["--init", str(init)]
     if config.device:
-        command += ["--device", config.device]
-    return command
+        args += ["--device", config.device]
+    return args
+
+
+def launch_training(
+    context: dg.AssetExecutionContext,
+    client: dg.PipesClient,
+    args: list[str],
+    nproc_per_node: int,
+) -> dg.MaterializeResult:
+    """Run `torchrun -m pipelines.train_entry <args>` through Pipes: a local process, or a GPU
+    pod when `client` is a `PipesK8sClient` (the production profile)."""
+    if isinstance(client, dg.PipesSubprocessClient):
+        launcher = (sys.executable, "-m", "torch.distributed.run")
+        command = production.torchrun_command(nproc_per_node, args, launcher)
+        context.log.info("launching: " + " ".join(command))
+        invocation = client.run(command=command, context=context, env={"PYTHONUNBUFFERED": "1"})
+    else:
+        pod = production.training_pod_for(args, nproc_per_node)
+        context.log.info("launching pod: " + " ".join(pod["containers"][0]["command"]))
+        invocation = client.run(context=context, base_pod_spec=pod)
+    return invocation.get_materialize_result()
 
 
 def _stage_factory(stage: str, previous: str | None, description: str) -> dg.AssetsDefinition:
@@ -189,14 +203,11 @@ def _stage_factory(stage: str, previous: str | None, description: str) -> dg.Ass
         context: dg.AssetExecutionContext,
         config: StageRunConfig,
         locations: DataLocations,
-        pipes_subprocess_client: dg.PipesSubprocessClient,
+        training_pipes: dg.ResourceParam[dg.PipesClient],
     ) -> dg.MaterializeResult:
         init = current_final(checkpoints_dir(locations, previous)) if previous else None
-        command = launch_command(stage, config, locations, init)
-        context.log.info("launching: " + " ".join(command))
-        return pipes_subprocess_client.run(
-            command=command, context=context, env={"PYTHONUNBUFFERED": "1"}
-        ).get_materialize_result()
+        args = entry_args(stage, config, locations, init)
+        return launch_training(context, training_pipes, args, config.nproc_per_node)
 
     return _train
 

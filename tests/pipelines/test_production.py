@@ -3,6 +3,8 @@ cluster (Dagster validates the executor config; dagster-k8s builds the real V1Po
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import dagster as dg
 import pytest
 
@@ -119,3 +121,48 @@ def test_step_and_training_pods_get_the_chunk_plans_and_shard_location(monkeypat
     assert env["HEALTHGPT_SHARDS_URL"] == "s3://bucket/healthgpt"
     assert "HEALTHGPT_UNRELATED" not in env
     assert "HEALTHGPT_CHUNKS_MIMIC_CXR=64" in production.k8s_executor_config("img")["env_vars"]
+
+
+def test_training_stage_under_production_submits_a_torchrun_gpu_pod(monkeypatch, tmp_path):
+    k8s = pytest.importorskip("dagster_k8s", reason="dagster-k8s is in the production extra")
+    from pipelines.resources import DataLocations
+    from pipelines.training import train_stage2
+
+    monkeypatch.setenv("HEALTHGPT_PROFILE", "production")
+    monkeypatch.setenv("HEALTHGPT_IMAGE", "registry.example/healthgpt:abc123")
+    assert isinstance(production.training_pipes_client(), k8s.PipesK8sClient)
+    (tmp_path / "checkpoints" / "stage1").mkdir(parents=True)
+    (tmp_path / "checkpoints" / "stage1" / "CURRENT.json").write_text(
+        '{"final": "/data/outputs/checkpoints/stage1/runs/x/final"}'
+    )
+    pods = []
+
+    class RecordingK8sClient(k8s.PipesK8sClient):
+        def run(self, *, context, base_pod_spec, **kwargs):
+            pods.append(base_pod_spec)
+            return SimpleNamespace(get_materialize_result=lambda: dg.MaterializeResult())
+
+    result = dg.materialize(
+        [train_stage2],
+        resources={
+            "locations": DataLocations(data_dir=str(tmp_path)),
+            "training_pipes": RecordingK8sClient(),
+        },
+        run_config={"ops": {"train_stage2": {"config": {"nproc_per_node": 8}}}},
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+    assert result.success
+    (pod,) = pods
+    (container,) = pod["containers"]
+    assert container["image"] == "registry.example/healthgpt:abc123"
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "8"
+    command = container["command"]
+    assert command[:4] == ["torchrun", "--standalone", "--nnodes=1", "--nproc_per_node=8"]
+    assert command[4:8] == ["-m", "pipelines.train_entry", "--stage", "stage2"]
+    assert command[command.index("--init") + 1] == "/data/outputs/checkpoints/stage1/runs/x/final"
+
+
+def test_training_pods_need_an_image(monkeypatch):
+    monkeypatch.delenv("HEALTHGPT_IMAGE", raising=False)
+    with pytest.raises(ValueError, match="HEALTHGPT_IMAGE"):
+        production.training_pod_for(["--stage", "stage1"], 1)

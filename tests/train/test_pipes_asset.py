@@ -30,7 +30,7 @@ def test_materialize_stage1_reports_metrics_through_pipes(tmp_path: Path, mixtur
         [train_stage1],
         resources={
             "locations": DataLocations(data_dir=str(data)),
-            "pipes_subprocess_client": dg.PipesSubprocessClient(),
+            "training_pipes": dg.PipesSubprocessClient(),
         },
         instance=instance,
         run_config={
@@ -64,7 +64,7 @@ def test_training_assets_form_one_lineage_in_pool_gpu():
         assets=[*mixture, *training_assets],
         resources={
             "locations": DataLocations(),
-            "pipes_subprocess_client": dg.PipesSubprocessClient(),
+            "training_pipes": dg.PipesSubprocessClient(),
         },
     )
     dg.Definitions.validate_loadable(defs)
