@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from healthgpt.data.ingest import ingested_parts
 from healthgpt.data.schema import TASK_FAMILIES, TASKS
 from healthgpt.data.shards import read_manifest
 from healthgpt.data.tasks import DEGRADATION, TARGET_IMAGE_TOKEN
@@ -49,7 +50,8 @@ def read_licenses(ingested_dirs: dict[str, Path], directory: Path) -> dict[str, 
     for name in sorted(ingested_dirs):
         candidates = [name]
         try:
-            source = read_manifest(Path(ingested_dirs[name])).get("summary", {}).get("source")
+            first = ingested_parts(ingested_dirs[name], complete=False)[0]
+            source = read_manifest(first).get("summary", {}).get("source")
         except (FileNotFoundError, ValueError):
             source = None
         if source and source != name:

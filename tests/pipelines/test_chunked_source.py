@@ -10,6 +10,7 @@ import dagster as dg
 import pytest
 from dagster._core.definitions.observe import observe as observe_assets  # no public export
 
+from healthgpt.data.card import read_licenses
 from healthgpt.data.ingest import ingested_parts
 from healthgpt.data.mixture import input_files
 from healthgpt.data.samples import build_sample_source
@@ -17,7 +18,7 @@ from healthgpt.data.sources import reader_class
 from pipelines import automation
 from pipelines.checks import _checks_factory
 from pipelines.resources import DataLocations
-from pipelines.sources import _ingest_factory, _observe_factory, ingested_key
+from pipelines.sources import MANIFESTS, _ingest_factory, _observe_factory, ingested_key
 from tests.data.outputs import records, run
 
 SOURCE = "mimic_cxr"
@@ -61,6 +62,8 @@ def test_each_chunk_is_a_partition_with_passing_checks_and_the_mixture_reads_the
     chunk_ids = Counter(r["id"] for part in ingested_parts(whole) for r in records(part))
     assert chunk_ids == Counter(r["id"] for r in records(reference))
     assert {name for name, _ in input_files({SOURCE: whole})} == {SOURCE}
+    renamed = read_licenses({"chest": whole}, MANIFESTS)
+    assert renamed["chest"].startswith("PhysioNet"), "the source is read from a chunk manifest"
 
 
 def test_a_chunked_source_refuses_a_run_without_a_partition(chunked):
