@@ -66,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     ingest = commands.add_parser("ingest", help="read one source into Parquet shards")
     ingest.add_argument("source", choices=sorted(SOURCES))
     ingest.add_argument("--root", required=True, type=Path, help="the source's official layout")
-    ingest.add_argument("--out", required=True, type=Path, help="output directory")
+    ingest.add_argument(
+        "--out", required=True, help="output directory, or an object-store URL (s3://...)"
+    )
     ingest.add_argument("--image-size", type=int, default=256)
     ingest.add_argument("--language", default="en", choices=["en", "zh", "all"])
     ingest.add_argument("--all-views", action="store_true", help="MIMIC-CXR: keep lateral views")

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 
 import datasets
+import fsspec
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
@@ -94,3 +95,11 @@ def test_cli_refuses_a_chunk_outside_the_plan(tmp_path, toy_source, capsys):
             ]
         )
     assert "chunk 3 does not exist among 3" in capsys.readouterr().err
+
+
+def test_cli_writes_to_an_object_store_url(toy_source, tmp_path, capsys):
+    url = f"memory://cli-{tmp_path.name}/toy"
+    assert main(["ingest", "toy", "--root", str(tmp_path), "--out", url, "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["records"] == 10
+    assert read_manifest(url)["summary"]["records"] == 10
+    fsspec.filesystem("memory").rm(url.rsplit("/", 1)[0], recursive=True)
