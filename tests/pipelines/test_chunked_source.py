@@ -4,7 +4,10 @@ the mixture reads all chunks, and a changed image rebuilds exactly its chunk."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections import Counter
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -174,3 +177,29 @@ def test_a_chunked_source_has_its_own_observation_job_and_schedule(chunked, tmp_
         for e in result.get_asset_observation_events()
     }
     assert observed == set(CHUNK_IDS), "one data version per chunk"
+
+
+def test_the_whole_code_location_loads_with_chunked_sources():
+    """The project's definitions are built at import, so load them in a fresh interpreter."""
+    env = {**os.environ, "HEALTHGPT_CHUNKS_MIMIC_CXR": "4", "HEALTHGPT_CHUNKS_PATHVQA": "2"}
+    script = (
+        "import dagster as dg\n"
+        "from pipelines.definitions import defs\n"
+        "dg.Definitions.validate_loadable(defs)\n"
+        "graph = defs.resolve_asset_graph()\n"
+        "key = dg.AssetKey(['ingested', 'mimic_cxr'])\n"
+        "print(len(graph.get(key).partitions_def.get_partition_keys()))\n"
+        "print(sorted(j.name for j in defs.jobs if j.name.startswith('observe')))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert lines[-2] == "4"
+    assert lines[-1] == "['observe_mimic_cxr', 'observe_pathvqa', 'observe_sources']"
