@@ -23,14 +23,12 @@ the goal here is H-LoRA <= 1.03x LoRA for k up to 32.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
 import time
 import warnings
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -38,9 +36,9 @@ from peft import LoraConfig, get_peft_model
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from benchmarks import write_result
 from healthgpt.model.hlora import HLoRAConfig, hlora_layers, inject_hlora, set_active_plugin
 
-RESULTS = Path(__file__).resolve().parent / "results" / "hlora.json"
 LLAMA_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -252,7 +250,6 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small shapes, few repeats")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--no-m3-layer", action="store_true", help="skip the M3-shaped layer")
-    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     threads = torch.get_num_threads()  # restored after: run_all runs other benchmarks next
     torch.set_num_threads(args.threads)
@@ -290,11 +287,7 @@ def run(args: argparse.Namespace) -> None:
     result["load_average_after"] = os.getloadavg()
     print(f"load average before {result['load_average_before']}, after {os.getloadavg()}")
     result["markdown"] = "\n\n".join(tables)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(args.out)
-    print(f"wrote {args.out}")
+    print(f"wrote {write_result('hlora', result)}")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from benchmarks import write_result
 
 
 def make_source(root: Path, n_images: int, seed: int = 0) -> list[Path]:
@@ -152,8 +152,7 @@ def main() -> None:
         f"peak_rss_mb_x{args.growth}": round(grown["peak_rss_mb"], 1),
         "rss_growth_ratio": round(grown["peak_rss_mb"] / pipeline["peak_rss_mb"], 3),
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "ingest.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_result("ingest", result)
     print("| metric | value |\n|---|---|")
     for key, value in result.items():
         print(f"| {key} | {value} |")

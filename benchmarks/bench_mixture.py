@@ -33,7 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from benchmarks import write_result
+
 SIDE, BANDS, POOL = 256, 8, 64
 
 
@@ -107,7 +108,7 @@ def generate(root: Path, n_records: int, seed: int = 0) -> dict[str, Path]:
                         staging / "data", RECORD_SCHEMA, prefix=record["split"]
                     )
                 writers[record["split"]].write(record)
-            shards = [s for split in sorted(writers) for s in writers[split].close()]
+            shards = [s.under("data") for split in sorted(writers) for s in writers[split].close()]
             write_manifest(staging, shards, summary={"source": source})
         return out
 
@@ -339,8 +340,7 @@ def main() -> None:
         "worker_peak_rss_mb_large": large["worker_peak_rss_mb"],
         "runs": {str(k): v for k, v in runs.items()},
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "mixture.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_result("mixture", result)
     print("| metric | value |\n|---|---|")
     for key, value in result.items():
         if key != "runs":

@@ -15,7 +15,6 @@ number against the GPU's samples/s.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import tempfile
@@ -25,13 +24,12 @@ from pathlib import Path
 
 import torch
 
+from benchmarks import write_result
 from healthgpt.train.config import stage_config
 from healthgpt.train.data import RowIndex, ShardStream, StreamSpec, make_loader, split_files
 from healthgpt.train.model_api import build_bundle
 from healthgpt.train.stages import build_optimizer, freeze_for_stage
 from healthgpt.train.synthetic import write_synthetic_mixture
-
-RESULTS = Path(__file__).resolve().parent / "results" / "train.json"
 
 
 def loader_rate(mixture: Path, bundle, micro_batch: int, workers: int, batches: int) -> float:
@@ -108,8 +106,7 @@ def main() -> None:
         f"{result['workers_needed_to_feed_training']} workers keep it fed. A GPU trainer "
         "consuming S samples/s needs about S / per-worker-rate workers."
     )
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    write_result("train", result)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +83,7 @@ def write_ingested(root: Path, source: str, records: list[dict[str, Any]]) -> Pa
                 for record in records:
                     if record["split"] == split:
                         writer.write(record)
-            shards += [replace(s, path=f"data/{s.path}") for s in writer.shards]
+            shards += [shard.under("data") for shard in writer.shards]
         write_manifest(staging, shards, summary={"source": source, "records": len(records)})
     return out
 
@@ -268,5 +268,5 @@ def plant_shard(mixture: Path, subset: str, name: str, rows: list[dict[str, Any]
             writer.write(row)
     manifest = read_manifest(mixture)
     listed = [ShardInfo(**s) for s in manifest.pop("shards")]
-    planted = [replace(s, path=f"{subset}/data/{s.path}") for s in writer.shards]
+    planted = [shard.under(f"{subset}/data") for shard in writer.shards]
     write_manifest(mixture, listed + planted, **manifest)
