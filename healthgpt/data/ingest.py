@@ -137,10 +137,7 @@ def ingest(
                 last_report = now
         summary.skipped.update(reader.skipped)
         for split in sorted(writers):
-            summary.shards.extend(
-                ShardInfo(f"data/{s.path}", s.rows, s.bytes, s.sha256)
-                for s in writers[split].close()
-            )
+            summary.shards.extend(shard.under("data") for shard in writers[split].close())
         quarantine = pa.Table.from_pylist(quarantine_rows, schema=QUARANTINE_SCHEMA)
         write_table_file(staging / "quarantine.parquet", quarantine)
         summary.seconds = time.perf_counter() - started

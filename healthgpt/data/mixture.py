@@ -421,9 +421,7 @@ class _Writers:
         shards: dict[str, list[ShardInfo]] = {}
         for subset, split in sorted(self.writers):
             for info in self.writers[(subset, split)].close():
-                shards.setdefault(subset, []).append(
-                    ShardInfo(f"{subset}/data/{info.path}", info.rows, info.bytes, info.sha256)
-                )
+                shards.setdefault(subset, []).append(info.under(f"{subset}/data"))
         return shards
 
     def abort(self) -> None:

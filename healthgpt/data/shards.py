@@ -27,7 +27,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,11 @@ class ShardInfo:
     rows: int
     bytes: int
     sha256: str
+
+    def under(self, folder: str) -> ShardInfo:
+        """The same shard named from a dataset root one `folder` up (manifests list shard
+        paths relative to the dataset root: "data/train-00000.parquet")."""
+        return replace(self, path=f"{folder}/{self.path}")
 
 
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
