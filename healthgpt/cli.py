@@ -17,7 +17,7 @@ from healthgpt.data.sources import SOURCES, ReaderOptions
 def _ingest(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from healthgpt.data.ingest import ingest
+    from healthgpt.data.ingest import chunk_dir, ingest
 
     options = ReaderOptions(
         image_size=args.image_size,
@@ -32,9 +32,8 @@ def _ingest(args: argparse.Namespace) -> int:
         bar.update(summary.items - bar.n)
         bar.set_postfix(records=summary.records, quarantined=summary.quarantined)
 
-    summary = ingest(
-        args.source, args.root, args.out, options, progress=progress, progress_every_s=0.5
-    )
+    out = chunk_dir(args.out, args.chunk) if args.chunk else args.out
+    summary = ingest(args.source, args.root, out, options, progress=progress, progress_every_s=0.5)
     bar.close()
     print(json.dumps(summary.to_json(), sort_keys=True))
     return 0
@@ -82,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_chunk,
         default=None,
         metavar="INDEX/N",
-        help="read only stable chunk INDEX of N (0-based), e.g. 3/64; write each to its own --out",
+        help="read only stable chunk INDEX of N (0-based), e.g. 3/64, into <out>/chunk=NNN",
     )
     ingest.add_argument("--quiet", action="store_true", help="no progress bar")
     ingest.set_defaults(run=_ingest)

@@ -18,6 +18,7 @@ import dagster as dg
 from healthgpt.data.shards import open_shard
 from healthgpt.eval import mcq, models, run, vqa
 from healthgpt.eval.predict import TEMPLATES, ImageModel, TextModel
+from healthgpt.storage import output_path
 from pipelines.automation import training_automation_condition
 from pipelines.metadata import png_markdown, records_table, shard_metadata
 from pipelines.resources import DataLocations
@@ -112,7 +113,7 @@ class GenerationEvalConfig(EvalModelConfig):
     grid_per_task: int = 3
 
     def pairs_path(self, locations: DataLocations) -> Path:
-        return Path(self.pairs_dir) if self.pairs_dir else locations.mixture_dir() / "eval"
+        return output_path(self.pairs_dir) if self.pairs_dir else locations.mixture_dir() / "eval"
 
 
 def eval_dir(locations: DataLocations) -> Path:

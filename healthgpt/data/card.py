@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from healthgpt.data.ingest import ingested_parts
+from healthgpt.data.ingest import IncompleteSource, ingested_parts
 from healthgpt.data.schema import TASK_FAMILIES, TASKS
 from healthgpt.data.shards import read_manifest
 from healthgpt.data.tasks import DEGRADATION, TARGET_IMAGE_TOKEN
@@ -52,7 +52,7 @@ def read_licenses(ingested_dirs: dict[str, Path], directory: Path) -> dict[str, 
         try:
             first = ingested_parts(ingested_dirs[name], complete=False)[0]
             source = read_manifest(first).get("summary", {}).get("source")
-        except (FileNotFoundError, ValueError):
+        except (FileNotFoundError, ValueError, IncompleteSource):
             source = None
         if source and source != name:
             candidates.append(source)

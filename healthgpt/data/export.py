@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from healthgpt.data.shards import atomic_directory, open_shard
+from healthgpt.data.shards import atomic_directory, open_shard, shard_paths
 
 SUBSETS = ("stage1", "stage2", "stage3", "eval")
 
@@ -48,11 +48,11 @@ def _entry(row: dict[str, Any], images: Path) -> dict[str, Any]:
 
 def export_llava(mixture: Path, out: Path, subsets: tuple[str, ...] = SUBSETS) -> dict[str, int]:
     """Write the LLaVA JSON files and image folder for `subsets`; returns entries per file."""
-    mixture, counts = Path(mixture), {}
+    counts: dict[str, int] = {}
     with atomic_directory(Path(out)) as staging:
         images = staging / "images"
         for subset in subsets:
-            shards = sorted((mixture / subset / "data").glob("*.parquet"))
+            shards = shard_paths(mixture, f"{subset}/data/")
             for split in sorted({p.name.split("-")[0] for p in shards}):
                 name = f"{subset}_{split}.json"
                 counts[name] = _write_json(

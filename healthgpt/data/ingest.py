@@ -187,29 +187,39 @@ def chunk_dir(out: str | Path, chunk: tuple[int, int]) -> Path:
     return location / f"chunk={ChunkPlan(location.name, n_chunks).label(index)}"
 
 
+class IncompleteSource(RuntimeError):
+    """An ingested source is only partly there: some of its chunks are missing, or one chunk's
+    output stands where the whole source should be."""
+
+
 def ingested_parts(out: str | Path, *, complete: bool = True) -> list[Path]:
     """The directories holding one ingested source: its chunk directories if it was ingested
     in chunks (they take precedence over an older whole-source output), else `out` itself.
 
-    With `complete`, every part must have its manifest and every chunk of the plan must be
-    there, so that no consumer reads part of a source by mistake.
+    Raises `FileNotFoundError` when nothing was ingested, and `IncompleteSource` when only
+    part of the source was. With `complete=False` the chunks present are returned (progress
+    displays); consumers of the data keep the default, so none reads part of a source.
     """
     out = output_path(out)
     chunks = sorted((p for p in out.glob("chunk=*") if p.is_dir()), key=lambda p: p.name)
     if not chunks:
-        if complete:
-            read_manifest(out)
+        chunk = read_manifest(out).get("summary", {}).get("chunk")
+        if chunk:
+            raise IncompleteSource(
+                f"{out} holds chunk {chunk[0]} of {chunk[1]} only; chunks belong in "
+                f"{chunk_dir(out, tuple(chunk)).name}/ folders (ingest with the chunk's directory)"
+            )
         return [out]
     if complete:
         plans = {tuple(read_manifest(p)["summary"]["chunk"]) for p in chunks}
         counts = {n for _, n in plans}
         if len(counts) != 1:
-            raise ValueError(f"{out}: chunks of different plans ({sorted(counts)} chunks)")
+            raise IncompleteSource(f"{out}: chunks of different plans ({sorted(counts)} chunks)")
         (n_chunks,) = counts
         missing = sorted(set(range(n_chunks)) - {index for index, _ in plans})
         if missing:
             shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
-            raise FileNotFoundError(
+            raise IncompleteSource(
                 f"{out}: {len(missing)} of {n_chunks} chunks not ingested yet: {shown}"
             )
     return chunks

@@ -67,7 +67,7 @@ from healthgpt.data.shards import (
     write_table_file,
 )
 from healthgpt.data.tasks import AnswerSets, TaskContext, plan_record, render_sample
-from healthgpt.storage import output_path
+from healthgpt.storage import is_local, output_path
 
 __all__ = [
     "MixtureConfig",
@@ -581,14 +581,14 @@ def _finish(
     (staging / "README.md").write_text(card_module.render_card(summary, config))
     all_shards = [info for subset in SUBSETS for info in summary.shards.get(subset, [])]
     out = output_path(summary.out)
-    summary.paths = {
-        "root": summary.out,
-        **{s: str(out / s / "data") for s in SUBSETS if s in summary.shards},
-        "removed": str(out / "removed.parquet"),
-        "card": str(out / "README.md"),
-        "chart": str(out / "composition.png"),
-        "manifest": str(out / "_manifest.json"),
-    }
+    summary.paths = {"root": summary.out, "manifest": str(out / "_manifest.json")}
+    if is_local(out):  # on an object store the files sit under a version prefix: use the manifest
+        summary.paths.update(
+            {s: str(out / s / "data") for s in SUBSETS if s in summary.shards},
+            removed=str(out / "removed.parquet"),
+            card=str(out / "README.md"),
+            chart=str(out / "composition.png"),
+        )
     write_manifest(
         staging,
         all_shards,

@@ -38,6 +38,9 @@ from healthgpt.data.schema import IMAGE_TYPE, hf_features_metadata
 from healthgpt.storage import atomic_write_text, is_local, output_path, upload_file
 
 MANIFEST_NAME = "_manifest.json"
+PUBLISHED_NAME = "_published"  # in an object-store version prefix: when it was published
+# Versions of a dataset on an object store are kept this long after they stop being current.
+KEEP_VERSIONS_S = 24 * 3600
 # Leftovers of other hosts (pods sharing a volume) are only removed after this long, since
 # their process ids mean nothing here.
 FOREIGN_LEFTOVER_AGE_S = 24 * 3600
@@ -256,6 +259,20 @@ def shard_paths(directory: str | os.PathLike[str], prefix: str = "") -> list[Pat
     return [root / s["path"] for s in manifest["shards"] if s["path"].startswith(prefix)]
 
 
+def listed_shards(directory: str | os.PathLike[str], prefix: str = "") -> list[Path]:
+    """The shards under `directory` whose path there starts with `prefix`: through the manifest
+    of the dataset it is (an ingested source) or is a folder of (a mixture's `stage3/`), so it
+    works on an object store; a local folder outside any dataset is listed instead."""
+    location = output_path(directory)
+    for root, inside in ((location, ""), (location.parent, f"{location.name}/")):
+        try:
+            return shard_paths(root, inside + prefix)
+        except FileNotFoundError:
+            continue
+    found = (p for p in location.rglob("*.parquet") if not p.name.startswith("."))
+    return sorted(p for p in found if p.relative_to(location).as_posix().startswith(prefix))
+
+
 @contextlib.contextmanager
 def atomic_directory(target: Path) -> Iterator[Path]:
     """Build a directory's new contents in a private staging directory, then swap it in.
@@ -351,20 +368,47 @@ def output_directory(target: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 def publish_directory(staging: Path, target: Path) -> str:
-    """Upload a finished dataset directory to an object store; returns its version prefix."""
+    """Upload a finished dataset directory to an object store; returns its version prefix.
+
+    Publishing the version already current does nothing (same manifest hash, same bytes).
+    Afterwards the target holds what a local swap would leave: the manifest and its
+    versions; other entries (the `chunk=*` folders of an earlier chunked layout) go. A
+    version is deleted only when it is neither current (read again, as a concurrent writer
+    may have published since), nor the one before, nor younger than `KEEP_VERSIONS_S`: a
+    reader that resolved its files a moment ago can still read them.
+    """
     manifest_file = staging / MANIFEST_NAME
     if not manifest_file.is_file():
         raise FileNotFoundError(f"{staging} has no {MANIFEST_NAME}: nothing complete to publish")
     version = "v-" + file_sha256(manifest_file)[:16]
-    try:
-        previous = read_manifest(target).get("root")
-    except FileNotFoundError:
-        previous = None
+    previous = _published_root(target)
+    if previous == version:
+        return version
+    atomic_write_text(target / version / PUBLISHED_NAME, f"{time.time():.6f}\n")
     for path in sorted(p for p in staging.rglob("*") if p.is_file() and p != manifest_file):
         upload_file(path, target / version / path.relative_to(staging).as_posix())
     manifest = {**json.loads(manifest_file.read_text()), "root": version}
     atomic_write_text(target / MANIFEST_NAME, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    keep = {version, previous, _published_root(target)}
     for child in target.iterdir():
-        if child.name.startswith("v-") and child.name not in {version, previous}:
-            child.fs.rm(child.path, recursive=True)
+        if child.name == MANIFEST_NAME or child.name.startswith(".") or child.name in keep:
+            continue
+        if child.name.startswith("v-") and _age_s(child) < KEEP_VERSIONS_S:
+            continue
+        child.fs.rm(child.path, recursive=True)
     return version
+
+
+def _published_root(target: Path) -> str | None:
+    try:
+        return read_manifest(target).get("root")
+    except FileNotFoundError:
+        return None
+
+
+def _age_s(version: Path) -> float:
+    """Seconds since `version` was published (infinite when its stamp is missing)."""
+    try:
+        return time.time() - float((version / PUBLISHED_NAME).read_text())
+    except (FileNotFoundError, ValueError):
+        return float("inf")

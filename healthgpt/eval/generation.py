@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image, ImageDraw
 
-from healthgpt.data.shards import ShardInfo, ShardWriter, open_shard
+from healthgpt.data.shards import ShardInfo, ShardWriter, listed_shards, open_shard
 from healthgpt.eval.metrics import LpipsFn, image_metrics, to_gray_uint8
 from healthgpt.eval.predict import ImageModel, batched, decode_image
 
@@ -72,8 +72,8 @@ def _instruction(row: dict[str, Any]) -> str:
 
 
 def pair_files(directory: Path) -> list[Path]:
-    """Every Parquet file under `directory`, in a stable order."""
-    return sorted(p for p in Path(directory).rglob("*.parquet") if not p.name.startswith("."))
+    """Every shard under `directory` (a mixture, one of its subsets, or any folder of shards)."""
+    return listed_shards(directory)
 
 
 def read_pairs(

@@ -133,14 +133,13 @@ def _pct(credit: float, n: int) -> float | None:
 
 
 def test_shards(directory: Path, split: str = "test") -> list[Path]:
-    """An ingested source's shard files of one split, whole or in chunks (`ingested_parts`)."""
-    paths = []
-    for part in ingested_parts(directory, complete=False):
-        try:
-            paths += shard_paths(part, f"data/{split}-")
-        except FileNotFoundError:
-            continue  # not ingested (yet): the report says which benchmarks have no questions
-    return paths
+    """An ingested source's shard files of one split, whole or in chunks (`ingested_parts`):
+    none if it was never ingested; a partly ingested source raises `IncompleteSource`."""
+    try:
+        parts = ingested_parts(directory)
+    except FileNotFoundError:
+        return []  # never ingested: the report says which benchmarks have no questions
+    return [path for part in parts for path in shard_paths(part, f"data/{split}-")]
 
 
 def read_vqa_items(

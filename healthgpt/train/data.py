@@ -29,8 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from healthgpt.data.shards import open_shard, shard_paths
-from healthgpt.storage import output_path
+from healthgpt.data.shards import listed_shards, open_shard
 
 SampleEncoder = Callable[[dict[str, Any]], dict[str, Any]]
 Collator = Callable[[list[dict[str, Any]]], dict[str, Any]]
@@ -39,11 +38,7 @@ Collator = Callable[[list[dict[str, Any]]], dict[str, Any]]
 def split_files(subset_dir: Path, split: str) -> list[Path]:
     """`<subset>/data/<split>-NNNNN.parquet` as the mixture's manifest lists them (local or on
     an object store); a subset directory without a mixture manifest is listed instead."""
-    subset_dir = output_path(subset_dir)
-    try:
-        return shard_paths(subset_dir.parent, f"{subset_dir.name}/data/{split}-")
-    except FileNotFoundError:
-        return sorted(subset_dir.glob(f"data/{split}-*.parquet"))
+    return listed_shards(subset_dir, f"data/{split}-")
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from healthgpt.cli import main
-from healthgpt.data.ingest import ingest
+from healthgpt.data.ingest import IncompleteSource, ingest, ingested_parts
 from healthgpt.data.shards import read_manifest
 from healthgpt.data.sources import LayoutError, ReaderOptions
 
@@ -68,16 +68,24 @@ def test_cli_prints_one_json_line_summary(tmp_path, toy_source, capsys):
 
 def test_cli_reads_one_chunk_and_the_chunks_add_up(tmp_path, toy_source, capsys):
     totals = {"records": 0, "items": 0}
+    out = tmp_path / "toy"
     for index in range(3):
-        out = tmp_path / f"chunk={index:03d}"
         argv = ["ingest", "toy", "--root", str(tmp_path), "--out", str(out), "--quiet"]
         assert main([*argv, "--chunk", f"{index}/3"]) == 0
+        assert read_manifest(out / f"chunk={index:03d}")["summary"]["chunk"] == [index, 3]
         payload = json.loads(capsys.readouterr().out.strip())
         assert payload["chunk"] == [index, 3]
         assert payload["items"] + payload["other_chunks"] == 10
         totals["records"] += payload["records"]
         totals["items"] += payload["items"]
     assert totals == {"records": 10, "items": 10}
+    assert [p.name for p in ingested_parts(out)] == ["chunk=000", "chunk=001", "chunk=002"]
+
+
+def test_one_chunk_written_where_the_whole_source_belongs_is_refused(tmp_path, toy_source):
+    ingest(toy_source, tmp_path, tmp_path / "toy", ReaderOptions(chunk=(1, 3)))
+    with pytest.raises(IncompleteSource, match="holds chunk 1 of 3 only"):
+        ingested_parts(tmp_path / "toy")
 
 
 def test_cli_refuses_a_chunk_outside_the_plan(tmp_path, toy_source, capsys):

@@ -14,7 +14,7 @@ import pytest
 
 import healthgpt.data.shards as shards
 from healthgpt.data import validate
-from healthgpt.data.ingest import chunk_dir, ingest, ingested_parts
+from healthgpt.data.ingest import IncompleteSource, chunk_dir, ingest, ingested_parts
 from healthgpt.data.mixture import build_mixture, input_files
 from healthgpt.data.mixture_config import demo_preset
 from healthgpt.data.samples import build_sample_source
@@ -110,17 +110,50 @@ def test_a_failed_publication_leaves_the_previous_version_readable(bucket, tmp_p
     ingest("vqa_rad", root, target, ReaderOptions(image_size=96))
     second = read_manifest(target)
     assert second["root"] != before["root"]
-    ingest("vqa_rad", root, target, ReaderOptions(image_size=128))
-    third = read_manifest(target)
-    versions = {p.name for p in output_path(target).iterdir() if p.name.startswith("v-")}
-    assert versions == {second["root"], third["root"]}, "current and previous kept, older gone"
+
+
+def versions(target: str) -> set[str]:
+    return {p.name for p in output_path(target).iterdir() if p.name.startswith("v-")}
+
+
+def test_old_versions_are_pruned_only_when_neither_recent_current_nor_previous(
+    bucket, tmp_path, monkeypatch
+):
+    root = build_sample_source("vqa_rad", tmp_path / "sources")
+    target = f"{bucket}/ingested/vqa_rad"
+    roots = []
+    for size in (64, 96, 128):
+        ingest("vqa_rad", root, target, ReaderOptions(image_size=size))
+        roots.append(read_manifest(target)["root"])
+    assert versions(target) == set(roots), "young versions stay for readers still on them"
+
+    monkeypatch.setattr(shards, "KEEP_VERSIONS_S", 0)
+    ingest("vqa_rad", root, target, ReaderOptions(image_size=160))
+    current = read_manifest(target)["root"]
+    assert versions(target) == {roots[-1], current}, "current and previous kept, older gone"
+
+    uploads = []
+    monkeypatch.setattr(shards, "upload_file", lambda *args: uploads.append(args))
+    ingest("vqa_rad", root, target, ReaderOptions(image_size=160))
+    assert uploads == [] and read_manifest(target)["root"] == current, "same content: no-op"
+    assert versions(target) == {roots[-1], current}
+
+
+def test_publishing_a_whole_source_removes_an_earlier_chunked_layout(bucket, tmp_path):
+    root = build_sample_source("mimic_cxr", tmp_path / "sources")
+    target = f"{bucket}/ingested/mimic_cxr"
+    for index in range(2):
+        ingest("mimic_cxr", root, chunk_dir(target, (index, 2)), ReaderOptions(chunk=(index, 2)))
+    ingest("mimic_cxr", root, target)
+    assert [p.name for p in ingested_parts(target)] == ["mimic_cxr"]
+    assert "chunk" not in read_manifest(target)["summary"]
 
 
 def test_chunks_on_an_object_store_are_found_and_checked_for_completeness(bucket, tmp_path):
     root = build_sample_source("mimic_cxr", tmp_path / "sources")
     target = f"{bucket}/ingested/mimic_cxr"
     ingest("mimic_cxr", root, chunk_dir(target, (0, 2)), ReaderOptions(chunk=(0, 2)))
-    with pytest.raises(FileNotFoundError, match="1 of 2 chunks not ingested"):
+    with pytest.raises(IncompleteSource, match="1 of 2 chunks not ingested"):
         ingested_parts(target)
     ingest("mimic_cxr", root, chunk_dir(target, (1, 2)), ReaderOptions(chunk=(1, 2)))
     assert [p.name for p in ingested_parts(target)] == ["chunk=000", "chunk=001"]

@@ -1,3 +1,5 @@
+import json
+
 import pyarrow.parquet as pq
 import pytest
 
@@ -106,4 +108,8 @@ def test_chunk_partitioned_ingestion_is_read_too(tmp_path):
     directory = tmp_path / "chunked"
     directory.mkdir()
     whole.rename(directory / "chunk=000")
+    manifest_file = directory / "chunk=000" / "_manifest.json"
+    manifest = json.loads(manifest_file.read_text())
+    manifest["summary"]["chunk"] = [0, 1]  # the one chunk of a one-chunk plan
+    manifest_file.write_text(json.dumps(manifest))
     assert len(list(read_vqa_items(directory, "slake"))) == 2

@@ -14,10 +14,11 @@ import pytest
 from dagster._core.definitions.observe import observe as observe_assets  # no public export
 
 from healthgpt.data.card import read_licenses
-from healthgpt.data.ingest import ingested_parts
+from healthgpt.data.ingest import IncompleteSource, ingested_parts
 from healthgpt.data.mixture import input_files
 from healthgpt.data.samples import build_sample_source
 from healthgpt.data.sources import reader_class
+from healthgpt.eval import vqa
 from pipelines import automation
 from pipelines.checks import _checks_factory
 from pipelines.resources import DataLocations
@@ -45,9 +46,16 @@ def test_each_chunk_is_a_partition_with_passing_checks_and_the_mixture_reads_the
     instance = dg.DagsterInstance.ephemeral()
     whole = locations.ingested_dir(SOURCE)
     for index, chunk_id in enumerate(CHUNK_IDS):
-        missing = f"{3 - index} of 3 chunks not ingested" if index else "never completed"
-        with pytest.raises(FileNotFoundError, match=missing):
+        error, missing = (
+            (IncompleteSource, f"{3 - index} of 3 chunks not ingested")
+            if index
+            else (FileNotFoundError, "never completed")
+        )
+        with pytest.raises(error, match=missing):
             input_files({SOURCE: whole})
+        if index:
+            with pytest.raises(IncompleteSource):
+                vqa.test_shards(whole)  # evaluation refuses a partial source too
         result = dg.materialize(
             [ingested, checks],
             partition_key=chunk_id,
