@@ -4,11 +4,13 @@ moves the data version of the one chunk whose output it changes."""
 from __future__ import annotations
 
 import os
+import shutil
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from healthgpt.data.chunks import chunk_of
 from healthgpt.data.fingerprint import chunk_fingerprints, iter_files
 from healthgpt.data.samples import build_sample_source
 from healthgpt.data.shards import read_manifest
@@ -58,33 +60,38 @@ def test_a_chunk_option_outside_the_plan_is_refused():
         ReaderOptions(chunk=(3, 3))
 
 
-# Sources whose items live in their own files (the QA sources share one listing instead).
-PER_ITEM_FILES = ["mimic_cxr", "synthrad2023", "vqa_rad", "pathvqa", "dicom_folder", "nifti_folder"]
-
-
-@pytest.mark.parametrize("source", PER_ITEM_FILES)
-def test_a_changed_item_file_moves_one_chunk_version_the_chunk_whose_output_changes(
+@pytest.mark.parametrize("source", sorted(SOURCES))
+def test_changed_item_files_move_one_chunk_version_and_change_only_that_chunks_output(
     source, tmp_path
 ):
-    root = build_sample_source(source, tmp_path / "sources")
-    reader = reader_class(source)(root)
-    before = chunk_fingerprints(root, reader.chunk_key, N_CHUNKS)
-    assert before == chunk_fingerprints(root, reader.chunk_key, N_CHUNKS), "touching nothing"
-    first = [outputs(d) for d in ingest_chunks(source, root, tmp_path / "first")]
-
-    item_files = [p for p in iter_files(root) if reader.chunk_key(p.relative_to(root).as_posix())]
-    assert item_files, f"{source}: no file keys to an item"
-    # The largest item file is an image or volume a record came from, never a stray file.
-    target = max(item_files, key=lambda p: p.stat().st_size)
-    target.write_bytes(b"not an image any more")
-    os.utime(target, ns=(1, 1))
-    after = chunk_fingerprints(root, reader.chunk_key, N_CHUNKS)
-    moved = [i for i in range(N_CHUNKS) if after[i] != before[i]]
-    assert len(moved) == 1, f"{source}: a changed item file moved chunks {moved}"
-
-    second = [outputs(d) for d in ingest_chunks(source, root, tmp_path / "second")]
-    changed = [i for i in range(N_CHUNKS) if first[i] != second[i]]
-    assert changed == moved
+    """For each chunk in turn: corrupt every file keyed to it. Its version must be the only
+    one to move, and no other chunk's output may change (an item reading a file of another
+    chunk would be left stale by the rebuild of exactly the changed chunks)."""
+    built = build_sample_source(source, tmp_path / "sources")
+    reader = reader_class(source)(built)
+    before = chunk_fingerprints(built, reader.chunk_key, N_CHUNKS)
+    assert before == chunk_fingerprints(built, reader.chunk_key, N_CHUNKS), "touching nothing"
+    first = [outputs(d) for d in ingest_chunks(source, built, tmp_path / "first")]
+    keyed = {
+        p.relative_to(built).as_posix(): reader.chunk_key(p.relative_to(built).as_posix())
+        for p in iter_files(built)
+    }
+    effective = 0
+    for index in range(N_CHUNKS):
+        mine = [rel for rel, key in keyed.items() if key and chunk_of(key, N_CHUNKS) == index]
+        if not mine:
+            continue
+        root = tmp_path / f"changed-{index}" / source
+        shutil.copytree(built, root)
+        for rel in mine:
+            (root / rel).write_bytes(b"not an image any more")
+        after = chunk_fingerprints(root, reader_class(source)(root).chunk_key, N_CHUNKS)
+        assert [i for i in range(N_CHUNKS) if after[i] != before[i]] == [index]
+        second = [outputs(d) for d in ingest_chunks(source, root, tmp_path / f"out-{index}")]
+        changed = [i for i in range(N_CHUNKS) if first[i] != second[i]]
+        assert changed in ([], [index]), f"{source}: files of chunk {index} changed {changed}"
+        effective += changed == [index]
+    assert effective, f"{source}: no chunk's files fed any output; the test proves nothing"
 
 
 def test_a_changed_listing_moves_every_chunk_version(tmp_path):

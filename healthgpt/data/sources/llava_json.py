@@ -81,7 +81,21 @@ class LlavaJsonReader(SourceReader):
                     item,
                     _rel_path(sample) or path.name,
                     lambda s=sample, f=path.name, i=index: self._records(s, f, i, roots),
+                    key=self._image_key(sample, roots) if self.options.chunk else None,
                 )
+
+    def _image_key(self, sample: Any, roots: list[Path]) -> str | None:
+        """The chunk key of the sample's image as it lies on disk (found by a stat, not read):
+        the JSON names it relative to an image root, the fingerprint by its path in the source."""
+        images = sample.get("image") if isinstance(sample, dict) else None
+        first = images[0] if isinstance(images, list) and images else images
+        if not isinstance(first, str) or not first.strip():
+            return None
+        try:
+            found = self._resolve(first.strip(), roots)
+        except BadInput:
+            return None
+        return self.chunk_key(found.relative_to(self.root.resolve()).as_posix())
 
     def _records(
         self, sample: Any, file_name: str, index: int, roots: list[Path]

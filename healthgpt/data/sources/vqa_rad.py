@@ -69,7 +69,7 @@ class VqaRadReader(SourceReader):
             qid = str(row.get("qid", f"row{index}"))
             seen[qid] += 1
             orig_id = qid if seen[qid] == 1 else f"{qid}#{seen[qid]}"
-            image_name = str(row.get("image_name") or "")
+            image_name = str(row.get("image_name") or "").strip()
             rel_path = f"{IMAGE_DIR}/{image_name}" if image_name else None
             yield self.guard(
                 f"qid {orig_id}",
