@@ -61,6 +61,18 @@ def expected_counts(manifest_file: Path, source_root: Path) -> tuple[str, dict[s
     return profile, ((spec or {}).get("expected_counts") or {}).get(profile) or {}
 
 
+def chunk_range(low: float, high: float, n_chunks: int, per_item: float) -> tuple[int, float]:
+    """A source's record range scaled to one of `n_chunks` chunks (see `check_counts`)."""
+
+    def spread(total: float) -> float:
+        return 5 * math.sqrt(per_item * total / n_chunks)
+
+    scaled_low = max(0, math.floor(low / n_chunks - spread(low)))
+    if high == float("inf"):
+        return scaled_low, high
+    return scaled_low, math.ceil(high / n_chunks + spread(high))
+
+
 def check_counts(
     dataset_dir: Path,
     manifest_file: Path,
@@ -69,22 +81,25 @@ def check_counts(
 ) -> CheckResult:
     """Records within the range the source's manifest expects.
 
-    For one chunk of n the range is the source's divided by n, widened by four standard
-    deviations of a binomial count: chunks take each item with probability 1/n, so a
-    correct chunk falls outside it about once in 30,000 checks, while a chunk that lost or
-    duplicated a sizeable share of its items (or a wrong plan) fails.
+    For one chunk of n the range is the source's divided by n, widened by five standard
+    deviations of the chunk's record count. Chunks take whole items, each with probability
+    1/n, and an item brings r records (a QA image about 11, a volume hundreds of slices), so
+    the count's variance is about r times its mean; r is this chunk's records per accepted
+    item. A correct chunk then falls outside well under once in a thousand checks even when
+    items differ in size, while a chunk that lost or duplicated a sizeable share of its
+    items, or a wrong plan, fails.
     """
-    records = read_manifest(dataset_dir)["summary"]["records"]
+    summary = read_manifest(dataset_dir)["summary"]
+    records = summary["records"]
     profile, expected = expected_counts(manifest_file, source_root)
     low = expected.get("records_min", 0)
     high = expected.get("records_max", float("inf"))
     details = {"records": records, "profile": profile}
     if chunk is not None:
-        n_chunks = chunk[1]
-        low = max(0, math.floor(low / n_chunks - 4 * math.sqrt(low / n_chunks)))
-        if high != float("inf"):
-            high = math.ceil(high / n_chunks + 4 * math.sqrt(high / n_chunks))
-        details["chunk"] = f"{chunk[0]} of {n_chunks} (range scaled to one chunk)"
+        per_item = max(1.0, records / max(1, summary["items"] - summary["quarantined"]))
+        low, high = chunk_range(low, high, chunk[1], per_item)
+        details["chunk"] = f"{chunk[0]} of {chunk[1]} (range scaled to one chunk)"
+        details["records_per_item"] = round(per_item, 2)
     details["expected_min"] = low
     if high != float("inf"):
         details["expected_max"] = high

@@ -8,13 +8,15 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from healthgpt.data.chunks import chunk_of
+from healthgpt.data.chunks import assign_chunks, chunk_of
 from healthgpt.data.fingerprint import chunk_fingerprints, iter_files
 from healthgpt.data.samples import build_sample_source
 from healthgpt.data.shards import read_manifest
 from healthgpt.data.sources import SOURCES, ReaderOptions, reader_class
+from healthgpt.data.validate import chunk_range
 from tests.data.outputs import quarantine, records, run
 
 N_CHUNKS = 3
@@ -111,3 +113,26 @@ def test_mimic_study_files_and_reports_share_the_study_key(tmp_path):
     assert reader.chunk_key(f"{study}.txt") == study
     assert reader.chunk_key(f"mimic-cxr-reports/{study}.txt") == study
     assert reader.chunk_key("mimic-cxr-2.0.0-metadata.csv.gz") is None
+
+
+def test_the_per_chunk_count_range_holds_correct_chunks_and_catches_lost_items():
+    """Simulated sources of clustered records (1-30 records an item, like QA images and
+    volumes): every correct chunk of 200 sources passes; a chunk missing half its items
+    always fails, one missing a third nearly always."""
+    rng = np.random.default_rng(0)
+    n_chunks, failures, caught_half, caught_third = 4, 0, 0, 0
+    for trial in range(200):
+        per_item = rng.integers(1, 31, size=2000)
+        chunks = assign_chunks([f"s{trial}/item-{i}" for i in range(2000)], n_chunks)
+        total = int(per_item.sum())
+        low, high = int(total * 0.97), int(total * 1.03)  # a manifest's range around the truth
+        for index in range(n_chunks):
+            mine = per_item[chunks == index]
+            ratio = mine.sum() / len(mine)
+            lo, hi = chunk_range(low, high, n_chunks, ratio)
+            failures += not lo <= mine.sum() <= hi
+            caught_half += not lo <= mine[: len(mine) // 2].sum() <= hi
+            caught_third += not lo <= mine[: 2 * len(mine) // 3].sum() <= hi
+    assert failures == 0
+    assert caught_half == 200 * n_chunks
+    assert caught_third >= 0.99 * 200 * n_chunks
