@@ -7,9 +7,10 @@ one unpartitioned asset, so `dagster asset materialize --select '*'` needs no pa
 arguments; that is the default for every source.
 
 For a chunked source:
-- `source/<name>` reports one data version per chunk (`chunk_fingerprints`), so a changed
-  image moves one chunk's version and `AutomationCondition.eager()` rebuilds that chunk only;
-  a changed listing (shared by all items) moves every chunk.
+- `source/<name>` reports one data version per chunk (`SourceReader.chunk_versions`), so a
+  changed image moves one chunk's version and `AutomationCondition.eager()` rebuilds that
+  chunk only; a listing moves every chunk unless its reader splits it by row (MIMIC-CXR's
+  tables: new studies move only their chunks).
 - `ingested/<name>` partition `NNN` reads only that chunk's items (readers skip the others
   before decoding) and writes `ingested/<name>/chunk=NNN/` atomically; many workers (one pod
   each under the Kubernetes executor) ingest one source in parallel.

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from healthgpt.data.fingerprint import chunk_fingerprints, fingerprint
+from healthgpt.data.fingerprint import fingerprint
 from healthgpt.data.ingest import IngestSummary, ingest
 from healthgpt.data.preview import thumbnail_grid
 from healthgpt.data.sources import SOURCES, ReaderOptions, reader_class
@@ -85,9 +85,8 @@ def _observe_factory(name: str) -> dg.SourceAsset:
         root = locations.source_root(name)
         if partitions is None:
             return dg.DataVersion(fingerprint(root))
-        chunk_key = reader_class(name)(root).chunk_key
         keys = partitions.get_partition_keys()
-        versions = chunk_fingerprints(root, chunk_key, len(keys))
+        versions = reader_class(name)(root).chunk_versions(len(keys))
         return dg.DataVersionsByPartition(dict(zip(keys, versions, strict=True)))
 
     return observe

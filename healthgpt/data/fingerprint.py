@@ -6,18 +6,22 @@ is read); `content=True` hashes the bytes too, for file systems whose mtimes are
 A chunked source has one data version per chunk (`chunk_fingerprints`): a file belongs to
 the chunk of its item unit (the reader's `chunk_key`), and shared files (listings, metadata
 tables) to every chunk, so a changed image moves one chunk's version and a changed listing
-moves them all.
+moves them all, unless the reader splits that listing by row (`listing_rows`: MIMIC-CXR's
+tables), in which case added or changed rows move only their chunks.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from healthgpt.data.chunks import chunk_of
+
+# A reader's `listing_rows`: a shared file's rows as (chunk key or None, bytes), or None.
+ListingRows = Callable[[str, Path], Iterator[tuple[str | None, bytes]] | None]
 
 
 def iter_files(root: Path):
@@ -57,8 +61,10 @@ def chunk_fingerprints(
     chunk_key: Callable[[str], str | None],
     n_chunks: int,
     content: bool = False,
+    listing_rows: ListingRows | None = None,
 ) -> list[str]:
-    """One fingerprint per chunk: its own files' plus the shared files'."""
+    """One fingerprint per chunk: its own files', plus its rows of the shared tables a reader
+    can split (`listing_rows`, always read), plus the other shared files'."""
     root = Path(root)
     if not root.is_dir():
         return ["missing"] * n_chunks
@@ -67,6 +73,12 @@ def chunk_fingerprints(
     for path in iter_files(root):
         rel = path.relative_to(root).as_posix()
         key = chunk_key(rel)
-        _add_file(shared if key is None else own[chunk_of(key, n_chunks)], path, rel, content)
+        rows = listing_rows(rel, path) if key is None and listing_rows else None
+        if rows is None:
+            _add_file(shared if key is None else own[chunk_of(key, n_chunks)], path, rel, content)
+            continue
+        for row_key, row in rows:
+            digest = shared if row_key is None else own[chunk_of(row_key, n_chunks)]
+            digest.update(rel.encode() + b"\0" + row + b"\n")
     common = shared.hexdigest()
     return [hashlib.sha256(f"{common}{d.hexdigest()}".encode()).hexdigest()[:32] for d in own]

@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 
 from healthgpt.data.chunks import assign_chunks, chunk_of
-from healthgpt.data.fingerprint import chunk_fingerprints, iter_files
+from healthgpt.data.fingerprint import iter_files
 from healthgpt.data.samples import build_sample_source
 from healthgpt.data.shards import read_manifest
 from healthgpt.data.sources import SOURCES, ReaderOptions, reader_class
 from healthgpt.data.validate import chunk_range
 from tests.data.outputs import quarantine, records, run
+from tests.data.sample_edits import add_mimic_study
 
 N_CHUNKS = 3
 
@@ -71,8 +72,8 @@ def test_changed_item_files_move_one_chunk_version_and_change_only_that_chunks_o
     chunk would be left stale by the rebuild of exactly the changed chunks)."""
     built = build_sample_source(source, tmp_path / "sources")
     reader = reader_class(source)(built)
-    before = chunk_fingerprints(built, reader.chunk_key, N_CHUNKS)
-    assert before == chunk_fingerprints(built, reader.chunk_key, N_CHUNKS), "touching nothing"
+    before = reader.chunk_versions(N_CHUNKS)
+    assert before == reader.chunk_versions(N_CHUNKS), "touching nothing"
     first = [outputs(d) for d in ingest_chunks(source, built, tmp_path / "first")]
     keyed = {
         p.relative_to(built).as_posix(): reader.chunk_key(p.relative_to(built).as_posix())
@@ -87,7 +88,7 @@ def test_changed_item_files_move_one_chunk_version_and_change_only_that_chunks_o
         shutil.copytree(built, root)
         for rel in mine:
             (root / rel).write_bytes(b"not an image any more")
-        after = chunk_fingerprints(root, reader_class(source)(root).chunk_key, N_CHUNKS)
+        after = reader_class(source)(root).chunk_versions(N_CHUNKS)
         assert [i for i in range(N_CHUNKS) if after[i] != before[i]] == [index]
         second = [outputs(d) for d in ingest_chunks(source, root, tmp_path / f"out-{index}")]
         changed = [i for i in range(N_CHUNKS) if first[i] != second[i]]
@@ -97,13 +98,26 @@ def test_changed_item_files_move_one_chunk_version_and_change_only_that_chunks_o
 
 
 def test_a_changed_listing_moves_every_chunk_version(tmp_path):
+    root = build_sample_source("vqa_rad", tmp_path / "sources")
+    reader = reader_class("vqa_rad")(root)
+    before = reader.chunk_versions(N_CHUNKS)
+    os.utime(next(root.glob("*.json")), ns=(2, 2))
+    after = reader.chunk_versions(N_CHUNKS)
+    assert all(a != b for a, b in zip(after, before, strict=True))
+
+
+def test_mimic_tables_are_split_by_study_so_new_studies_move_only_their_chunk(tmp_path):
     root = build_sample_source("mimic_cxr", tmp_path / "sources")
     reader = reader_class("mimic_cxr")(root)
-    before = chunk_fingerprints(root, reader.chunk_key, N_CHUNKS)
-    listing = next(root.glob("mimic-cxr-2.0.0-split.csv*"))
-    os.utime(listing, ns=(2, 2))
-    after = chunk_fingerprints(root, reader.chunk_key, N_CHUNKS)
-    assert all(a != b for a, b in zip(after, before, strict=True))
+    before = reader.chunk_versions(N_CHUNKS)
+    for table in root.glob("mimic-cxr-2.0.0-*.csv*"):
+        os.utime(table, ns=(2, 2))
+    assert reader.chunk_versions(N_CHUNKS) == before, "same rows, new mtime: nothing to rebuild"
+
+    add_mimic_study(root, "19999999", "59999999", "abcdef01-new-image")
+    after = reader.chunk_versions(N_CHUNKS)
+    expected = chunk_of("files/p19/p19999999/s59999999", N_CHUNKS)
+    assert [i for i in range(N_CHUNKS) if after[i] != before[i]] == [expected]
 
 
 def test_mimic_study_files_and_reports_share_the_study_key(tmp_path):

@@ -24,6 +24,7 @@ from pipelines.checks import _checks_factory
 from pipelines.resources import DataLocations
 from pipelines.sources import MANIFESTS, _ingest_factory, _observe_factory, ingested_key
 from tests.data.outputs import records, run
+from tests.data.sample_edits import add_mimic_study
 
 SOURCE = "mimic_cxr"
 CHUNK_IDS = ["000", "001", "002"]
@@ -135,7 +136,11 @@ def test_a_changed_image_rebuilds_only_its_chunk(chunked):
 
     os.utime(next(root.glob("mimic-cxr-2.0.0-split.csv*")), ns=(10**18, 10**18))
     observe_now()
-    assert ticks.requested() == set(CHUNK_IDS), "a changed listing rebuilds every chunk"
+    assert ticks.requested() == set(), "a touched table with the same rows changes nothing"
+
+    add_mimic_study(root, "19999999", "59999999", "abcdef01-new-image")
+    observe_now()
+    assert ticks.requested() == {_chunk_id("files/p19/p19999999/s59999999")}, "a new study"
 
 
 def _chunk_id(key: str) -> str:

@@ -52,7 +52,7 @@ def ingest(root: Path, out: Path, **kwargs) -> None:
 
 def kill_halfway(root: Path, out: Path, marker: Path, chunk: str = "") -> int:
     """Start an ingestion, SIGKILL it once half the items are read; return its pid."""
-    process = start_ingest(root, out, sleep=0.02, halfway=marker, chunk=chunk)
+    process = start_ingest(root, out, sleep=0.05, halfway=marker, chunk=chunk)
     deadline = time.monotonic() + 60
     while not marker.exists():
         assert process.poll() is None, process.stderr.read().decode()
@@ -117,16 +117,16 @@ def test_a_killed_chunk_partition_leaves_the_other_chunks_alone_and_reruns_ident
     tmp_path, reference
 ):
     root, _ = reference
-    ingest(root, tmp_path / "reference" / "chunk=001", chunk="1/3")
+    ingest(root, tmp_path / "reference", chunk="1/3")  # --chunk writes <out>/chunk=NNN
     expected = tree_hashes(tmp_path / "reference" / "chunk=001")
     source = tmp_path / "ingested" / "slowtoy"
-    ingest(root, source / "chunk=000", chunk="0/3")
+    ingest(root, source, chunk="0/3")
     neighbour = tree_hashes(source / "chunk=000")
 
-    kill_halfway(root, source / "chunk=001", tmp_path / "halfway", chunk="1/3")
+    kill_halfway(root, source, tmp_path / "halfway", chunk="1/3")
     assert not (source / "chunk=001").exists(), "no partial chunk is visible"
     assert tree_hashes(source / "chunk=000") == neighbour
-    ingest(root, source / "chunk=001", chunk="1/3")
+    ingest(root, source, chunk="1/3")
     assert tree_hashes(source / "chunk=001") == expected
     assert leftovers(source / "chunk=001") == []
     assert read_manifest(source / "chunk=001")["summary"]["chunk"] == [1, 3]

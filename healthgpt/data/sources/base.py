@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from healthgpt.data.chunks import chunk_of
+from healthgpt.data.fingerprint import chunk_fingerprints
 from healthgpt.data.schema import Quarantined
 
 
@@ -137,6 +138,17 @@ class SourceReader(ABC):
         readers whose items span several files (a study folder, a case folder) override it.
         """
         return rel_path if rel_path.lower().endswith(ITEM_FILE_SUFFIXES) else None
+
+    def listing_rows(self, rel_path: str, path: Path) -> Iterator[tuple[str | None, bytes]] | None:
+        """For a shared file the reader can split by item (a metadata table), its rows as
+        (chunk key or None, row bytes), so that a chunk's data version follows only its own
+        rows: adding studies to MIMIC-CXR's tables then rebuilds the chunks they land in,
+        not all. None (the default): the file is shared by every chunk as a whole."""
+        return None
+
+    def chunk_versions(self, n_chunks: int, content: bool = False) -> list[str]:
+        """The data version of each chunk of this source (`fingerprint.chunk_fingerprints`)."""
+        return chunk_fingerprints(self.root, self.chunk_key, n_chunks, content, self.listing_rows)
 
     def item_key(self, item: str, rel_path: str | None) -> str:
         """The key an item is chunked by: its main file's unit key, else its item name."""

@@ -98,6 +98,19 @@ def report_text(sections: dict[str, str]) -> str:
     return redact_long_numbers("\n".join(parts))
 
 
+TABLES = (METADATA, SPLIT, CHEXPERT)
+
+
+def _study_key(subject: str | None, study: str | None) -> str | None:
+    """The chunk key of a study: its folder, `files/p<XX>/p<subject>/s<study>`."""
+    subject, study = (subject or "").strip(), (study or "").strip()
+    return f"files/p{subject[:2]}/p{subject}/s{study}" if subject and study else None
+
+
+def _row_bytes(row: dict[str, str]) -> bytes:
+    return "\x1f".join(f"{k}={v}" for k, v in row.items()).encode()
+
+
 def _rows(path: Path) -> Iterator[dict[str, str]]:
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", encoding="utf-8", newline="") as handle:
@@ -149,6 +162,15 @@ class MimicCxrReader(SourceReader):
     def chunk_key(self, rel_path: str) -> str | None:
         match = _STUDY.search(rel_path)
         return match[1] if match else None
+
+    def listing_rows(self, rel_path: str, path: Path) -> Iterator[tuple[str | None, bytes]] | None:
+        """The metadata, split and CheXpert tables, row by row, keyed by each row's study."""
+        if rel_path.removesuffix(".gz") not in {n.removesuffix(".gz") for n in TABLES}:
+            return None
+        return (
+            (_study_key(row.get("subject_id"), row.get("study_id")), _row_bytes(row))
+            for row in _rows(path)
+        )
 
     def items(self) -> Iterator[Outcome]:
         splits = {row["dicom_id"]: row["split"] for row in _rows(self._csv(SPLIT))}
@@ -215,8 +237,7 @@ class MimicCxrReader(SourceReader):
                 )
             ]
 
-        study = f"files/p{raw['subject_id'][:2]}/p{raw['subject_id']}/s{raw['study_id']}"
-        key = study if raw["subject_id"] and raw["study_id"] else ids["dicom_id"]
+        key = _study_key(raw["subject_id"], raw["study_id"]) or ids["dicom_id"]
         outcome = self.guard(ids["dicom_id"], orig_path, build, key=key)
         if outcome.quarantined is not None:
             reason = outcome.quarantined.reason
