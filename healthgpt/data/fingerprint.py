@@ -25,12 +25,12 @@ ListingRows = Callable[[str, Path], Iterator[tuple[str | None, bytes]] | None]
 
 
 def iter_files(root: Path):
-    """Every regular file under `root`, in a deterministic order (hidden entries skipped)."""
+    """Every regular file under `root`, hidden ones too (the folder readers read them and
+    quarantine what is not an image), in a deterministic order."""
     for directory, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        dirnames.sort()
         for name in sorted(filenames):
-            if not name.startswith("."):
-                yield Path(directory) / name
+            yield Path(directory) / name
 
 
 def _add_file(digest: Any, path: Path, rel: str, content: bool) -> None:

@@ -76,7 +76,11 @@ class IngestSummary:
             "modalities": dict(sorted(self.by_modality.items())),
             "kinds": dict(sorted(self.by_kind.items())),
             "quarantine_reasons": dict(self.quarantine_reasons.most_common(10)),
-            "skipped_by_config": dict(sorted(self.skipped.items())),
+            # Readers skip by configuration while listing, before the chunk test: in a chunk's
+            # summary the count is the whole listing's, so the key says so.
+            ("skipped_by_config_whole_listing" if self.chunk else "skipped_by_config"): dict(
+                sorted(self.skipped.items())
+            ),
             "reconciled": self.reconciled,
             **(
                 {"chunk": list(self.chunk), "other_chunks": self.other_chunks} if self.chunk else {}

@@ -41,7 +41,13 @@ def _touch(tree):
     os.utime(tree / "b.json", ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
 
 
-@pytest.mark.parametrize("change", [_modify, _add, _remove, _rename, _touch])
+def _add_hidden(tree):
+    # A DICOM export's `.hidden/IM0001` is read (and judged) by the folder readers.
+    (tree / ".hidden").mkdir()
+    (tree / ".hidden" / "IM0001").write_bytes(b"DICM")
+
+
+@pytest.mark.parametrize("change", [_modify, _add, _remove, _rename, _touch, _add_hidden])
 def test_each_kind_of_change_moves_the_version(tree, change):
     before = fingerprint(tree)
     change(tree)

@@ -106,8 +106,11 @@ def test_cli_refuses_a_chunk_outside_the_plan(tmp_path, toy_source, capsys):
 
 
 def test_cli_writes_to_an_object_store_url(toy_source, tmp_path, capsys):
-    url = f"memory://cli-{tmp_path.name}/toy"
-    assert main(["ingest", "toy", "--root", str(tmp_path), "--out", url, "--quiet"]) == 0
-    assert json.loads(capsys.readouterr().out)["records"] == 10
-    assert read_manifest(url)["summary"]["records"] == 10
-    fsspec.filesystem("memory").rm(url.rsplit("/", 1)[0], recursive=True)
+    bucket = f"memory://cli-{tmp_path.name}"
+    try:
+        argv = ["ingest", "toy", "--root", str(tmp_path), "--out", f"{bucket}/toy", "--quiet"]
+        assert main(argv) == 0
+        assert json.loads(capsys.readouterr().out)["records"] == 10
+        assert read_manifest(f"{bucket}/toy")["summary"]["records"] == 10
+    finally:
+        fsspec.filesystem("memory").rm(bucket, recursive=True)

@@ -194,7 +194,8 @@ def test_a_chunked_source_has_its_own_observation_job_and_schedule(chunked, tmp_
 
 def test_the_whole_code_location_loads_with_chunked_sources():
     """The project's definitions are built at import, so load them in a fresh interpreter."""
-    env = {**os.environ, "HEALTHGPT_CHUNKS_MIMIC_CXR": "4", "HEALTHGPT_CHUNKS_PATHVQA": "2"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HEALTHGPT_")}
+    env.update(HEALTHGPT_CHUNKS_MIMIC_CXR="4", HEALTHGPT_CHUNKS_PATHVQA="2")
     script = (
         "import dagster as dg\n"
         "from pipelines.definitions import defs\n"

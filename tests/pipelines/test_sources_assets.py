@@ -83,11 +83,15 @@ def test_ingestion_asset_writes_to_an_object_store_url_and_its_checks_read_it(tm
     locations = DataLocations(
         data_dir=str(tmp_path / "out"), sources_dir=str(tmp_path / "sources"), shards_url=bucket
     )
-    result = dg.materialize(
-        toy_assets[1:], resources={"locations": locations}, instance=dg.DagsterInstance.ephemeral()
-    )
-    assert result.success
-    assert all(c.passed for c in result.get_asset_check_evaluations())
-    assert read_manifest(f"{bucket}/ingested/toy")["summary"]["records"] == 10
-    assert not (tmp_path / "out" / "ingested").exists(), "nothing written locally"
-    fsspec.filesystem("memory").rm(bucket, recursive=True)
+    try:
+        result = dg.materialize(
+            toy_assets[1:],
+            resources={"locations": locations},
+            instance=dg.DagsterInstance.ephemeral(),
+        )
+        assert result.success
+        assert all(c.passed for c in result.get_asset_check_evaluations())
+        assert read_manifest(f"{bucket}/ingested/toy")["summary"]["records"] == 10
+        assert not (tmp_path / "out" / "ingested").exists(), "nothing written locally"
+    finally:
+        fsspec.filesystem("memory").rm(bucket, recursive=True)
