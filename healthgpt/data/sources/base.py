@@ -173,7 +173,8 @@ class SourceReader(ABC):
         `key` overrides the chunk key where `rel_path` is a pseudonym (the real relative
         path must decide the chunk, so that it matches the per-chunk fingerprint).
         """
-        if not self.in_chunk(key if key is not None else self.item_key(item, rel_path)):
+        chunked = self.options.chunk is not None
+        if chunked and not self.in_chunk(key if key is not None else self.item_key(item, rel_path)):
             return Outcome(item=item, records=[], elsewhere=True)
         outcome = guarded(item, rel_path, build)
         outcome.chunk_checked = True
