@@ -165,13 +165,19 @@ def _by_modality(done: run.FamilyRun) -> dict[str, dict[str, Any]]:
     return {f"{b}/{m}": v for b, r in done.scores.items() for m, v in r["by_modality"].items()}
 
 
+# What the three benchmark-family assets share in the UI and in automation.
+FAMILY_ASSET: dict[str, Any] = {
+    "group_name": GROUP,
+    "kinds": {"python", "parquet"},
+    "owners": OWNERS,
+    "automation_condition": training_automation_condition(),
+}
+
+
 @dg.asset(
     key="eval_vqa",
     deps=[TRAIN_STAGE3, *(ingested_key(name) for name in vqa.VQA_BENCHMARKS)],
-    group_name=GROUP,
-    kinds={"python", "parquet"},
-    owners=OWNERS,
-    automation_condition=training_automation_condition(),
+    **FAMILY_ASSET,
     description="VQA-RAD, SLAKE, PathVQA test splits: closed accuracy, all-question accuracy.",
 )
 def eval_vqa(
@@ -201,10 +207,7 @@ def eval_vqa(
 @dg.asset(
     key="eval_mcq",
     deps=[TRAIN_STAGE3],
-    group_name=GROUP,
-    kinds={"python", "parquet"},
-    owners=OWNERS,
-    automation_condition=training_automation_condition(),
+    **FAMILY_ASSET,
     description="MMMU (medical subjects) and OmniMedVQA multiple choice, when configured.",
 )
 def eval_mcq(
@@ -237,10 +240,7 @@ def eval_mcq(
 @dg.asset(
     key="eval_generation",
     deps=[TRAIN_STAGE3, dg.AssetKey(["mixture", "eval"])],
-    group_name=GROUP,
-    kinds={"python", "parquet"},
-    owners=OWNERS,
-    automation_condition=training_automation_condition(),
+    **FAMILY_ASSET,
     description="CT<->MRI conversion, 4x super-resolution, reconstruction: SSIM, PSNR, MSE, LPIPS.",
 )
 def eval_generation(
