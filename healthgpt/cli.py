@@ -24,6 +24,7 @@ def _ingest(args: argparse.Namespace) -> int:
         language=args.language,
         frontal_only=not args.all_views,
         deid_salt=args.salt,
+        burned_in_reviewed=args.burned_in_reviewed,
         chunk=args.chunk,
     )
     bar = tqdm(desc=f"ingest {args.source}", unit="item", disable=args.quiet, file=sys.stderr)
@@ -73,8 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--all-views", action="store_true", help="MIMIC-CXR: keep lateral views")
     ingest.add_argument(
         "--salt",
-        default=ReaderOptions().deid_salt,
-        help="secret salt for pseudonyms (set your own for real data)",
+        default=None,
+        help="secret salt for pseudonyms (default: $HEALTHGPT_DEID_SALT, else the public "
+        "salt for a bundled sample, else this installation's private salt file)",
+    )
+    ingest.add_argument(
+        "--burned-in-reviewed",
+        action="store_true",
+        help="DICOM: accept ultrasound, secondary captures and the other classes known to "
+        "carry burned-in text, because their pixels were reviewed or cleaned",
     )
     ingest.add_argument(
         "--chunk",

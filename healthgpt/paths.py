@@ -8,6 +8,9 @@
   `gs://...`; install s3fs or gcsfs). Checkpoints, reports and exports stay local.
 - `HEALTHGPT_SOURCE_<NAME>` (e.g. `HEALTHGPT_SOURCE_MIMIC_CXR=/data/mimic-cxr-jpg/2.1.0`):
   the root of one source, overriding the above. This is how the real downloads are used.
+- `HEALTHGPT_DEID_SALT_FILE` (default `$HEALTHGPT_DATA_DIR/.secrets/deid_salt`): this
+  installation's private de-identification salt, generated when `HEALTHGPT_DEID_SALT` is
+  not set (see `healthgpt.data.deid.salt_for_source`).
 """
 
 from __future__ import annotations
@@ -34,3 +37,9 @@ def source_root(name: str) -> Path:
 def shards_location() -> str:
     """`HEALTHGPT_SHARDS_URL`, else the data directory."""
     return os.environ.get("HEALTHGPT_SHARDS_URL", "").strip() or str(data_dir())
+
+
+def deid_salt_file() -> Path:
+    """`HEALTHGPT_DEID_SALT_FILE`, else `.secrets/deid_salt` in the data directory."""
+    override = os.environ.get("HEALTHGPT_DEID_SALT_FILE", "").strip()
+    return Path(override).absolute() if override else data_dir() / ".secrets" / "deid_salt"

@@ -33,6 +33,9 @@ class IngestConfig(dg.Config):
     frontal_only: bool = True
     slice_stride: int = 1
     min_foreground_fraction: float = 0.05
+    # DICOM: accept the classes known to carry burned-in text (ultrasound, secondary
+    # capture, ...) because their pixels were reviewed; see healthgpt.data.deid.
+    burned_in_reviewed: bool = False
     target_shard_mb: int = 256
     full_content_fingerprint: bool = False
 
@@ -43,6 +46,7 @@ class IngestConfig(dg.Config):
             frontal_only=self.frontal_only,
             slice_stride=self.slice_stride,
             min_foreground_fraction=self.min_foreground_fraction,
+            burned_in_reviewed=self.burned_in_reviewed,
         )
 
 

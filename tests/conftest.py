@@ -53,6 +53,17 @@ class ToyReader(SourceReader):
             yield self.guard(str(index), f"item-{index}.png", build)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def private_salt_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Sources that are not bundled samples get the installation's private salt: keep the
+    file the tests create out of the working tree's data directory."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("HEALTHGPT_DEID_SALT", raising=False)
+        path = tmp_path_factory.mktemp("secrets") / "deid_salt"
+        patch.setenv("HEALTHGPT_DEID_SALT_FILE", str(path))
+        yield
+
+
 @pytest.fixture
 def toy_source(monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setitem(sources.SOURCES, "toy", "tests.conftest:ToyReader")

@@ -1,4 +1,5 @@
-"""De-identification: what counts as PHI, and how identifiers become pseudonyms.
+"""De-identification: what counts as PHI, how identifiers become pseudonyms, which pixels may
+carry burned-in text, which header values may be copied, and how report text is scrubbed.
 
 Readers never copy a header string into a record unless it is on the allow list below; this
 is safer than scrubbing a deny list, because a DICOM export can carry PHI in any private or
@@ -11,7 +12,18 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
+import os
 import re
+import secrets
+import stat
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from healthgpt import paths
+
+log = logging.getLogger(__name__)
 
 # Header attributes that may be copied into records: technical, not about the person.
 ALLOWED_KEYWORDS = frozenset(
@@ -89,15 +101,468 @@ PHI_KEYWORDS = frozenset(
 )
 
 
-def pseudonym(value: str, salt: str, prefix: str = "anon") -> str:
+def pseudonym(value: str, salt: str | None, prefix: str = "anon") -> str:
     """A salted, keyed hash of an identifier: stable for one salt, unlinkable without it."""
-    digest = hmac.new(salt.encode(), str(value).encode(), hashlib.sha256).hexdigest()[:16]
+    if not salt:
+        raise ValueError("no de-identification salt (see healthgpt.data.deid.salt_for_source)")
+    text = str(value).encode("utf-8", errors="surrogateescape")
+    digest = hmac.new(salt.encode(), text, hashlib.sha256).hexdigest()[:16]
     return f"{prefix}-{digest}"
 
 
-_DIGITS = re.compile(r"\d{6,}")
+# ------------------------------------------------------------------------------------ salt
+#
+# Pseudonyms of short identifiers (a 7-digit PatientID, a MIMIC subject id) are reversible
+# by brute force with the salt: 10^7 HMACs take seconds. The salt must therefore be secret
+# for real data. Only the bundled samples, whose identifiers are made up and public anyway,
+# use the public salt below, so the demo's outputs stay byte-identical on every machine.
+
+PUBLIC_SAMPLE_SALT = "healthgpt-public-demo-salt"
+SALT_ENV = "HEALTHGPT_DEID_SALT"
+SAMPLE_MARKER = "SAMPLE_README.txt"
+"""The file every bundled sample source holds at its root (`healthgpt sample-sources`)."""
+
+
+def is_bundled_sample(root: str | Path) -> bool:
+    """Is `root` a bundled sample source (made-up identifiers), rather than real data?"""
+    return (Path(root) / SAMPLE_MARKER).is_file()
+
+
+def salt_for_source(root: str | Path) -> str:
+    """The salt of every pseudonym of the source at `root`.
+
+    `HEALTHGPT_DEID_SALT` when set; else the public salt for a bundled sample; else the
+    installation's private salt file, created (0600) with a warning the first time.
+    """
+    configured = os.environ.get(SALT_ENV, "")
+    if configured:
+        if configured == PUBLIC_SAMPLE_SALT and not is_bundled_sample(root):
+            log.warning(
+                "%s is the public sample salt: pseudonyms of %s are reversible", SALT_ENV, root
+            )
+        return configured
+    if is_bundled_sample(root):
+        return PUBLIC_SAMPLE_SALT
+    return installation_salt()
+
+
+def installation_salt(path: Path | None = None) -> str:
+    """The private salt of this installation, generated once into `path` (mode 0600).
+
+    Two processes racing to create it agree on one salt: each writes a private temporary
+    file and links it into place, and the loser reads the winner's. A file others can read
+    is refused: anyone who can read it can reverse the pseudonyms of short identifiers.
+    """
+    path = Path(path or paths.deid_salt_file())
+    if not path.is_file():
+        _create_salt_file(path)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise PermissionError(
+            f"de-identification salt file {path} is readable by others (mode {mode:o}); "
+            f"run `chmod 600 {path}`"
+        )
+    salt = path.read_text(encoding="ascii").strip()
+    if len(salt) < 32:
+        raise ValueError(f"de-identification salt file {path} holds no usable salt")
+    return salt
+
+
+def _create_salt_file(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(descriptor, "w", encoding="ascii") as handle:
+            handle.write(secrets.token_hex(32) + "\n")
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            return
+    finally:
+        temporary.unlink(missing_ok=True)
+    log.warning(
+        "\n%s\nNo %s is set: generated this installation's private de-identification salt in\n"
+        "  %s  (mode 0600).\nEvery pseudonym of real data depends on it: back it up, keep it "
+        "private, and use the same\nfile (or set %s) wherever the same sources are ingested "
+        "again.\n%s",
+        "!" * 78,
+        SALT_ENV,
+        path,
+        SALT_ENV,
+        "!" * 78,
+    )
+
+
+# ------------------------------------------------------------------ burned-in pixel text
+#
+# DICOM PS3.15 Annex E, Clean Pixel Data option: text burned into pixels (names, ids, birth
+# dates, the institution) is not in any header, so a header allow list cannot stop it. The
+# rules below name the images known to carry it: by class (ultrasound, secondary capture,
+# screen captures, endoscopy and documents), and by device, after the graylist of pydicom's
+# `deid` project (deid/data/deid.dicom, itself after RSNA CTP's DicomPixelAnonymizer) where a
+# model is known to write a text banner. Matching files are quarantined with the rule's
+# name unless the user says the pixels were reviewed (`ReaderOptions.burned_in_reviewed`).
+# BurnedInAnnotation YES is refused even then: the file itself says text is there.
+
+
+@dataclass(frozen=True)
+class BurnedInRule:
+    """Images matching every given condition may show burned-in text.
+
+    `modalities`, `sop_classes`: header value is one of these. `image_type`: one of these
+    tokens is in ImageType. `manufacturer`, `model`: words starting Manufacturer's or
+    ManufacturerModelName's words (case-insensitive). Conditions left empty always hold.
+    """
+
+    name: str
+    modalities: frozenset[str] = frozenset()
+    sop_classes: frozenset[str] = frozenset()
+    image_type: frozenset[str] = frozenset()
+    manufacturer: str = ""
+    model: str = ""
+
+    def matches(self, header: Mapping[str, object]) -> bool:
+        image_type = {str(v).strip().upper() for v in _values(header.get("ImageType"))}
+        maker = str(header.get("Manufacturer") or "").lower()
+        model = str(header.get("ManufacturerModelName") or "").lower()
+        return (
+            (not self.modalities or _text(header, "Modality").upper() in self.modalities)
+            and (not self.sop_classes or _text(header, "SOPClassUID") in self.sop_classes)
+            and (not self.image_type or bool(self.image_type & image_type))
+            and (not self.manufacturer or _word_in(self.manufacturer, maker))
+            and (not self.model or _word_in(self.model, model))
+        )
+
+
+def _word_in(words: str, text: str) -> bool:
+    return re.search(rf"\b{re.escape(words.lower())}", text) is not None
+
+
+def _text(header: Mapping[str, object], keyword: str) -> str:
+    return str(header.get(keyword) or "").strip()
+
+
+def _values(value: object) -> list[object]:
+    if value is None:
+        return []
+    if isinstance(value, str | bytes):
+        return [value]
+    return list(value) if isinstance(value, Iterable) else [value]
+
+
+_SC = "1.2.840.10008.5.1.4.1.1.7"
+_CT, _PT, _NM, _US = (frozenset({m}) for m in ("CT", "PT", "NM", "US"))
+BURNED_IN_RULES: tuple[BurnedInRule, ...] = (
+    # by class (PS3.15 E.1.1: these routinely carry annotations in the pixels)
+    BurnedInRule("ultrasound modality", modalities=frozenset({"US", "IVUS"})),
+    BurnedInRule(
+        "ultrasound SOP class",
+        sop_classes=frozenset(
+            {
+                "1.2.840.10008.5.1.4.1.1.6",  # Ultrasound Image (retired)
+                "1.2.840.10008.5.1.4.1.1.6.1",  # Ultrasound Image
+                "1.2.840.10008.5.1.4.1.1.6.2",  # Enhanced US Volume
+                "1.2.840.10008.5.1.4.1.1.6.3",  # Photoacoustic Image
+                "1.2.840.10008.5.1.4.1.1.3",  # Ultrasound Multi-frame Image (retired)
+                "1.2.840.10008.5.1.4.1.1.3.1",  # Ultrasound Multi-frame Image
+            }
+        ),
+    ),
+    BurnedInRule(
+        "secondary capture SOP class",
+        sop_classes=frozenset({_SC, *(f"{_SC}.{n}" for n in range(1, 5))}),
+    ),
+    BurnedInRule(
+        "screen capture or document modality", modalities=frozenset({"OT", "DOC", "SC", "XC"})
+    ),
+    BurnedInRule(
+        "screen capture image type",
+        image_type=frozenset({"SCREEN SAVE", "SCREENSHOT", "DOSE INFO", "DOSE_INFO", "REPORT"}),
+    ),
+    BurnedInRule(
+        "endoscopy / visible light SOP class",
+        sop_classes=frozenset(
+            {
+                "1.2.840.10008.5.1.4.1.1.77.1.1",  # VL Endoscopic Image
+                "1.2.840.10008.5.1.4.1.1.77.1.1.1",  # Video Endoscopic Image
+                "1.2.840.10008.5.1.4.1.1.77.1.2.1",  # Video Microscopic Image
+                "1.2.840.10008.5.1.4.1.1.77.1.4.1",  # Video Photographic Image
+                "1.2.840.10008.5.1.4.1.1.104.1",  # Encapsulated PDF
+            }
+        ),
+    ),
+    # by device (deid's graylist: models known to write a text banner or a dose sheet)
+    BurnedInRule(
+        "GE LightSpeed VCT (deid graylist)", _CT, manufacturer="GE", model="LightSpeed VCT"
+    ),
+    BurnedInRule(
+        "Siemens SOMATOM Definition AS+ (deid graylist)", _CT, model="SOMATOM Definition AS+"
+    ),
+    BurnedInRule(
+        "GE CT dose sheet (deid graylist)",
+        _CT,
+        image_type=frozenset({"SECONDARY"}),
+        manufacturer="GE",
+    ),
+    BurnedInRule(
+        "Siemens CT dose series (deid graylist)",
+        _CT,
+        image_type=frozenset({"SECONDARY"}),
+        manufacturer="SIEMENS",
+    ),
+    BurnedInRule(
+        "Philips CT dose series (deid graylist)",
+        _CT,
+        image_type=frozenset({"DOSE"}),
+        manufacturer="PHILIPS",
+    ),
+    BurnedInRule(
+        "Toshiba Aquilion ONE dose series (deid graylist)",
+        _CT,
+        image_type=frozenset({"SECONDARY"}),
+        model="Aquilion ONE",
+    ),
+    BurnedInRule("Vital Images VITREA worksheet (deid graylist)", manufacturer="VITREA"),
+    BurnedInRule("Philips GEMINI PET (deid graylist)", _PT, manufacturer="Philips", model="GEMINI"),
+    BurnedInRule(
+        "Siemens NM secondary (deid graylist)",
+        _NM,
+        image_type=frozenset({"SECONDARY"}),
+        manufacturer="Siemens",
+    ),
+    BurnedInRule("ADAC nuclear medicine (deid graylist)", manufacturer="ADAC"),
+    BurnedInRule("MEDRAD injection profile (deid graylist)", manufacturer="MEDRAD"),
+    BurnedInRule("Canon CXDI detector (deid graylist)", model="CXDI"),
+)
+"""Compact rule table; the class rules already cover every ultrasound device of the graylist."""
+
+
+def burned_in_rule(header: Mapping[str, object], reviewed: bool = False) -> str | None:
+    """The name of the first rule saying these pixels may show text, or None.
+
+    `header` maps DICOM keywords to values (a pydicom Dataset will do). `reviewed`: the
+    user has checked or cleaned the pixels of the rule-listed classes; it does not lift
+    BurnedInAnnotation YES.
+    """
+    if _text(header, "BurnedInAnnotation").upper() == "YES":
+        return "BurnedInAnnotation YES"
+    if reviewed:
+        return None
+    for rule in BURNED_IN_RULES:
+        if rule.matches(header):
+            return rule.name
+    return None
+
+
+# ----------------------------------------------------- allow-listed values, by vocabulary
+#
+# An allow-listed attribute is technical, but its value is whatever the writer put there:
+# BodyPartExamined "SMITH JOHN" is a name. Values leave only when they are in the
+# attribute's vocabulary (DICOM PS3.3 defined terms, PS3.16 CID 4031 for body parts, the
+# PS3.5 UID syntax); anything else becomes UNKNOWN.
+
+UNKNOWN = "unknown"
+
+_BODY_PART_TERMS = """
+    ABDOMEN ABDOMENPELVIS ACJOINT ADRENAL AMNIOTICFLUID ANKLE AORTA ARM AXILLA BACK BILEDUCT
+    BLADDER BRAIN BRAINSTEM BREAST BRONCHUS BUTTOCK CALCANEUS CALF CAROTID CEREBELLUM CERVIX
+    CHEEK CHEST CHESTABDOMEN CHESTABDPELVIS CIRCLEOFWILLIS CLAVICLE COCCYX COLON CORNEA
+    CORONARYARTERY CSPINE CTSPINE DUODENUM EAR ELBOW ESOPHAGUS EXTREMITY EYE EYELID FACE
+    FEMUR FINGER FOOT FOREARM GALLBLADDER HAND HEAD HEADNECK HEART HIP HUMERUS ILEUM ILIUM
+    IAC JAW JEJUNUM KIDNEY KNEE LARYNX LEG LIVER LSPINE LSSPINE LUNG MAXILLA MEDIASTINUM
+    MOUTH NECK NECKCHEST NECKCHESTABDOMEN NECKCHESTABDPELV NOSE ORBIT OVARY PANCREAS PAROTID
+    PATELLA PELVIS PENIS PHARYNX PROSTATE RADIUS RECTUM RIB SACRUM SCAPULA SCROTUM SHOULDER
+    SKULL SPINE SPLEEN SSPINE STERNUM STOMACH SUBCLAVIAN TESTIS THIGH THORAX THUMB THYMUS
+    THYROID TIBIA TOE TONGUE TRACHEA TSPINE TLSPINE ULNA URETER URETHRA UTERUS VAGINA
+    VULVA WHOLEBODY WRIST ZYGOMA
+    """
+BODY_PARTS = frozenset(_BODY_PART_TERMS.split()) | {
+    "WHOLE BODY", "HEAD NECK", "ABDOMEN PELVIS", "CHEST ABDOMEN", "C SPINE", "L SPINE",
+    "T SPINE", "EXTREMITIES", "ABD", "SINUS", "SINUSES", "CARDIAC", "LUNGS",
+}  # fmt: skip
+"""BodyPartExamined defined terms (PS3.16 CID 4031, plus the spellings scanners use)."""
+
+PHOTOMETRIC_INTERPRETATIONS = frozenset(
+    {
+        "MONOCHROME1", "MONOCHROME2", "PALETTE COLOR", "RGB", "YBR_FULL", "YBR_FULL_422",
+        "YBR_PARTIAL_422", "YBR_PARTIAL_420", "YBR_ICT", "YBR_RCT", "HSV", "ARGB", "CMYK",
+        "XYB",
+    }
+)  # fmt: skip
+
+VIEW_POSITIONS = frozenset(
+    {
+        "AP", "PA", "LL", "RL", "RLD", "LLD", "RLO", "LLO", "LAT", "LATERAL", "LAO", "RAO",
+        "AP AXIAL", "PA AXIAL", "OBLIQUE", "CC", "MLO", "ML", "LM", "LMO", "XCCL", "XCCM",
+        "FB", "SIO", "ISO", "AT", "CV",
+    }
+)  # fmt: skip
+"""ViewPosition defined terms (PS3.3 C.8.11.5 projections and the mammography views)."""
+
+IMAGE_TYPE_TERMS = frozenset(
+    {
+        "ORIGINAL", "DERIVED", "PRIMARY", "SECONDARY", "AXIAL", "CORONAL", "SAGITTAL",
+        "OBLIQUE", "LOCALIZER", "REFORMATTED", "PROJECTION IMAGE", "OTHER", "NONE", "MIXED",
+        "MPR", "MIP", "MINIP", "VOLREN", "CURVED", "DRR", "DOSE", "T1", "T2", "PD", "FLAIR",
+        "DIFFUSION", "ADC", "TRACEW", "FA", "M", "P", "R", "I", "MAGNITUDE", "PHASE", "REAL",
+        "IMAGINARY", "NORM", "ND", "DIS2D", "DIS3D", "FM", "FIL", "MOSAIC", "NORMAL",
+        "WHOLE BODY", "EMISSION", "TRANSMISSION", "STATIC", "DYNAMIC", "GATED", "TOMO",
+        "RECON TOMO", "GATED TOMO", "RECON GATED TOMO", "CARDIOLOGY", "ABDOMINAL", "TEE",
+        "TTE", "VASCULAR", "OBSTETRICAL", "GYNECOLOGY", "BREAST", "SMALL PARTS", "SE", "IR",
+        "GR", "EP", "RM", "SCREEN SAVE", "DOSE INFO", "SUBTRACTION", "BIPLANE A",
+        "BIPLANE B", "SINGLE PLANE", "CINE", "FLUOROSCOPY", "POST_CONTRAST", "PRE_CONTRAST",
+        "CT_SOM5 SPI", "CSA MPR", "CSAPARALLEL", "HELIX", "VOLUME", "FIRST PASS",
+        "REST", "STRESS",
+    }
+)  # fmt: skip
+"""ImageType values (PS3.3 C.7.6.1.1.2 and the modality-specific defined terms), plus the
+implementation-specific tokens common scanners write (Siemens CSA, SOMATOM)."""
+
+SCANNING_SEQUENCES = frozenset({"SE", "IR", "GR", "EP", "RM"})
+MR_ACQUISITION_TYPES = frozenset({"2D", "3D"})
+_ORIENTATION = re.compile(r"^[APLRHF]{1,3}$")
+_UID = re.compile(r"^(?:0|[1-9][0-9]*)(?:\.(?:0|[1-9][0-9]*))*$")
+
+VOCABULARIES: dict[str, frozenset[str]] = {
+    "BodyPartExamined": BODY_PARTS,
+    "PhotometricInterpretation": PHOTOMETRIC_INTERPRETATIONS,
+    "ViewPosition": VIEW_POSITIONS,
+    "ImageType": IMAGE_TYPE_TERMS,
+    "ScanningSequence": SCANNING_SEQUENCES,
+    "MRAcquisitionType": MR_ACQUISITION_TYPES,
+}
+
+
+def is_uid(value: object) -> bool:
+    """PS3.5 9.1 UID syntax: dot-separated decimal components without leading zeros, at
+    most 64 characters."""
+    text = str(value or "")
+    return 0 < len(text) <= 64 and bool(_UID.match(text))
+
+
+def vocabulary_value(keyword: str, value: object) -> str | None:
+    """`value` as the attribute's defined term (upper case), UNKNOWN when it is not one, or
+    None when empty. Only for the attributes of `VOCABULARIES` and PatientOrientation."""
+    text = " ".join(str(value or "").split()).upper()
+    if not text:
+        return None
+    if keyword == "PatientOrientation":
+        return text if _ORIENTATION.match(text) else UNKNOWN
+    return text if text in VOCABULARIES[keyword] else UNKNOWN
+
+
+# ------------------------------------------------------------------------ report free text
+#
+# A documented pattern set for radiology report text (MIMIC-CXR is already de-identified by
+# its publisher with `___` placeholders; these catch what a local or re-identified export
+# still holds). Every match becomes `___`, MIMIC's own placeholder, which is kept as is.
+# Patterns run in order; each is named so the README and the tests can refer to them.
+
+REDACTED = "___"
+_MONTH = (
+    r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|"
+    r"sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)"
+)
+_TITLE = r"(?:dr|doctor|mr|mrs|ms|miss|mx|prof|professor|sr|sister|nurse)"
+_NAME = r"(?-i:[A-Z][A-Za-z'\-]+|[A-Z]\.?)"
+_STREET = (
+    r"(?:street|st|avenue|ave|road|rd|boulevard|blvd|lane|ln|drive|court|ct|way|place|pl|"
+    r"square|sq|parkway|pkwy|highway|hwy|terrace)"
+)
+
+SCRUB_PATTERNS: tuple[tuple[str, re.Pattern[str], str], ...] = tuple(
+    (name, re.compile(pattern, re.IGNORECASE), replacement)
+    for name, pattern, replacement in (
+        ("email", r"\b[\w.+\-]+@[\w\-]+(?:\.[\w\-]+)+\b", REDACTED),
+        ("url", r"\b(?:https?://|www\.)\S+", REDACTED),
+        (
+            "phone",
+            r"(?<![\w/])(?:\+?1[\s.\-]?)?(?:\(\d{3}\)\s?|\d{3}[\s.\-])\d{3}[\s.\-]\d{4}\b"
+            r"|(?<![\w/.])\d{3}-\d{4}\b"
+            r"|\b(?:pager|beeper|phone|tel|telephone|ext|extension|x)\.?\s*#?:?\s*\d[\d\-]{2,}",
+            REDACTED,
+        ),
+        ("date iso", r"\b\d{4}[\-/.]\d{1,2}[\-/.]\d{1,2}\b", REDACTED),
+        ("date numeric", r"\b\d{1,2}[\-/.]\d{1,2}[\-/.](?:\d{4}|\d{2})\b", REDACTED),
+        (
+            "date with month name",
+            rf"\b(?:\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?{_MONTH}\.?,?(?:\s+\d{{4}})?"
+            rf"|{_MONTH}\.?\s+\d{{1,2}}(?:st|nd|rd|th)?(?:,?\s+\d{{4}})?"
+            rf"|{_MONTH}\.?,?\s+\d{{4}})\b",
+            REDACTED,
+        ),
+        ("month and day", r"(?<![\w.])\d{1,2}/\d{1,2}(?![\w/])", REDACTED),
+        (
+            "time",
+            r"\b\d{1,2}:\d{2}(?::\d{2})?(?:\s*(?:[ap]\.?m\b\.?))?|\b\d{1,2}\s*[ap]\.?m\b\.?",
+            REDACTED,
+        ),
+        (
+            "labelled id",
+            r"\b(?P<label>mrn|mr#|medical record(?: number)?|acc(?:ession)?(?: number| no\.?)?|"
+            r"unit (?:no|number)|patient id|pt id|ssn|id)\s*(?:#|:|no\.?)?\s*"
+            r"(?-i:(?!___)[A-Z0-9][A-Z0-9\-]*\d[A-Z0-9\-]*)",
+            r"\g<label> ___",
+        ),
+        (
+            "long digit run",
+            r"(?<![\w.])(?=(?:[A-Za-z\-]*\d){5})[A-Za-z0-9\-]*\d[A-Za-z0-9\-]*",
+            REDACTED,
+        ),
+        (
+            "street address",
+            rf"\b\d{{1,5}}\s+(?:{_NAME}\s+){{1,3}}{_STREET}\b\.?(?:,?\s+(?:apt|suite|unit)\.?\s*\w+)?",
+            REDACTED,
+        ),
+        (
+            "age over 89",
+            r"\b(?:9\d|1[0-9]\d)(?!\+)(?=\s*-?\s*(?:years?|yrs?|y/?o|y\.o\.)\b)",
+            "90+",
+        ),
+        ("age over 89, labelled", r"\b(?P<l>age[ds]?:?\s*)(?:9\d|1[0-9]\d)\b(?!\+)", r"\g<l>90+"),
+        (
+            "name after title",
+            rf"\b(?P<title>{_TITLE})(?P<dot>\.?)\s+(?!___)(?:{_NAME}\s+){{0,2}}{_NAME}\b\.?",
+            r"\g<title>\g<dot> ___",
+        ),
+        (
+            "lower-case name after title",
+            r"\b(?P<title>dr\.?|doctor|mr\.|mrs\.|ms\.|miss|prof\.)\s+(?!___)(?-i:[a-z][a-z'\-]+)\b",
+            r"\g<title> ___",
+        ),
+        (
+            "name before credential",
+            rf"\b{_NAME}(?:\s+{_NAME}){{0,2}},?\s+(?-i:MD|M\.D\.|DO|D\.O\.|RN|NP|PA-C|PhD)\b\.?",
+            REDACTED,
+        ),
+    )
+)
+"""(name, pattern, replacement) in the order applied by `scrub_text`."""
+
+_COMMUNICATION = re.compile(
+    r"[^.]*\b(?:discussed|communicated|conveyed|telephoned|called|paged|notified|informed)\b"
+    r"[^.]*\b(?:with|to|by)\b[^.]*(?:\.|$)",
+    re.IGNORECASE,
+)
+_NOTIFICATION = re.compile(r"\bNOTIFICATION\s*:.*", re.IGNORECASE | re.DOTALL)
+
+
+_TITLE_DOT = re.compile(rf"\b({_TITLE})\.", re.IGNORECASE)
+_HELD_DOT = "\x00"
+
+
+def scrub_text(text: str) -> str:
+    """Report text with every `SCRUB_PATTERNS` match replaced, and the sentences that record
+    who was told of a finding (a NOTIFICATION, "discussed with Dr. ... at ...") removed."""
+    text = _NOTIFICATION.sub("", text.replace(_HELD_DOT, ""))
+    held = _TITLE_DOT.sub(rf"\1{_HELD_DOT}", text)  # "Dr." does not end a sentence
+    text = _COMMUNICATION.sub("", held).replace(_HELD_DOT, ".")
+    for _, pattern, replacement in SCRUB_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return " ".join(text.split(" ")).strip() if text else text
 
 
 def redact_long_numbers(text: str) -> str:
     """Replace runs of six or more digits (MRNs, accession numbers, dates) in free text."""
-    return _DIGITS.sub("___", text)
+    return re.sub(r"\d{6,}", REDACTED, text)

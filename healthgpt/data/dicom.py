@@ -9,16 +9,20 @@ What a frame goes through, in the order DICOM PS3.3 C.11 prescribes:
    scanner stored), else the header's VOI LUT or window, else the file's min-max;
 4. MONOCHROME1 inversion, so bone is always bright.
 
-Files flagged BurnedInAnnotation YES are refused: their pixels can show names and dates.
+Pixels can show names and dates (DICOM PS3.15 Clean Pixel Data): files flagged
+BurnedInAnnotation YES are refused, and so are the classes and devices `deid.BURNED_IN_RULES`
+names (ultrasound, secondary capture, screen captures, ...) unless
+`options.burned_in_reviewed`; the reason names the rule.
 
 Only allow-listed technical attributes (`deid.ALLOWED_KEYWORDS`) leave this module, in
-`DicomImage.facts`; the rest of the header, where PHI lives, is never returned.
+`DicomImage.facts`, and only values of their vocabulary (`deid.vocabulary_value`, UID
+syntax, numbers); the rest of the header, where PHI lives, is never returned, and header
+strings are cut out of every error message.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,9 +34,17 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
-from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from healthgpt.data.deid import ALLOWED_KEYWORDS, pseudonym
+from healthgpt.data.deid import (
+    ALLOWED_KEYWORDS,
+    UNKNOWN,
+    VOCABULARIES,
+    burned_in_rule,
+    is_uid,
+    pseudonym,
+    vocabulary_value,
+)
 from healthgpt.data.imaging import scale_to_uint8
 from healthgpt.data.sources.base import BadInput, ReaderOptions
 from healthgpt.data.sources.common import normalize_body_part as body_region
@@ -68,7 +80,7 @@ FACT_KEYS = {
 }
 assert set(FACT_KEYS) <= ALLOWED_KEYWORDS
 
-_CODE_STRING = re.compile(r"^[A-Za-z0-9 _\-.]{1,64}$")
+_NUMERIC_FACTS = frozenset({"Rows", "Columns", "NumberOfFrames", "PixelSpacing", "SliceThickness"})
 _TRUNCATION_HINTS = ("end of file", "unexpected end", "truncated", "less than expected")
 
 
@@ -92,12 +104,16 @@ def read_dicom(
     `DEFAULT_CT_WINDOW`.
     """
     path = Path(path)
+    if not options.deid_salt:
+        raise ValueError("read_dicom needs options.deid_salt (see deid.salt_for_source)")
+    parsed: list[Dataset] = []
     try:
-        return _read(path, options, ct_window)
+        return _read(path, options, ct_window, parsed)
     except BadInput as exc:
-        raise BadInput(_without_path(str(exc), path)) from exc
+        raise BadInput(_without_header_text(_without_path(str(exc), path), parsed)) from exc
     except Exception as exc:  # noqa: BLE001 - LUT/decoder edge cases; keep the path out
-        raise BadInput(_without_path(f"{type(exc).__name__}: {exc}", path)) from exc
+        message = _without_path(f"{type(exc).__name__}: {exc}", path)
+        raise BadInput(_without_header_text(message, parsed)) from exc
 
 
 def _without_path(message: str, path: Path) -> str:
@@ -107,15 +123,47 @@ def _without_path(message: str, path: Path) -> str:
     return message
 
 
-def _read(path: Path, options: ReaderOptions, ct_window: tuple[float, float] | None) -> DicomImage:
+def _without_header_text(message: str, parsed: list[Dataset]) -> str:
+    """Decoder messages can quote header values (a transfer syntax, a name in a bad
+    element); every header string of 3+ characters is cut out of the reason."""
+    for ds in parsed:
+        values = set()
+        for dataset in (getattr(ds, "file_meta", None), ds):
+            for element in dataset or ():
+                if element.VR != "SQ" and element.tag != 0x7FE00010:
+                    values.update(str(v).strip() for v in _values_of(element.value))
+        for value in sorted((v for v in values if len(v) >= 3), key=len, reverse=True):
+            message = message.replace(value, "<header value>")
+    return message
+
+
+def _values_of(value: object) -> list[object]:
+    if isinstance(value, bytes | bytearray):
+        return []
+    return list(value) if isinstance(value, MultiValue | list | tuple) else [value]
+
+
+def _read(
+    path: Path,
+    options: ReaderOptions,
+    ct_window: tuple[float, float] | None,
+    parsed: list[Dataset],
+) -> DicomImage:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ds = _read_dataset(path)
+        parsed.append(ds)
         _check_warnings(caught)
         code = str(ds.get("Modality", "") or "").strip().upper()
         _require_pixels(ds, code)
-        if str(ds.get("BurnedInAnnotation", "")).strip().upper() == "YES":
-            raise BadInput("burned-in annotation (BurnedInAnnotation YES): pixels may carry PHI")
+        rule = burned_in_rule(ds, reviewed=options.burned_in_reviewed)
+        if rule:
+            raise BadInput(
+                f"burned-in text rule {rule!r}: pixels may show names or dates "
+                "(burned_in_reviewed accepts them once checked)"
+                if rule != "BurnedInAnnotation YES"
+                else "burned-in annotation (BurnedInAnnotation YES): pixels may carry PHI"
+            )
         pixels = _decode(ds, caught)
     _check_warnings(caught)
     frames = _split_frames(ds, pixels)
@@ -135,18 +183,21 @@ def _read(path: Path, options: ReaderOptions, ct_window: tuple[float, float] | N
 
 def normalize_body_part(value: object) -> str | None:
     """BodyPartExamined ("HEAD", "THORAX", "CSPINE") as the coarse lowercase region the other
-    sources use ("head", "chest", "spine"); None when absent or not a code string."""
-    text = str(value or "").strip()
-    if not text or not _CODE_STRING.match(text):
-        return None
-    return body_region(text)
+    sources use ("head", "chest", "spine"); None when absent, "unknown" when not a defined
+    term (free text such as a name never becomes a body part)."""
+    term = vocabulary_value("BodyPartExamined", value)
+    if term is None or term == UNKNOWN:
+        return term
+    return body_region(term)
 
 
 def dicom_facts(ds: Dataset, n_frames: int) -> dict[str, Any]:
-    """Allow-listed technical header values as JSON-ready Python values."""
+    """Allow-listed technical header values as JSON-ready Python values, each checked
+    against its vocabulary: numbers stay numbers, coded values their defined terms, and
+    anything else becomes "unknown"."""
     facts: dict[str, Any] = {}
     for keyword, key in FACT_KEYS.items():
-        value = _plain(ds.get(keyword))
+        value = _fact(keyword, ds.get(keyword))
         if value not in (None, "", []):
             facts[key] = value
     facts["n_frames"] = n_frames
@@ -155,30 +206,48 @@ def dicom_facts(ds: Dataset, n_frames: int) -> dict[str, Any]:
     return facts
 
 
+def _fact(keyword: str, value: object) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, MultiValue | list | tuple):
+        items = [_fact(keyword, v) for v in value]
+        return [v for v in items if v is not None]
+    if keyword in _NUMERIC_FACTS:
+        return _number(value)
+    if keyword in VOCABULARIES or keyword == "PatientOrientation":
+        return vocabulary_value(keyword, value)
+    raise AssertionError(f"{keyword} has no vocabulary")  # every FACT_KEYS entry needs one
+
+
 def _subject_pseudonym(ds: Dataset, salt: str) -> str | None:
     patient_id = str(ds.get("PatientID", "") or "").strip()
     return pseudonym(patient_id, salt, prefix="subj") if patient_id else None
 
 
-def _plain(value: object) -> Any:
-    """pydicom values (DSfloat, IS, MultiValue, str) as JSON types; free text is dropped."""
-    if value is None:
+def _number(value: object) -> int | float | None:
+    """IS/DS values (pydicom's int and float subclasses) as plain numbers; text is dropped."""
+    if isinstance(value, bool):
         return None
-    if isinstance(value, MultiValue | list | tuple):
-        items = [_plain(v) for v in value]
-        return [v for v in items if v is not None]
     if isinstance(value, int):
         return int(value)
     if isinstance(value, float):
-        return float(value)
-    text = str(value).strip()
-    return text if _CODE_STRING.match(text) else None
+        return float(value) if np.isfinite(value) else None
+    return None
 
 
 def _sop_class_name(ds: Dataset) -> str:
-    uid = ds.get("SOPClassUID")
-    name = getattr(uid, "name", "") or ""
-    return name if name and name != str(uid) else f"unknown SOP class {uid}"
+    """The SOP class by its registered name; a private or malformed UID is not echoed."""
+    return uid_name(ds.get("SOPClassUID"), "SOP class")
+
+
+def uid_name(uid: object, kind: str) -> str:
+    """A UID's registered name (pydicom's dictionary), else "unknown <kind>" for a private
+    UID of valid syntax, else "invalid <kind>": never the value itself."""
+    text = str(uid or "").strip()
+    if not is_uid(text):
+        return f"invalid {kind}"
+    name = getattr(UID(text), "name", "") or ""
+    return name if name and name != text else f"unknown {kind}"
 
 
 def _read_dataset(path: Path) -> Dataset:
@@ -227,7 +296,7 @@ def _decode(ds: Dataset, caught: list[warnings.WarningMessage]) -> np.ndarray:
     try:
         return ds.pixel_array
     except Exception as exc:  # noqa: BLE001 - decoders raise many types
-        name = getattr(syntax, "name", None) or "unknown transfer syntax"
+        name = uid_name(syntax, "transfer syntax")
         message = f"{type(exc).__name__}: {exc}"
         if _truncation_warning(caught) or "less than expected" in message:
             raise BadInput(f"truncated DICOM: pixel data incomplete ({message})") from exc

@@ -1,5 +1,7 @@
 """2D image handling shared by every reader: decode, normalize to 8 bits, resize, encode PNG.
 
+Output PNGs carry pixels only: no ancillary chunk (ICC profile, EXIF, text) of the source.
+
 Volume and DICOM decoding live in `dicom.py` and `nifti.py`; they hand 2D float or uint8
 arrays to the functions here, so every output image goes through one encoder.
 """
@@ -96,8 +98,15 @@ def encode_png(image: Image.Image | np.ndarray, size: int | None, compress_level
     if size:
         image = resize_square(image, size)
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=compress_level)
+    pixels_only(image).save(buffer, format="PNG", compress_level=compress_level)
     return buffer.getvalue()
+
+
+def pixels_only(image: Image.Image) -> Image.Image:
+    """A copy holding the pixels and nothing else: no ICC profile, EXIF, XMP, text chunks or
+    resolution copied from the source (they can carry names, dates and device ids), so the
+    PNG holds only IHDR, IDAT and IEND."""
+    return Image.frombytes(image.mode, image.size, image.tobytes())
 
 
 def image_file_to_png(path: Path, size: int | None, compress_level: int = 1) -> bytes:

@@ -14,11 +14,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import yaml
 
+from healthgpt.data.deid import SAMPLE_MARKER
 from healthgpt.data.schema import RECORD_SCHEMA
 from healthgpt.data.shards import open_shard, read_manifest, shard_paths
 
 CheckResult = tuple[bool, dict[str, Any]]
-SAMPLE_MARKER = "SAMPLE_README.txt"
 
 
 def iter_batches(dataset_dir: Path, columns: list[str]) -> Iterator[pa.RecordBatch]:

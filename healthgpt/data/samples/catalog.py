@@ -13,7 +13,9 @@ body part?" from BodyPartExamined, "Is it in colour?" from PhotometricInterpreta
   sample never touches the network.
 
 Ultrasound files with burned-in institution names or dates (US1_*, OBXXXX1A*) are left out
-on purpose: pixels are an output too.
+on purpose: pixels are an output too. The files used here were looked at one by one, so the
+catalog reads them with `burned_in_reviewed` (the ultrasound and secondary-capture rules of
+`deid.BURNED_IN_RULES` would refuse them otherwise) and the public sample salt.
 """
 
 from __future__ import annotations
@@ -26,7 +28,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from healthgpt.data.deid import PUBLIC_SAMPLE_SALT
 from healthgpt.data.sources.base import ReaderOptions
+
+# The catalog's DICOM files are public test data whose pixels were reviewed (see above).
+_CATALOG_OPTIONS = ReaderOptions(deid_salt=PUBLIC_SAMPLE_SALT, burned_in_reviewed=True)
 
 
 @dataclass(frozen=True, eq=False)
@@ -139,7 +145,7 @@ def dicom_image(name: str) -> CatalogImage:
     path = get_testdata_file(file_name)
     if path is None:
         raise FileNotFoundError(f"{file_name} is not installed (pip install pydicom-data)")
-    decoded = read_dicom(Path(path), ReaderOptions())
+    decoded = read_dicom(Path(path), _CATALOG_OPTIONS)
     array = decoded.frames[frame]
     facts = dict(decoded.facts)
     facts.update(

@@ -9,15 +9,15 @@ exactly one outcome, counts reconcile by construction: items = accepted + quaran
 from __future__ import annotations
 
 import json
-import os
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 from healthgpt.data.chunks import chunk_of
+from healthgpt.data.deid import salt_for_source
 from healthgpt.data.fingerprint import chunk_fingerprints
 from healthgpt.data.schema import Quarantined
 
@@ -30,9 +30,6 @@ class BadInput(ValueError):
     """One input item is unusable; the message is the quarantine reason."""
 
 
-DEFAULT_SALT = "healthgpt-public-demo-salt"
-
-
 @dataclass(frozen=True)
 class ReaderOptions:
     """Knobs shared by all readers. Defaults reproduce the paper's setup."""
@@ -40,10 +37,13 @@ class ReaderOptions:
     image_size: int = 256
     language: str = "en"  # SLAKE: "en", "zh" or "all"
     frontal_only: bool = True  # MIMIC-CXR: PA/AP views only
-    # Secret salt of every pseudonym. Set HEALTHGPT_DEID_SALT for real data and keep it private.
-    deid_salt: str = field(
-        default_factory=lambda: os.environ.get("HEALTHGPT_DEID_SALT", DEFAULT_SALT)
-    )
+    # Secret salt of every pseudonym. None: chosen per source by `deid.salt_for_source`
+    # (HEALTHGPT_DEID_SALT, else the public salt for a bundled sample, else the
+    # installation's private salt file).
+    deid_salt: str | None = None
+    # DICOM: the pixels of the classes `deid.BURNED_IN_RULES` names (ultrasound, secondary
+    # capture, ...) were reviewed or cleaned, so they are not quarantined for burned-in text.
+    burned_in_reviewed: bool = False
     png_compress_level: int = 1
     slice_axis: int = 2  # NIfTI: axial in the canonical RAS orientation
     slice_stride: int = 1
@@ -97,6 +97,8 @@ class SourceReader(ABC):
     def __init__(self, root: str | Path, options: ReaderOptions | None = None) -> None:
         self.root = Path(root)
         self.options = options or ReaderOptions()
+        if self.options.deid_salt is None:
+            self.options = replace(self.options, deid_salt=salt_for_source(self.root))
         # Input rows left out on purpose by configuration (another language, a lateral view),
         # counted by reason: they are not items, so they are neither records nor quarantined,
         # but the ingest summary reports them so nothing disappears without a trace.

@@ -16,12 +16,15 @@ One item per image (metadata row). With `options.frontal_only` (default), rows w
 ViewPosition is not PA or AP are not items: they are counted in `self.skipped` by view
 (reported as `skipped_by_config`), not quarantined. A record's text is the report's FINDINGS
 and IMPRESSION sections ("FINDINGS: ...\\nIMPRESSION: ..."); other sections (INDICATION,
-HISTORY, NOTIFICATION, which name people and times) are dropped.
+HISTORY, NOTIFICATION, which name people and times) are dropped. Headings are matched
+case-insensitively; a NOTIFICATION written on the IMPRESSION line is cut off it.
 
 De-identification: subject, study and dicom ids become salted pseudonyms
 (`options.deid_salt`) in every output column, including `orig_path`, `orig_id` and the
-quarantine table; residual runs of 6+ digits in report text are redacted. The metadata's
-StudyDate, StudyTime and procedure description are never copied.
+quarantine table; report text goes through `deid.scrub_text` (names after titles, dates,
+times, phone numbers, ids and long digit runs, addresses, ages over 89; MIMIC's own `___`
+placeholders are kept). ViewPosition leaves only as a defined term ("unknown" otherwise).
+The metadata's StudyDate, StudyTime and procedure description are never copied.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from healthgpt.data.deid import pseudonym, redact_long_numbers
+from healthgpt.data.deid import pseudonym, scrub_text, vocabulary_value
 from healthgpt.data.imaging import encode_png, load_image_bytes
 from healthgpt.data.schema import new_record
 from healthgpt.data.sources.base import BadInput, Outcome, SourceReader, meta_json
@@ -65,20 +68,31 @@ REPORT_ROOTS = (".", "reports", "mimic-cxr-reports")
 # A study folder (its JPGs) and its report `s<study>.txt` are one chunk unit, wherever the
 # report tree was unzipped.
 _STUDY = re.compile(r"(?:^|/)(files/p\d+/p\d+/s\d+)(?:\.txt$|/|$)")
-_HEADING = re.compile(r"^[ \t]*([A-Z][A-Z &/,()\-]{1,60}):", re.MULTILINE)
+_HEADING = re.compile(r"^[ \t]*([A-Za-z][A-Za-z &/,()\-]{1,60}):", re.MULTILINE)
+# Section names MIMIC-CXR reports use; other lower-case `word:` lines are report content.
+_SECTION_NAMES = frozenset(
+    {
+        "FINDINGS", "FINDING", "IMPRESSION", "IMPRESSIONS", "CONCLUSION", "CONCLUSIONS",
+        "INDICATION", "INDICATIONS", "HISTORY", "CLINICAL HISTORY", "CLINICAL INFORMATION",
+        "REASON FOR EXAM", "REASON FOR EXAMINATION", "COMPARISON", "COMPARISONS",
+        "TECHNIQUE", "EXAMINATION", "EXAM", "PROCEDURE", "NOTIFICATION", "RECOMMENDATION",
+        "RECOMMENDATIONS", "WET READ", "ADDENDUM", "FINAL REPORT", "STUDY", "TYPE OF EXAM",
+    }
+)  # fmt: skip
 _IMPRESSION_HEADINGS = frozenset({"IMPRESSION", "IMPRESSIONS", "CONCLUSION", "CONCLUSIONS"})
 
 
 def parse_report(text: str) -> dict[str, str]:
     """The FINDINGS and IMPRESSION sections of a report, whitespace-collapsed.
 
-    A section runs from its `HEADING:` at the start of a line to the next heading. Keys are
-    present only for sections with text.
+    A section runs from its `HEADING:` at the start of a line to the next heading; headings
+    are upper case, or a known section name in any case. Keys are present only for sections
+    with text.
     """
     sections: dict[str, list[str]] = {"findings": [], "impression": []}
-    matches = list(_HEADING.finditer(text))
+    matches = [m for m in _HEADING.finditer(text) if _is_heading(m.group(1))]
     for index, match in enumerate(matches):
-        heading = " ".join(match.group(1).split())
+        heading = " ".join(match.group(1).split()).upper()
         end = matches[index + 1].start() if index + 1 < len(matches) else len(text)
         body = " ".join(text[match.end() : end].split())
         if heading.startswith("FINDING"):
@@ -88,14 +102,19 @@ def parse_report(text: str) -> dict[str, str]:
     return {key: " ".join(parts) for key, parts in sections.items() if any(parts)}
 
 
+def _is_heading(name: str) -> bool:
+    heading = " ".join(name.split())
+    return heading.isupper() or heading.upper() in _SECTION_NAMES
+
+
 def report_text(sections: dict[str, str]) -> str:
-    """FINDINGS and IMPRESSION as one text, digit runs redacted."""
+    """FINDINGS and IMPRESSION as one text, each scrubbed by `deid.scrub_text`."""
     parts = []
-    if "findings" in sections:
-        parts.append(f"FINDINGS: {sections['findings']}")
-    if "impression" in sections:
-        parts.append(f"IMPRESSION: {sections['impression']}")
-    return redact_long_numbers("\n".join(parts))
+    for key, label in (("findings", "FINDINGS"), ("impression", "IMPRESSION")):
+        body = scrub_text(sections.get(key, ""))
+        if body:
+            parts.append(f"{label}: {body}")
+    return "\n".join(parts)
 
 
 TABLES = (METADATA, SPLIT, CHEXPERT)
@@ -184,7 +203,7 @@ class MimicCxrReader(SourceReader):
                 }
         report_roots = self._report_roots()
         for row in _rows(self._csv(METADATA)):
-            view = (row.get("ViewPosition") or "").strip().upper()
+            view = vocabulary_value("ViewPosition", row.get("ViewPosition")) or ""
             if self.options.frontal_only and view not in FRONTAL_VIEWS:
                 self.skipped[f"view {view or 'missing'} (frontal_only)"] += 1
                 continue
