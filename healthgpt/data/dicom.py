@@ -23,6 +23,7 @@ strings are cut out of every error message.
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,8 +110,8 @@ def read_dicom(
     parsed: list[Dataset] = []
     try:
         return _read(path, options, ct_window, parsed)
-    except BadInput as exc:
-        raise BadInput(_without_header_text(_without_path(str(exc), path), parsed)) from exc
+    except BadInput as exc:  # decoder text in it was cut where it was quoted
+        raise BadInput(_without_path(str(exc), path)) from exc
     except Exception as exc:  # noqa: BLE001 - LUT/decoder edge cases; keep the path out
         message = _without_path(f"{type(exc).__name__}: {exc}", path)
         raise BadInput(_without_header_text(message, parsed)) from exc
@@ -123,17 +124,17 @@ def _without_path(message: str, path: Path) -> str:
     return message
 
 
-def _without_header_text(message: str, parsed: list[Dataset]) -> str:
+def _without_header_text(message: str, parsed: list[Dataset] | tuple[Dataset, ...]) -> str:
     """Decoder messages can quote header values (a transfer syntax, a name in a bad
-    element); every header string of 3+ characters is cut out of the reason."""
+    element): every string of 3+ characters outside the allow list is cut out."""
     for ds in parsed:
         values = set()
         for dataset in (getattr(ds, "file_meta", None), ds):
             for element in dataset or ():
-                if element.VR != "SQ" and element.tag != 0x7FE00010:
+                if element.VR != "SQ" and element.keyword not in ALLOWED_KEYWORDS:
                     values.update(str(v).strip() for v in _values_of(element.value))
         for value in sorted((v for v in values if len(v) >= 3), key=len, reverse=True):
-            message = message.replace(value, "<header value>")
+            message = re.sub(rf"(?<!\w){re.escape(value)}(?!\w)", "<header value>", message)
     return message
 
 
@@ -153,7 +154,7 @@ def _read(
         warnings.simplefilter("always")
         ds = _read_dataset(path)
         parsed.append(ds)
-        _check_warnings(caught)
+        _check_warnings(caught, ds)
         code = str(ds.get("Modality", "") or "").strip().upper()
         _require_pixels(ds, code)
         rule = burned_in_rule(ds, reviewed=options.burned_in_reviewed)
@@ -165,7 +166,7 @@ def _read(
                 else "burned-in annotation (BurnedInAnnotation YES): pixels may carry PHI"
             )
         pixels = _decode(ds, caught)
-    _check_warnings(caught)
+    _check_warnings(caught, ds)
     frames = _split_frames(ds, pixels)
     if str(ds.get("PhotometricInterpretation", "")).startswith("MONOCHROME"):
         window = _ct_window(options, ct_window) if code == "CT" else None
@@ -297,7 +298,7 @@ def _decode(ds: Dataset, caught: list[warnings.WarningMessage]) -> np.ndarray:
         return ds.pixel_array
     except Exception as exc:  # noqa: BLE001 - decoders raise many types
         name = uid_name(syntax, "transfer syntax")
-        message = f"{type(exc).__name__}: {exc}"
+        message = _without_header_text(f"{type(exc).__name__}: {exc}", (ds,))
         if _truncation_warning(caught) or "less than expected" in message:
             raise BadInput(f"truncated DICOM: pixel data incomplete ({message})") from exc
         raise BadInput(f"undecodable pixel data ({name}): {message}") from exc
@@ -311,11 +312,11 @@ def _truncation_warning(caught: list[warnings.WarningMessage]) -> str | None:
     return None
 
 
-def _check_warnings(caught: list[warnings.WarningMessage]) -> None:
+def _check_warnings(caught: list[warnings.WarningMessage], ds: Dataset) -> None:
     """A file that decoded but made pydicom report truncation is still refused."""
     truncated = _truncation_warning(caught)
     if truncated:
-        raise BadInput(f"truncated DICOM: {truncated}")
+        raise BadInput(f"truncated DICOM: {_without_header_text(truncated, (ds,))}")
     for warning in caught:
         log.debug("pydicom: %s", warning.message)
 

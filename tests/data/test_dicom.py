@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,9 @@ from healthgpt.data.dicom import DEFAULT_CT_WINDOW, FACT_KEYS, read_dicom
 from healthgpt.data.imaging import scale_to_uint8
 from healthgpt.data.sources.base import BadInput, ReaderOptions
 
-OPTIONS = ReaderOptions()
+# Decoding tests read secondary captures and ultrasound too: the burned-in text rules are
+# tested on their own below.
+OPTIONS = ReaderOptions(deid_salt="test-salt", burned_in_reviewed=True)
 
 
 def sample_file(name: str) -> Path:
@@ -59,7 +62,7 @@ def test_ct_slope_is_applied(tmp_path):
 
 
 def test_ct_window_from_options():
-    wide = ReaderOptions(extra={"dicom_ct_window": (-1000.0, 1000.0)})
+    wide = replace(OPTIONS, extra={"dicom_ct_window": (-1000.0, 1000.0)})
     narrow = read_dicom(sample_file("CT_small.dcm"), OPTIONS).frames[0]
     assert read_dicom(sample_file("CT_small.dcm"), wide).frames[0].std() < narrow.std()
 
@@ -243,5 +246,5 @@ def test_facts_are_allow_listed_and_free_of_phi(tmp_path):
 def test_subject_pseudonym_depends_on_salt(tmp_path):
     path = copy_with(tmp_path, "CT_small.dcm", PatientID="MRN12345678")
     a = read_dicom(path, OPTIONS).subject_id
-    b = read_dicom(path, ReaderOptions(deid_salt="other")).subject_id
+    b = read_dicom(path, replace(OPTIONS, deid_salt="other")).subject_id
     assert a != b and a == read_dicom(path, OPTIONS).subject_id

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from healthgpt.data.deid import pseudonym
+from healthgpt.data.deid import PUBLIC_SAMPLE_SALT, pseudonym
 from healthgpt.data.samples import build_sample_source
 from healthgpt.data.samples.dicom_folder import PLANTED_PHI
 from healthgpt.data.sources import LayoutError
-from healthgpt.data.sources.base import ReaderOptions
 from healthgpt.data.sources.dicom_folder import DicomFolderReader
 from tests.data.outputs import (
     assert_no_phi,
@@ -34,14 +33,27 @@ def ingested(sample, tmp_path_factory):
 
 
 def token(rel: str) -> str:
-    return pseudonym(rel, ReaderOptions().deid_salt, prefix="file")
+    return pseudonym(rel, PUBLIC_SAMPLE_SALT, prefix="file")
 
 
 def test_every_file_is_accounted_for(sample, ingested):
     summary, _ = ingested
     files = [p for p in sample.rglob("*") if p.is_file() and p.name != "DICOMDIR"]
     assert summary.items == len(files) == 14
+    assert (summary.accepted_items, summary.quarantined, summary.records) == (7, 7, 16)
+
+
+def test_secondary_captures_are_quarantined_by_rule_unless_reviewed(sample, ingested, tmp_path):
+    """The NM whole-body and the OT colour image are secondary captures: the sample does not
+    opt in, so the demo shows the rule at work the way a hospital export would meet it."""
+    _, out = ingested
+    reasons = {row["item"]: row["reason"] for row in quarantine(out)}
+    for rel in ("ROE_RICHARD_MRN87654321/NM/IM0001", "ROE_RICHARD_MRN87654321/SC/IM0001"):
+        assert reasons[token(rel)].startswith("burned-in text rule 'secondary capture SOP class'")
+    summary = run("dicom_folder", sample, tmp_path / "out", burned_in_reviewed=True)
     assert (summary.accepted_items, summary.quarantined, summary.records) == (9, 5, 18)
+    modalities = Counter(r["modality"] for r in records(tmp_path / "out"))
+    assert modalities["Nuclear Medicine"] == modalities["Other"] == 1
 
 
 def test_bad_inputs_are_quarantined_with_reasons(ingested):
@@ -86,7 +98,7 @@ def test_header_fields_and_frames(ingested):
     _, out = ingested
     rows = records(out)
     assert Counter(r["modality"] for r in rows) == Counter(
-        {"MRI": 13, "CT": 2, "X-Ray": 1, "Nuclear Medicine": 1, "Other": 1}
+        {"MRI": 13, "CT": 2, "X-Ray": 1}
     )
     multi = [r for r in rows if meta(r)["n_frames"] == 10]
     assert sorted(meta(r)["frame_index"] for r in multi) == list(range(10))
@@ -105,7 +117,7 @@ def test_subjects_are_pseudonymous_per_patient(ingested, sample, tmp_path):
 
 def test_frame_stride(sample, tmp_path):
     summary = run("dicom_folder", sample, tmp_path / "out", slice_stride=5)
-    assert summary.records == 18 - 10 + 2
+    assert summary.records == 16 - 10 + 2
 
 
 def test_missing_or_empty_root_names_the_layout(tmp_path):

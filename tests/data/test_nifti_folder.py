@@ -9,12 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from healthgpt.data.deid import pseudonym
+from healthgpt.data.deid import PUBLIC_SAMPLE_SALT, pseudonym
 from healthgpt.data.samples import build_sample_source
 from healthgpt.data.samples.brain import save_nifti
 from healthgpt.data.samples.nifti_folder import MNI_PATH, PLANTED_PHI
 from healthgpt.data.sources import LayoutError
-from healthgpt.data.sources.base import ReaderOptions
 from healthgpt.data.sources.nifti_folder import NiftiFolderReader
 from tests.data.outputs import (
     assert_no_phi,
@@ -24,7 +23,7 @@ from tests.data.outputs import (
     run,
 )
 
-SALT = ReaderOptions().deid_salt
+SALT = PUBLIC_SAMPLE_SALT  # a bundled sample keeps the public salt
 
 
 @pytest.fixture(scope="module")
