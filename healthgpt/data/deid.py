@@ -419,12 +419,23 @@ IMAGE_TYPE_TERMS = frozenset(
 """ImageType values (PS3.3 C.7.6.1.1.2 and the modality-specific defined terms), plus the
 implementation-specific tokens common scanners write (Siemens CSA, SOMATOM)."""
 
+_MODALITY_CODES = """
+    AR ASMT AU BDUS BI BMD CR CT CTPROTOCOL DG DOC DX ECG EEG EMG EOG EPS ES FID GM HC HD IO
+    IOL IVOCT IVUS KER KO LEN LS MG MR M3D NM OAM OCT OP OPM OPT OPTBSV OPTENF OPV OSS OT PLAN
+    POS PR PT PX REG RESP RF RG RTDOSE RTIMAGE RTINTENT RTPLAN RTRAD RTRECORD RTSEGANN
+    RTSTRUCT RWV SEG SM SMR SR SRF STAIN TEXTUREMAP TG US VA XA XAPROTOCOL XC
+    CD DD DF DM DS EC FA FS LP MA MS OPR ST VF
+    """
+MODALITIES = frozenset(_MODALITY_CODES.split())
+"""Modality defined terms (PS3.3 C.7.3.1.1.1, current and retired)."""
+
 SCANNING_SEQUENCES = frozenset({"SE", "IR", "GR", "EP", "RM"})
 MR_ACQUISITION_TYPES = frozenset({"2D", "3D"})
 _ORIENTATION = re.compile(r"^[APLRHF]{1,3}$")
 _UID = re.compile(r"^(?:0|[1-9][0-9]*)(?:\.(?:0|[1-9][0-9]*))*$")
 
 VOCABULARIES: dict[str, frozenset[str]] = {
+    "Modality": MODALITIES,
     "BodyPartExamined": BODY_PARTS,
     "PhotometricInterpretation": PHOTOMETRIC_INTERPRETATIONS,
     "ViewPosition": VIEW_POSITIONS,

@@ -126,16 +126,32 @@ def _without_path(message: str, path: Path) -> str:
 
 def _without_header_text(message: str, parsed: list[Dataset] | tuple[Dataset, ...]) -> str:
     """Decoder messages can quote header values (a transfer syntax, a name in a bad
-    element): every string of 3+ characters outside the allow list is cut out."""
+    element): every header string of 3+ characters is cut out, except allow-listed values
+    of their vocabulary (so "SOP class 12-lead ECG ..." keeps its words)."""
     for ds in parsed:
         values = set()
         for dataset in (getattr(ds, "file_meta", None), ds):
             for element in dataset or ():
-                if element.VR != "SQ" and element.keyword not in ALLOWED_KEYWORDS:
-                    values.update(str(v).strip() for v in _values_of(element.value))
+                if element.VR == "SQ":
+                    continue
+                for value in _values_of(element.value):
+                    if not _vocabulary_term(element.keyword, value):
+                        values.add(str(value).strip())
         for value in sorted((v for v in values if len(v) >= 3), key=len, reverse=True):
             message = re.sub(rf"(?<!\w){re.escape(value)}(?!\w)", "<header value>", message)
     return message
+
+
+def _vocabulary_term(keyword: str, value: object) -> bool:
+    """Is `value` an allow-listed attribute's defined term (or a number, a registered UID,
+    a modality code), i.e. something that cannot be free text?"""
+    if keyword not in ALLOWED_KEYWORDS:
+        return False
+    if keyword in VOCABULARIES or keyword == "PatientOrientation":
+        return vocabulary_value(keyword, value) not in (None, UNKNOWN)
+    if keyword == "SOPClassUID":
+        return not uid_name(value, "SOP class").startswith(("unknown", "invalid"))
+    return _number(value) is not None
 
 
 def _values_of(value: object) -> list[object]:

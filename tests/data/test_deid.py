@@ -1,8 +1,41 @@
 from __future__ import annotations
 
-import pydicom.datadict
+import io
+import logging
+import stat
+import struct
+from pathlib import Path
 
-from healthgpt.data.deid import ALLOWED_KEYWORDS, PHI_KEYWORDS, pseudonym
+import numpy as np
+import pydicom
+import pydicom.datadict
+import pytest
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+from pydicom.data import get_testdata_file
+
+from healthgpt.data.deid import (
+    ALLOWED_KEYWORDS,
+    BURNED_IN_RULES,
+    PHI_KEYWORDS,
+    PUBLIC_SAMPLE_SALT,
+    SALT_ENV,
+    SAMPLE_MARKER,
+    SCRUB_PATTERNS,
+    UNKNOWN,
+    burned_in_rule,
+    installation_salt,
+    is_uid,
+    pseudonym,
+    salt_for_source,
+    scrub_text,
+    vocabulary_value,
+)
+from healthgpt.data.dicom import read_dicom
+from healthgpt.data.imaging import encode_png
+from healthgpt.data.sources.base import BadInput, ReaderOptions
+from healthgpt.data.sources.mimic_cxr import parse_report, report_text
+from tests.data.outputs import records, run
 
 
 def test_allow_list_holds_no_confidentiality_profile_attribute():
@@ -22,3 +55,308 @@ def test_pseudonyms_are_stable_per_salt_and_hide_the_value():
     assert first != pseudonym("p10000032", "salt-b")
     assert first != pseudonym("p10000033", "salt-a")
     assert "10000032" not in first
+
+
+# ------------------------------------------------------------------------------------ salt
+
+
+def test_pseudonym_refuses_a_missing_salt():
+    with pytest.raises(ValueError, match="no de-identification salt"):
+        pseudonym("1234567", None)
+
+
+def test_salt_rule_environment_then_sample_then_private_file(tmp_path, monkeypatch):
+    salt_file = tmp_path / "secrets" / "deid_salt"
+    monkeypatch.setenv("HEALTHGPT_DEID_SALT_FILE", str(salt_file))
+    monkeypatch.delenv(SALT_ENV, raising=False)
+    sample, real = tmp_path / "sample", tmp_path / "real"
+    sample.mkdir()
+    real.mkdir()
+    (sample / SAMPLE_MARKER).write_text("sample\n")
+    assert salt_for_source(sample) == PUBLIC_SAMPLE_SALT
+    assert not salt_file.exists()
+    private = salt_for_source(real)
+    assert private != PUBLIC_SAMPLE_SALT and len(private) == 64  # 256 random bits
+    assert stat.S_IMODE(salt_file.stat().st_mode) == 0o600
+    assert salt_for_source(real) == private  # once per installation
+    monkeypatch.setenv(SALT_ENV, "from-the-environment")
+    assert salt_for_source(real) == salt_for_source(sample) == "from-the-environment"
+
+
+def test_salt_file_creation_is_loud(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="healthgpt.data.deid"):
+        installation_salt(tmp_path / "deid_salt")
+        installation_salt(tmp_path / "deid_salt")
+    notices = [r for r in caplog.records if "private de-identification salt" in r.getMessage()]
+    assert len(notices) == 1 and str(tmp_path / "deid_salt") in notices[0].getMessage()
+
+
+def test_a_salt_file_others_can_read_is_refused(tmp_path):
+    path = tmp_path / "deid_salt"
+    installation_salt(path)
+    path.chmod(0o644)
+    with pytest.raises(PermissionError, match="chmod 600"):
+        installation_salt(path)
+
+
+def test_real_source_ingest_uses_the_private_salt(tmp_path, monkeypatch):
+    """Without HEALTHGPT_DEID_SALT a real source gets the installation's 0600 salt file, and
+    the public-salt brute force that recovered a 7-digit PatientID finds nothing."""
+    salt_file = tmp_path / "secrets" / "deid_salt"
+    monkeypatch.setenv("HEALTHGPT_DEID_SALT_FILE", str(salt_file))
+    monkeypatch.delenv(SALT_ENV, raising=False)
+    root = tmp_path / "export"
+    root.mkdir()
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.PatientID = "1234567"
+    ds.save_as(root / "IM0001")
+    run("dicom_folder", root, tmp_path / "out")
+    assert stat.S_IMODE(salt_file.stat().st_mode) == 0o600
+    (subject,) = {r["subject_id"] for r in records(tmp_path / "out")}
+    public = pseudonym("1234567", PUBLIC_SAMPLE_SALT, prefix="subj")
+    assert subject != public
+
+    def brute_force(target: str, salt: str) -> str | None:
+        for number in range(1_233_000, 1_236_000):  # a window of the 10^7 id space
+            if pseudonym(f"{number:07d}", salt, prefix="subj") == target:
+                return f"{number:07d}"
+        return None
+
+    assert brute_force(public, PUBLIC_SAMPLE_SALT) == "1234567"  # what the attack did
+    assert brute_force(subject, PUBLIC_SAMPLE_SALT) is None
+    assert subject == pseudonym("1234567", salt_file.read_text().strip(), prefix="subj")
+
+
+# ------------------------------------------------------------------------- burned-in text
+
+
+@pytest.mark.parametrize(
+    ("header", "rule"),
+    [
+        ({"Modality": "US"}, "ultrasound modality"),
+        ({"Modality": "OT", "SOPClassUID": "1.2.840.10008.5.1.4.1.1.6.1"}, "ultrasound SOP"),
+        ({"Modality": "NM", "SOPClassUID": "1.2.840.10008.5.1.4.1.1.7"}, "secondary capture"),
+        ({"Modality": "DOC"}, "screen capture or document modality"),
+        ({"Modality": "CT", "ImageType": ["DERIVED", "SECONDARY", "SCREEN SAVE"]}, "screen"),
+        (
+            {"Modality": "CT", "Manufacturer": "GE MEDICAL SYSTEMS",
+             "ManufacturerModelName": "LightSpeed VCT"},
+            "GE LightSpeed VCT",
+        ),
+        (
+            {"Modality": "PT", "Manufacturer": "Philips", "ManufacturerModelName": "GEMINI TF"},
+            "Philips GEMINI",
+        ),
+        ({"Modality": "MR", "BurnedInAnnotation": "YES"}, "BurnedInAnnotation YES"),
+    ],
+)  # fmt: skip
+def test_burned_in_rules_name_the_rule(header, rule):
+    found = burned_in_rule(header)
+    assert found is not None and found.startswith(rule)
+    reviewed = burned_in_rule(header, reviewed=True)
+    assert reviewed == ("BurnedInAnnotation YES" if "BurnedInAnnotation" in header else None)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        {"Modality": "CT", "SOPClassUID": "1.2.840.10008.5.1.4.1.1.2", "ImageType": ["ORIGINAL"]},
+        {"Modality": "MR", "Manufacturer": "Agfa-Gevaert", "ImageType": ["DERIVED", "SECONDARY"]},
+        {"Modality": "CR", "BurnedInAnnotation": "NO"},
+    ],
+)
+def test_plain_acquisitions_match_no_rule(header):
+    assert burned_in_rule(header) is None
+
+
+def test_every_rule_has_a_condition_and_a_unique_name():
+    names = [rule.name for rule in BURNED_IN_RULES]
+    assert len(names) == len(set(names))
+    for rule in BURNED_IN_RULES:
+        conditions = (rule.modalities, rule.sop_classes, rule.image_type, rule.manufacturer)
+        assert any(conditions) or rule.model
+
+
+def test_ultrasound_dicom_is_quarantined_naming_the_rule(tmp_path):
+    path = tmp_path / "us.dcm"
+    ultrasound(path)
+    options = ReaderOptions(deid_salt="s")
+    with pytest.raises(BadInput, match="burned-in text rule 'ultrasound modality'"):
+        read_dicom(path, options)
+    assert read_dicom(path, ReaderOptions(deid_salt="s", burned_in_reviewed=True)).frames
+
+
+# --------------------------------------------------------------- allow-listed header values
+
+
+@pytest.mark.parametrize(
+    ("keyword", "value", "expected"),
+    [
+        ("BodyPartExamined", "SMITH JOHN", UNKNOWN),
+        ("BodyPartExamined", " chest ", "CHEST"),
+        ("ViewPosition", "JOHN SMITH", UNKNOWN),
+        ("ViewPosition", "pa", "PA"),
+        ("PhotometricInterpretation", "DOE^JANE", UNKNOWN),
+        ("ImageType", "AXIAL", "AXIAL"),
+        ("ImageType", "DOE JANE", UNKNOWN),
+        ("PatientOrientation", "L", "L"),
+        ("PatientOrientation", "SMITH", UNKNOWN),
+        ("Modality", "ECG", "ECG"),
+        ("Modality", "", None),
+    ],
+)
+def test_vocabulary_values(keyword, value, expected):
+    assert vocabulary_value(keyword, value) == expected
+
+
+def test_uid_syntax():
+    assert is_uid("1.2.840.10008.5.1.4.1.1.2")
+    for bad in ("SMITH^JOHN", "1.02.3", "1..2", "1.2." + "3" * 70, ""):
+        assert not is_uid(bad)
+
+
+def test_free_text_in_allow_listed_fields_becomes_unknown(tmp_path):
+    path = tmp_path / "ct.dcm"
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.BodyPartExamined = "SMITH JOHN"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "SMITH JOHN"]
+    ds.ViewPosition = "DOE JANE"
+    ds.PatientOrientation = ["SMITH", "L"]
+    ds.SOPClassUID = "1.2.826.0.1.3680043.1234567"
+    ds.save_as(path)
+    image = read_dicom(path, ReaderOptions(deid_salt="s"))
+    assert image.body_part == UNKNOWN
+    assert image.facts["image_type"] == ["ORIGINAL", "PRIMARY", UNKNOWN]
+    assert image.facts["view_position"] == UNKNOWN
+    assert image.facts["patient_orientation"] == [UNKNOWN, "L"]
+    assert image.facts["sop_class"] == "unknown SOP class"
+    assert "SMITH" not in repr(image.facts) and "1234567" not in repr(image.facts)
+
+
+def test_odd_header_values_stay_out_of_quarantine_reasons(tmp_path):
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.PhotometricInterpretation = "SMITH JOHN"
+    ds.save_as(tmp_path / "photometric.dcm")
+    ds = pydicom.dcmread(get_testdata_file("rtplan.dcm"))
+    ds.SOPClassUID = "DOE^JANE^1234567"
+    ds.save_as(tmp_path / "sop.dcm")
+    for name in ("photometric.dcm", "sop.dcm"):
+        with pytest.raises(BadInput) as error:
+            read_dicom(tmp_path / name, ReaderOptions(deid_salt="s"))
+        for secret in ("SMITH", "JOHN", "DOE", "JANE", "1234567"):
+            assert secret not in str(error.value)
+
+
+# -------------------------------------------------------------------------- PNG ancillary
+
+
+def test_png_output_has_no_ancillary_chunk_of_the_source():
+    source = Image.fromarray(np.arange(64 * 64, dtype=np.uint32).reshape(64, 64).astype(np.uint8))
+    info = PngInfo()
+    info.add_text("Author", "DOE^JANE MRN12345678")
+    buffer = io.BytesIO()
+    source.save(buffer, "PNG", pnginfo=info, icc_profile=ICC_WITH_NAME)
+    assert b"DOE^JANE" in buffer.getvalue()  # the source really carries both
+    decoded = Image.open(io.BytesIO(buffer.getvalue()))
+    decoded.load()
+    assert decoded.info.get("icc_profile") == ICC_WITH_NAME
+    out = encode_png(decoded, 32)
+    assert png_chunks(out) == ["IHDR", "IDAT", "IEND"]
+    assert b"DOE" not in out and b"JANE" not in out
+
+
+# ---------------------------------------------------------------------------- report text
+
+
+@pytest.mark.parametrize(
+    ("text", "secrets"),
+    [
+        ("Discussed with Dr. John Smith at 10:15 AM.", ["John", "Smith", "10:15"]),
+        ("Seen by dr. smith, Mr. O'Brien and Ms. Jane Doe.", ["smith", "O'Brien", "Jane", "Doe"]),
+        ("Reviewed by John Smith, MD.", ["John", "Smith"]),
+        ("Prior 03/14/2019, 2019-03-14, 3-14-19, 14 March 2019, Mar. 14, 2019.", ["14", "2019"]),
+        ("Call (617) 555-1234, 617.555.1234 or pager 4-5678.", ["555", "1234", "5678"]),
+        ("MRN: AB1234567, Accession 987654321, unit no 12345.", ["1234567", "987654321", "12345"]),
+        ("Lives at 12 Main Street, Apt 4.", ["Main", "Street"]),
+        ("A 93-year-old man; age 101.", ["93", "101"]),
+        ("Email jane.doe@example.org or see http://intranet.example.org/p/1.", ["jane", "example"]),
+    ],
+)
+def test_scrub_patterns(text, secrets):
+    scrubbed = scrub_text(text)
+    for secret in secrets:
+        assert secret.lower() not in scrubbed.lower(), scrubbed
+
+
+def test_scrub_keeps_clinical_text_and_mimic_placeholders():
+    text = (
+        "PA and lateral views of the chest compared with ___. Dr. ___ was informed. "
+        "A 5 mm nodule at T2/T3, C5/6; 2 cm effusion. A 45-year-old man."
+    )
+    assert scrub_text(text) == (
+        "PA and lateral views of the chest compared with ___. Dr. ___ was informed. "
+        "A 5 mm nodule at T2/T3, C5/6; 2 cm effusion. A 45-year-old man."
+    )
+
+
+def test_every_pattern_is_named_once():
+    names = [name for name, _, _ in SCRUB_PATTERNS]
+    assert len(names) == len(set(names))
+
+
+def test_mimic_report_notification_and_lower_case_headings():
+    report = (
+        "indication: 93F, call Dr. Smith at 617-555-1234.\n"
+        "findings: Lungs: clear. No effusion.\n"
+        "impression: No acute process. NOTIFICATION: Dr. Jones paged at 10:15 on 3/4.\n"
+    )
+    sections = parse_report(report)
+    assert sections == {
+        "findings": "Lungs: clear. No effusion.",
+        "impression": "No acute process. NOTIFICATION: Dr. Jones paged at 10:15 on 3/4.",
+    }
+    assert report_text(sections) == (
+        "FINDINGS: Lungs: clear. No effusion.\nIMPRESSION: No acute process."
+    )
+
+
+# --------------------------------------------------------------------------------- helpers
+
+ICC_WITH_NAME = b"\x00\x00\x02\x0cDOE^JANE 19700101 MRN12345678" + bytes(64)
+
+
+def png_chunks(data: bytes) -> list[str]:
+    """The chunk types of a PNG, in order."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    chunks, offset = [], 8
+    while offset < len(data):
+        (length,) = struct.unpack(">I", data[offset : offset + 4])
+        chunks.append(data[offset + 4 : offset + 8].decode("ascii"))
+        offset += 12 + length
+    return chunks
+
+
+def ultrasound(path: Path, text: str = "DOE^JANE 1234567 19700101") -> Path:
+    """An uncompressed ultrasound DICOM with `text` drawn into its pixels, and nothing in
+    its header that says so (no BurnedInAnnotation)."""
+    from PIL import ImageDraw
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    canvas = Image.new("L", (256, 128), 0)
+    draw = ImageDraw.Draw(canvas)
+    draw.text((8, 8), text, fill=255)
+    draw.ellipse((80, 40, 176, 120), fill=90)  # the "anatomy"
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.6.1"
+    meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[text])
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "US"
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate = text.split()
+    ds.set_pixel_data(np.asarray(canvas), "MONOCHROME2", 8, generate_instance_uid=False)
+    ds.save_as(path, enforce_file_format=True)
+    return path
