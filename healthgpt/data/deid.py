@@ -534,7 +534,7 @@ SCRUB_PATTERNS: tuple[tuple[str, re.Pattern[str], str], ...] = tuple(
         ("age over 89, labelled", r"\b(?P<l>age[ds]?:?\s*)(?:9\d|1[0-9]\d)\b(?!\+)", r"\g<l>90+"),
         (
             "name after title",
-            rf"\b(?P<title>{_TITLE})(?P<dot>\.?)\s+(?!___)(?:{_NAME}\s+){{0,2}}{_NAME}\b\.?",
+            rf"\b(?P<title>{_TITLE})(?P<dot>\.?)\s+(?!___)(?:{_NAME}\s+){{0,2}}{_NAME}\b",
             r"\g<title>\g<dot> ___",
         ),
         (
