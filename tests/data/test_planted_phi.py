@@ -41,8 +41,8 @@ from tests.data.outputs import quarantine, records, run
 
 NAME, PATIENT_ID, BIRTH_DATE = "DOE^JANE", "1234567", "19700101"
 SECRETS = (
-    NAME, "DOE JANE", "JANE", "SMITH", "JOHN", PATIENT_ID, BIRTH_DATE, "1932", "03/14/2019", "617-555",
-    "555-0199", "Main Street", "10:15", "NOTIFICATION", "93 year", "Brown",
+    NAME, "DOE JANE", "JANE", "SMITH", "JOHN", PATIENT_ID, BIRTH_DATE, "1932", "03/14/2019",
+    "617-555", "555-0199", "Main Street", "10:15", "NOTIFICATION", "93 year", "Brown",
 )  # fmt: skip
 """Nothing in any output may contain these (case-insensitive)."""
 
