@@ -97,9 +97,7 @@ def test_phi_scan_would_catch_a_leak(ingested, tmp_path):
 def test_header_fields_and_frames(ingested):
     _, out = ingested
     rows = records(out)
-    assert Counter(r["modality"] for r in rows) == Counter(
-        {"MRI": 13, "CT": 2, "X-Ray": 1}
-    )
+    assert Counter(r["modality"] for r in rows) == Counter({"MRI": 13, "CT": 2, "X-Ray": 1})
     multi = [r for r in rows if meta(r)["n_frames"] == 10]
     assert sorted(meta(r)["frame_index"] for r in multi) == list(range(10))
     assert len({r["orig_id"] for r in multi}) == 1 and len({r["id"] for r in multi}) == 10
