@@ -3,8 +3,6 @@ from __future__ import annotations
 import io
 import logging
 import stat
-import struct
-from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -36,6 +34,7 @@ from healthgpt.data.imaging import encode_png
 from healthgpt.data.sources.base import BadInput, ReaderOptions
 from healthgpt.data.sources.mimic_cxr import parse_report, report_text
 from tests.data.outputs import records, run
+from tests.data.test_planted_phi import ICC_WITH_NAME, png_chunks, ultrasound
 
 
 def test_allow_list_holds_no_confidentiality_profile_attribute():
@@ -262,7 +261,7 @@ def test_png_output_has_no_ancillary_chunk_of_the_source():
     decoded.load()
     assert decoded.info.get("icc_profile") == ICC_WITH_NAME
     out = encode_png(decoded, 32)
-    assert png_chunks(out) == ["IHDR", "IDAT", "IEND"]
+    assert [kind for kind, _ in png_chunks(out)] == ["IHDR", "IDAT", "IEND"]
     assert b"DOE" not in out and b"JANE" not in out
 
 
@@ -319,45 +318,3 @@ def test_mimic_report_notification_and_lower_case_headings():
     assert report_text(sections) == (
         "FINDINGS: Lungs: clear. No effusion.\nIMPRESSION: No acute process."
     )
-
-
-# --------------------------------------------------------------------------------- helpers
-
-ICC_WITH_NAME = b"\x00\x00\x02\x0cDOE^JANE 19700101 MRN12345678" + bytes(64)
-
-
-def png_chunks(data: bytes) -> list[str]:
-    """The chunk types of a PNG, in order."""
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    chunks, offset = [], 8
-    while offset < len(data):
-        (length,) = struct.unpack(">I", data[offset : offset + 4])
-        chunks.append(data[offset + 4 : offset + 8].decode("ascii"))
-        offset += 12 + length
-    return chunks
-
-
-def ultrasound(path: Path, text: str = "DOE^JANE 1234567 19700101") -> Path:
-    """An uncompressed ultrasound DICOM with `text` drawn into its pixels, and nothing in
-    its header that says so (no BurnedInAnnotation)."""
-    from PIL import ImageDraw
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    canvas = Image.new("L", (256, 128), 0)
-    draw = ImageDraw.Draw(canvas)
-    draw.text((8, 8), text, fill=255)
-    draw.ellipse((80, 40, 176, 120), fill=90)  # the "anatomy"
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.6.1"
-    meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[text])
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "US"
-    ds.PatientName, ds.PatientID, ds.PatientBirthDate = text.split()
-    ds.set_pixel_data(np.asarray(canvas), "MONOCHROME2", 8, generate_instance_uid=False)
-    ds.save_as(path, enforce_file_format=True)
-    return path
