@@ -146,6 +146,12 @@ def salt_for_source(root: str | Path) -> str:
     return installation_salt()
 
 
+def warn_if_public(root: str | Path, salt: str) -> None:
+    """A salt chosen by hand that is the public one, for real data: say so loudly."""
+    if salt == PUBLIC_SAMPLE_SALT and not is_bundled_sample(root):
+        log.warning("the public sample salt is used for %s: its pseudonyms are reversible", root)
+
+
 def installation_salt(path: Path | None = None) -> str:
     """The private salt of this installation, generated once into `path` (mode 0600).
 
@@ -552,15 +558,14 @@ SCRUB_PATTERNS: tuple[tuple[str, re.Pattern[str], str], ...] = tuple(
 """(name, pattern, replacement) in the order applied by `scrub_text`."""
 
 _COMMUNICATION = re.compile(
-    r"[^.]*\b(?:discussed|communicated|conveyed|telephoned|called|paged|notified|informed)\b"
-    r"[^.]*\b(?:with|to|by)\b[^.]*(?:\.|$)",
+    r"\b(?:discussed|communicated|conveyed|telephoned|called|paged|notified|informed)\b"
+    r".*\b(?:with|to|by)\b",
     re.IGNORECASE,
 )
 _NOTIFICATION = re.compile(r"\bNOTIFICATION\s*:.*", re.IGNORECASE | re.DOTALL)
-
-
 _TITLE_DOT = re.compile(rf"\b({_TITLE})\.", re.IGNORECASE)
 _HELD_DOT = "\x00"
+_SENTENCE_END = re.compile(r"(?<=\.)\s+")
 
 
 def scrub_text(text: str) -> str:
@@ -568,12 +573,8 @@ def scrub_text(text: str) -> str:
     who was told of a finding (a NOTIFICATION, "discussed with Dr. ... at ...") removed."""
     text = _NOTIFICATION.sub("", text.replace(_HELD_DOT, ""))
     held = _TITLE_DOT.sub(rf"\1{_HELD_DOT}", text)  # "Dr." does not end a sentence
-    text = _COMMUNICATION.sub("", held).replace(_HELD_DOT, ".")
+    sentences = [s for s in _SENTENCE_END.split(held) if not _COMMUNICATION.search(s)]
+    text = " ".join(sentences).replace(_HELD_DOT, ".")
     for _, pattern, replacement in SCRUB_PATTERNS:
         text = pattern.sub(replacement, text)
-    return " ".join(text.split(" ")).strip() if text else text
-
-
-def redact_long_numbers(text: str) -> str:
-    """Replace runs of six or more digits (MRNs, accession numbers, dates) in free text."""
-    return re.sub(r"\d{6,}", REDACTED, text)
+    return re.sub(r"[ \t]{2,}", " ", text).strip()

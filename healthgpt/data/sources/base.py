@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from healthgpt.data.chunks import chunk_of
-from healthgpt.data.deid import salt_for_source
+from healthgpt.data.deid import salt_for_source, warn_if_public
 from healthgpt.data.fingerprint import chunk_fingerprints
 from healthgpt.data.schema import Quarantined
 
@@ -99,6 +99,8 @@ class SourceReader(ABC):
         self.options = options or ReaderOptions()
         if self.options.deid_salt is None:
             self.options = replace(self.options, deid_salt=salt_for_source(self.root))
+        else:
+            warn_if_public(self.root, self.options.deid_salt)
         # Input rows left out on purpose by configuration (another language, a lateral view),
         # counted by reason: they are not items, so they are neither records nor quarantined,
         # but the ingest summary reports them so nothing disappears without a trace.
