@@ -90,6 +90,25 @@ def test_salt_file_creation_is_loud(tmp_path, caplog):
     assert len(notices) == 1 and str(tmp_path / "deid_salt") in notices[0].getMessage()
 
 
+def test_public_salt_chosen_by_hand_for_real_data_is_warned_about(tmp_path, caplog):
+    from healthgpt.data.sources.dicom_folder import DicomFolderReader
+
+    with caplog.at_level(logging.WARNING, logger="healthgpt.data.deid"):
+        DicomFolderReader(tmp_path, ReaderOptions(deid_salt=PUBLIC_SAMPLE_SALT))
+    assert "public sample salt" in caplog.text
+
+
+def test_cli_salt_defaults_to_the_rule_and_offers_the_opt_in():
+    from healthgpt.cli import build_parser
+
+    args = build_parser().parse_args(["ingest", "dicom_folder", "--root", "r", "--out", "o"])
+    assert args.salt is None and args.burned_in_reviewed is False
+    args = build_parser().parse_args(
+        ["ingest", "dicom_folder", "--root", "r", "--out", "o", "--burned-in-reviewed"]
+    )
+    assert args.burned_in_reviewed is True
+
+
 def test_a_salt_file_others_can_read_is_refused(tmp_path):
     path = tmp_path / "deid_salt"
     installation_salt(path)
