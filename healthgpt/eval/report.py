@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,10 @@ def run_cell(cell: dict[str, Any] | None, digits: int, paper: float | None, reas
     the gap to the paper's value; the reason when there is no value."""
     if not cell:
         return empty(reason)
-    value, (low, high) = cell["value"], cell["ci"]
+    value = cell["value"]
+    if not cell.get("ci"):
+        return f"{value:.{digits}f} (n={cell['n']}; no interval) {WARN}"
+    low, high = cell["ci"]
     text = f"{value:.{digits}f} (n={cell['n']}; {low:.{digits}f}–{high:.{digits}f})"
     return text + (f" {WARN}" if paper is not None and high - low > abs(value - paper) else "")
 
@@ -112,13 +116,24 @@ def omvqa_columns(published: dict[str, Any], omni: dict[str, Any] | None) -> dic
     present = {c: by[mapping[c]] for c in columns if mapping.get(c) in by and by[mapping[c]]}
     if not present:
         return {"value": None, "present": [], "missing": columns}
-    values = [cell["value"] for cell in present.values()]
     return {
-        "value": round(sum(values) / len(values), 2),
-        "n": sum(cell["n"] for cell in present.values()),
+        **mean_of_cells(list(present.values())),
         "present": list(present),
         "missing": [c for c in columns if c not in present],
     }
+
+
+def mean_of_cells(cells: list[dict[str, Any]]) -> dict[str, Any]:
+    """The mean of independent cells (OMVQA's columns, Table 1's Avg.), its total n, and an
+    approximate 95% interval: the cells' half-widths combined in quadrature, divided by the
+    number of cells (the standard error of a mean of independent estimates)."""
+    value = sum(c["value"] for c in cells) / len(cells)
+    halves = [(c["ci"][1] - c["ci"][0]) / 2 if c.get("ci") else None for c in cells]
+    ci = None
+    if all(h is not None for h in halves):
+        half = math.sqrt(sum(h * h for h in halves)) / len(cells)
+        ci = [round(max(0.0, value - half), 2), round(min(100.0, value + half), 2)]
+    return {"value": round(value, 2), "n": sum(c.get("n", 0) for c in cells), "ci": ci}
 
 
 def table1_values(
@@ -140,9 +155,9 @@ def table1_values(
     choice = (mcq or {}).get("benchmarks", {})
     cells.append((choice.get("mmmu_med") or {}).get("accuracy"))
     omvqa = omvqa_columns(published, choice.get("omnimedvqa"))
-    cells.append({"value": omvqa["value"], "n": omvqa["n"], "ci": None} if omvqa["value"] else None)
-    present = [c["value"] for c in cells if c]
-    cells.append({"value": round(sum(present) / 8, 2)} if len(present) == 8 else None)
+    cells.append({k: omvqa[k] for k in ("value", "n", "ci")} if omvqa["value"] else None)
+    present = [c for c in cells if c]
+    cells.append(mean_of_cells(present) if len(present) == 8 else None)
     return cells
 
 
@@ -151,18 +166,10 @@ def _table1_row(cells, paper, vqa, mcq, published) -> list[str]:
     for _, name in TABLE1_SOURCES:
         reasons += [_vqa_reason(vqa, name)] * 2
     reasons += [_mcq_reason(mcq, "mmmu_med"), _mcq_reason(mcq, "omnimedvqa"), "needs all 8"]
-    out = []
-    for index, (cell, reason) in enumerate(zip(cells, reasons, strict=True)):
-        if cell and cell.get("ci") is None:  # OMVQA and Avg.: means of means, no interval
-            text = f"{cell['value']:.1f}"
-            if index == 7:
-                omvqa = omvqa_columns(
-                    published, (mcq or {}).get("benchmarks", {}).get("omnimedvqa")
-                )
-                text += f" (n={cell['n']}; {len(omvqa['present'])} of 7 columns)"
-            out.append(text)
-        else:
-            out.append(run_cell(cell, 1, paper[index], reason))
+    out = [run_cell(c, 1, paper[i], r) for i, (c, r) in enumerate(zip(cells, reasons, strict=True))]
+    if cells[7]:
+        omvqa = omvqa_columns(published, (mcq or {}).get("benchmarks", {}).get("omnimedvqa"))
+        out[7] += f" [{len(omvqa['present'])} of 7 columns]"
     return out
 
 
@@ -186,10 +193,8 @@ def render_table1(published: dict[str, Any], vqa: dict | None, mcq: dict | None)
         name = f"{_ours(label)}, {SCORER_LABELS[scorer]}"
         rows.append(["", name, DASH, "✓", *_table1_row(cells, paper, vqa, mcq, published)])
     notes = [
-        f"This run: value (n = questions; 95% interval); {WARN} = the interval is wider than "
-        f"the gap to {REFERENCE_ROW}'s published value. VQA cells are given under both "
-        f"scorers; the {SCORER_LABELS[PAPER_SCORER]} row is the one to compare with the paper: "
-        + " ".join(PAPER_SCORER_WHY.split()),
+        f"VQA cells are given under both scorers; the {SCORER_LABELS[PAPER_SCORER]} row is the "
+        "one to compare with the paper: " + " ".join(PAPER_SCORER_WHY.split()),
     ]
     notes += _mcq_notes(published, mcq)
     if flagged:
@@ -322,7 +327,8 @@ def render_table9(published: dict[str, Any], mcq: dict | None) -> str:
         else:
             cells.append(run_cell(by.get(modality), 1, paper[index], "no question"))
     omvqa = omvqa_columns(published, omni)
-    cells.append(_fmt(omvqa["value"], 1) if omvqa["value"] else empty("no column"))
+    average = {k: omvqa[k] for k in ("value", "n", "ci")} if omvqa["value"] else None
+    cells.append(run_cell(average, 1, paper[-1], "no column"))
     rows.append([_ours((mcq or {}).get("model")), *cells])
     return _section(spec["title"], _table(header, rows), [])
 
@@ -375,7 +381,13 @@ def _run_lines(*results: dict[str, Any] | None) -> str:
             lines.append(f"- {name}: nothing evaluated (see the notes)")
         else:
             lines.append(f"- {name}: model `{result.get('model')}`, {result.get('summary', '')}")
-    return "This run:\n" + "\n".join(lines)
+    legend = (
+        f"Cells of this run: value (n = questions or pairs; 95% interval); {WARN} = the "
+        f"interval is wider than the gap to {REFERENCE_ROW}'s published value (or there is no "
+        'interval), so this run\'s sample cannot tell the two apart; "–" is followed by the '
+        "reason the cell is empty."
+    )
+    return "This run:\n" + "\n".join(lines) + "\n\n" + legend
 
 
 def _notes(*results: dict[str, Any] | None) -> str:

@@ -145,7 +145,6 @@ def run_benchmarks(
     benches = registry.family(family)
     notes = [n for b in benches if (n := _availability(b, roots.get(b.name)))]
     runnable = [b for b in benches if _availability(b, roots.get(b.name)) is None]
-    read = registry.ReadOptions(limit=options.limit, trained=trained)
     with atomic_directory(out) as staging:
         summaries: dict[str, dict[str, Any]] = {}
         writer = prediction_writer(staging)
@@ -154,13 +153,15 @@ def run_benchmarks(
                 model = _build(model_factory, notes)
             for bench in runnable:
                 tally = TALLIES[family]()
+                read = registry.ReadOptions(limit=options.limit, trained=trained)
                 items = bench.reader(roots[bench.name], read)
                 for item, scored in predict_and_score(
                     model, items, bench.scorer, writer, options.batch_size
                 ):
                     tally.add(item, scored)
                 summaries[bench.name] = tally.summary()
-        notes += [f"{family}: {n} rows skipped: {reason}" for reason, n in read.skips.items()]
+                skipped = sorted(read.skips.items())
+                notes += [f"{bench.name}: {n} rows skipped: {reason}" for reason, n in skipped]
         result = EvalResult(summaries, writer.shards, notes)
         run = _text_run(options.label, result, out)
         payload = _scores_payload(

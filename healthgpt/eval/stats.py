@@ -46,10 +46,15 @@ class Running:
     def mean(self) -> float | None:
         return self.total / self.n if self.n else None
 
-    def interval(self, bounds: tuple[float, float] | None = (0.0, 1.0)) -> tuple[float, float]:
-        """95% interval of the mean (Wilson for 0/1 values, normal otherwise)."""
+    def interval(
+        self, bounds: tuple[float, float] | None = (0.0, 1.0)
+    ) -> tuple[float, float] | None:
+        """95% interval of the mean (Wilson for 0/1 values, normal otherwise; None for a
+        single graded value, whose spread is unknown)."""
         if self.binary:
             return wilson(self.total, self.n)
+        if self.n < 2:
+            return None
         mean = self.total / self.n
         variance = max(0.0, self.squares - self.n * mean * mean) / max(1, self.n - 1)
         half = Z95 * math.sqrt(variance / self.n)
@@ -62,11 +67,11 @@ class Running:
         """{value, n, ci: [low, high]} scaled (x100 for percentages), or None when empty."""
         if not self.n:
             return None
-        low, high = self.interval(bounds)
+        interval = self.interval(bounds)
         return {
             "value": round(scale * self.total / self.n, 2),
             "n": self.n,
-            "ci": [round(scale * low, 2), round(scale * high, 2)],
+            "ci": [round(scale * bound, 2) for bound in interval] if interval else None,
         }
 
 
