@@ -132,7 +132,7 @@ def test_mcq_configured_through_config_reaches_table1_and_table9(data_dir, tmp_p
     assert "(not the paper's definition): 50.0" in report
     # Table 9 row: CT 100 (column 1), FDM empty with the reason
     assert ours[-1].startswith(
-        "| **this run (stub)** | 100.0 (n=1; 20.7–100.0) ⚠ | – (no question) |"
+        "| **this run (stub)** | 100.0 (n=1; 20.6–100.0) ⚠ | – (no question) |"
     )
     assert "– (not expanded in the paper)" in ours[-1]
 
