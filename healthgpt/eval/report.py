@@ -74,7 +74,10 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def _ours(label: str | None) -> str:
+def _ours(*results: dict[str, Any] | None) -> str:
+    """This run's row label, naming the model only when one of `results` evaluated something
+    (a family that ran nothing makes no claim about a model)."""
+    label = next((r.get("model") for r in results if r and _ran(r)), None)
     return f"**this run ({label})**" if label else "**this run**"
 
 
@@ -186,11 +189,10 @@ def render_table1(published: dict[str, Any], vqa: dict | None, mcq: dict | None)
         rows.append(
             [row["group"], name, row["params"], medical, *(_fmt(v, 1) for v in row["values"])]
         )
-    label = (vqa or mcq or {}).get("model")
     paper = reference(spec)
     for scorer in (PAPER_SCORER, "strict"):
         cells = table1_values(vqa, mcq, scorer, published)
-        name = f"{_ours(label)}, {SCORER_LABELS[scorer]}"
+        name = f"{_ours(vqa, mcq)}, {SCORER_LABELS[scorer]}"
         rows.append(["", name, DASH, "✓", *_table1_row(cells, paper, vqa, mcq, published)])
     notes = [
         f"VQA cells are given under both scorers; the {SCORER_LABELS[PAPER_SCORER]} row is the "
@@ -262,7 +264,7 @@ def render_table2(published: dict[str, Any], generation: dict | None) -> str:
         for offset, metric in enumerate(("ssim", "psnr", "mse")):
             reason = _gen_reason(generation, column.replace("_", " "))
             values.append(run_cell(result.get(metric), 2, paper[3 * index + offset], reason))
-    rows.append([_ours((generation or {}).get("model")), *values])
+    rows.append([_ours(generation), *values])
     return _section(spec["title"], _table(header, rows), [])
 
 
@@ -281,7 +283,7 @@ def render_table3(published: dict[str, Any], generation: dict | None) -> str:
         if result and metric == "lpips" and not result.get("lpips"):
             reason = "LPIPS not computed"
         values.append(run_cell(result.get(metric), 2, paper[index], reason))
-    rows.append([_ours((generation or {}).get("model")), *values])
+    rows.append([_ours(generation), *values])
     notes = ["This run's row: IXI pairs only, as the paper's; other sources are listed below."]
     notes += [n for n in (generation or {}).get("notes", []) if "LPIPS" in n]
     return _section(spec["title"], _table(header, rows), notes)
@@ -329,7 +331,7 @@ def render_table9(published: dict[str, Any], mcq: dict | None) -> str:
     omvqa = omvqa_columns(published, omni)
     average = {k: omvqa[k] for k in ("value", "n", "ci")} if omvqa["value"] else None
     cells.append(run_cell(average, 1, paper[-1], "no column"))
-    rows.append([_ours((mcq or {}).get("model")), *cells])
+    rows.append([_ours(mcq), *cells])
     return _section(spec["title"], _table(header, rows), [])
 
 

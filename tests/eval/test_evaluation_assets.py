@@ -1,6 +1,7 @@
 """End to end through Dagster: the four evaluation assets on tiny data with test-double models."""
 
 import json
+import re
 
 import dagster as dg
 import pyarrow.parquet as pq
@@ -201,3 +202,7 @@ def test_small_preset_on_the_bundled_samples_produces_the_report(tmp_path):
     report = (data / "eval" / "report.md").read_text()
     assert "this run (stage3 checkpoint)" in report
     assert "HealthGPT-M3" in report
+    # every cell of this run carries its size and interval; the trained form is named
+    row = next(line for line in report.splitlines() if "LLaVA-Med scorer |" in line)
+    assert len(re.findall(r"\d\.\d \(n=\d; \d+\.\d–\d+\.\d\)", row)) == 4
+    assert scores["prompt_forms"]["vqa closed"].startswith("plain question (trained:")
