@@ -223,6 +223,11 @@ def _mcq_notes(published: dict[str, Any], mcq: dict | None) -> list[str]:
             f"MMMU-Med: {mmmu['n']} questions ({mmmu['n_open']} open, scored as MMMU's "
             f"official scorer does); {mmmu['random_choices']} unparsed replies got the official "
             "scorer's seeded random option."
+            + (
+                f" The paper's denominator is 150 questions; this run read {mmmu['n']}."
+                if mmmu["n"] != MMMU_QUESTIONS
+                else ""
+            )
         )
     omni = choice.get("omnimedvqa")
     if omni:
@@ -269,6 +274,7 @@ def render_table2(published: dict[str, Any], generation: dict | None) -> str:
 
 
 SR_SOURCE = "ixi"  # the paper's Table 3 is IXI 4x super-resolution
+MMMU_QUESTIONS = 150  # 5 medical subjects x 30 validation questions: every baseline is k/150
 
 
 def render_table3(published: dict[str, Any], generation: dict | None) -> str:

@@ -79,15 +79,8 @@ def test_evaluation_asks_each_held_out_question_in_the_form_its_task_trains(buil
 
 def test_a_letter_reply_to_a_single_choice_question_is_scored_by_its_option():
     """Defect 1: `score_closed("A", "yes")` was 0 for a model answering in its trained form."""
-    item = TextItem(
-        id="q",
-        benchmark="vqa_rad",
-        question="Is this normal?",
-        answer="no",
-        answer_type="closed",
-        options=("yes", "no"),
-        form="single choice",
-    )
+    options = ("yes", "no")
+    item = TextItem("q", "vqa_rad", "Is this normal?", "no", "closed", options=options)
     assert score_vqa(item, "B").score == 1.0 and score_llava_med(item, "B") == 1.0
     assert score_vqa(item, "A").score == 0.0 and score_llava_med(item, "A") == 0.0
 
@@ -142,14 +135,17 @@ def test_mmmu_reads_every_question_every_image_and_image_options(tmp_path):
 
     model = Recording({"Give the dose in mg.": "The dose is 5 mg."})
     done = run_benchmarks("mcq", lambda: model, {"mmmu_med": root}, tmp_path / "o", OPTIONS)
-    assert seen[0].width == 32 + 16 * 32 // 32 or seen[0].width > seen[1].width  # side by side
+    # both images, side by side at the common height (32), under a 14-pixel label strip
+    assert seen[0].size == (32 + 32, 32 + 14) and seen[1].size == (32, 32)
     summary = done.scores["mmmu_med"]
     assert summary["n"] == 3 and summary["n_open"] == 1
     rows = pq.read_table(tmp_path / "o" / done.shards[0].path).to_pylist()
     assert [r["n_images"] for r in rows] == [2, 1, 1]
     assert rows[2]["score"] == 1.0  # "5" found by MMMU's open-answer parser
     assert summary["random_choices"] == 2  # "no idea" twice: seeded random options
-    assert "MMMU-Med: 3 questions (1 open" in render_report(None, {"benchmarks": done.scores}, None)
+    report = render_report(None, {"benchmarks": done.scores}, None)
+    assert "MMMU-Med: 3 questions (1 open" in report
+    assert "The paper's denominator is 150 questions; this run read 3" in report
 
 
 def test_mmmu_unparsed_reply_gets_a_seeded_random_option_counted():
