@@ -224,6 +224,7 @@ def _text_asset(
         family_dir(locations, family),
         config.run_options(eval_models.label(spec)),
         trained=config.trained(locations),
+        names=[b.name for b in config.selected(family)],
     )
 
 

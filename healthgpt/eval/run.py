@@ -9,7 +9,7 @@ there is nothing to evaluate.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -138,11 +138,13 @@ def run_benchmarks(
     out: Path,
     options: RunOptions,
     trained: MixtureConfig | None = None,
+    names: Sequence[str] | None = None,
 ) -> FamilyRun:
-    """Every registered benchmark of `family` whose root is in `roots` (name -> root; absent
-    = not configured) into `out`: predictions and `scores.json`. No model is built when no
-    benchmark can run; every benchmark that does not run says why in the notes."""
-    benches = registry.family(family)
+    """The registered benchmarks of `family` (those in `names`, default all) into `out`:
+    predictions and `scores.json`. `roots` maps a benchmark to its root (absent = not
+    configured). No model is built when no benchmark can run; every selected benchmark that
+    does not run says why in the notes."""
+    benches = [b for b in registry.family(family) if names is None or b.name in names]
     notes = [n for b in benches if (n := _availability(b, roots.get(b.name)))]
     runnable = [b for b in benches if _availability(b, roots.get(b.name)) is None]
     with atomic_directory(out) as staging:

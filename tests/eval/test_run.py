@@ -190,3 +190,11 @@ def test_report_is_written_atomically_and_says_which_families_ran(tmp_path):
     assert (eval_dir / "report.png").read_bytes() == written.png and written.png[:4] == b"\x89PNG"
     assert written.evaluated == {"vqa": True, "mcq": False, "generation": False}
     assert not list(eval_dir.glob(".report.md*"))
+
+
+def test_only_the_selected_benchmarks_run_and_the_others_make_no_note(tmp_path):
+    factory = Factory(lambda: FakeTextModel(vqa_replies()))
+    out = tmp_path / "eval" / "vqa"
+    sources = vqa_sources(tmp_path / "data")
+    done = run.run_benchmarks("vqa", factory, sources, out, OPTIONS, names=["slake"])
+    assert set(done.scores) == {"slake"} and done.notes == ["loaded from the fake"]
