@@ -95,6 +95,8 @@ class TextEvalConfig(EvalModelConfig):
     mixture_preset: str = os.environ.get("HEALTHGPT_MIXTURE_PRESET", "demo")
 
     def selected(self, family: str) -> list[registry.Benchmark]:
+        for name in self.benchmarks:
+            registry.get(name)  # an unknown name is an error, not an empty run
         names = self.benchmarks or [b.name for b in registry.family(family)]
         return [b for b in registry.family(family) if b.name in names]
 

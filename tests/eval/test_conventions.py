@@ -258,3 +258,5 @@ def test_registry_entries_are_what_the_pipeline_loops_over():
     assert {k.path[-1] for k in eval_vqa.dependency_keys} >= {"vqa_rad", "slake", "pathvqa"}
     assert [b.name for b in TextEvalConfig(benchmarks=["slake"]).selected("vqa")] == ["slake"]
     assert registry.get("mmmu_med").env == "HEALTHGPT_MMMU_DIR"
+    with pytest.raises(KeyError, match="unknown benchmark 'vqarad'"):
+        TextEvalConfig(benchmarks=["vqarad"]).selected("vqa")
