@@ -9,18 +9,21 @@ checkpoint of the configured training stage, or the official HealthGPT weights w
 replacing the resource.
 """
 
+import json
 import os
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
-from healthgpt.data.shards import open_shard
-from healthgpt.eval import mcq, models, run, vqa
-from healthgpt.eval.predict import TEMPLATES, ImageModel, TextModel
+from healthgpt.data.mixture_config import MixtureConfig
+from healthgpt.data.shards import MANIFEST_NAME, open_shard
+from healthgpt.eval import models, registry, run
+from healthgpt.eval.predict import ImageModel, TextModel
 from healthgpt.storage import output_path
 from pipelines.automation import training_automation_condition
 from pipelines.metadata import png_markdown, records_table, shard_metadata
+from pipelines.mixture import PRESETS
 from pipelines.resources import DataLocations
 from pipelines.sources import ingested_key
 
@@ -78,29 +81,47 @@ class EvalModelConfig(dg.Config):
         )
 
 
-class VqaEvalConfig(EvalModelConfig):
-    sources: list[str] = list(vqa.VQA_BENCHMARKS)
+class TextEvalConfig(EvalModelConfig):
+    """Which registered benchmarks of the asset's family to run, and where their roots are.
 
+    `benchmarks`: names from `healthgpt.eval.registry` (empty = every one of the family).
+    `roots`: benchmark -> root; otherwise an ingested benchmark reads `<data>/ingested/<name>`
+    and an external one its environment variable (`HEALTHGPT_MMMU_DIR`, ...).
+    `mixture_preset`: the training config whose question forms are used when the built
+    mixture's own config (`<data>/mixture/_manifest.json`) is not there."""
 
-class McqEvalConfig(EvalModelConfig):
-    # Empty means the environment: HEALTHGPT_MMMU_DIR / HEALTHGPT_OMNIMEDVQA_DIR.
-    mmmu_dir: str = ""
-    mmmu_subjects: list[str] = list(mcq.MMMU_MEDICAL_SUBJECTS)
-    mmmu_split: str = "validation"
-    omnimedvqa_dir: str = ""
-    omnimedvqa_access: list[str] = ["Open-access"]
+    benchmarks: list[str] = []
+    roots: dict[str, str] = {}
+    mixture_preset: str = os.environ.get("HEALTHGPT_MIXTURE_PRESET", "demo")
 
-    def roots(self) -> dict[str, Path]:
-        found = {
-            "mmmu_med": self.mmmu_dir or os.environ.get("HEALTHGPT_MMMU_DIR", ""),
-            "omnimedvqa": self.omnimedvqa_dir or os.environ.get("HEALTHGPT_OMNIMEDVQA_DIR", ""),
-        }
-        return {name: Path(value) for name, value in found.items() if value}
+    def selected(self, family: str) -> list[registry.Benchmark]:
+        for name in self.benchmarks:
+            registry.get(name)  # an unknown name is an error, not an empty run
+        names = self.benchmarks or [b.name for b in registry.family(family)]
+        return [b for b in registry.family(family) if b.name in names]
 
-    def mcq_sources(self) -> run.McqSources:
-        return run.McqSources(
-            self.roots(), self.mmmu_subjects, self.mmmu_split, self.omnimedvqa_access
-        )
+    def bench_roots(self, family: str, locations: DataLocations) -> dict[str, Path]:
+        found: dict[str, Path] = {}
+        for bench in self.selected(family):
+            if bench.name in self.roots:
+                found[bench.name] = Path(self.roots[bench.name])
+            elif bench.root == "ingested":
+                found[bench.name] = locations.ingested_dir(bench.name)
+            elif os.environ.get(bench.env):
+                found[bench.name] = Path(os.environ[bench.env])
+        return found
+
+    def trained(self, locations: DataLocations) -> MixtureConfig:
+        """The mixture config the evaluated model was trained from: the built mixture's, else
+        the preset's."""
+        manifest = locations.mixture_dir() / MANIFEST_NAME
+        if manifest.is_file():
+            config = json.loads(manifest.read_text()).get("config")
+            if config:
+                return MixtureConfig(**config)
+        if self.mixture_preset not in PRESETS:
+            raise ValueError(f"mixture_preset must be one of {sorted(PRESETS)}")
+        return PRESETS[self.mixture_preset]()
 
 
 class GenerationEvalConfig(EvalModelConfig):
@@ -128,7 +149,7 @@ def _preview(directory: Path, limit: int = 8) -> dg.MarkdownMetadataValue:
     files = sorted(directory.glob("predictions-*.parquet"))
     if not files:
         return dg.MetadataValue.md("_no predictions_")
-    columns = ["benchmark", "question", "answer", "prediction", "rule", "score"]
+    columns = ["benchmark", "source", "form", "answer", "prediction", "score", "score_llava_med"]
     batch = next(open_shard(files[0]).iter_batches(batch_size=limit, columns=columns), None)
     return records_table(batch.to_pylist() if batch is not None else [], limit)
 
@@ -152,7 +173,7 @@ def _result_metadata(
     """The metadata every evaluation asset shows: model, scores, notes, output, predictions."""
     return {
         "model": done.model,
-        "scores": _summary_table(done.scores, fields),
+        "scores": _summary_table(_flat(done), fields),
         "notes": _notes(done.notes),
         **extra,
         "path": dg.MetadataValue.path(str(done.out)),
@@ -162,7 +183,51 @@ def _result_metadata(
 
 def _by_modality(done: run.FamilyRun) -> dict[str, dict[str, Any]]:
     """MCQ accuracy per `<benchmark>/<modality>` (Table 9's rows)."""
-    return {f"{b}/{m}": v for b, r in done.scores.items() for m, v in r["by_modality"].items()}
+    return {
+        f"{b}/{m}": {"accuracy": (v or {}).get("value"), "n": (v or {}).get("n")}
+        for b, r in done.scores.items()
+        for m, v in r["by_modality"].items()
+    }
+
+
+def _flat(done: run.FamilyRun) -> dict[str, dict[str, Any]]:
+    """Per benchmark: every score cell's value with its n, for the summary table."""
+    rows: dict[str, dict[str, Any]] = {}
+    for name, result in done.scores.items():
+        row = {}
+        for key, value in result.items():
+            if isinstance(value, dict) and "value" in value:
+                row[key] = f"{value['value']} (n={value['n']})"
+            elif isinstance(value, dict) and key == "llava_med":
+                row.update(
+                    {
+                        f"{k} (LLaVA-Med)": f"{c['value']} (n={c['n']})"
+                        for k, c in value.items()
+                        if c
+                    }
+                )
+            elif not isinstance(value, dict):
+                row[key] = value
+        rows[name] = row
+    return rows
+
+
+def _text_asset(
+    family: str,
+    config: TextEvalConfig,
+    locations: DataLocations,
+    eval_models: EvalModels,
+) -> run.FamilyRun:
+    spec = config.model_spec(eval_models.checkpoints_root(locations))
+    return run.run_benchmarks(
+        family,
+        lambda: eval_models.text_model(spec),
+        config.bench_roots(family, locations),
+        family_dir(locations, family),
+        config.run_options(eval_models.label(spec)),
+        trained=config.trained(locations),
+        names=[b.name for b in config.selected(family)],
+    )
 
 
 # What the three benchmark-family assets share in the UI and in automation.
@@ -174,32 +239,34 @@ FAMILY_ASSET: dict[str, Any] = {
 }
 
 
+def _text_metadata(done: run.FamilyRun, fields: list[str]) -> dict[str, Any]:
+    forms = json.loads((done.out / run.SCORES_NAME).read_text()).get("prompt_forms", {})
+    return _result_metadata(
+        done,
+        fields,
+        prompt_forms=dg.MetadataValue.json(forms),
+        preview=_preview(done.out),
+    )
+
+
 @dg.asset(
     key="eval_vqa",
-    deps=[TRAIN_STAGE3, *(ingested_key(name) for name in vqa.VQA_BENCHMARKS)],
+    deps=[TRAIN_STAGE3, *(ingested_key(b.name) for b in registry.family("vqa"))],
     **FAMILY_ASSET,
-    description="VQA-RAD, SLAKE, PathVQA test splits: closed accuracy, all-question accuracy.",
+    description="VQA-RAD, SLAKE, PathVQA test splits in the trained question form: close, "
+    "open, all, by the strict and by LLaVA-Med's scorer.",
 )
 def eval_vqa(
     context: dg.AssetExecutionContext,
-    config: VqaEvalConfig,
+    config: TextEvalConfig,
     locations: DataLocations,
     eval_models: EvalModels,
 ) -> dg.MaterializeResult:
-    spec = config.model_spec(eval_models.checkpoints_root(locations))
-    done = run.run_vqa(
-        lambda: eval_models.text_model(spec),
-        {name: locations.ingested_dir(name) for name in config.sources},
-        family_dir(locations, "vqa"),
-        config.run_options(eval_models.label(spec)),
-    )
+    done = _text_asset("vqa", config, locations, eval_models)
     context.log.info(f"eval_vqa: {done.summary or 'nothing evaluated'}")
     return dg.MaterializeResult(
-        metadata=_result_metadata(
-            done,
-            ["close", "all", "open", "n_closed", "n_open"],
-            prompt_template=dg.MetadataValue.text(TEMPLATES["vqa"]),
-            preview=_preview(done.out),
+        metadata=_text_metadata(
+            done, ["close", "all", "open", "close (LLaVA-Med)", "all (LLaVA-Med)"]
         )
     )
 
@@ -208,33 +275,19 @@ def eval_vqa(
     key="eval_mcq",
     deps=[TRAIN_STAGE3],
     **FAMILY_ASSET,
-    description="MMMU (medical subjects) and OmniMedVQA multiple choice, when configured.",
+    description="MMMU (150 medical validation questions) and OmniMedVQA, when configured.",
 )
 def eval_mcq(
     context: dg.AssetExecutionContext,
-    config: McqEvalConfig,
+    config: TextEvalConfig,
     locations: DataLocations,
     eval_models: EvalModels,
 ) -> dg.MaterializeResult:
-    spec = config.model_spec(eval_models.checkpoints_root(locations))
-    sources = config.mcq_sources()
-    done = run.run_mcq(
-        lambda: eval_models.text_model(spec),
-        sources,
-        family_dir(locations, "mcq"),
-        config.run_options(eval_models.label(spec)),
-    )
+    done = _text_asset("mcq", config, locations, eval_models)
     context.log.info(f"eval_mcq: {done.summary or 'not configured'}")
-    return dg.MaterializeResult(
-        metadata=_result_metadata(
-            done,
-            ["accuracy", "n", "unparsed"],
-            configured=dg.MetadataValue.bool(bool(sources.roots)),
-            by_modality=_summary_table(_by_modality(done), ["accuracy", "n"]),
-            prompt_template=dg.MetadataValue.text(TEMPLATES["mcq"]),
-            preview=_preview(done.out),
-        )
-    )
+    metadata = _text_metadata(done, ["accuracy", "n", "unparsed", "random_choices"])
+    metadata["by_modality"] = _summary_table(_by_modality(done), ["accuracy", "n"])
+    return dg.MaterializeResult(metadata=metadata)
 
 
 @dg.asset(
@@ -283,6 +336,7 @@ def eval_report(
     return dg.MaterializeResult(
         metadata={
             "report": dg.MetadataValue.md(written.markdown),
+            "table1": png_markdown(written.png, "Table 1: this run vs the paper"),
             "path": dg.MetadataValue.path(str(written.path)),
             "evaluated": dg.MetadataValue.json(written.evaluated),
         }

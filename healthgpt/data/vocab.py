@@ -54,8 +54,9 @@ def normalize_modality(label: str | None) -> str:
     return "Other"
 
 
-def normalize_answer(answer: object) -> str:
-    """Answers are always strings; numbers from JSON become their plain text form."""
+def answer_text(answer: object) -> str:
+    """A source's answer as stored: always a string, numbers from JSON in their plain text
+    form. Not the scoring normalization (that is `healthgpt.eval.normalize.normalize_answer`)."""
     if answer is None:
         return ""
     if isinstance(answer, float) and answer.is_integer():

@@ -23,6 +23,7 @@ from PIL import Image, ImageDraw
 from healthgpt.data.shards import ShardInfo, ShardWriter, listed_shards, open_shard
 from healthgpt.eval.metrics import LpipsFn, image_metrics, to_gray_uint8
 from healthgpt.eval.predict import ImageModel, batched, decode_image
+from healthgpt.eval.stats import Running
 
 GENERATION_TASKS = ("ct_to_mri", "mri_to_ct", "super_resolution", "reconstruction")
 DEFAULT_INSTRUCTIONS = {
@@ -48,6 +49,7 @@ def table_column(task: str, body_part: str | None) -> str:
 class Pair:
     id: str
     task: str
+    source: str | None
     body_part: str | None
     instruction: str
     image: bytes
@@ -86,7 +88,7 @@ def read_pairs(
         names = set(parquet.schema_arrow.names)
         if not {"task", "image", "target_image", "split"} <= names:
             continue
-        wanted = ["id", "split", "task", "body_part", "image", "target_image"]
+        wanted = ["id", "split", "task", "source", "body_part", "image", "target_image"]
         columns = [c for c in [*wanted, "conversations", "question"] if c in names]
         for batch in parquet.iter_batches(columns=columns, batch_size=64):
             for row in batch.to_pylist():
@@ -98,6 +100,7 @@ def read_pairs(
                 yield Pair(
                     id=row["id"],
                     task=row["task"],
+                    source=row.get("source"),
                     body_part=row.get("body_part"),
                     instruction=_instruction(row),
                     image=image["bytes"],
@@ -113,6 +116,7 @@ GENERATION_SCHEMA = pa.schema(
         pa.field("id", pa.string(), nullable=False),
         pa.field("task", pa.string(), nullable=False),
         pa.field("column", pa.string(), nullable=False),
+        pa.field("source", pa.string()),
         pa.field("body_part", pa.string()),
         pa.field("instruction", pa.string()),
         pa.field("ssim", pa.float64()),
@@ -121,42 +125,57 @@ GENERATION_SCHEMA = pa.schema(
         pa.field("lpips", pa.float64()),
         pa.field("generated", pa.binary()),
     ],
-    metadata={"healthgpt.schema": "generation-predictions/v1"},
+    metadata={"healthgpt.schema": "generation-predictions/v2"},
 )
 """One row per pair: its metrics and (optionally) the generated image as an 8-bit gray PNG
 at the metric size, so a score can be checked by looking at what was scored."""
 
 
+METRICS = ("ssim", "psnr", "mse", "lpips")
+# Percent-scaled metrics print x100 (as the paper does) and are bounded in [0, 1] before that.
+_SCALE = {"ssim": (100.0, (-1.0, 1.0)), "psnr": (1.0, None), "mse": (1.0, None)}
+_SCALE["lpips"] = (100.0, (0.0, 1.0))
+
+
 @dataclass
 class GenerationTally:
-    """Per table column: running sums of each metric."""
+    """Per table column and per source: running sums of each metric (memory stays flat)."""
 
-    sums: dict[str, dict[str, float]] = field(default_factory=dict)
+    sums: dict[tuple[str, str], dict[str, Running]] = field(default_factory=dict)
 
-    def add(self, column: str, metrics: dict[str, float | None]) -> None:
-        slot = self.sums.setdefault(
-            column, {"n": 0, "ssim": 0.0, "psnr": 0.0, "mse": 0.0, "lpips": 0.0, "n_lpips": 0}
-        )
-        slot["n"] += 1
-        for name in ("ssim", "psnr", "mse"):
-            slot[name] += float(metrics[name])
-        if metrics.get("lpips") is not None:
-            slot["lpips"] += float(metrics["lpips"])
-            slot["n_lpips"] += 1
+    def add(self, column: str, source: str | None, metrics: dict[str, float | None]) -> None:
+        slot = self.sums.setdefault((column, source or "unknown"), {m: Running() for m in METRICS})
+        for name in METRICS:
+            if metrics.get(name) is not None:
+                slot[name].add(float(metrics[name]))
 
     def summary(self) -> dict[str, dict[str, Any]]:
-        """Means per column: SSIM and LPIPS x 100 (as the paper prints them), PSNR dB, MSE."""
+        """Per column: n, each metric as {value, n, ci} (SSIM and LPIPS x 100, PSNR dB, MSE),
+        and the same per source under `by_source`."""
+        merged: dict[str, dict[str, Running]] = {}
+        for (column, _), slot in self.sums.items():
+            into = merged.setdefault(column, {m: Running() for m in METRICS})
+            for name, running in slot.items():
+                into[name].n += running.n
+                into[name].total += running.total
+                into[name].squares += running.squares
+                into[name].binary = False
         out: dict[str, dict[str, Any]] = {}
-        for column, s in sorted(self.sums.items()):
-            n, n_lp = int(s["n"]), int(s["n_lpips"])
-            out[column] = {
-                "n": n,
-                "ssim": round(100.0 * s["ssim"] / n, 2),
-                "psnr": round(s["psnr"] / n, 2),
-                "mse": round(s["mse"] / n, 2),
-                "lpips": round(100.0 * s["lpips"] / n_lp, 2) if n_lp else None,
+        for column, slot in sorted(merged.items()):
+            out[column] = _cells(slot)
+            out[column]["by_source"] = {
+                source: _cells(s) for (c, source), s in sorted(self.sums.items()) if c == column
             }
         return out
+
+
+def _cells(slot: dict[str, Running]) -> dict[str, Any]:
+    cells: dict[str, Any] = {"n": slot["ssim"].n}
+    for name, running in slot.items():
+        running.binary = False
+        scale, bounds = _SCALE[name]
+        cells[name] = running.summary(scale, bounds)
+    return cells
 
 
 def png_bytes(array: np.ndarray) -> bytes:
@@ -197,12 +216,13 @@ def evaluate_generation(
                 target = to_gray_uint8(Image.open(io.BytesIO(pair.target)))
                 generated = to_gray_uint8(output)
                 metrics = image_metrics(target, generated, window=window, lpips_fn=lpips_fn)
-                tally.add(pair.column, metrics)
+                tally.add(pair.column, pair.source, metrics)
                 writer.write(
                     {
                         "id": pair.id,
                         "task": pair.task,
                         "column": pair.column,
+                        "source": pair.source,
                         "body_part": pair.body_part,
                         "instruction": pair.instruction,
                         **metrics,

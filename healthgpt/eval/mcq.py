@@ -1,22 +1,31 @@
 """Multiple-choice benchmarks (MMMU medical subset, OmniMedVQA): readers and reply parsing.
 
-Reply -> chosen option, first rule that applies (the rule is kept in the predictions table):
+Reply -> chosen option (`parse_choice`), the rule is kept in the predictions table:
 
-1. `explicit`: a letter the reply *declares*: "Answer: B", "the answer is (c)", "Option D",
-   a reply that is just a letter in either case ("b", "(B)"), or one that starts with the
-   capital letter followed by punctuation ("B.", "B) Pneumonia").
-2. `letter`: the first standalone capital letter among the valid ones (A-D for four options):
-   not inside a word, and not the article "A" ("A lesion ..." is not option A).
-3. `text`: the reply equals one option's text after `normalize_answer`, or contains exactly
-   one option's text as whole words (if it contains several, the longest one counts only when
-   it contains all the others: "lung cancer" over "lung").
-4. otherwise unparsed: counted wrong, and flagged (`parsed` is null, rule `unparsed`).
+1. `exact`: the reply is just a letter ("b", "(B)", "C.").
+2. `text`: the reply names an option's text (after `normalize_answer`, so articles, case and
+   punctuation do not matter; as whole words). Option text is read before letters, so
+   "Vitamin D deficiency" is the option with that text, not option D. An option whose text is
+   inside a longer named option ("lung" in "lung cancer") does not count; of the options
+   left, the one named last wins ("not pneumonia but edema" -> edema).
+3. `explicit`: the last letter the reply declares: "Answer: B", "the answer is (c)",
+   "Option D", "(B)", or a line starting "B." / "B)".
+4. `letter`: the last standalone capital letter among the valid ones, where "A" followed by a
+   lower-case word is the article ("A lesion ..."), as is any lower-case "a".
+5. otherwise `unparsed` (letter None). Each benchmark's scorer says what an unparsed reply
+   scores: MMMU picks a seeded random option, as its official scorer does, and counts it.
+
+MMMU's official parser (`parse_multi_choice_response` in MMMU-Benchmark/MMMU) agrees on its
+own cases (bracketed letters, bare letters, the last of several, option content); the
+differences are the rules above that fix its known failures (content is only read after
+letters there, and only in replies of more than five words).
 
 Published layouts read here:
 
 - MMMU (HF `MMMU/MMMU`): `<root>/<Subject>/<split>-00000-of-00001.parquet` with columns id,
-  question, options (a Python-list string), answer (letter), image_1..image_7 ({bytes, path}),
-  img_type, question_type, subfield. The medical subset is the "Health & Medicine" discipline.
+  question, options (a Python-list string), answer (letter, or text for open questions),
+  image_1..image_7 ({bytes, path}), img_type, question_type, subfield. The medical subset is
+  the "Health & Medicine" discipline: 5 subjects x 30 validation questions = 150.
 - OmniMedVQA: `<root>/QA information/Open-access/<dataset>.json`, each a list of {question_id,
   question_type, question, gt_answer, image_path, option_A..option_D, modality_type, dataset},
   `image_path` relative to `<root>` (`Images/<dataset>/...`).
@@ -25,23 +34,22 @@ Published layouts read here:
 from __future__ import annotations
 
 import ast
+import random
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from healthgpt.data.shards import open_shard
 from healthgpt.data.sources.common import JsonRowError, iter_json_rows
-from healthgpt.eval.normalize import contains_phrase, normalize_answer
+from healthgpt.eval.normalize import normalize_answer
 from healthgpt.eval.predict import (
     LETTERS,
-    EvalResult,
+    Scored,
     TextItem,
-    TextModel,
-    predict_and_score,
-    prediction_writer,
 )
+from healthgpt.eval.stats import Running
 
 MMMU_MEDICAL_SUBJECTS = (
     "Basic_Medical_Science",
@@ -50,7 +58,7 @@ MMMU_MEDICAL_SUBJECTS = (
     "Pharmacy",
     "Public_Health",
 )
-MCQ_BENCHMARKS = ("mmmu_med", "omnimedvqa")
+MMMU_SEED = 42  # the official scorer seeds Python's `random` with 42
 
 # ------------------------------------------------------------------------------ parsing
 
@@ -63,13 +71,13 @@ class Choice:
     rule: str
 
 
+_ONLY = re.compile(r"^\s*[(\[]?([A-Ja-j])[)\].:]?\s*$")
 _EXPLICIT = re.compile(
-    r"(?:answer|option|choice)\s*(?:is|:|=)?\s*(?:option\s*)?[(\[]?([A-Ja-j])[)\]]?(?![A-Za-z])",
-    re.IGNORECASE,
+    r"(?i:answer|option|choice)\s*(?i:is|:|=|would be|should be)?\s*(?i:option\s*)?"
+    r"[(\[]?([A-J]|[a-j](?=[)\].,;:!?]|\s*$))(?![A-Za-z0-9])(?!(?<=A)\s+[a-z])"
+    r"|[(\[]([A-Ja-j])[)\]]"
+    r"|(?:^|\n)\s*([A-J])[.)](?=\s|$)"
 )
-_LEADING = re.compile(r"^\s*[(\[]?([A-J])(?:[)\].:,]|\s*$)")
-_LEADING_PAREN = re.compile(r"^\s*[(\[]([A-Ja-j])[)\]]")
-_ONLY = re.compile(r"^\s*[(\[]?([A-Ja-j])[)\].]?\s*$")
 _STANDALONE = re.compile(r"(?<![A-Za-z0-9])([A-J])(?![A-Za-z0-9])")
 
 
@@ -77,34 +85,49 @@ def parse_choice(reply: str, options: Sequence[str]) -> Choice:
     """The option letter a free-text reply chose, by the rules in the module docstring."""
     valid = LETTERS[: len(options)]
     text = str(reply or "")
-    for pattern in (_ONLY, _LEADING, _LEADING_PAREN, _EXPLICIT):
-        match = pattern.search(text)
-        if match and match.group(1).upper() in valid:
-            return Choice(match.group(1).upper(), "explicit")
+    only = _ONLY.match(text)
+    if only:
+        letter = only.group(1).upper()
+        return Choice(letter, "exact") if letter in valid else Choice(None, "unparsed")
+    by_text = _by_text(text, options)
+    if by_text is not None:
+        return Choice(by_text, "text")
+    declared = [next(g for g in m.groups() if g).upper() for m in _EXPLICIT.finditer(text)]
+    declared = [letter for letter in declared if letter in valid]
+    if declared:
+        return Choice(declared[-1], "explicit")
+    standalone = []
     for match in _STANDALONE.finditer(text):
         letter = match.group(1)
-        if letter not in valid:
-            continue
-        if letter == "A" and re.match(r"\s+[a-z]", text[match.end() :]):
-            continue  # the article: "A lesion in ..."
-        return Choice(letter, "letter")
-    return _by_text(text, options)
-
-
-def _by_text(text: str, options: Sequence[str]) -> Choice:
-    reply = normalize_answer(text)
-    normalized = [normalize_answer(o) for o in options]
-    for index, option in enumerate(normalized):
-        if option and reply == option:
-            return Choice(LETTERS[index], "text")
-    hits = [i for i, option in enumerate(normalized) if contains_phrase(reply, option)]
-    if len(hits) == 1:
-        return Choice(LETTERS[hits[0]], "text")
-    if hits:
-        longest = max(hits, key=lambda i: len(normalized[i]))
-        if all(contains_phrase(normalized[longest], normalized[i]) for i in hits):
-            return Choice(LETTERS[longest], "text")
+        if letter in valid and not (letter == "A" and re.match(r"\s+[a-z]", text[match.end() :])):
+            standalone.append(letter)
+    if standalone:
+        return Choice(standalone[-1], "letter")
     return Choice(None, "unparsed")
+
+
+def _by_text(text: str, options: Sequence[str]) -> str | None:
+    """The option named last in the reply (whole words, normalized), ignoring options only
+    named inside a longer named option; None when no option's text is in the reply."""
+    reply = f" {normalize_answer(text)} "
+    spans: list[tuple[int, int, int]] = []  # (start, end, option index)
+    for index, option in enumerate(options):
+        needle = normalize_answer(option)
+        if not needle:
+            continue
+        start = reply.find(f" {needle} ")
+        while start >= 0:
+            spans.append((start, start + len(needle) + 1, index))
+            start = reply.find(f" {needle} ", start + 1)
+    kept = [s for s in spans if not any(_inside(s, o) for o in spans)]
+    if not kept:
+        return None
+    return LETTERS[max(kept, key=lambda s: (s[0], s[1] - s[0]))[2]]
+
+
+def _inside(span: tuple[int, int, int], other: tuple[int, int, int]) -> bool:
+    """Whether `span` lies within the longer `other`."""
+    return other[0] <= span[0] and span[1] <= other[1] and other[1] - other[0] > span[1] - span[0]
 
 
 def score_choice(item: TextItem, reply: str) -> tuple[Choice, float]:
@@ -148,46 +171,41 @@ def normalize_benchmark_modality(label: object) -> str:
 
 @dataclass
 class McqTally:
-    """Running accuracy for one benchmark, overall and by modality and by group.
+    """Running accuracy for one benchmark, overall, by modality and by group, with the counts
+    of unparsed replies and of the random choices made for them (MMMU's rule).
 
-    `accuracy` is over questions; `macro_modality` is the mean of the per-modality accuracies,
-    the form of the paper's OMVQA number (its Table 1 OMVQA equals its Table 9 mean over
-    modality columns)."""
+    `macro_modality` is the mean of the per-modality accuracies over every modality this run
+    evaluated (labelled as such in the report); the paper's OMVQA is the mean over its seven
+    Table 9 columns, which the report computes from `by_modality`."""
 
-    n: int = 0
-    correct: int = 0
+    overall: Running = field(default_factory=Running)
     unparsed: int = 0
-    by_modality: dict[str, list[int]] = field(default_factory=dict)
-    by_group: dict[str, list[int]] = field(default_factory=dict)
+    random_choices: int = 0
+    n_open: int = 0
+    by_modality: dict[str, Running] = field(default_factory=dict)
+    by_group: dict[str, Running] = field(default_factory=dict)
 
-    def add(self, item: TextItem, choice: Choice, score: float) -> None:
-        hit = int(score >= 1.0)
-        self.n += 1
-        self.correct += hit
-        self.unparsed += int(choice.letter is None)
+    def add(self, item: TextItem, scored: Scored) -> None:
+        self.overall.add(scored.score)
+        self.unparsed += int(scored.rule in ("unparsed", "random"))
+        self.random_choices += int(scored.rule == "random")
+        self.n_open += int(item.answer_type == "open")
         for table, key in ((self.by_modality, item.modality), (self.by_group, item.group)):
-            slot = table.setdefault(key, [0, 0])
-            slot[0] += 1
-            slot[1] += hit
+            table.setdefault(key, Running()).add(scored.score)
 
     def summary(self) -> dict[str, Any]:
-        def pct(hit: int, n: int) -> float | None:
-            return round(100.0 * hit / n, 2) if n else None
-
-        per_modality = [100.0 * h / n for n, h in self.by_modality.values() if n]
+        per_modality = [r.mean() for r in self.by_modality.values() if r.n]
         return {
-            "accuracy": pct(self.correct, self.n),
+            "accuracy": self.overall.summary(),
             "macro_modality": (
-                round(sum(per_modality) / len(per_modality), 2) if per_modality else None
+                round(100.0 * sum(per_modality) / len(per_modality), 2) if per_modality else None
             ),
-            "n": self.n,
+            "n": self.overall.n,
+            "n_open": self.n_open,
             "unparsed": self.unparsed,
-            "by_modality": {
-                k: {"n": n, "accuracy": pct(h, n)} for k, (n, h) in sorted(self.by_modality.items())
-            },
-            "by_group": {
-                k: {"n": n, "accuracy": pct(h, n)} for k, (n, h) in sorted(self.by_group.items())
-            },
+            "random_choices": self.random_choices,
+            "by_modality": {k: r.summary() for k, r in sorted(self.by_modality.items())},
+            "by_group": {k: r.summary() for k, r in sorted(self.by_group.items())},
         }
 
 
@@ -213,47 +231,144 @@ def mmmu_files(root: Path, subjects: Sequence[str], split: str) -> list[Path]:
     return files
 
 
+def image_refs(text: str) -> str:
+    """`<image k>` as "(image k)": the model's own image token must not be imitated in text."""
+    return _IMAGE_REF.sub(r"(image \1)", text)
+
+
 def read_mmmu(
     root: Path,
     subjects: Sequence[str] = MMMU_MEDICAL_SUBJECTS,
     split: str = "validation",
     limit: int = 0,
 ) -> Iterator[TextItem]:
-    """MMMU questions of the given subjects. Multiple-choice only; open ones are skipped.
-
-    `<image k>` references in the question become "(image k)" (the model's own image token
-    must not be imitated in text); the first image is shown to the model.
-    """
+    """Every MMMU question of the given subjects, multiple-choice and open (the official
+    denominator), with every image of the question in order (image_1..image_7) and `<image k>`
+    references rewritten in the question and in the options."""
     count = 0
     for path in mmmu_files(root, subjects, split):
         subject = path.parent.name
         for batch in open_shard(path).iter_batches(batch_size=64):
             for row in batch.to_pylist():
-                if str(row.get("question_type", "multiple-choice")) != "multiple-choice":
-                    continue
-                options = tuple(str(o) for o in ast.literal_eval(row["options"] or "[]"))
-                if not options or len(options) > len(LETTERS):
-                    continue
-                images = tuple(
-                    row[f"image_{k}"]["bytes"]
-                    for k in range(1, 8)
-                    if row.get(f"image_{k}") and row[f"image_{k}"].get("bytes")
-                )
-                yield TextItem(
-                    id=str(row["id"]),
-                    benchmark="mmmu_med",
-                    question=_IMAGE_REF.sub(r"(image \1)", row["question"] or ""),
-                    answer=str(row["answer"]).strip().upper(),
-                    answer_type="choice",
-                    modality=normalize_benchmark_modality(row.get("img_type")),
-                    group=subject,
-                    images=images,
-                    options=options,
-                    meta={"n_images": len(images), "subfield": row.get("subfield")},
-                )
+                yield _mmmu_item(row, subject)
                 count += 1
                 if limit and count >= limit:
                     return
+
+
+def _mmmu_item(row: dict[str, Any], subject: str) -> TextItem:
+    is_choice = str(row.get("question_type", "multiple-choice")) == "multiple-choice"
+    options = ast.literal_eval(row["options"] or "[]") if is_choice else []
+    images = tuple(
+        row[f"image_{k}"]["bytes"]
+        for k in range(1, 8)
+        if row.get(f"image_{k}") and row[f"image_{k}"].get("bytes")
+    )
+    answer = str(row["answer"]).strip()
+    return TextItem(
+        id=str(row["id"]),
+        benchmark="mmmu_med",
+        question=image_refs(row["question"] or ""),
+        answer=answer.upper() if is_choice else answer,
+        answer_type="choice" if is_choice else "open",
+        modality=normalize_benchmark_modality(row.get("img_type")),
+        group=subject,
+        images=images,
+        options=tuple(image_refs(str(o)) for o in options),
+        source=f"MMMU/{subject}",
+        form="single choice" if is_choice else "short answer",
+        meta={"n_images": len(images), "subfield": row.get("subfield")},
+    )
+
+
+def score_mmmu(item: TextItem, reply: str) -> Scored:
+    """MMMU's official scoring: a choice must equal the gold letter, an unparsed reply gets a
+    random option (seeded per question, so reruns agree; rule `random`); an open answer is
+    right when `mmmu_open_correct` says so."""
+    if item.answer_type == "open":
+        predictions = mmmu_open_predictions(reply)
+        correct = mmmu_open_correct(item.answer, predictions)
+        return Scored(repr(predictions)[:200], "open", float(correct))
+    choice = parse_choice(reply, item.options)
+    letter, rule = choice.letter, choice.rule
+    if letter is None:
+        valid = LETTERS[: len(item.options)]
+        letter, rule = random.Random(f"{MMMU_SEED}:{item.id}").choice(valid), "random"
+    return Scored(letter, rule, float(letter == item.answer))
+
+
+def _mmmu_number(text: str) -> float | None:
+    try:
+        return round(float(text.replace(",", "")), 2)
+    except ValueError:
+        return None
+
+
+def _mmmu_normalize(text: str) -> list[Any]:
+    """MMMU's `normalize_str`: a number as a float rounded to 2 places; a one-character
+    string padded with a space on either side (so it does not match inside a word)."""
+    text = text.strip()
+    number = _mmmu_number(text)
+    if number is not None:
+        return [number]
+    text = text.lower()
+    return [" " + text, text + " "] if len(text) == 1 else [text]
+
+
+_NUMBER_PATTERNS = (
+    re.compile(r"-?\b\d{1,3}(?:,\d{3})+\b"),
+    re.compile(r"-?\d+(?:\.\d+)?[eE][+-]?\d+"),
+    re.compile(r"-?(?:\d+\.\d+|\.\d+|\d+\b)(?![eE][+-]?\d+)(?![,\d])"),
+)
+_KEY_INDICATORS = ("could be ", "so ", "is ", "thus ", "therefore ", "final ", "answer ", "result ")
+
+
+def _key_responses(response: str) -> list[str]:
+    """MMMU's `get_key_subresponses`: per sentence, the shortest tail after an indicator word
+    ("is ", "so ", "answer ", ... and "=" in the last sentence)."""
+    response = response.strip().strip(".").lower()
+    parts = re.split(r"\.\s(?=[A-Z])|\n", response)
+    keys = []
+    for index, part in enumerate(parts):
+        indicators = _KEY_INDICATORS + (("=",) if index == len(parts) - 1 else ())
+        tails = [tail for i in indicators if i in part if (tail := part.split(i)[-1].strip())]
+        shortest = min(tails, key=len) if tails else ""
+        if shortest and shortest not in (":", ",", ".", "!", "?", ";", "'"):
+            keys.append(shortest)
+    return keys or [response]
+
+
+def mmmu_open_predictions(response: str) -> list[Any]:
+    """MMMU's `parse_open_response`: the key sub-responses and every number in them,
+    normalized, without duplicates."""
+    keys = _key_responses(str(response or ""))
+    found: list[str] = list(keys)
+    for key in keys:
+        for pattern in _NUMBER_PATTERNS:
+            found += pattern.findall(key)
+    out: list[Any] = []
+    for text in found:
+        for value in _mmmu_normalize(text):
+            if value not in out:
+                out.append(value)
+    return out
+
+
+def mmmu_open_correct(answer: str, predictions: Sequence[Any]) -> bool:
+    """MMMU's `eval_open`: a string gold must occur in a string prediction, a numeric gold
+    must equal a numeric prediction. A gold written as a list ("['3', '3.0']") accepts any."""
+    golds: list[Any] = []
+    text = str(answer).strip()
+    values = ast.literal_eval(text) if text.startswith("[") and text.endswith("]") else [text]
+    for value in values:
+        golds += _mmmu_normalize(str(value))
+    for prediction in predictions:
+        if isinstance(prediction, str):
+            if any(isinstance(g, str) and g in prediction for g in golds):
+                return True
+        elif prediction in golds:
+            return True
+    return False
 
 
 # ------------------------------------------------------------------------- OmniMedVQA
@@ -338,30 +453,14 @@ def _omni_item(root: Path, row: dict[str, Any], dataset: str, skips: OmniSkips) 
         group=str(row.get("dataset") or dataset),
         images=(image_path.read_bytes(),),
         options=options,
+        source=f"OmniMedVQA/{row.get('dataset') or dataset}",
+        form="single choice",
         meta={"question_type": row.get("question_type")},
     )
 
 
-def _choice_scorer(item: TextItem, reply: str) -> tuple[str | None, str, float]:
+def score_omnimedvqa(item: TextItem, reply: str) -> Scored:
+    """Accuracy: the parsed option must be the gold one; an unparsed reply is wrong (and
+    counted)."""
     choice, score = score_choice(item, reply)
-    return choice.letter, choice.rule, score
-
-
-def evaluate_mcq(
-    model: TextModel,
-    benchmarks: Mapping[str, Iterable[TextItem]],
-    out_dir: Path,
-    batch_size: int = 8,
-) -> EvalResult:
-    """Ask every question of each benchmark; parse the chosen option; tally and keep replies."""
-    summaries: dict[str, dict[str, Any]] = {}
-    writer = prediction_writer(Path(out_dir))
-    with writer:
-        for name, items in benchmarks.items():
-            tally = McqTally()
-            for item, parsed, rule, score in predict_and_score(
-                model, items, _choice_scorer, writer, batch_size
-            ):
-                tally.add(item, Choice(parsed, rule), score)
-            summaries[name] = tally.summary()
-    return EvalResult(summaries, writer.shards)
+    return Scored(choice.letter, choice.rule, score)

@@ -6,8 +6,10 @@ Conventions (one place, applied to target and generated image alike):
   601-2 luma transform (L = 0.299 R + 0.587 G + 0.114 B). An image of another size is
   resized to 256 x 256 with bicubic resampling. The window (CT HU window, MRI scaling) is the
   one the shards were written with: nothing here re-windows.
-- Data range 255 for SSIM and PSNR; MSE is on the 0-255 scale (the paper's MSE ~30 at PSNR
-  ~33 dB only fits that scale).
+- Data range: `ssim` and `psnr` take it as a required argument (no default), and reject an
+  input outside [0, data_range] or float data in [0, 1] scored with a range above 1 (the
+  silent error of a 255 default). The pipeline scores 8-bit images with 255; MSE is on the
+  0-255 scale (the paper's MSE ~30 at PSNR ~33 dB only fits that scale).
 - SSIM: Wang et al. 2004 by default: 11 x 11 Gaussian window, sigma 1.5, K1 0.01, K2 0.03,
   population covariance, mean over the pixels whose window fits inside the image.
   `window="uniform"` gives scikit-image's default instead (7 x 7 box, sample covariance).
@@ -58,21 +60,37 @@ def _pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return a.astype(np.float64), b.astype(np.float64)
 
 
+def check_range(data_range: float, *arrays: np.ndarray) -> None:
+    """Reject a data range that does not fit the data: values outside [0, data_range], or
+    float data within [0, 1] scored with a range above 1 (ambiguous: [0, 1] data needs 1.0)."""
+    if not data_range > 0:
+        raise ValueError(f"data_range must be positive, got {data_range}")
+    for array in arrays:
+        low, high = float(np.min(array)), float(np.max(array))
+        if low < 0 or high > data_range:
+            raise ValueError(f"values in [{low}, {high}] do not fit data_range {data_range}")
+        if np.issubdtype(array.dtype, np.floating) and high <= 1.0 and data_range > 1.0:
+            raise ValueError(
+                f"float data within [0, 1] with data_range {data_range}: pass data_range=1.0 "
+                "for [0, 1] images, or convert to the range you mean"
+            )
+
+
 def mse(a: np.ndarray, b: np.ndarray) -> float:
     x, y = _pair(a, b)
     return float(np.mean((x - y) ** 2))
 
 
-def psnr(a: np.ndarray, b: np.ndarray, data_range: float = DATA_RANGE) -> float:
+def psnr(a: np.ndarray, b: np.ndarray, *, data_range: float) -> float:
     """PSNR in dB; `inf` for identical images (the caller caps it, see `PSNR_CAP`)."""
+    check_range(data_range, a, b)
     error = mse(a, b)
     return math.inf if error == 0 else 10.0 * math.log10(data_range**2 / error)
 
 
-def ssim(
-    a: np.ndarray, b: np.ndarray, data_range: float = DATA_RANGE, window: str = "gaussian"
-) -> float:
+def ssim(a: np.ndarray, b: np.ndarray, *, data_range: float, window: str = "gaussian") -> float:
     """Mean SSIM of two grayscale images (window conventions in the module docstring)."""
+    check_range(data_range, a, b)
     x, y = _pair(a, b)
     if window == "gaussian":
         win = 11
@@ -139,9 +157,9 @@ def image_metrics(
     lpips_fn: LpipsFn | None = None,
 ) -> dict[str, float | None]:
     """SSIM (0-1), PSNR (dB, capped), MSE and LPIPS (0-1, or None) of one pair."""
-    value = psnr(target, generated)
+    value = psnr(target, generated, data_range=DATA_RANGE)
     return {
-        "ssim": ssim(target, generated, window=window),
+        "ssim": ssim(target, generated, data_range=DATA_RANGE, window=window),
         "psnr": min(value, PSNR_CAP),
         "mse": mse(target, generated),
         "lpips": lpips_fn(target, generated) if lpips_fn is not None else None,

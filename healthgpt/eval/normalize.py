@@ -89,3 +89,54 @@ def token_recall(prediction: str, reference: str) -> float:
     pred = Counter(prediction.split())
     hit = sum(min(count, pred[word]) for word, count in ref.items())
     return hit / sum(ref.values())
+
+
+# --------------------------------------------------------------- LLaVA-Med's convention
+#
+# A re-implementation, from its published behaviour, of the scorer in LLaVA-Med's
+# `llava/eval/run_eval_batch.py` and `eval_metrics/{glossary,evaluate_metrics}.py`, which most
+# medical VLM papers reuse. It is kept apart from `normalize_answer` on purpose: it is a
+# different, looser convention (substring matching, "none" read as 0), reported beside ours.
+
+_LLAVA_PUNCT = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<")
+_LLAVA_PUNCT += ("@", "`", ",", "?", "!")
+_LLAVA_DIGIT_COMMA = re.compile(r"(\d)(,)(\d)")
+# LLaVA-Med's period pattern is "(?!<=\d)(\.)(?!\d)": a typo for a look-behind, so in effect
+# every period not followed by a digit is removed.
+_LLAVA_PERIOD = re.compile(r"\.(?!\d)")
+_LLAVA_NUMBERS = {"none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4"}
+_LLAVA_NUMBERS |= {"five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10"}
+
+
+def llava_med_normalize(text: object) -> str:
+    """LLaVA-Med's `normalize_word` (after its lower-casing): punctuation to spaces (removed
+    instead when it touches a space or the text has a digit comma), periods not before a digit
+    removed, "none"/"zero".."ten" to digits, articles dropped, commas removed. Its
+    contraction table only restores apostrophes, which no comparison here depends on."""
+    token = str(text or "").lower()
+    out = token
+    for p in _LLAVA_PUNCT:
+        touching = (p + " ") in token or (" " + p) in token
+        out = out.replace(p, "" if touching or _LLAVA_DIGIT_COMMA.search(token) else " ")
+    out = _LLAVA_PERIOD.sub("", out, count=32)  # its `re.UNICODE` lands in `count`
+    words = [_LLAVA_NUMBERS.get(w, w) for w in out.split()]
+    return " ".join(w for w in words if w not in ARTICLES).replace(",", "")
+
+
+def llava_med_closed(reply: object, answer: object) -> float:
+    """LLaVA-Med's closed-question hit: the normalized gold occurs in the normalized reply as
+    a substring ("not present" holds "no")."""
+    gold = llava_med_normalize(answer)
+    return float(bool(gold) and gold in llava_med_normalize(reply))
+
+
+def llava_med_recall(reply: object, answer: object) -> float:
+    """LLaVA-Med's open-question recall (`calculate_f1score`'s recall): true positives count
+    the reply's occurrences of each gold word, false negatives the gold words never said."""
+    pred = Counter(llava_med_normalize(reply).split())
+    gold = Counter(llava_med_normalize(answer).split())
+    if not pred or not gold:
+        return 0.0
+    tp = sum(count for word, count in pred.items() if word in gold)
+    fn = sum(count for word, count in gold.items() if word not in pred)
+    return tp / (tp + fn) if tp else 0.0

@@ -5,8 +5,12 @@ The evaluation code never sees a concrete model: it talks to two small protocols
 it any model. `HealthGPTText` / `HealthGPTImage` adapt the project's `HealthGPT` class
 (per-example `generate_text(image, question)` / `generate_image(image, instruction)`) to them.
 
-Prompts are rendered from one stated template per task (`TEMPLATES`); every reply is written,
-with its prompt, parse and score, to a predictions Parquet table beside the scores.
+A question's prompt is the form its model was trained on where the training declaration
+(`healthgpt/data/tasks.py`) has one (VQA: `TextItem.prompt`, rendered by `vqa.trained_form`),
+else the stated template of its kind (`TEMPLATES`, whose single-choice instruction is the
+training one). A question with several images is shown all of them, in order, side by side
+in one picture (`combine_images`), since the model takes one image per prompt. Every reply is
+written, with its prompt, parse and both scores, to a predictions Parquet table.
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import pyarrow as pa
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from healthgpt.data.shards import ShardInfo, ShardWriter
+from healthgpt.data.tasks import CHOICE_INSTRUCTION
 
 T = TypeVar("T")
 
@@ -42,17 +47,14 @@ class ImageModel(Protocol):
     ) -> list[Image.Image]: ...
 
 
-# The stated prompt per task. `{question}` is the benchmark's question; `{options}` the
-# lettered options, one per line ("A. ..."). The model adapter adds its own chat template and
-# image token. The short-answer and letter instructions are LLaVA-1.5's evaluation prompts,
-# which the medical VQA literature (LLaVA-Med, HuatuoGPT-Vision) evaluates with.
+# The stated prompt of a question without a trained form. `{question}` is the benchmark's
+# question; `{options}` the lettered options, one per line ("A. ...") as the training's single
+# choice lists them, followed by its instruction. "open" is the short-answer prompt of MMMU's
+# official configuration (LLaVA-1.5's), used for MMMU's open questions.
 TEMPLATES: dict[str, str] = {
-    # The question as the mixture renders VQA for training (healthgpt/data/tasks.py), so a
-    # model trained here is asked in the form it learned.
     "vqa": "{question}",
-    "mcq": (
-        "{question}\n{options}\nAnswer with the option's letter from the given choices directly."
-    ),
+    "mcq": "{question}\n{options}\n" + CHOICE_INSTRUCTION,
+    "open": "{question}\nAnswer the question using a single word or phrase.",
 }
 
 LETTERS = "ABCDEFGHIJ"
@@ -62,9 +64,12 @@ LETTERS = "ABCDEFGHIJ"
 class TextItem:
     """One comprehension question, in the same form for every benchmark.
 
-    `answer` is the gold text (VQA) or the gold letter (multiple choice); `answer_type` is
-    closed | open | choice; `group` is the breakdown key (source subset, MMMU subject,
-    OmniMedVQA dataset); `images` are encoded image bytes (PNG/JPEG), first one used.
+    `answer` is the gold text (VQA, MMMU open) or the gold letter (multiple choice);
+    `answer_type` is closed | open | choice; `group` is the breakdown key (source subset, MMMU
+    subject, OmniMedVQA dataset); `images` are encoded image bytes (PNG/JPEG), all shown, in
+    order. `prompt`, when set, is the exact prompt (the trained form); `options` are the
+    lettered options the prompt lists; `source` names where the question comes from and
+    `form` how it was asked (plain, single choice, short answer).
     """
 
     id: str
@@ -76,17 +81,35 @@ class TextItem:
     group: str = ""
     images: tuple[bytes, ...] = ()
     options: tuple[str, ...] = ()
+    prompt: str = ""
+    source: str = ""
+    form: str = "plain"
     meta: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def template(self) -> str:
-        return "mcq" if self.answer_type == "choice" else "vqa"
+        if self.answer_type == "choice":
+            return "mcq"
+        return "open" if self.form == "short answer" else "vqa"
 
 
 def render_prompt(item: TextItem) -> str:
-    """The item's prompt from its task's template."""
+    """The item's prompt: its trained form when it has one, else its kind's template."""
+    if item.prompt:
+        return item.prompt
     options = "\n".join(f"{LETTERS[i]}. {text}" for i, text in enumerate(item.options))
     return TEMPLATES[item.template].format(question=item.question.strip(), options=options)
+
+
+@dataclass(frozen=True)
+class Scored:
+    """How one reply was scored: what was parsed, by which rule, the project's (strict)
+    score in [0, 1], and LLaVA-Med's score where that convention applies (VQA)."""
+
+    parsed: str | None
+    rule: str
+    score: float
+    score_llava_med: float | None = None
 
 
 def decode_image(data: bytes | None) -> Image.Image | None:
@@ -95,6 +118,32 @@ def decode_image(data: bytes | None) -> Image.Image | None:
         return None
     with Image.open(io.BytesIO(data)) as image:
         return image.convert("RGB")
+
+
+LABEL_H = 14
+
+
+def combine_images(images: list[Image.Image]) -> Image.Image:
+    """Several images side by side, in order, at a common height, each under its label
+    ("image 1", ...), the way the question refers to them; one image is returned as it is."""
+    if len(images) == 1:
+        return images[0]
+    height = min(448, max(image.height for image in images))
+    scaled = [i.resize((max(1, round(i.width * height / i.height)), height)) for i in images]
+    canvas = Image.new("RGB", (sum(i.width for i in scaled), height + LABEL_H), "white")
+    draw, left = ImageDraw.Draw(canvas), 0
+    for number, image in enumerate(scaled, 1):
+        draw.text((left + 2, 1), f"image {number}", fill="black")
+        canvas.paste(image, (left, LABEL_H))
+        left += image.width
+    return canvas
+
+
+def item_image(item: TextItem) -> Image.Image | None:
+    """What the model is shown for an item: none, its image, or all its images combined."""
+    images = [decode_image(data) for data in item.images]
+    present = [image for image in images if image is not None]
+    return combine_images(present) if present else None
 
 
 def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
@@ -117,7 +166,7 @@ def generate_replies(
     """(item, prompt, reply) for every item, generating `batch_size` at a time."""
     for batch in batched(items, batch_size):
         prompts = [render_prompt(item) for item in batch]
-        images = [decode_image(item.images[0] if item.images else None) for item in batch]
+        images = [item_image(item) for item in batch]
         replies = model.generate_text(images, prompts)
         if len(replies) != len(batch):
             raise RuntimeError(f"model returned {len(replies)} replies for {len(batch)} prompts")
@@ -128,9 +177,12 @@ PREDICTION_SCHEMA = pa.schema(
     [
         pa.field("id", pa.string(), nullable=False),
         pa.field("benchmark", pa.string(), nullable=False),
+        pa.field("source", pa.string()),
         pa.field("group", pa.string()),
         pa.field("modality", pa.string()),
         pa.field("answer_type", pa.string()),
+        pa.field("form", pa.string()),
+        pa.field("n_images", pa.int32()),
         pa.field("question", pa.string()),
         pa.field("options", pa.list_(pa.string())),
         pa.field("answer", pa.string()),
@@ -140,32 +192,37 @@ PREDICTION_SCHEMA = pa.schema(
         pa.field("rule", pa.string()),
         pa.field("score", pa.float64()),
         pa.field("correct", pa.bool_()),
+        pa.field("score_llava_med", pa.float64()),
     ],
-    metadata={"healthgpt.schema": "predictions/v1"},
+    metadata={"healthgpt.schema": "predictions/v2"},
 )
-"""One row per question: the raw reply next to how it was parsed (`parsed`, `rule`) and
-scored (`score` in [0, 1], `correct` = full credit), so any number in a report can be
+"""One row per question: where it comes from (`source`), how it was asked (`form`,
+`prompt`, `n_images`), the raw reply next to how it was parsed (`parsed`, `rule`) and scored:
+`score` in [0, 1] by the project's strict scorer (`correct` = full credit) and
+`score_llava_med` by LLaVA-Med's convention (VQA only), so any number in a report can be
 recomputed or disputed from this table alone."""
 
 
-def prediction_row(
-    item: TextItem, prompt: str, reply: str, parsed: str | None, rule: str, score: float
-) -> dict[str, Any]:
+def prediction_row(item: TextItem, prompt: str, reply: str, scored: Scored) -> dict[str, Any]:
     return {
         "id": item.id,
         "benchmark": item.benchmark,
+        "source": item.source or item.benchmark,
         "group": item.group,
         "modality": item.modality,
         "answer_type": item.answer_type,
+        "form": item.form,
+        "n_images": len(item.images),
         "question": item.question,
         "options": list(item.options),
         "answer": item.answer,
         "prompt": prompt,
         "prediction": reply,
-        "parsed": parsed,
-        "rule": rule,
-        "score": float(score),
-        "correct": score >= 1.0,
+        "parsed": scored.parsed,
+        "rule": scored.rule,
+        "score": float(scored.score),
+        "correct": scored.score >= 1.0,
+        "score_llava_med": scored.score_llava_med,
     }
 
 
@@ -251,7 +308,7 @@ class EvalResult:
     notes: list[str] = field(default_factory=list)
 
 
-Scorer = Callable[[TextItem, str], tuple[str | None, str, float]]
+Scorer = Callable[[TextItem, str], Scored]
 
 
 def predict_and_score(
@@ -260,13 +317,13 @@ def predict_and_score(
     scorer: Scorer,
     writer: ShardWriter,
     batch_size: int = 8,
-) -> Iterator[tuple[TextItem, str | None, str, float]]:
-    """Generate, score (`scorer` -> parsed, rule, score) and write one row per item; yields
-    (item, parsed, rule, score) so the caller can tally without re-reading the table."""
+) -> Iterator[tuple[TextItem, Scored]]:
+    """Generate, score and write one row per item; yields (item, scored) so the caller can
+    tally without re-reading the table."""
     for item, prompt, reply in generate_replies(model, items, batch_size):
-        parsed, rule, score = scorer(item, reply)
-        writer.write(prediction_row(item, prompt, reply, parsed, rule, score))
-        yield item, parsed, rule, score
+        scored = scorer(item, reply)
+        writer.write(prediction_row(item, prompt, reply, scored))
+        yield item, scored
 
 
 __all__ = [
@@ -277,10 +334,12 @@ __all__ = [
     "HealthGPTImage",
     "HealthGPTText",
     "ImageModel",
+    "Scored",
     "TextItem",
     "TextModel",
     "accepted_kwargs",
     "batched",
+    "combine_images",
     "decode_image",
     "generate_replies",
     "greedy_kwargs",

@@ -14,15 +14,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from healthgpt.data.mixture_config import MixtureConfig
 from healthgpt.data.shards import ShardInfo, atomic_directory, write_json
-from healthgpt.eval import generation, mcq, report, vqa
+from healthgpt.eval import generation, mcq, registry, report, vqa
 from healthgpt.eval.metrics import SSIM_WINDOWS, load_lpips
-from healthgpt.eval.predict import TEMPLATES, EvalResult, ImageModel, TextModel
-from healthgpt.storage import atomic_write_text
+from healthgpt.eval.predict import (
+    TEMPLATES,
+    EvalResult,
+    ImageModel,
+    TextModel,
+    predict_and_score,
+    prediction_writer,
+)
+from healthgpt.storage import atomic_write_bytes, atomic_write_text
 
 FAMILIES = ("vqa", "mcq", "generation")
 SCORES_NAME = "scores.json"
 REPORT_NAME = "report.md"
+REPORT_PNG = "report.png"
+TALLIES = {"vqa": vqa.VqaTally, "mcq": mcq.McqTally}
 
 M = TypeVar("M")
 
@@ -52,23 +62,13 @@ class RunOptions:
 
 
 @dataclass(frozen=True)
-class McqSources:
-    """Where the multiple-choice benchmarks are (by name; absent = not configured) and which
-    part of each to read."""
-
-    roots: Mapping[str, Path]
-    mmmu_subjects: Sequence[str] = mcq.MMMU_MEDICAL_SUBJECTS
-    mmmu_split: str = "validation"
-    omnimedvqa_access: Sequence[str] = ("Open-access",)
-
-
-@dataclass(frozen=True)
 class ReportRun:
     """The rendered report, where it was written, and which families had scores."""
 
     markdown: str
     path: Path
     evaluated: dict[str, bool]
+    png: bytes | None = None
 
 
 def model_notes(model: object) -> list[str]:
@@ -103,82 +103,75 @@ def _text_run(label: str, result: EvalResult, out: Path) -> FamilyRun:
     return FamilyRun(label, result.benchmarks, result.notes, counts, out, result.shards)
 
 
-def run_vqa(
+def prompt_forms(trained: MixtureConfig | None) -> dict[str, str]:
+    """How each kind of question is asked, for `scores.json` and the report."""
+    if trained is None:
+        closed = "plain question (no training config known)"
+    else:
+        style = trained.closed_question_style
+        closed = "single choice" if style in ("choice", "both") else "plain question"
+        closed += f" (trained: closed_question_style={style})"
+    return {
+        "vqa closed": closed,
+        "vqa open": "plain question",
+        "multiple choice": TEMPLATES["mcq"].replace("\n", " / "),
+        "mmmu open": TEMPLATES["open"].replace("\n", " / "),
+    }
+
+
+def _availability(bench: registry.Benchmark, root: Path | None) -> str | None:
+    """Why a benchmark cannot run (None when it can)."""
+    if root is None:
+        return (
+            f"{bench.name}: not configured (set roots.{bench.name} in the run config or "
+            f"{bench.env} to its published layout)"
+        )
+    if bench.root == "ingested" and not vqa.test_shards(root):
+        return f"{bench.name}: no ingested test split under {root}; not evaluated"
+    return None
+
+
+def run_benchmarks(
+    family: str,
     model_factory: Callable[[], TextModel],
-    sources: Mapping[str, Path],
+    roots: Mapping[str, Path],
     out: Path,
     options: RunOptions,
+    trained: MixtureConfig | None = None,
+    names: Sequence[str] | None = None,
 ) -> FamilyRun:
-    """VQA-RAD / SLAKE / PathVQA test splits into `out`; no model is built when no source
-    has an ingested test split."""
+    """The registered benchmarks of `family` (those in `names`, default all) into `out`:
+    predictions and `scores.json`. `roots` maps a benchmark to its root (absent = not
+    configured). No model is built when no benchmark can run; every selected benchmark that
+    does not run says why in the notes."""
+    benches = [b for b in registry.family(family) if names is None or b.name in names]
+    notes = [n for b in benches if (n := _availability(b, roots.get(b.name)))]
+    runnable = [b for b in benches if _availability(b, roots.get(b.name)) is None]
     with atomic_directory(out) as staging:
-        if any(vqa.test_shards(directory) for directory in sources.values()):
-            notes: list[str] = []
-            model = _build(model_factory, notes)
-            result = vqa.evaluate_vqa(model, sources, staging, options.batch_size, options.limit)
-            result.notes += notes
-        else:
-            result = EvalResult({}, [], [f"no ingested test split for {', '.join(sources)}"])
-        run = _text_run(options.label, result, out)
-        payload = _scores_payload(
-            run, "benchmarks", options.config, prompt_template=TEMPLATES["vqa"]
-        )
-        write_json(staging / SCORES_NAME, payload)
-    return run
-
-
-def _mcq_benchmarks(sources: McqSources, limit: int, skips: mcq.OmniSkips) -> dict[str, Any]:
-    """The configured benchmarks' question streams, MMMU first (the report's order)."""
-    benchmarks: dict[str, Any] = {}
-    if "mmmu_med" in sources.roots:
-        benchmarks["mmmu_med"] = mcq.read_mmmu(
-            sources.roots["mmmu_med"], sources.mmmu_subjects, sources.mmmu_split, limit
-        )
-    if "omnimedvqa" in sources.roots:
-        benchmarks["omnimedvqa"] = mcq.read_omnimedvqa(
-            sources.roots["omnimedvqa"], sources.omnimedvqa_access, limit, skips
-        )
-    return benchmarks
-
-
-def _mcq_notes(sources: McqSources, skips: mcq.OmniSkips) -> list[str]:
-    """Why a benchmark is missing or smaller than published: never silent."""
-    notes = []
-    missing = [name for name in mcq.MCQ_BENCHMARKS if name not in sources.roots]
-    if missing:
-        notes.append(
-            f"not configured: {', '.join(missing)} (set mmmu_dir / omnimedvqa_dir or "
-            "HEALTHGPT_MMMU_DIR / HEALTHGPT_OMNIMEDVQA_DIR to the published layouts)"
-        )
-    return notes + [f"omnimedvqa: {n} rows skipped: {r}" for r, n in skips.reasons.items()]
-
-
-def run_mcq(
-    model_factory: Callable[[], TextModel],
-    sources: McqSources,
-    out: Path,
-    options: RunOptions,
-) -> FamilyRun:
-    """MMMU (medical subjects) and OmniMedVQA into `out`; no model is built when neither is
-    configured."""
-    skips = mcq.OmniSkips()
-    with atomic_directory(out) as staging:
-        benchmarks = _mcq_benchmarks(sources, options.limit, skips)
-        if benchmarks:
-            notes: list[str] = []
-            model = _build(model_factory, notes)
-            result = mcq.evaluate_mcq(model, benchmarks, staging, options.batch_size)
-            result.notes += notes
-        else:
-            result = EvalResult({}, [])
-        result.notes += _mcq_notes(sources, skips)
+        summaries: dict[str, dict[str, Any]] = {}
+        writer = prediction_writer(staging)
+        with writer:
+            if runnable:
+                model = _build(model_factory, notes)
+            for bench in runnable:
+                tally = TALLIES[family]()
+                read = registry.ReadOptions(limit=options.limit, trained=trained)
+                items = bench.reader(roots[bench.name], read)
+                for item, scored in predict_and_score(
+                    model, items, bench.scorer, writer, options.batch_size
+                ):
+                    tally.add(item, scored)
+                summaries[bench.name] = tally.summary()
+                skipped = sorted(read.skips.items())
+                notes += [f"{bench.name}: {n} rows skipped: {reason}" for reason, n in skipped]
+        result = EvalResult(summaries, writer.shards, notes)
         run = _text_run(options.label, result, out)
         payload = _scores_payload(
             run,
             "benchmarks",
             options.config,
-            configured=bool(sources.roots),
-            prompt_template=TEMPLATES["mcq"],
+            configured=sorted(roots),
+            prompt_forms=prompt_forms(trained),
         )
         write_json(staging / SCORES_NAME, payload)
     return run
@@ -231,10 +224,13 @@ def run_generation(
 
 
 def run_report(eval_dir: Path) -> ReportRun:
-    """`<eval_dir>/report.md` from each family's `scores.json`, written atomically so a reader
-    never sees half a report; a family never evaluated shows as empty rows."""
+    """`<eval_dir>/report.md` (and `report.png`, a picture of Table 1) from each family's
+    `scores.json`, written atomically so a reader never sees half a report; a family never
+    evaluated shows as empty cells with the reason."""
     scores = {f: report.read_scores(eval_dir / f / SCORES_NAME) for f in FAMILIES}
     markdown = report.render_report(scores["vqa"], scores["mcq"], scores["generation"])
     path = eval_dir / REPORT_NAME
     atomic_write_text(path, markdown)
-    return ReportRun(markdown, path, {f: scores[f] is not None for f in FAMILIES})
+    png = report.render_png(scores["vqa"], scores["mcq"])
+    atomic_write_bytes(eval_dir / REPORT_PNG, png)
+    return ReportRun(markdown, path, {f: scores[f] is not None for f in FAMILIES}, png)

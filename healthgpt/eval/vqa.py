@@ -1,18 +1,29 @@
-"""Medical VQA scoring (VQA-RAD, SLAKE, PathVQA) the way the literature reports it.
+"""Medical VQA (VQA-RAD, SLAKE, PathVQA): the trained question form and two scorers.
 
-The paper's Table 1 gives, per benchmark, accuracy on closed questions ("close") and on all
-questions ("all"). Per question, after `normalize_answer` on both sides:
+Form. A question is asked the way the evaluated model was trained on it: the training
+declaration (`healthgpt/data/tasks.py`: `plan_record` / `render_sample`, with the mixture
+config the model was trained from) renders the held-out record exactly as the mixture renders
+it, so a closed question is single choice (the same options, in the same seeded order, with
+the same instruction) when that config trains closed questions as single choice, and plain
+otherwise ("both": single choice). A reply to a single-choice prompt is parsed to an option
+(`mcq.parse_choice`) and the option's text is what both scorers judge; an unparsed reply is
+judged as it is.
 
-- closed, gold yes/no: correct when the reply's normalized text equals the gold, or else when
-  the first "yes"/"no" word of the reply is the gold ("Yes, there is." -> yes).
-- closed, other gold (an option named in the question, "left or right?"): correct when the
-  reply equals the gold, or names the gold as whole words and none of the question's other
-  options (the words either side of an "or" in the question).
-- open: credit = recall of the gold's words in the reply (LLaVA-Med's open-question metric),
-  in [0, 1].
+Scorers, both kept per question and per benchmark:
 
-"close" is the mean over closed questions; "all" the mean credit over every question, closed
-and open together; "open" (open recall) is reported beside them.
+- strict (this project's), after `normalize_answer` on both sides:
+  - closed, gold yes/no: correct when the reply equals the gold, or else when its first
+    "yes"/"no" word is the gold ("Yes, there is." -> yes; "Not present." -> 0).
+  - closed, other gold (an option named in the question, "left or right?"): correct when the
+    reply equals the gold, or names it as whole words and none of the question's other
+    options (the words either side of an "or" in the question).
+  - open: recall of the gold's words in the reply, in [0, 1].
+- LLaVA-Med's (`normalize.llava_med_*`): closed = the normalized gold is a substring of the
+  normalized reply; open = its token recall ("none" reads as 0).
+
+"close" is the mean over closed questions, "open" over open ones, "all" the mean credit over
+every question (the paper does not define "all"; this is the reading under which its
+"all" < "close" throughout). Each comes with its sample size and 95% interval (`stats`).
 
 Items come from the ingested canonical records (`<ingested>/<source>/data/test-*.parquet`),
 streamed a record batch at a time.
@@ -20,33 +31,39 @@ streamed a record batch at a time.
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from healthgpt.data.ingest import ingested_parts
+from healthgpt.data.mixture_config import MixtureConfig
 from healthgpt.data.shards import open_shard, shard_paths
+from healthgpt.data.tasks import IMAGE_TOKEN, AnswerSets, TaskContext, plan_record, render_sample
+from healthgpt.eval.mcq import parse_choice
 from healthgpt.eval.normalize import (
     YES_NO,
     contains_phrase,
     first_yes_no,
+    llava_med_closed,
+    llava_med_recall,
     normalize_answer,
     token_recall,
 )
 from healthgpt.eval.predict import (
-    EvalResult,
+    LETTERS,
+    Scored,
     TextItem,
-    TextModel,
-    predict_and_score,
-    prediction_writer,
 )
-
-VQA_BENCHMARKS = ("vqa_rad", "slake", "pathvqa")
+from healthgpt.eval.stats import Running
 
 _OR = re.compile(r"(\S+) or (\S+)")
 _COLUMNS = ["id", "split", "kind", "modality", "question", "answer", "answer_type", "image"]
+_COLUMNS += ["meta", "body_part", "subject_id"]
+VQA_TASKS = ("vqa_choice", "vqa_closed", "vqa_open")
+FORMS = {"vqa_choice": "single choice", "vqa_closed": "plain", "vqa_open": "plain"}
 
 
 @dataclass(frozen=True)
@@ -85,51 +102,77 @@ def score_open(reply: str, answer: str) -> Credit:
 
 
 def score_vqa(item: TextItem, reply: str) -> Credit:
+    """The strict score of a reply to the question as asked (plain text, or an option)."""
+    said = _judged_text(item, reply)
     if item.answer_type == "closed":
-        return score_closed(reply, item.answer, item.question)
-    return score_open(reply, item.answer)
+        return score_closed(said, item.answer, item.question)
+    return score_open(said, item.answer)
+
+
+def score_llava_med(item: TextItem, reply: str) -> float:
+    """LLaVA-Med's score of the same reply (closed: substring rule; open: token recall)."""
+    said = _judged_text(item, reply)
+    if item.answer_type == "closed":
+        return llava_med_closed(said, item.answer)
+    return llava_med_recall(said, item.answer)
+
+
+def _judged_text(item: TextItem, reply: str) -> str:
+    """What the scorers judge: the chosen option's text for a single-choice prompt (when the
+    reply names one), else the reply itself."""
+    if not item.options:
+        return reply
+    letter = parse_choice(reply, item.options).letter
+    return item.options[LETTERS.index(letter)] if letter else reply
+
+
+def vqa_scorer(item: TextItem, reply: str) -> Scored:
+    """Both scores of one reply; `parsed`/`rule` are the strict scorer's."""
+    credit = score_vqa(item, reply)
+    return Scored(credit.parsed, credit.rule, credit.score, score_llava_med(item, reply))
+
+
+SCORERS = ("strict", "llava_med")
 
 
 @dataclass
 class VqaTally:
-    """Running sums for one benchmark: memory does not grow with the number of questions."""
+    """Running sums for one benchmark, per scorer: memory does not grow with the data."""
 
-    closed: int = 0
-    closed_credit: float = 0.0
-    open: int = 0
-    open_credit: float = 0.0
-    by_modality: dict[str, list[float]] = field(default_factory=dict)
+    closed: dict[str, Running] = field(default_factory=lambda: {s: Running() for s in SCORERS})
+    open: dict[str, Running] = field(default_factory=lambda: {s: Running() for s in SCORERS})
+    every: dict[str, Running] = field(default_factory=lambda: {s: Running() for s in SCORERS})
+    forms: dict[str, int] = field(default_factory=dict)
+    by_modality: dict[str, Running] = field(default_factory=dict)
 
-    def add(self, item: TextItem, credit: Credit) -> None:
-        if item.answer_type == "closed":
-            self.closed += 1
-            self.closed_credit += credit.score
-        else:
-            self.open += 1
-            self.open_credit += credit.score
-        slot = self.by_modality.setdefault(item.modality, [0, 0.0])
-        slot[0] += 1
-        slot[1] += credit.score
+    def add(self, item: TextItem, scored: Scored) -> None:
+        values = {"strict": scored.score, "llava_med": scored.score_llava_med or 0.0}
+        group = self.closed if item.answer_type == "closed" else self.open
+        for scorer, value in values.items():
+            group[scorer].add(value)
+            self.every[scorer].add(value)
+        self.forms[item.form] = self.forms.get(item.form, 0) + 1
+        self.by_modality.setdefault(item.modality, Running()).add(scored.score)
 
     def summary(self) -> dict[str, Any]:
-        """Percentages (x100, as the paper prints them) and counts."""
-        total = self.closed + self.open
+        """Per scorer: close, open, all as {value (x100), n, ci}; counts; forms asked."""
+
+        def cells(scorer: str) -> dict[str, Any]:
+            return {
+                "close": self.closed[scorer].summary(),
+                "open": self.open[scorer].summary(),
+                "all": self.every[scorer].summary(),
+            }
+
         return {
-            "close": _pct(self.closed_credit, self.closed),
-            "open": _pct(self.open_credit, self.open),
-            "all": _pct(self.closed_credit + self.open_credit, total),
-            "n_closed": self.closed,
-            "n_open": self.open,
-            "n": total,
-            "by_modality": {
-                m: {"n": int(n), "all": _pct(c, int(n))}
-                for m, (n, c) in sorted(self.by_modality.items())
-            },
+            **cells("strict"),
+            "llava_med": cells("llava_med"),
+            "n_closed": self.closed["strict"].n,
+            "n_open": self.open["strict"].n,
+            "n": self.every["strict"].n,
+            "forms": dict(sorted(self.forms.items())),
+            "by_modality": {m: r.summary() for m, r in sorted(self.by_modality.items())},
         }
-
-
-def _pct(credit: float, n: int) -> float | None:
-    return round(100.0 * credit / n, 2) if n else None
 
 
 def test_shards(directory: Path, split: str = "test") -> list[Path]:
@@ -142,10 +185,43 @@ def test_shards(directory: Path, split: str = "test") -> list[Path]:
     return [path for part in parts for path in shard_paths(part, f"data/{split}-")]
 
 
+def closed_answer_sets(directory: Path, source: str) -> AnswerSets:
+    """The closed training answers of one source, from which the training drew the options
+    of its single-choice questions (the mixture builds the same sets from the same records)."""
+    answers = AnswerSets()
+    columns = ["id", "kind", "split", "answer", "answer_type", "meta"]
+    for path in test_shards(directory, "train"):
+        for batch in open_shard(path).iter_batches(columns=columns, batch_size=1024):
+            for record in batch.to_pylist():
+                answers.add(record, source)
+    return answers
+
+
+def trained_form(record: dict[str, Any], source: str, ctx: TaskContext) -> dict[str, Any]:
+    """How the training declaration renders this VQA record (task, prompt, options), or the
+    plain question with the reason the declaration has no form for it."""
+    planned, reason = plan_record(record, source, record["split"], ctx)
+    tasks = [p for p in planned if p.task in VQA_TASKS]
+    if not tasks:
+        return {"task": None, "prompt": "", "options": (), "form": f"plain ({reason or 'no task'})"}
+    row = render_sample(record, tasks[0], source, ctx)
+    prompt = row["conversations"][0]["value"].removeprefix(f"{IMAGE_TOKEN}\n")
+    options = tuple(json.loads(row["meta"] or "{}").get("options") or ())
+    task = tasks[0].task
+    return {"task": task, "prompt": prompt, "options": options, "form": FORMS[task]}
+
+
 def read_vqa_items(
-    directory: Path, benchmark: str, split: str = "test", limit: int = 0
+    directory: Path,
+    benchmark: str,
+    split: str = "test",
+    limit: int = 0,
+    trained: MixtureConfig | None = None,
 ) -> Iterator[TextItem]:
-    """The VQA questions of one ingested source's split, in shard order (deterministic)."""
+    """The VQA questions of one ingested source's split, in shard order (deterministic), each
+    in the form `trained` (the mixture config the model was trained from) renders it; plain
+    questions when no config is given."""
+    ctx = TaskContext(trained, closed_answer_sets(directory, benchmark)) if trained else None
     count = 0
     for path in test_shards(directory, split):
         for batch in open_shard(path).iter_batches(columns=_COLUMNS, batch_size=256):
@@ -153,6 +229,7 @@ def read_vqa_items(
                 if row["split"] != split or row["kind"] != "vqa":
                     continue
                 image = row.get("image") or {}
+                form = trained_form(row, benchmark, ctx) if ctx else {"form": "plain"}
                 yield TextItem(
                     id=row["id"],
                     benchmark=benchmark,
@@ -162,41 +239,11 @@ def read_vqa_items(
                     modality=row["modality"],
                     group=benchmark,
                     images=(image["bytes"],) if image.get("bytes") else (),
+                    options=form.get("options", ()),
+                    prompt=form.get("prompt", ""),
+                    source=benchmark,
+                    form=form["form"],
                 )
                 count += 1
                 if limit and count >= limit:
                     return
-
-
-def _vqa_scorer(item: TextItem, reply: str) -> tuple[str | None, str, float]:
-    credit = score_vqa(item, reply)
-    return credit.parsed, credit.rule, credit.score
-
-
-def evaluate_vqa(
-    model: TextModel,
-    sources: Mapping[str, Path],
-    out_dir: Path,
-    batch_size: int = 8,
-    limit: int = 0,
-) -> EvalResult:
-    """Answer every test question of each ingested source; score, tally and keep the replies.
-
-    A source with no ingested test split is skipped with a note (and no row in Table 1).
-    """
-    summaries: dict[str, dict[str, Any]] = {}
-    notes: list[str] = []
-    writer = prediction_writer(Path(out_dir))
-    with writer:
-        for name, directory in sources.items():
-            if not test_shards(directory):
-                notes.append(f"{name}: no ingested test split under {directory}; not evaluated")
-                continue
-            tally = VqaTally()
-            items = read_vqa_items(directory, name, limit=limit)
-            for item, parsed, rule, score in predict_and_score(
-                model, items, _vqa_scorer, writer, batch_size
-            ):
-                tally.add(item, Credit(score, rule, parsed or ""))
-            summaries[name] = tally.summary()
-    return EvalResult(summaries, writer.shards, notes)

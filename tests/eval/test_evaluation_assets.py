@@ -1,6 +1,7 @@
 """End to end through Dagster: the four evaluation assets on tiny data with test-double models."""
 
 import json
+import re
 
 import dagster as dg
 import pyarrow.parquet as pq
@@ -91,32 +92,50 @@ def test_end_to_end_report_with_stub_models_and_mcq_not_configured(data_dir, mon
     report = (data_dir / "eval" / "report.md").read_text()
     assert report == metadata(result, "eval_report")["report"].value
     ours = [line for line in report.splitlines() if "**this run (stub)**" in line]
-    # Table 1: VQA-RAD close 50.0 all 62.5; SLAKE 100/100; PathVQA not ingested; no MCQ
-    assert "| 50.0 | 62.5 | 100.0 | 100.0 | – | – | – | – | – |" in ours[0]
-    # Table 2: CT->MRI brain is perfect for the identity stub; the other columns are empty
-    assert "| 100.00 | 100.00 | 0.00 | – |" in ours[1]
-    # Table 3: super-resolution pair off by 10 everywhere: MSE 100, PSNR 28.13
-    assert "| 28.13 | 100.00 |" in ours[2]
+    # Table 1, LLaVA-Med row: VQA-RAD close 1 of 2, all 62.5 of 4; SLAKE 2/2; every cell
+    # with its size and interval; empty cells say why
+    assert (
+        "| 50.0 (n=2; 9.4–90.5) ⚠ | 62.5 (n=4; 15.6–100.0) ⚠ | 100.0 (n=2; 34.2–100.0) ⚠ "
+        "| 100.0 (n=2; 34.2–100.0) ⚠ | – (not ingested) | – (not ingested) | "
+        "– (not configured) | – (not configured) | – (needs all 8) |"
+    ) in ours[0]
+    assert "strict scorer" in ours[1]
+    # Table 2: CT->MRI brain is perfect for the identity stub; the other columns say why
+    assert "| 100.00 (n=2; 100.00–100.00) | 100.00 (n=2; 100.00–100.00) |" in ours[2]
+    assert "– (no held-out ct2mri pelvis pairs)" in ours[2]
+    # Table 3 is IXI only: the stub's super-resolution pair (SynthRAD2023) is listed apart
+    assert "– (no held-out IXI super-resolution pairs)" in ours[3]
+    assert "| super_resolution | synthrad2023 | 1 | " in report and "28.13 (n=1" in report
     assert "pathvqa: no ingested test split" in report
+    assert "- multiple choice: nothing evaluated (see the notes)" in report
+    png = metadata(result, "eval_report")["table1"].value
+    assert png.startswith("![Table 1: this run vs the paper](data:image/png;base64,")
 
 
 def test_mcq_configured_through_config_reaches_table1_and_table9(data_dir, tmp_path):
-    config = {
-        "mmmu_dir": str(write_mmmu(tmp_path / "MMMU")),
-        "mmmu_subjects": ["Clinical_Medicine"],
-        "omnimedvqa_dir": str(write_omnimedvqa(tmp_path / "OmniMedVQA")),
+    roots = {
+        "mmmu_med": str(write_mmmu(tmp_path / "MMMU")),
+        "omnimedvqa": str(write_omnimedvqa(tmp_path / "OmniMedVQA")),
     }
-    result = materialize(data_dir, {"ops": {"eval_mcq": {"config": config}}})
+    result = materialize(data_dir, {"ops": {"eval_mcq": {"config": {"roots": roots}}}})
     assert result.success
     meta = metadata(result, "eval_mcq")
-    assert meta["configured"].value is True
     assert "omnimedvqa: 1 rows skipped: image file missing" in meta["notes"].value
     report = (data_dir / "eval" / "report.md").read_text()
     ours = [line for line in report.splitlines() if "**this run (stub)**" in line]
-    # MMMU-Med 1 of 2 correct, OmniMedVQA 1 of 2 (one reply unparsed)
-    assert "| – | – | 50.0 | 50.0 | – |" in ours[0]
-    # Table 9 row: CT 100 (column 1), FDM left empty
-    assert ours[-1].startswith("| **this run (stub)** | 100.0 | – | – |")
+    # MMMU-Med: 1 of all 3 questions (the open one included); OMVQA: the mean of the paper's
+    # Table 9 columns, so the fundus question (no such column) does not count: CT 100
+    assert (
+        "| 33.3 (n=3; 6.2–79.2) ⚠ | 100.0 (n=1; 60.3–100.0) ⚠ [1 of 7 columns] | – (needs all 8) |"
+        in ours[0]
+    )
+    assert "All-modality mean over every modality this run evaluated" in report
+    assert "(not the paper's definition): 50.0" in report
+    # Table 9 row: CT 100 (column 1), FDM empty with the reason
+    assert ours[-1].startswith(
+        "| **this run (stub)** | 100.0 (n=1; 20.6–100.0) ⚠ | – (no question) |"
+    )
+    assert "– (not expanded in the paper)" in ours[-1]
 
 
 def test_tiny_preset_checkpoint_runs_through_the_real_loader(data_dir):
@@ -183,3 +202,7 @@ def test_small_preset_on_the_bundled_samples_produces_the_report(tmp_path):
     report = (data / "eval" / "report.md").read_text()
     assert "this run (stage3 checkpoint)" in report
     assert "HealthGPT-M3" in report
+    # every cell of this run carries its size and interval; the trained form is named
+    row = next(line for line in report.splitlines() if "LLaVA-Med scorer |" in line)
+    assert len(re.findall(r"\d\.\d \(n=\d; \d+\.\d–\d+\.\d\)", row)) == 4
+    assert scores["prompt_forms"]["vqa closed"].startswith("plain question (trained:")

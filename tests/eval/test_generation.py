@@ -47,15 +47,20 @@ def test_identity_model_scores_by_hand(tmp_path):
         model, read_pairs(tmp_path / "pairs"), tmp_path / "out", batch_size=2, grid_per_column=1
     )
     perfect = result.scores["ct2mri_brain"]
-    assert perfect == {"n": 2, "ssim": 100.0, "psnr": PSNR_CAP, "mse": 0.0, "lpips": None}
+    values = {m: (perfect[m] or {}).get("value") for m in ("ssim", "psnr", "mse", "lpips")}
+    assert perfect["n"] == 2
+    assert values == {"ssim": 100.0, "psnr": PSNR_CAP, "mse": 0.0, "lpips": None}
+    assert perfect["mse"]["ci"] == [0.0, 0.0]  # two identical values: no spread
+    assert set(perfect["by_source"]) == {"synthrad2023"}
     offset = result.scores["super_resolution"]  # target = input + 10 everywhere (no clipping)
-    assert offset["mse"] == 100.0
-    assert offset["psnr"] == 28.13
-    assert 90.0 < offset["ssim"] < 100.0
+    assert offset["mse"]["value"] == 100.0
+    assert offset["psnr"]["value"] == 28.13
+    assert 90.0 < offset["ssim"]["value"] < 100.0
     assert model.instructions[0] == "Please do ct_to_mri."
 
     rows = pq.read_table(tmp_path / "out" / result.shards[0].path).to_pylist()
     assert [r["column"] for r in rows] == ["ct2mri_brain", "ct2mri_brain", "super_resolution"]
+    assert {r["source"] for r in rows} == {"synthrad2023"}  # every predictions row names it
     generated = np.asarray(Image.open(io.BytesIO(rows[0]["generated"])))
     assert generated.shape == (256, 256)
 
@@ -71,4 +76,4 @@ def test_lpips_function_is_used_when_given(tmp_path):
         tmp_path / "out",
         lpips_fn=lambda a, b: 0.25,
     )
-    assert result.scores["super_resolution"]["lpips"] == 25.0
+    assert result.scores["super_resolution"]["lpips"]["value"] == 25.0

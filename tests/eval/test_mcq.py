@@ -4,12 +4,12 @@ from healthgpt.eval.mcq import (
     Choice,
     LayoutError,
     OmniSkips,
-    evaluate_mcq,
     normalize_benchmark_modality,
     parse_choice,
     read_mmmu,
     read_omnimedvqa,
 )
+from healthgpt.eval.run import RunOptions, run_benchmarks
 from tests.eval.fakes import FakeTextModel, write_mmmu, write_omnimedvqa
 
 OPTIONS = ["Pneumonia", "Lung cancer", "Lung", "Normal"]
@@ -18,11 +18,11 @@ OPTIONS = ["Pneumonia", "Lung cancer", "Lung", "Normal"]
 @pytest.mark.parametrize(
     ("reply", "letter", "rule"),
     [
-        ("B", "B", "explicit"),
-        ("b", "B", "explicit"),
-        ("(C)", "C", "explicit"),
-        ("C.", "C", "explicit"),
-        ("D) Normal", "D", "explicit"),
+        ("B", "B", "exact"),
+        ("b", "B", "exact"),
+        ("(C)", "C", "exact"),
+        ("C.", "C", "exact"),
+        ("D) Normal", "D", "text"),
         ("The answer is (b).", "B", "explicit"),
         ("Answer: D", "D", "explicit"),
         ("It looks like Option c", "C", "explicit"),
@@ -33,7 +33,7 @@ OPTIONS = ["Pneumonia", "Lung cancer", "Lung", "Normal"]
         ("lung cancer", "B", "text"),  # contains "lung" too: the longest option wins
         ("Lung", "C", "text"),
         ("pneumonia.", "A", "text"),
-        ("pneumonia or normal", None, "unparsed"),  # two options named
+        ("pneumonia or normal", "D", "text"),  # two options named: the last one
         ("I am not sure", None, "unparsed"),
         ("E", None, "unparsed"),
         ("", None, "unparsed"),
@@ -68,8 +68,10 @@ def test_mmmu_reader_on_the_hf_layout(tmp_path):
     assert [i.id for i in items] == [
         "validation_Clinical_Medicine_1",
         "validation_Clinical_Medicine_2",
+        "validation_Clinical_Medicine_3",
     ]
-    first, second = items
+    first, second, third = items
+    assert (third.answer_type, third.answer, third.form) == ("open", "5", "short answer")
     assert first.options == ("Pneumonia", "Fracture", "Normal", "Edema")
     assert first.answer == "B" and first.group == "Clinical_Medicine"
     assert first.question == "Which finding is shown in (image 1)?"
@@ -99,16 +101,18 @@ def test_omnimedvqa_missing_layout(tmp_path):
         list(read_omnimedvqa(tmp_path))
 
 
-def test_evaluate_mcq_accuracy_modality_breakdown_and_unparsed(tmp_path):
+def test_omnimedvqa_accuracy_modality_breakdown_and_unparsed(tmp_path):
     root = write_omnimedvqa(tmp_path / "OmniMedVQA")
     model = FakeTextModel({"What modality is used?": "B", "Is this fundus normal?": "maybe"})
-    result = evaluate_mcq(model, {"omnimedvqa": read_omnimedvqa(root)}, tmp_path / "out")
-    summary = result.benchmarks["omnimedvqa"]
-    assert (summary["accuracy"], summary["n"], summary["unparsed"]) == (50.0, 2, 1)
+    options = RunOptions(batch_size=4, limit=0, label="fake")
+    done = run_benchmarks("mcq", lambda: model, {"omnimedvqa": root}, tmp_path / "out", options)
+    summary = done.scores["omnimedvqa"]
+    assert summary["accuracy"]["value"] == 50.0 and summary["accuracy"]["n"] == 2
+    assert (summary["n"], summary["unparsed"], summary["random_choices"]) == (2, 1, 0)
     assert summary["macro_modality"] == 50.0
-    assert summary["by_modality"] == {
-        "CT": {"n": 1, "accuracy": 100.0},
-        "Fundus": {"n": 1, "accuracy": 0.0},
+    assert {m: c["value"] for m, c in summary["by_modality"].items()} == {
+        "CT": 100.0,
+        "Fundus": 0.0,
     }
 
 

@@ -27,7 +27,7 @@ def test_hand_computed_mse_and_psnr():
     a = np.full((16, 16), 100, np.uint8)
     b = np.full((16, 16), 110, np.uint8)
     assert mse(a, b) == 100.0
-    assert psnr(a, b) == pytest.approx(10 * math.log10(255**2 / 100))  # 28.1308 dB
+    assert psnr(a, b, data_range=255) == pytest.approx(10 * math.log10(255**2 / 100))  # 28.1308 dB
     half = a.copy()
     half[:8] = 120  # half the pixels off by 20: MSE = 400 / 2
     assert mse(a, half) == 200.0
@@ -35,8 +35,8 @@ def test_hand_computed_mse_and_psnr():
 
 def test_identical_images():
     a, _ = noisy_pair(0)
-    assert ssim(a, a) == pytest.approx(1.0)
-    assert psnr(a, a) == math.inf
+    assert ssim(a, a, data_range=255) == pytest.approx(1.0)
+    assert psnr(a, a, data_range=255) == math.inf
     assert image_metrics(a, a)["psnr"] == PSNR_CAP
 
 
@@ -46,8 +46,8 @@ def test_ssim_of_a_constant_offset_by_hand():
     b = np.full((32, 32), 110, np.uint8)
     c1 = (0.01 * 255) ** 2
     expected = (2 * 100 * 110 + c1) / (100**2 + 110**2 + c1)
-    assert ssim(a, b) == pytest.approx(expected)
-    assert ssim(a, b, window="uniform") == pytest.approx(expected)
+    assert ssim(a, b, data_range=255) == pytest.approx(expected)
+    assert ssim(a, b, data_range=255, window="uniform") == pytest.approx(expected)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -56,19 +56,21 @@ def test_against_scikit_image(seed):
     gaussian = structural_similarity(
         a, b, data_range=255, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
     )
-    assert ssim(a, b) == pytest.approx(gaussian, abs=1e-12)
-    assert ssim(a, b, window="uniform") == pytest.approx(
+    assert ssim(a, b, data_range=255) == pytest.approx(gaussian, abs=1e-12)
+    assert ssim(a, b, data_range=255, window="uniform") == pytest.approx(
         structural_similarity(a, b, data_range=255), abs=1e-12
     )
-    assert psnr(a, b) == pytest.approx(peak_signal_noise_ratio(a, b, data_range=255))
+    assert psnr(a, b, data_range=255) == pytest.approx(
+        peak_signal_noise_ratio(a, b, data_range=255)
+    )
     assert mse(a, b) == pytest.approx(mean_squared_error(a, b))
 
 
 def test_windows_differ_and_unknown_window_fails():
     a, b = noisy_pair(3)
-    assert ssim(a, b) != ssim(a, b, window="uniform")
+    assert ssim(a, b, data_range=255) != ssim(a, b, data_range=255, window="uniform")
     with pytest.raises(ValueError, match="window"):
-        ssim(a, b, window="box")
+        ssim(a, b, data_range=255, window="box")
 
 
 def test_gray_conversion_is_itu_601_luma_and_resizes_to_256():
@@ -88,3 +90,24 @@ def test_lpips_is_skipped_with_a_reason_when_not_runnable_offline():
     else:  # installed with weights on disk: identical images are at distance 0
         a, _ = noisy_pair(4, shape=(64, 64))
         assert fn(a, a) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_data_range_is_explicit_and_an_ambiguous_range_is_rejected():
+    """Defect 6: with a default range of 255, [0, 1] float images were silently scored as
+    nearly identical (PSNR ~ 95 dB for a clearly different pair)."""
+    a8, b8 = noisy_pair(5)
+    a, b = a8 / 255.0, b8 / 255.0
+    with pytest.raises(TypeError):
+        psnr(a, b)  # no silent default
+    with pytest.raises(TypeError):
+        ssim(a, b)
+    with pytest.raises(ValueError, match="data_range=1.0"):
+        psnr(a, b, data_range=255)
+    with pytest.raises(ValueError, match="do not fit"):
+        ssim(a8, b8, data_range=1.0)
+    assert psnr(a, b, data_range=1.0) == pytest.approx(
+        peak_signal_noise_ratio(a, b, data_range=1.0)
+    )
+    assert ssim(a, b, data_range=1.0, window="uniform") == pytest.approx(
+        structural_similarity(a, b, data_range=1.0), abs=1e-12
+    )

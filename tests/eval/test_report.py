@@ -1,13 +1,13 @@
 import pytest
 
 from healthgpt.eval.report import (
-    DASH,
     load_published,
     render_report,
     table1_values,
 )
 
 PUBLISHED = load_published()
+TABLE1_BENCHMARKS = ("vqa_rad", "slake", "pathvqa")
 
 
 def test_published_file_cites_its_source_and_rows_fit_their_columns():
@@ -40,36 +40,47 @@ def test_healthgpt_m3_published_row_as_printed():
     assert sr["HealthGPT-M3"] == [78.19, 32.76, 34.47, 12.02]
 
 
+def cell(value, n=10):
+    return {"value": value, "n": n, "ci": [value - 5, value + 5]}
+
+
 def test_table1_average_only_when_all_eight_cells_exist():
-    vqa = {"benchmarks": {n: {"close": 50.0, "all": 40.0} for n in ("vqa_rad", "slake", "pathvqa")}}
+    scores = {"close": cell(50.0), "all": cell(40.0)}
+    vqa = {"benchmarks": {n: {**scores, "llava_med": scores} for n in TABLE1_BENCHMARKS}}
     partial = table1_values(vqa, None)
-    assert partial[:6] == [50.0, 40.0] * 3 and partial[6:] == [None, None, None]
-    omni = {"accuracy": 10.0, "macro_modality": 60.0}  # OMVQA is the per-modality mean
-    mcq = {"benchmarks": {"mmmu_med": {"accuracy": 30.0}, "omnimedvqa": omni}}
-    values = table1_values(vqa, mcq)
+    assert [c["value"] for c in partial[:6]] == [50.0, 40.0] * 3
+    assert partial[6:] == [None, None, None]
+    omni = {"accuracy": cell(10.0), "macro_modality": 60.0, "by_modality": {"CT": cell(60.0)}}
+    mcq = {"benchmarks": {"mmmu_med": {"accuracy": cell(30.0)}, "omnimedvqa": omni}}
+    values = [c["value"] for c in table1_values(vqa, mcq)]
     assert values[6:8] == [30.0, 60.0]
-    assert values[-1] == pytest.approx((3 * 90 + 90) / 8)
+    assert values[-1] == pytest.approx((3 * 90 + 90) / 8, abs=0.01)
 
 
-def test_report_with_partial_results_shows_dashes_and_run_rows():
-    vqa = {"model": "stub", "benchmarks": {"vqa_rad": {"close": 50.0, "all": 62.5}}, "notes": []}
+def test_report_with_partial_results_shows_reasons_sizes_and_run_rows():
+    vqa = {
+        "model": "stub",
+        "benchmarks": {"vqa_rad": {"close": cell(50.0), "all": cell(62.5), "llava_med": {}}},
+        "notes": [],
+    }
     generation = {
         "model": "stub",
         "columns": {
-            "ct2mri_brain": {"n": 2, "ssim": 100.0, "psnr": 100.0, "mse": 0.0, "lpips": None},
-            "reconstruction": {"n": 1, "ssim": 50.0, "psnr": 20.0, "mse": 10.0, "lpips": None},
+            "reconstruction": {
+                "n": 1,
+                "by_source": {"ixi": {"n": 1, "ssim": cell(50.0, 1), "psnr": None}},
+            },
         },
         "notes": ["LPIPS skipped: not installed"],
     }
     text = render_report(vqa, None, generation, PUBLISHED)
     for title in ("Table 1", "Table 2", "Table 3", "Table 9"):
         assert title in text
-    table1_row = next(line for line in text.splitlines() if line.startswith("|  | **this run"))
-    assert "| 50.0 | 62.5 | – | – |" in table1_row
-    table2_row = [line for line in text.splitlines() if "**this run (stub)**" in line][1]
-    assert table2_row.startswith("| **this run (stub)** | 100.00 | 100.00 | 0.00 | – |")
-    assert "Other image tasks" in text and "| reconstruction | 1 |" in text
+    strict = next(line for line in text.splitlines() if "strict scorer |" in line)
+    # M3 published 73.7 and 55.9: the first gap (23.7) exceeds the width (10), the second not
+    assert "| 50.0 (n=10; 45.0–55.0) | 62.5 (n=10; 57.5–67.5) ⚠ |" in strict
+    assert "| – (not configured) |" not in strict and "| – (not run) |" in strict
+    assert "| reconstruction | ixi | 1 | 50.00 (n=1; 45.00–55.00) |" in text
     assert "LPIPS skipped" in text
-    assert "multiple choice: not evaluated" in text
-    assert text.count(DASH) > 10
+    assert "- multiple choice: not run" in text
     assert "### Method" in text and "11x11 Gaussian window" in text

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from healthgpt.data.mixture_config import demo_preset
 from healthgpt.eval import run
-from healthgpt.eval.predict import TEMPLATES
 from tests.eval.fakes import (
     VQA_CASES,
     FakeImageModel,
@@ -18,7 +18,7 @@ from tests.eval.fakes import (
 )
 
 CONFIG = {"batch_size": 2, "limit": 0, "marker": "echoed"}
-TEXT_FIELDS = {"model", "benchmarks", "notes", "summary", "prompt_template", "config"}
+TEXT_FIELDS = {"model", "benchmarks", "notes", "summary", "configured", "prompt_forms", "config"}
 
 
 class Factory:
@@ -52,8 +52,8 @@ def vqa_sources(data: Path) -> dict[str, Path]:
 OPTIONS = run.RunOptions(batch_size=2, limit=0, label="fake", config=CONFIG)
 
 
-def run_vqa(sources, out, factory):
-    return run.run_vqa(factory, sources, out, OPTIONS)
+def run_vqa(sources, out, factory, trained=None):
+    return run.run_benchmarks("vqa", factory, sources, out, OPTIONS, trained)
 
 
 def run_generation(pairs_dir, out, factory, **overrides):
@@ -65,22 +65,29 @@ def test_vqa_without_test_shards_builds_no_model_and_says_why(tmp_path):
     out = tmp_path / "eval" / "vqa"
     done = run_vqa({"vqa_rad": tmp_path / "none"}, out, never)
     assert done.scores == {} and done.shards == [] and done.summary == ""
-    assert scores(out)["notes"] == ["no ingested test split for vqa_rad"]
+    assert scores(out)["notes"] == [
+        f"vqa_rad: no ingested test split under {tmp_path / 'none'}; not evaluated",
+        "slake: not configured (set roots.slake in the run config or HEALTHGPT_SLAKE_DIR to "
+        "its published layout)",
+        "pathvqa: not configured (set roots.pathvqa in the run config or HEALTHGPT_PATHVQA_DIR "
+        "to its published layout)",
+    ]
     assert sorted(p.name for p in out.iterdir()) == ["scores.json"]
 
 
 def test_vqa_scores_json_holds_the_payload_and_model_notes_come_last(tmp_path):
     factory = Factory(lambda: FakeTextModel(vqa_replies()))
     out = tmp_path / "eval" / "vqa"
-    done = run_vqa(vqa_sources(tmp_path / "data"), out, factory)
+    done = run_vqa(vqa_sources(tmp_path / "data"), out, factory, demo_preset())
     payload = scores(out)
     assert factory.calls == 1
     assert set(payload) == TEXT_FIELDS
     assert payload["model"] == done.model == "fake"
     assert payload["config"] == CONFIG
-    assert payload["prompt_template"] == TEMPLATES["vqa"]
+    assert payload["prompt_forms"]["vqa closed"].startswith("plain question (trained:")
     assert payload["summary"] == done.summary == "vqa_rad 4 questions, slake 2 questions"
-    assert payload["benchmarks"] == done.scores and payload["benchmarks"]["slake"]["close"] == 100.0
+    assert payload["benchmarks"] == done.scores
+    assert payload["benchmarks"]["slake"]["close"]["value"] == 100.0
     assert payload["notes"][0].startswith("pathvqa: no ingested test split")
     assert payload["notes"][-1] == "loaded from the fake" and payload["notes"] == done.notes
     assert done.out == out and all((out / shard.path).is_file() for shard in done.shards)
@@ -103,31 +110,38 @@ def test_a_failure_mid_run_leaves_the_previous_output_as_it_was(tmp_path):
     assert not [p for p in out.parent.iterdir() if p.is_dir() and p != out]
 
 
-def mcq_run(tmp_path, sources, factory):
+def mcq_run(tmp_path, roots, factory):
     out = tmp_path / "eval" / "mcq"
-    done = run.run_mcq(factory, sources, out, OPTIONS)
+    done = run.run_benchmarks("mcq", factory, roots, out, OPTIONS)
     return done, scores(out)
 
 
+NOT_CONFIGURED_MMMU = (
+    "mmmu_med: not configured (set roots.mmmu_med in the run config or HEALTHGPT_MMMU_DIR to "
+    "its published layout)"
+)
+
+
 def test_mcq_not_configured_builds_no_model_and_names_what_to_set(tmp_path):
-    done, payload = mcq_run(tmp_path, run.McqSources({}), never)
-    assert set(payload) == TEXT_FIELDS | {"configured"}
-    assert payload["configured"] is False and payload["benchmarks"] == {}
+    done, payload = mcq_run(tmp_path, {}, never)
+    assert set(payload) == TEXT_FIELDS
+    assert payload["configured"] == [] and payload["benchmarks"] == {}
     assert payload["notes"] == done.notes
-    assert done.notes[0].startswith("not configured: mmmu_med, omnimedvqa (set mmmu_dir")
+    assert done.notes[0] == NOT_CONFIGURED_MMMU
+    assert done.notes[1].startswith("omnimedvqa: not configured (set roots.omnimedvqa")
 
 
 def test_mcq_configured_reports_skipped_rows_after_the_model_notes(tmp_path):
     root = write_omnimedvqa(tmp_path / "OmniMedVQA")
     factory = Factory(lambda: FakeTextModel({"What modality is used?": "B"}))
-    done, payload = mcq_run(tmp_path, run.McqSources({"omnimedvqa": root}), factory)
+    done, payload = mcq_run(tmp_path, {"omnimedvqa": root}, factory)
     assert factory.calls == 1
-    assert payload["configured"] is True and payload["prompt_template"] == TEMPLATES["mcq"]
+    assert payload["configured"] == ["omnimedvqa"]
+    assert payload["prompt_forms"]["multiple choice"].endswith("from the given choices directly.")
     assert payload["summary"] == "omnimedvqa 2 questions"
     assert payload["notes"] == [
+        NOT_CONFIGURED_MMMU,
         "loaded from the fake",
-        "not configured: mmmu_med (set mmmu_dir / omnimedvqa_dir or "
-        "HEALTHGPT_MMMU_DIR / HEALTHGPT_OMNIMEDVQA_DIR to the published layouts)",
         "omnimedvqa: 1 rows skipped: gt_answer matches no single option",
         "omnimedvqa: 1 rows skipped: image file missing",
     ]
@@ -173,5 +187,14 @@ def test_report_is_written_atomically_and_says_which_families_ran(tmp_path):
     written = run.run_report(eval_dir)
     assert written.path == eval_dir / "report.md"
     assert written.path.read_text() == written.markdown
+    assert (eval_dir / "report.png").read_bytes() == written.png and written.png[:4] == b"\x89PNG"
     assert written.evaluated == {"vqa": True, "mcq": False, "generation": False}
     assert not list(eval_dir.glob(".report.md*"))
+
+
+def test_only_the_selected_benchmarks_run_and_the_others_make_no_note(tmp_path):
+    factory = Factory(lambda: FakeTextModel(vqa_replies()))
+    out = tmp_path / "eval" / "vqa"
+    sources = vqa_sources(tmp_path / "data")
+    done = run.run_benchmarks("vqa", factory, sources, out, OPTIONS, names=["slake"])
+    assert set(done.scores) == {"slake"} and done.notes == ["loaded from the fake"]

@@ -3,11 +3,10 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from healthgpt.eval.predict import TextItem
+from healthgpt.eval.predict import Scored, TextItem
+from healthgpt.eval.run import RunOptions, run_benchmarks
 from healthgpt.eval.vqa import (
-    Credit,
     VqaTally,
-    evaluate_vqa,
     question_options,
     read_vqa_items,
     score_closed,
@@ -63,9 +62,14 @@ def test_tally_close_all_and_open_by_hand():
     items = [("closed", 1.0), ("closed", 0.0), ("open", 0.5), ("open", 1.0)]
     for answer_type, score in items:
         item = TextItem(id="x", benchmark="b", question="q", answer="a", answer_type=answer_type)
-        tally.add(item, Credit(score, "rule", ""))
+        tally.add(item, Scored("", "rule", score, score))
     summary = tally.summary()
-    assert (summary["close"], summary["open"], summary["all"]) == (50.0, 75.0, 62.5)
+    values = [summary[k]["value"] for k in ("close", "open", "all")]
+    assert values == [50.0, 75.0, 62.5]
+    assert [summary["llava_med"][k]["value"] for k in ("close", "open", "all")] == values
+    assert (
+        summary["close"]["n"] == 2 and summary["close"]["ci"][0] < 50.0 < summary["close"]["ci"][1]
+    )
     assert (summary["n_closed"], summary["n_open"], summary["n"]) == (2, 2, 4)
 
 
@@ -84,11 +88,12 @@ def test_evaluate_vqa_scores_writes_predictions_and_notes_missing_sources(tmp_pa
         "pathvqa": tmp_path / "ingested" / "pathvqa",
     }
     model = FakeTextModel(vqa_replies())
-    result = evaluate_vqa(model, sources, tmp_path / "out", batch_size=3)
+    options = RunOptions(batch_size=3, limit=0, label="fake")
+    result = run_benchmarks("vqa", lambda: model, sources, tmp_path / "out", options)
     assert model.batches == [3, 1]
-    assert result.benchmarks["vqa_rad"]["close"] == 50.0
-    assert result.benchmarks["vqa_rad"]["all"] == 62.5
-    assert "pathvqa" not in result.benchmarks
+    assert result.scores["vqa_rad"]["close"]["value"] == 50.0
+    assert result.scores["vqa_rad"]["all"]["value"] == 62.5
+    assert "pathvqa" not in result.scores
     assert any("pathvqa" in note for note in result.notes)
     table = pq.read_table(tmp_path / "out" / result.shards[0].path).to_pylist()
     assert [r["prediction"] for r in table] == [c[3] for c in VQA_CASES["vqa_rad"]]

@@ -32,7 +32,7 @@ from healthgpt.data.schema import new_record
 from healthgpt.data.shards import open_shard
 from healthgpt.data.sources.base import BadInput, Outcome, SourceReader, meta_json
 from healthgpt.data.sources.common import PngCache, normalize_split
-from healthgpt.data.vocab import normalize_answer, normalize_answer_type
+from healthgpt.data.vocab import answer_text, normalize_answer_type
 
 PKL_SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = ("", ".jpg", ".jpeg", ".png")
@@ -232,7 +232,7 @@ or the Hugging Face Parquet copy:
         orig_path: str | None = None,
     ) -> dict[str, Any]:
         question = str(row.get("question") or "").strip()
-        answer = normalize_answer(row.get("answer"))
+        answer = answer_text(row.get("answer"))
         if not question or not answer:
             raise BadInput("QA row has an empty question or answer")
         return new_record(

@@ -30,7 +30,7 @@ from healthgpt.data.sources.base import (
 )
 from healthgpt.data.sources.common import JsonRowError, PngCache, iter_json_rows
 from healthgpt.data.sources.common import normalize_body_part as body_region
-from healthgpt.data.vocab import normalize_answer, normalize_answer_type, normalize_modality
+from healthgpt.data.vocab import answer_text, normalize_answer_type, normalize_modality
 
 # split -> accepted file names, in order of preference
 SPLIT_FILES = {
@@ -102,7 +102,7 @@ class SlakeReader(SourceReader):
     ) -> list[dict[str, Any]]:
         img_name = str(row.get("img_name") or "").strip()
         question = str(row.get("question") or "").strip()
-        answer = normalize_answer(row.get("answer"))
+        answer = answer_text(row.get("answer"))
         if not img_name:
             raise BadInput("QA row has no img_name")
         if not question or not answer:

@@ -37,7 +37,7 @@ from healthgpt.data.sources.common import (
     modality_from_text,
     normalize_body_part,
 )
-from healthgpt.data.vocab import normalize_answer, normalize_answer_type
+from healthgpt.data.vocab import answer_text, normalize_answer_type
 
 JSON_NAME = "VQA_RAD Dataset Public.json"
 IMAGE_DIR = "VQA_RAD Image Folder"
@@ -88,7 +88,7 @@ class VqaRadReader(SourceReader):
         cache: PngCache,
     ) -> list[dict[str, Any]]:
         question = str(row.get("question") or "").strip()
-        answer = normalize_answer(row.get("answer"))
+        answer = answer_text(row.get("answer"))
         image_name = str(row.get("image_name") or "").strip()
         if not image_name:
             raise BadInput("QA row has no image_name")
@@ -147,7 +147,7 @@ class VqaRadReader(SourceReader):
 def _modality_vote(row: dict[str, Any]) -> tuple[str, str] | None:
     """(modality, rule) that one QA row supports, or None."""
     question = str(row.get("question") or "")
-    answer = normalize_answer(row.get("answer")).lower()
+    answer = answer_text(row.get("answer")).lower()
     if "modality" in str(row.get("question_type") or "").lower():
         if answer == "no":  # "Is this a CT?" - "no" names nothing
             return None
