@@ -14,7 +14,7 @@ from pathlib import Path
 import dagster as dg
 
 from healthgpt.data.fingerprint import fingerprint
-from healthgpt.data.ingest import IngestSummary, ingest
+from healthgpt.data.ingest import DEFAULT_MAX_DROP_FRACTION, IngestSummary, ingest
 from healthgpt.data.preview import thumbnail_grid
 from healthgpt.data.sources import SOURCES, ReaderOptions, reader_class
 from pipelines.metadata import counts_table, png_markdown, records_table, shard_metadata
@@ -35,6 +35,10 @@ class IngestConfig(dg.Config):
     min_foreground_fraction: float = 0.05
     target_shard_mb: int = 256
     full_content_fingerprint: bool = False
+    # Replace the previous output even when the new build has no records, or more than
+    # max_drop_fraction fewer (healthgpt.data.ingest.check_shrink).
+    force: bool = False
+    max_drop_fraction: float = DEFAULT_MAX_DROP_FRACTION
 
     def reader_options(self) -> ReaderOptions:
         return ReaderOptions(
@@ -126,6 +130,8 @@ def _ingest_factory(name: str) -> dg.AssetsDefinition:
             replace(config.reader_options(), chunk=chunk),
             target_shard_bytes=config.target_shard_mb << 20,
             progress=lambda s: _log_progress(context, s),
+            force=config.force,
+            max_drop_fraction=config.max_drop_fraction,
         )
         metadata = {
             "records": dg.MetadataValue.int(summary.records),
