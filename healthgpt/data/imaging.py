@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import random
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,12 @@ def load_image_bytes(data: bytes, name: str = "image", limits: Limits | None = N
     fill the missing part with gray and report success).
     """
     limits = limits or Limits.from_options()
+    with warnings.catch_warnings():  # `max_image_pixels` is the check that counts
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return _load_image_bytes(data, name, limits)
+
+
+def _load_image_bytes(data: bytes, name: str, limits: Limits) -> Image.Image:
     try:
         image = Image.open(io.BytesIO(data))
         width, height = image.size
@@ -56,6 +63,8 @@ def load_image_bytes(data: bytes, name: str = "image", limits: Limits | None = N
             f"image declares {width} x {height} =",
         )
         image.load()
+    except BadInput:
+        raise
     except Image.DecompressionBombError as exc:
         raise BadInput(f"image exceeds limit max_image_pixels: {exc}") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:

@@ -125,9 +125,7 @@ def check_header(header: nib.Nifti1Header, volume_index: int, limits: Limits) ->
         limits.max_volume_voxels,
         f"NIfTI header declares {' x '.join(map(str, shape[:3]))} =",
     )
-    needed = int(header.get_data_offset()) + voxels * (volume_index + 1) * int(
-        header.get_data_dtype().itemsize
-    )
+    needed = voxels * (volume_index + 1) * int(header.get_data_dtype().itemsize)
     check("max_decompressed_bytes", needed, limits.max_decompressed_bytes, "NIfTI data bytes")
 
 
