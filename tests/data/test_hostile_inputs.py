@@ -54,7 +54,7 @@ from tests.model.test_vq import MODEL_YAML
 REPO = Path(__file__).resolve().parents[2]
 # Peak resident memory an oversize case may add to the process after its imports. Without
 # the limits each case below allocates from 256 MB (the scaled-down bombs) to many GB.
-MEMORY_BOUND_MB = 80
+MEMORY_BOUND_MB = 80  # measured: 14 to 46 MB (a good volume or DICOM decoded beside)
 
 
 # ------------------------------------------------------------------------------- helpers
@@ -134,20 +134,36 @@ def reasons(out: Path) -> list[str]:
 
 
 def run_measured(source: str, root: Path, out: Path, limits: dict | None = None) -> float:
-    """Ingest in a fresh process; return its peak memory above the post-import baseline (MB)."""
+    """Ingest in a fresh process; return its peak memory above its size after the imports,
+    in MB.
+
+    The ingest runs in a child forked after the imports, and its peak is read with
+    `getrusage(RUSAGE_CHILDREN)`: a process's own `ru_maxrss` would also count the memory of
+    the process it was started from (pytest), which Linux carries across `exec`.
+    """
     script = textwrap.dedent(
         f"""
-        import json, resource, sys
+        import json, os, resource, sys, traceback
         import healthgpt.data.dicom, healthgpt.data.nifti, healthgpt.data.imaging
         from healthgpt.data.ingest import ingest
         from healthgpt.data.sources import ReaderOptions, reader_class
         reader_class({source!r})
         import pydicom.pixels, nibabel, tarfile, gzip
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        with open("/proc/self/status") as status:
+            before = next(int(l.split()[1]) for l in status if l.startswith("VmRSS:"))
         options = ReaderOptions(extra={{"limits": json.loads(sys.argv[1])}})
-        ingest({source!r}, sys.argv[2], sys.argv[3], options)
-        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        pid = os.fork()
+        if pid == 0:
+            try:
+                ingest({source!r}, sys.argv[2], sys.argv[3], options)
+            except BaseException:
+                traceback.print_exc()
+                os._exit(1)
+            os._exit(0)
+        _, code = os.waitpid(pid, 0)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         print(json.dumps((after - before) / 1024))
+        sys.exit(code != 0)
         """
     )
     done = subprocess.run(
@@ -599,7 +615,7 @@ def test_deflated_dicom_bomb_is_counted_in_bounded_steps_and_refused(tmp_path):
     meta.is_little_endian, meta.is_implicit_VR = True, False
     write_file_meta_info(meta, dicom_meta(DeflatedExplicitVRLittleEndian))
     (root / "deflated.dcm").write_bytes(b"\0" * 128 + b"DICM" + meta.getvalue() + body.getvalue())
-    assert (root / "deflated.dcm").stat().st_size < 1 << 20
+    assert (root / "deflated.dcm").stat().st_size < 2 << 20
     out = tmp_path / "out"
     peak = run_measured("dicom_folder", root, out, {"max_decompressed_bytes": 32 << 20})
     [reason] = reasons(out)
@@ -638,7 +654,7 @@ def test_huge_answer_string_is_skipped_unparsed_and_long_text_quarantined(tmp_pa
         qa_row(1),
         qa_row(2, answer="x" * 150_000),
         qa_row(3),
-        qa_row(4, answer="y" * 20_000_000),
+        qa_row(4, answer="y" * 50_000_000),
     ]
     vqa_rad(root, rows, {"a.jpg": jpeg_bytes()})
     out = tmp_path / "out"
