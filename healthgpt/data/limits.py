@@ -150,29 +150,6 @@ def read_capped(stream: IO[bytes], limit: int, what: str, name: str) -> bytes:
     return b"".join(chunks)
 
 
-def inflate_capped(data: bytes, limit: int, what: str, *, wbits: int = 31) -> bytes:
-    """`zlib`-inflate `data` (gzip by default) in bounded steps; refuse past `limit` bytes."""
-    out, total = [], 0
-    decompressor = zlib.decompressobj(wbits)
-    pending = data
-    while pending:
-        block = decompressor.decompress(pending, 1 << 20)
-        total += len(block)
-        if total > limit:
-            raise exceeds("max_decompressed_bytes", total, limit, f"{what} inflates to more than")
-        out.append(block)
-        pending = decompressor.unconsumed_tail
-        if decompressor.eof:
-            if decompressor.unused_data[:2] == b"\x1f\x8b" and wbits == 31:
-                pending = decompressor.unused_data  # a multi-member gzip file
-                decompressor = zlib.decompressobj(wbits)
-            else:
-                break
-    if not decompressor.eof:
-        raise BadInput(f"{what}: compressed stream ends early (truncated)")
-    return b"".join(out)
-
-
 def count_inflated(stream: IO[bytes], limit: int, what: str, *, wbits: int) -> int:
     """How many bytes a compressed stream inflates to, counted without keeping them;
     refused as soon as the count passes `limit`."""

@@ -209,6 +209,14 @@ class SourceReader(ABC):
         """Path relative to the source root, in POSIX form."""
         return path.relative_to(self.root).as_posix()
 
+    def listing(self, path: Path) -> Path:
+        """A listing or table the layout names (a QA JSON, a metadata table), confined to
+        the root like every other path: one that is a link out of it is a `LayoutError`."""
+        try:
+            return self.safe_path(self.rel(path))
+        except BadInput as exc:
+            raise LayoutError(self._layout_message(f"{self.rel(path)}: {exc}")) from None
+
     def safe_path(self, relative: str, base: Path | None = None) -> Path:
         """Resolve a path named by the source's metadata, or a listed file, symlinks
         included; refuse one that leads out of the root (`healthgpt.data.limits.confine`)."""

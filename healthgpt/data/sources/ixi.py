@@ -81,7 +81,7 @@ class IxiReader(SourceReader):
 
         A member is judged by its header first (name, sequence, size): one of an unselected
         sequence or over `max_tar_member_bytes` is passed over unread (the stream skips it
-        in bounded blocks), and a selected one is read only inside its own item.
+        in bounded blocks).
         """
         rel = self.rel(path)
         count = 0
@@ -104,17 +104,20 @@ class IxiReader(SourceReader):
                         yield Outcome.reject(item, str(reason), item)
                         continue
 
-                    def load(member=member, name=name) -> Volume:
-                        handle = archive.extractfile(member)
+                    data = b""
+                    if self._selected(name):  # others are judged by name, never read
                         data = read_capped(
-                            handle,
+                            archive.extractfile(member),
                             limits.max_tar_member_bytes,
                             "tar member",
                             "max_tar_member_bytes",
                         )
-                        return load_volume_bytes(data, name, limits=limits)
-
-                    yield from self._volume_item(name, item, load, seen)
+                    yield from self._volume_item(
+                        name,
+                        item,
+                        lambda data=data, name=name: load_volume_bytes(data, name, limits=limits),
+                        seen,
+                    )
         except (tarfile.TarError, EOFError, OSError) as exc:
             yield Outcome.reject(
                 f"{rel} after member {count}",

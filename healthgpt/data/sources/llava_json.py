@@ -72,7 +72,9 @@ class LlavaJsonReader(SourceReader):
     def items(self) -> Iterator[Outcome]:
         roots = self.image_roots()
         for path in self.json_files():
-            for index, sample in enumerate(iter_json_rows(path, limits=self.options.limits)):
+            for index, sample in enumerate(
+                iter_json_rows(self.listing(path), limits=self.options.limits)
+            ):
                 item = f"{path.name}#{index}"
                 if isinstance(sample, JsonRowError):
                     yield Outcome.reject(item, f"unparseable JSON: {sample}", path.name)

@@ -196,7 +196,7 @@ class MimicCxrReader(SourceReader):
     def _csv(self, name: str) -> Path | None:
         for candidate in (self.root / name, self.root / name.removesuffix(".gz")):
             if candidate.is_file():
-                return candidate
+                return self.listing(candidate)
         return None
 
     def layout_problem(self) -> str | None:

@@ -134,7 +134,7 @@ or the Hugging Face Parquet copy:
         for split, path in self.pkl_files():
             rel = self.rel(path)
             try:
-                rows = load_restricted_pickle(path)
+                rows = load_restricted_pickle(self.listing(path))
             except UnsafePickleError as exc:
                 yield Outcome.reject(rel, f"unsafe pickle: {exc}", rel)
                 continue
@@ -189,7 +189,7 @@ or the Hugging Face Parquet copy:
         for split, path in self.parquet_files():
             rel = self.rel(path)
             try:
-                batches = open_shard(path).iter_batches(
+                batches = open_shard(self.listing(path)).iter_batches(
                     batch_size=256, columns=["image", "question", "answer"]
                 )
                 for batch in batches:

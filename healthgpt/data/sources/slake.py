@@ -73,7 +73,9 @@ class SlakeReader(SourceReader):
     def items(self) -> Iterator[Outcome]:
         cache = PngCache(self._encode)
         for split, path in self.split_files():
-            for index, row in enumerate(iter_json_rows(path, limits=self.options.limits)):
+            for index, row in enumerate(
+                iter_json_rows(self.listing(path), limits=self.options.limits)
+            ):
                 item = f"{path.name} row {index}"
                 if isinstance(row, JsonRowError):
                     yield Outcome.reject(item + "+", f"unparseable JSON: {row}", path.name)

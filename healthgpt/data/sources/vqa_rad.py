@@ -60,7 +60,7 @@ class VqaRadReader(SourceReader):
         cache = PngCache(self._encode)
         seen: Counter[str] = Counter()
         for index, row in enumerate(
-            iter_json_rows(self.root / JSON_NAME, limits=self.options.limits)
+            iter_json_rows(self.listing(self.root / JSON_NAME), limits=self.options.limits)
         ):
             if isinstance(row, JsonRowError):
                 yield Outcome.reject(f"row {index}+", f"unparseable JSON: {row}", JSON_NAME)
@@ -131,7 +131,7 @@ class VqaRadReader(SourceReader):
         votes: dict[str, dict[str, Counter[str]]] = defaultdict(
             lambda: {"modality_question": Counter(), "question_text": Counter()}
         )
-        for row in iter_json_rows(self.root / JSON_NAME, limits=self.options.limits):
+        for row in iter_json_rows(self.listing(self.root / JSON_NAME), limits=self.options.limits):
             if not isinstance(row, dict) or not row.get("image_name"):
                 continue
             vote = _modality_vote(row)
