@@ -39,6 +39,9 @@ class IngestConfig(dg.Config):
     # max_drop_fraction fewer (healthgpt.data.ingest.check_shrink).
     force: bool = False
     max_drop_fraction: float = DEFAULT_MAX_DROP_FRACTION
+    # Limits on hostile input by name, e.g. {"max_volume_voxels": 500000000}
+    # (healthgpt.data.limits.Limits; unset ones keep their default or HEALTHGPT_LIMIT_*).
+    limits: dict[str, int] = {}
 
     def reader_options(self) -> ReaderOptions:
         return ReaderOptions(
@@ -47,6 +50,7 @@ class IngestConfig(dg.Config):
             frontal_only=self.frontal_only,
             slice_stride=self.slice_stride,
             min_foreground_fraction=self.min_foreground_fraction,
+            extra={"limits": dict(self.limits)} if self.limits else {},
         )
 
 

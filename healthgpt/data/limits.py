@@ -8,9 +8,10 @@ so that a small file cannot make the process allocate what it claims. A refusal 
 table says which knob to turn.
 
 Defaults are generous for real medical data and small enough that one item cannot take the
-machine down. Change one per run with `ReaderOptions.extra["limits"] = {"max_image_pixels":
-...}` (the asset's run config `extra`), or for every run with the environment variable
-`HEALTHGPT_LIMIT_<NAME>` (e.g. `HEALTHGPT_LIMIT_MAX_VOLUME_VOXELS=500000000`).
+machine down. Change one for every run with the environment variable
+`HEALTHGPT_LIMIT_<NAME>` (e.g. `HEALTHGPT_LIMIT_MAX_VOLUME_VOXELS=500000000`), or for one run
+with `ReaderOptions.extra["limits"] = {"max_image_pixels": ...}` (an ingest asset's run
+config `limits`).
 """
 
 from __future__ import annotations
