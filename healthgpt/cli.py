@@ -11,7 +11,8 @@ import json
 import sys
 from pathlib import Path
 
-from healthgpt.data.sources import SOURCES, ReaderOptions
+from healthgpt.data.ingest import DEFAULT_MAX_DROP_FRACTION, OutputRefused
+from healthgpt.data.sources import SOURCES, LayoutError, ReaderOptions
 
 
 def _ingest(args: argparse.Namespace) -> int:
@@ -34,8 +35,19 @@ def _ingest(args: argparse.Namespace) -> int:
         bar.set_postfix(records=summary.records, quarantined=summary.quarantined)
 
     out = chunk_dir(args.out, args.chunk) if args.chunk else args.out
-    summary = ingest(args.source, args.root, out, options, progress=progress, progress_every_s=0.5)
-    bar.close()
+    try:
+        summary = ingest(
+            args.source,
+            args.root,
+            out,
+            options,
+            progress=progress,
+            progress_every_s=0.5,
+            force=args.force,
+            max_drop_fraction=args.max_drop,
+        )
+    finally:
+        bar.close()
     print(json.dumps(summary.to_json(), sort_keys=True))
     return 0
 
@@ -91,6 +103,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="INDEX/N",
         help="read only stable chunk INDEX of N (0-based), e.g. 3/64, into <out>/chunk=NNN",
     )
+    ingest.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the previous output even when the new build has no records or far fewer",
+    )
+    ingest.add_argument(
+        "--max-drop",
+        type=float,
+        default=DEFAULT_MAX_DROP_FRACTION,
+        metavar="FRACTION",
+        help="largest fraction of records a rebuild may lose before it is refused "
+        f"(default {DEFAULT_MAX_DROP_FRACTION})",
+    )
     ingest.add_argument("--quiet", action="store_true", help="no progress bar")
     ingest.set_defaults(run=_ingest)
 
@@ -102,8 +127,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.run(args)
+    """Run a command; bad input (a wrong layout, an unsafe --out, a refused rebuild, an
+    unreadable file) ends with one line naming the problem and exit status 2, no traceback."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except (LayoutError, OutputRefused, OSError) as exc:
+        print(f"healthgpt {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

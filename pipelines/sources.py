@@ -14,7 +14,7 @@ from pathlib import Path
 import dagster as dg
 
 from healthgpt.data.fingerprint import fingerprint
-from healthgpt.data.ingest import IngestSummary, ingest
+from healthgpt.data.ingest import DEFAULT_MAX_DROP_FRACTION, IngestSummary, ingest
 from healthgpt.data.preview import thumbnail_grid
 from healthgpt.data.sources import SOURCES, ReaderOptions, reader_class
 from pipelines.metadata import counts_table, png_markdown, records_table, shard_metadata
@@ -38,6 +38,13 @@ class IngestConfig(dg.Config):
     burned_in_reviewed: bool = False
     target_shard_mb: int = 256
     full_content_fingerprint: bool = False
+    # Replace the previous output even when the new build has no records, or more than
+    # max_drop_fraction fewer (healthgpt.data.ingest.check_shrink).
+    force: bool = False
+    max_drop_fraction: float = DEFAULT_MAX_DROP_FRACTION
+    # Limits on hostile input by name, e.g. {"max_volume_voxels": 500000000}
+    # (healthgpt.data.limits.Limits; unset ones keep their default or HEALTHGPT_LIMIT_*).
+    limits: dict[str, int] = {}
 
     def reader_options(self) -> ReaderOptions:
         return ReaderOptions(
@@ -47,6 +54,7 @@ class IngestConfig(dg.Config):
             slice_stride=self.slice_stride,
             min_foreground_fraction=self.min_foreground_fraction,
             burned_in_reviewed=self.burned_in_reviewed,
+            extra={"limits": dict(self.limits)} if self.limits else {},
         )
 
 
@@ -130,6 +138,8 @@ def _ingest_factory(name: str) -> dg.AssetsDefinition:
             replace(config.reader_options(), chunk=chunk),
             target_shard_bytes=config.target_shard_mb << 20,
             progress=lambda s: _log_progress(context, s),
+            force=config.force,
+            max_drop_fraction=config.max_drop_fraction,
         )
         metadata = {
             "records": dg.MetadataValue.int(summary.records),

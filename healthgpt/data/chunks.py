@@ -33,7 +33,9 @@ _MASK64 = (1 << 64) - 1
 
 def key_hash(key: str) -> int:
     """A 64-bit hash of `key` that is the same in every process, machine and Python version."""
-    digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8, person=b"healthgpt").digest()
+    digest = hashlib.blake2b(
+        key.encode("utf-8", "surrogateescape"), digest_size=8, person=b"healthgpt"
+    ).digest()
     return int.from_bytes(digest, "little")
 
 

@@ -23,8 +23,10 @@ strings are cut out of every error message.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,9 +35,16 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
-from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
 
 from healthgpt.data.deid import (
     ALLOWED_KEYWORDS,
@@ -47,6 +56,7 @@ from healthgpt.data.deid import (
     vocabulary_value,
 )
 from healthgpt.data.imaging import scale_to_uint8
+from healthgpt.data.limits import Limits, check, count_inflated
 from healthgpt.data.sources.base import BadInput, ReaderOptions
 from healthgpt.data.sources.common import normalize_body_part as body_region
 from healthgpt.data.vocab import normalize_modality
@@ -168,7 +178,7 @@ def _read(
 ) -> DicomImage:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        ds = _read_dataset(path)
+        ds = _read_dataset(path, options.limits)
         parsed.append(ds)
         _check_warnings(caught, ds)
         code = str(ds.get("Modality", "") or "").strip().upper()
@@ -181,6 +191,7 @@ def _read(
                 if rule != "BurnedInAnnotation YES"
                 else "burned-in annotation (BurnedInAnnotation YES): pixels may carry PHI"
             )
+        check_pixel_size(ds, options.limits)
         pixels = _decode(ds, caught)
     _check_warnings(caught, ds)
     frames = _split_frames(ds, pixels)
@@ -267,12 +278,56 @@ def uid_name(uid: object, kind: str) -> str:
     return name if name and name != text else f"unknown {kind}"
 
 
-def _read_dataset(path: Path) -> Dataset:
+def check_pixel_size(ds: Dataset, limits: Limits) -> None:
+    """Refuse pixel data that would decode to more than the limits allow, from the header
+    (rows x columns per frame; rows x columns x frames x samples x bits in all), before any
+    decoder allocates it."""
+    rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    bits = int(ds.get("BitsAllocated", 8) or 8)
+    check(
+        "max_image_pixels",
+        rows * columns,
+        limits.max_image_pixels,
+        f"DICOM declares {rows} x {columns} =",
+    )
+    decoded = math.prod((rows, columns, max(frames, 1), max(samples, 1))) * max(bits, 1) // 8
+    check(
+        "max_decompressed_bytes",
+        decoded,
+        limits.max_decompressed_bytes,
+        f"DICOM pixel data ({rows} x {columns} x {frames} frames x {samples} samples x "
+        f"{bits} bits) decodes to",
+    )
+
+
+def _check_deflated(path: Path, limits: Limits) -> None:
+    """A deflated dataset (transfer syntax 1.2.840.10008.1.2.1.99) is inflated whole by the
+    parser: count what it inflates to first, in bounded steps, and refuse one over the
+    limit before parsing."""
+    try:
+        with open(path, "rb") as handle:
+            read_preamble(handle, False)
+            meta = _read_file_meta_info(handle)
+            if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
+                return
+            count_inflated(
+                handle, limits.max_decompressed_bytes, "deflated DICOM", wbits=-zlib.MAX_WBITS
+            )
+    except BadInput:
+        raise
+    except Exception:  # noqa: BLE001 - no preamble or meta: the parser below decides
+        return
+
+
+def _read_dataset(path: Path, limits: Limits) -> Dataset:
     """Parse the file; accept preamble-less DICOM only if it has image-module attributes."""
     if not path.is_file():
         raise BadInput("DICOM file missing")
     if path.stat().st_size == 0:
         raise BadInput("not a DICOM file: empty (0 bytes)")
+    _check_deflated(path, limits)
     try:
         return pydicom.dcmread(path)
     except InvalidDicomError:

@@ -35,7 +35,8 @@ def iter_files(root: Path):
 
 def _add_file(digest: Any, path: Path, rel: str, content: bool) -> None:
     stat = path.stat()
-    digest.update(f"{rel}\0{stat.st_size}\0".encode())
+    # surrogateescape: a non-UTF-8 file name is hashed by its bytes rather than failing
+    digest.update(f"{rel}\0{stat.st_size}\0".encode("utf-8", "surrogateescape"))
     if content:
         with open(path, "rb") as handle:
             while block := handle.read(1 << 20):
@@ -79,6 +80,6 @@ def chunk_fingerprints(
             continue
         for row_key, row in rows:
             digest = shared if row_key is None else own[chunk_of(row_key, n_chunks)]
-            digest.update(rel.encode() + b"\0" + row + b"\n")
+            digest.update(rel.encode("utf-8", "surrogateescape") + b"\0" + row + b"\n")
     common = shared.hexdigest()
     return [hashlib.sha256(f"{common}{d.hexdigest()}".encode()).hexdigest()[:32] for d in own]

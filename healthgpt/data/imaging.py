@@ -9,33 +9,135 @@ arrays to the functions here, so every output image goes through one encoder.
 from __future__ import annotations
 
 import io
+import random
+import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from healthgpt.data.limits import Limits, check
 from healthgpt.data.sources.base import BadInput
 
-Image.MAX_IMAGE_PIXELS = 200_000_000  # whole-slide crops are large but not hostile
+# Pillow's own bomb guard, a backstop: `Limits.max_image_pixels` is checked first, from the
+# header, and names the limit in the quarantine reason.
+Image.MAX_IMAGE_PIXELS = 200_000_000
+
+_JPEG_GRAY = 128  # what libjpeg leaves in every block after the entropy data ran out
+# Bytes slipped in before a JPEG's EOI to see whether the decoder reads past the data (no
+# 0xFF, so no marker can appear in them).
+_JPEG_PROBE = bytes(random.Random(0).randrange(0, 255) for _ in range(256))
 
 
-def load_image_file(path: Path) -> Image.Image:
+def load_image_file(path: Path, limits: Limits | None = None) -> Image.Image:
     """Open a JPEG/PNG from disk, fully decoded; unreadable files raise `BadInput`."""
+    limits = limits or Limits.from_options()
     if not path.is_file():
         raise BadInput(f"image file missing: {path.name}")
-    if path.stat().st_size == 0:
+    size = path.stat().st_size
+    if size == 0:
         raise BadInput(f"image file is empty (0 bytes): {path.name}")
-    return load_image_bytes(path.read_bytes(), path.name)
+    check("max_decompressed_bytes", size, limits.max_decompressed_bytes, "image file bytes")
+    return load_image_bytes(path.read_bytes(), path.name, limits)
 
 
-def load_image_bytes(data: bytes, name: str = "image") -> Image.Image:
-    """Decode encoded image bytes; truncated or undecodable data raises `BadInput`."""
+def load_image_bytes(data: bytes, name: str = "image", limits: Limits | None = None) -> Image.Image:
+    """Decode encoded image bytes; truncated, oversized or undecodable data raises `BadInput`.
+
+    The pixel count the header declares is checked before decoding, and a JPEG whose
+    entropy-coded data ends early is refused even when an EOI marker follows (libjpeg would
+    fill the missing part with gray and report success).
+    """
+    limits = limits or Limits.from_options()
+    with warnings.catch_warnings():  # `max_image_pixels` is the check that counts
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return _load_image_bytes(data, name, limits)
+
+
+def _load_image_bytes(data: bytes, name: str, limits: Limits) -> Image.Image:
     try:
         image = Image.open(io.BytesIO(data))
+        width, height = image.size
+        check(
+            "max_image_pixels",
+            width * height,
+            limits.max_image_pixels,
+            f"image declares {width} x {height} =",
+        )
         image.load()
+    except BadInput:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise BadInput(f"image exceeds limit max_image_pixels: {exc}") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise BadInput(f"undecodable image {name}: {exc}") from exc
+    if image.format == "JPEG" and not jpeg_complete(data, image):
+        raise BadInput(
+            f"truncated JPEG {name}: the entropy-coded data ends before the last block "
+            "(the decoder would fill the rest with gray)"
+        )
     return image
+
+
+def jpeg_complete(data: bytes, image: Image.Image) -> bool:
+    """Did decoding `data` (into `image`) use real data for every block?
+
+    When libjpeg runs out of entropy-coded data (a file cut short, an EOI marker after it or
+    not) it fills every later block with gray and succeeds. So: for a baseline grayscale or
+    RGB image whose last block is not exactly that gray, the data reached the end. Otherwise
+    decode again with bytes slipped in before the EOI: a complete file never reads them, so
+    the pixels are identical; a truncated one decodes them, and the pixels differ.
+    """
+    progressive = bool(image.info.get("progressive") or image.info.get("progression"))
+    if not progressive and image.mode in ("L", "RGB"):
+        width, height = image.size
+        corner = image.crop((max(0, width - 8), max(0, height - 8), width, height))
+        if corner.tobytes().count(_JPEG_GRAY) != len(corner.tobytes()):
+            return True
+    end = _jpeg_scan_end(data)
+    if end is None:
+        return False
+    try:
+        probe = Image.open(io.BytesIO(data[:end] + _JPEG_PROBE + data[end:]))
+        probe.load()
+    except Exception:  # noqa: BLE001 - failing on the probe bytes means it read them
+        return False
+    return probe.tobytes() == image.tobytes()
+
+
+def _jpeg_scan_end(data: bytes) -> int | None:
+    """Offset of the EOI marker that ends the last scan, or None when there is none."""
+    pos = 2  # after SOI
+    while pos + 1 < len(data):
+        if data[pos] != 0xFF:
+            return None
+        code = data[pos + 1]
+        if code == 0xFF:  # fill byte before a marker
+            pos += 1
+            continue
+        if code == 0xD9:
+            return pos
+        if code == 0x01 or 0xD0 <= code <= 0xD8:
+            pos += 2
+            continue
+        end = pos + 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if code != 0xDA:
+            pos = end
+            continue
+        pos = _next_marker(data, end)  # entropy-coded data: skip stuffed 0xFF00 and RSTn
+        if pos is None:
+            return None
+    return None
+
+
+def _next_marker(data: bytes, pos: int) -> int | None:
+    while (pos := data.find(b"\xff", pos)) != -1 and pos + 1 < len(data):
+        following = data[pos + 1]
+        if following == 0x00 or 0xD0 <= following <= 0xD7 or following == 0xFF:
+            pos += 1
+            continue
+        return pos
+    return None
 
 
 def to_display(image: Image.Image) -> Image.Image:
@@ -109,9 +211,11 @@ def pixels_only(image: Image.Image) -> Image.Image:
     return Image.frombytes(image.mode, image.size, image.tobytes())
 
 
-def image_file_to_png(path: Path, size: int | None, compress_level: int = 1) -> bytes:
+def image_file_to_png(
+    path: Path, size: int | None, compress_level: int = 1, limits: Limits | None = None
+) -> bytes:
     """Decode a JPEG/PNG file and re-encode it as a normalized PNG."""
-    return encode_png(load_image_file(path), size, compress_level)
+    return encode_png(load_image_file(path, limits), size, compress_level)
 
 
 def decode_png(data: bytes) -> np.ndarray:

@@ -14,6 +14,8 @@ Output layout under `out`:
 
 from __future__ import annotations
 
+import os
+import re
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -26,6 +28,7 @@ import pyarrow as pa
 from healthgpt.data.chunks import ChunkPlan
 from healthgpt.data.schema import QUARANTINE_SCHEMA, RECORD_SCHEMA
 from healthgpt.data.shards import (
+    MANIFEST_NAME,
     ShardInfo,
     ShardWriter,
     output_directory,
@@ -34,7 +37,7 @@ from healthgpt.data.shards import (
     write_table_file,
 )
 from healthgpt.data.sources import ReaderOptions, reader_class
-from healthgpt.storage import output_path
+from healthgpt.storage import is_local, output_path
 
 PREVIEW_COLUMNS = ("id", "split", "kind", "modality", "body_part", "task", "question", "answer")
 
@@ -91,6 +94,87 @@ class IngestSummary:
 
 ProgressFn = Callable[[IngestSummary], None]
 
+# A new build with fewer records than this fraction below the previous output's does not
+# replace it unless forced (`--force`, the asset's `force` config).
+DEFAULT_MAX_DROP_FRACTION = 0.5
+# What an ingested output directory holds; anything else in `--out` was not written here.
+OUTPUT_ENTRIES = frozenset({MANIFEST_NAME, "quarantine.parquet", "data"})
+_CHUNK_DIR = re.compile(r"^chunk=\d+$")
+_VERSION_PREFIX = re.compile(r"^v-[0-9a-f]{16}$")
+
+
+class OutputRefused(ValueError):
+    """The output location is unsafe to replace, or the new build would replace a good
+    output with far fewer records; nothing was changed."""
+
+
+def check_output_target(out: str | Path, root: str | Path) -> None:
+    """Refuse an output location that is the source root or contains it, or that holds
+    anything this tool did not write (the swap replaces the directory whole)."""
+    location = output_path(out)
+    if is_local(location):
+        target, source = Path(os.fspath(location)).resolve(), Path(root).resolve()
+        if target == source or target in source.parents:
+            raise OutputRefused(
+                f"output {target} is the source root or contains it ({source}); "
+                "choose an output directory outside the source"
+            )
+    problem = foreign_content(location)
+    if problem:
+        raise OutputRefused(
+            f"output {location} {problem}: it is not a previous output of healthgpt ingest, "
+            "and replacing it would delete it; choose an empty or new directory"
+        )
+
+
+def foreign_content(location: Path, nested: bool = False) -> str | None:
+    """Why `location` is not (empty, missing or) a previous ingest output, or None."""
+    if not location.exists():
+        return None
+    if not location.is_dir():
+        return "is a file"
+    names = {child.name: child for child in location.iterdir()}
+    for name, child in sorted(names.items()):
+        if name in OUTPUT_ENTRIES or _VERSION_PREFIX.match(name):
+            continue
+        if not nested and _CHUNK_DIR.match(name):
+            problem = foreign_content(child, nested=True)
+            if problem:
+                return f"has {name}/ that {problem}"
+            continue
+        return f"holds {name!r}"
+    if names.keys() & {"data", "quarantine.parquet"} and MANIFEST_NAME not in names:
+        return f"has no {MANIFEST_NAME} beside its data"
+    data = names.get("data")
+    if data is not None and is_local(data):
+        stray = [p.name for p in data.iterdir() if not p.name.endswith(".parquet")]
+        if stray:
+            return f"holds data/{stray[0]!r}"
+    return None
+
+
+def check_shrink(
+    source: str, out: str | Path, summary: IngestSummary, max_drop_fraction: float
+) -> None:
+    """Refuse to replace a good previous output with none, or with a fraction more than
+    `max_drop_fraction` fewer records (an emptied listing, a renamed column)."""
+    try:
+        before = int(read_manifest(out).get("summary", {}).get("records") or 0)
+    except (FileNotFoundError, ValueError, OSError):
+        return
+    after = summary.records
+    if before == 0 or (after and (before - after) / before <= max_drop_fraction):
+        return
+    reasons = ", ".join(f"{r} ({n})" for r, n in summary.quarantine_reasons.most_common(3))
+    raise OutputRefused(
+        f"{source}: the new build has {after} records where the output at {out} has "
+        f"{before} (more than max_drop_fraction={max_drop_fraction} fewer); the previous "
+        f"output is kept. Items read: {summary.items}, quarantined: {summary.quarantined}"
+        + (f" ({reasons})" if reasons else "")
+        + ". Check the source, or replace the output anyway with --force "
+        "(asset config force: true)"
+    )
+
 
 def _reason_class(reason: str) -> str:
     """Group reasons for the summary: the text before the first colon."""
@@ -107,12 +191,18 @@ def ingest(
     n_thumbnails: int = 16,
     progress: ProgressFn | None = None,
     progress_every_s: float = 5.0,
+    force: bool = False,
+    max_drop_fraction: float = DEFAULT_MAX_DROP_FRACTION,
 ) -> IngestSummary:
     """Read `source` from `root` and write its shards, quarantine and manifest to `out`.
 
     The output directory is replaced atomically: a crash leaves the previous output in place,
-    and a rerun with the same inputs writes byte-identical shards.
+    and a rerun with the same inputs writes byte-identical shards. `out` must not be the
+    source root (or hold it) nor hold anything but a previous output
+    (`check_output_target`), and a build with no records, or more than
+    `max_drop_fraction` fewer than the previous output, does not replace it unless `force`.
     """
+    check_output_target(out, root)
     reader = reader_class(source)(root, options)
     reader.validate_layout()
     summary = IngestSummary(source=source, chunk=reader.options.chunk)
@@ -147,6 +237,8 @@ def ingest(
         summary.seconds = time.perf_counter() - started
         if not summary.reconciled:
             raise AssertionError(f"{source}: counts do not reconcile: {summary.to_json()}")
+        if not force:
+            check_shrink(source, out, summary, max_drop_fraction)
         write_manifest(staging, summary.shards, summary=_stable_summary(summary))
     if progress:
         progress(summary)

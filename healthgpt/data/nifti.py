@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
+import math
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,6 +33,7 @@ import numpy as np
 from nibabel.filebasedimages import ImageFileError
 
 from healthgpt.data.imaging import percentile_normalize, scale_to_uint8
+from healthgpt.data.limits import Limits, check, exceeds
 from healthgpt.data.sources.base import BadInput, ReaderOptions
 
 FOREGROUND_MARGIN = 0.05
@@ -69,13 +72,17 @@ def is_nifti(path: Path | str) -> bool:
     return str(path).lower().endswith(NIFTI_SUFFIXES)
 
 
-def load_volume(path: Path, volume_index: int = 0) -> Volume:
+def load_volume(path: Path, volume_index: int = 0, limits: Limits | None = None) -> Volume:
     """Load a .nii/.nii.gz file as a canonical volume; unreadable files raise `BadInput`.
 
-    4D files (fMRI, multi-echo) give their `volume_index`-th 3D volume.
+    4D files (fMRI, multi-echo) give their `volume_index`-th 3D volume. The header's
+    dimensions are checked against `limits` before any voxel is read; nibabel then reads
+    (and inflates) only the bytes those dimensions need.
     """
+    limits = limits or Limits.from_options()
     try:
         image = nib.load(str(path))
+        check_header(image.header, volume_index, limits)
         return _canonical(image, volume_index)
     except BadInput:
         raise
@@ -83,20 +90,79 @@ def load_volume(path: Path, volume_index: int = 0) -> Volume:
         raise BadInput(_read_reason(exc, str(path))) from exc
 
 
-def load_volume_bytes(data: bytes, name: str, volume_index: int = 0) -> Volume:
-    """Load a NIfTI held in memory (a tar member); `name` decides whether to gunzip."""
+def load_volume_bytes(
+    data: bytes, name: str, volume_index: int = 0, limits: Limits | None = None
+) -> Volume:
+    """Load a NIfTI held in memory (a tar member); `name` decides whether to gunzip.
+
+    A gzip member is inflated in bounded steps: first the header, whose dimensions are
+    checked, then only the bytes they need (never more than `max_decompressed_bytes`).
+    """
+    limits = limits or Limits.from_options()
     try:
         if name.lower().endswith(".gz"):
-            data = gzip.decompress(data)
-        try:
-            image = nib.Nifti1Image.from_bytes(data)
-        except (ImageFileError, ValueError):
-            image = nib.Nifti2Image.from_bytes(data)
-        return _canonical(image, volume_index)
+            data = _inflate_nifti(data, limits)
+        header = _parse_header(data)
+        if header is None:
+            raise ValueError("not a NIfTI-1 or NIfTI-2 header")
+        check_header(header, volume_index, limits)
+        image_class = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
+        return _canonical(image_class.from_bytes(data), volume_index)
     except BadInput:
         raise
     except _READ_ERRORS as exc:
         raise BadInput(_read_reason(exc, name)) from exc
+
+
+def check_header(header: nib.Nifti1Header, volume_index: int, limits: Limits) -> None:
+    """Refuse a volume whose header declares more voxels, or more bytes to read, than the
+    limits allow (before anything is allocated)."""
+    shape = tuple(int(n) for n in header.get_data_shape())
+    voxels = math.prod(shape[:3])
+    check(
+        "max_volume_voxels",
+        voxels,
+        limits.max_volume_voxels,
+        f"NIfTI header declares {' x '.join(map(str, shape[:3]))} =",
+    )
+    needed = voxels * (volume_index + 1) * int(header.get_data_dtype().itemsize)
+    check("max_decompressed_bytes", needed, limits.max_decompressed_bytes, "NIfTI data bytes")
+
+
+def _parse_header(data: bytes) -> nib.Nifti1Header | None:
+    """The NIfTI-1 or NIfTI-2 header at the start of `data` (uncompressed), or None."""
+    for header_class in (nib.Nifti1Header, nib.Nifti2Header):
+        size = header_class.template_dtype.itemsize
+        if len(data) >= size and header_class.may_contain_header(data[:size]):
+            return header_class.from_fileobj(io.BytesIO(data[:size]))
+    return None
+
+
+def _inflate_nifti(data: bytes, limits: Limits) -> bytes:
+    """Gunzip a NIfTI: the header first, then as many bytes as it needs, in bounded steps."""
+    decompressor = zlib.decompressobj(31)
+    head = decompressor.decompress(data, 1024)
+    header = _parse_header(head)
+    if header is None:
+        raise ValueError("not a NIfTI-1 or NIfTI-2 header")
+    check_header(header, 0, limits)
+    shape = header.get_data_shape()
+    needed = int(header.get_data_offset()) + math.prod(int(n) for n in shape) * int(
+        header.get_data_dtype().itemsize
+    )
+    wanted = min(needed, limits.max_decompressed_bytes)
+    out, total = [head], len(head)
+    pending = decompressor.unconsumed_tail
+    while total < wanted and pending and not decompressor.eof:
+        block = decompressor.decompress(pending, min(1 << 20, wanted - total))
+        out.append(block)
+        total += len(block)
+        pending = decompressor.unconsumed_tail
+    if total < needed and total >= limits.max_decompressed_bytes:
+        raise exceeds("max_decompressed_bytes", needed, limits.max_decompressed_bytes, "NIfTI")
+    if total < needed:
+        raise EOFError(f"compressed NIfTI ends after {total} of {needed} bytes")
+    return b"".join(out)
 
 
 def _read_reason(exc: Exception, path_text: str) -> str:

@@ -17,12 +17,15 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import fcntl
 import hashlib
 import json
 import os
 import shutil
 import socket
+import sys
 import tempfile
 import time
 import uuid
@@ -277,9 +280,13 @@ def listed_shards(directory: str | os.PathLike[str], prefix: str = "") -> list[P
 def atomic_directory(target: Path) -> Iterator[Path]:
     """Build a directory's new contents in a private staging directory, then swap it in.
 
-    On error the staging directory is removed and `target` is left as it was. The swap is two
-    renames (old aside, new in) under a file lock, so concurrent writers take turns; a reader
-    in between sees no directory rather than a mix.
+    On error the staging directory is removed and `target` is left as it was. The swap runs
+    under a file lock, so concurrent writers take turns, and is crash-safe at every instant:
+    on Linux the two directories are exchanged in one `renameat2(RENAME_EXCHANGE)` call, so
+    `target` always names a complete version; where the file system cannot exchange, the
+    old version is renamed aside and the new one in, and a crash between the two renames
+    is repaired by `recover_swap` (the next writer of `target` renames the old version
+    back before anything else).
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -287,20 +294,79 @@ def atomic_directory(target: Path) -> Iterator[Path]:
     staging.mkdir()
     try:
         yield staging
-        retired = _leftover_path(target, "retired")
-        # Writers finishing at the same moment take turns: the swap itself is two renames.
-        with open(target.with_name(f".{target.name}.lock"), "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                if target.exists():
-                    os.replace(target, retired)
-                os.replace(staging, target)
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        with _swap_lock(target):
+            recover_swap(target)
+            old = _swap_in(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    shutil.rmtree(retired, ignore_errors=True)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _swap_lock(target: Path) -> Iterator[None]:
+    with open(target.with_name(f".{target.name}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _swap_in(staging: Path, target: Path) -> Path | None:
+    """Make `staging` the `target`; returns where the old version now is (to remove)."""
+    if not target.exists():
+        os.replace(staging, target)
+        return None
+    if _exchange(staging, target):
+        return staging  # the old version now sits at the staging path
+    retired = _leftover_path(target, "retired")
+    os.replace(target, retired)
+    _between_renames()
+    os.replace(staging, target)
+    return retired
+
+
+def _between_renames() -> None:
+    """The instant between the two renames of a swap without exchange (a test kills the
+    process here to check `recover_swap`)."""
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux `renameat2` with `RENAME_EXCHANGE`); False where
+    the platform or the file system cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    done = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    if done == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), os.fspath(b))
+
+
+def recover_swap(target: Path) -> Path | None:
+    """Undo a swap that was cut between its two renames: `target` missing and the version
+    retired for it still beside it. Renames that version back and returns it. Call under
+    the swap lock (`output_directory` and `atomic_directory` do)."""
+    target = Path(target)
+    if target.exists():
+        return None
+    retired = [p for p in target.parent.glob(f".{target.name}.retired-*") if p.is_dir()]
+    if not retired:
+        return None
+    latest = max(retired, key=lambda p: p.stat().st_ctime_ns)
+    os.replace(latest, target)
+    return latest
 
 
 def _leftover_path(target: Path, kind: str) -> Path:
@@ -358,7 +424,10 @@ def output_directory(target: str | os.PathLike[str]) -> Iterator[Path]:
     location = output_path(target)
     if is_local(location):
         local = Path(os.fspath(location))
-        clean_stale(local)
+        local.parent.mkdir(parents=True, exist_ok=True)
+        with _swap_lock(local):
+            recover_swap(local)  # before cleaning: a retired version may be the only copy
+            clean_stale(local)
         with atomic_directory(local) as staging:
             yield staging
         return
@@ -393,6 +462,8 @@ def publish_directory(staging: Path, target: Path) -> str:
     for child in target.iterdir():
         if child.name == MANIFEST_NAME or child.name.startswith(".") or child.name in keep:
             continue
+        if not child.name.startswith(("v-", "chunk=")):
+            continue  # not written by a publication: never deleted
         if child.name.startswith("v-") and _age_s(child) < KEEP_VERSIONS_S:
             continue
         child.fs.rm(child.path, recursive=True)

@@ -18,6 +18,7 @@ Images are float tensors in [-1, 1], [B, 3, H, W]; codes are long tensors [B, h,
 from __future__ import annotations
 
 import json
+import pickle
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -31,6 +32,8 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
+
+from healthgpt.data.shards import file_sha256
 
 
 @dataclass
@@ -56,6 +59,8 @@ class VQConfig:
     beta: float = 0.25  # commitment weight of the nearest quantizer
     ckpt_path: str | None = None
     yaml_path: str | None = None
+    # sha256 of the file at ckpt_path when it was registered: verified before every load.
+    ckpt_sha256: str | None = None
 
     @property
     def grid_size(self) -> int:
@@ -388,21 +393,94 @@ class VQTokenizer(nn.Module):
 
     @classmethod
     def from_taming_checkpoint(
-        cls, ckpt_path: str | Path, yaml_path: str | Path
+        cls, ckpt_path: str | Path, yaml_path: str | Path, sha256: str | None = None
     ) -> tuple[VQTokenizer, VQLoadReport]:
-        """Build from ``model.yaml`` and load ``last.ckpt`` (a Lightning checkpoint)."""
-        cfg = config_from_taming_yaml(yaml_path, ckpt_path=str(ckpt_path))
+        """Build from ``model.yaml`` and load ``last.ckpt`` (a Lightning checkpoint) with
+        `load_lightning_state_dict`: no code in the file runs; `sha256` is checked first."""
+        cfg = config_from_taming_yaml(yaml_path, ckpt_path=str(ckpt_path), ckpt_sha256=sha256)
         model = cls(cfg)
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        report = model.load_taming_state_dict(ckpt.get("state_dict", ckpt))
+        report = model.load_taming_state_dict(load_lightning_state_dict(ckpt_path, sha256))
         return model.eval().requires_grad_(False), report
+
+
+class CheckpointRefused(ValueError):
+    """A checkpoint that was not loaded: it changed since it was registered, or it names
+    Python objects beyond tensors and the few a Lightning checkpoint holds."""
+
+
+class _InertStandIn:
+    """Takes the place of a class a Lightning checkpoint names (its callbacks' state is keyed
+    by the callback class): accepts whatever the file passes and does nothing with it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+
+# The globals besides tensors that a PyTorch Lightning checkpoint (the taming VQGAN's
+# `last.ckpt`) names, each read as an inert stand-in: `torch.load(weights_only=True)` refuses
+# everything else before calling anything.
+LIGHTNING_GLOBALS = (
+    "pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint",
+    "lightning.pytorch.callbacks.model_checkpoint.ModelCheckpoint",
+    "pytorch_lightning.callbacks.early_stopping.EarlyStopping",
+    "numpy.core.multiarray.scalar",
+    "numpy._core.multiarray.scalar",
+    "numpy.dtype",
+    "argparse.Namespace",
+)
+
+
+def verify_sha256(path: str | Path, expected: str) -> None:
+    """Refuse a file whose sha256 is not the one recorded for it."""
+    actual = file_sha256(Path(path))
+    if actual != expected:
+        raise CheckpointRefused(
+            f"{Path(path).name}: sha256 {actual[:16]}... differs from the {expected[:16]}... "
+            "recorded when it was registered; the file changed, so it is not loaded"
+        )
+
+
+def load_lightning_state_dict(
+    path: str | Path, sha256: str | None = None
+) -> dict[str, torch.Tensor]:
+    """The tensors of a Lightning (or plain) checkpoint's ``state_dict``, read with
+    `torch.load(weights_only=True)` and `LIGHTNING_GLOBALS` as inert stand-ins: a pickle that
+    names anything else (a `__reduce__` calling `os.system`) is refused unrun."""
+    path = Path(path)
+    if sha256:
+        verify_sha256(path, sha256)
+    allowed = [(_InertStandIn, name) for name in LIGHTNING_GLOBALS]
+    try:
+        with torch.serialization.safe_globals(allowed):
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        try:
+            named = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except Exception:  # noqa: BLE001 - only for the message
+            named = []
+        extra = sorted(set(named) - set(LIGHTNING_GLOBALS))
+        shown = ", ".join(extra) if extra else str(exc).splitlines()[0]
+        raise CheckpointRefused(
+            f"{path.name}: refused: it names Python objects outside the allow-list ({shown}); "
+            "nothing in it was run"
+        ) from None
+    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, Mapping) else None
+    if not isinstance(state, Mapping) or not all(
+        isinstance(v, torch.Tensor) for v in state.values()
+    ):
+        raise CheckpointRefused(f"{path.name}: holds no state_dict of tensors")
+    return dict(state)
 
 
 def save_vq(vq: VQTokenizer, path: str | Path) -> Path:
     """Write a (trained) tokenizer as safetensors, its config in the metadata; atomic."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    config = {k: v for k, v in asdict(vq.config).items() if k not in ("ckpt_path", "yaml_path")}
+    skip = ("ckpt_path", "yaml_path", "ckpt_sha256")
+    config = {k: v for k, v in asdict(vq.config).items() if k not in skip}
     tmp = path.with_name(f".{path.name}.tmp")
     tensors = {k: v.detach().cpu().contiguous() for k, v in vq.state_dict().items()}
     save_file(tensors, str(tmp), metadata={"vq_config": json.dumps(config)})
@@ -428,11 +506,13 @@ def build_vq_tokenizer(cfg: VQConfig) -> tuple[VQTokenizer, VQLoadReport | None]
     if not cfg.ckpt_path:
         return VQTokenizer(cfg), None
     if str(cfg.ckpt_path).endswith(".safetensors"):
+        if cfg.ckpt_sha256:
+            verify_sha256(cfg.ckpt_path, cfg.ckpt_sha256)
         vq = load_vq(cfg.ckpt_path)
         return vq, VQLoadReport(loaded=sorted(vq.state_dict()))
     if not cfg.yaml_path:
         raise ValueError("a taming checkpoint needs its model.yaml (yaml_path)")
-    return VQTokenizer.from_taming_checkpoint(cfg.ckpt_path, cfg.yaml_path)
+    return VQTokenizer.from_taming_checkpoint(cfg.ckpt_path, cfg.yaml_path, cfg.ckpt_sha256)
 
 
 # ----- PIL <-> tensor -----

@@ -260,9 +260,14 @@ def model_config(model_preset: str, max_length: int, dropout: float, vq_dir: Pat
     config.plugins = {f: replace(p, dropout=dropout) for f, p in config.plugins.items()}
     info = read_vq_info(vq_dir)
     if info.get("kind") == "small":
-        config.vq = replace(config.vq, ckpt_path=info["path"])
+        config.vq = replace(config.vq, ckpt_path=info["path"], ckpt_sha256=info.get("sha256"))
     elif info.get("kind") == "taming":
-        config.vq = replace(config.vq, ckpt_path=info["path"], yaml_path=info.get("yaml"))
+        config.vq = replace(
+            config.vq,
+            ckpt_path=info["path"],
+            yaml_path=info.get("yaml"),
+            ckpt_sha256=info.get("sha256"),
+        )
     elif info:
         raise ValueError(f"{vq_dir}: unknown VQ kind {info.get('kind')!r}")
     return config, info

@@ -23,6 +23,7 @@ from PIL import Image
 
 from healthgpt.data.shards import atomic_directory, file_sha256, write_json
 from healthgpt.model import VQTokenizer, get_preset, images_to_tensor, save_vq
+from healthgpt.model.vq import load_lightning_state_dict
 from healthgpt.storage import output_path
 from healthgpt.train.data import iter_rows, split_files
 from healthgpt.train.model_api import VQ_FILE, VQ_INFO
@@ -108,11 +109,14 @@ def _init_codebook(vq: VQTokenizer, images: torch.Tensor, generator: torch.Gener
 
 
 def register_pretrained_vq(checkpoint: Path, yaml: Path, out_dir: Path) -> VQResult:
-    """Record a pretrained taming VQGAN checkpoint and its model.yaml (by path and sha256)."""
+    """Record a pretrained taming VQGAN checkpoint and its model.yaml (by path and sha256);
+    every later load verifies that sha256 (`VQConfig.ckpt_sha256`)."""
     checkpoint, yaml = Path(checkpoint).absolute(), Path(yaml).absolute()
     for path in (checkpoint, yaml):
         if not path.is_file():
             raise FileNotFoundError(f"VQ file {path} does not exist")
+    # Refused now rather than at the first training step: it must load without running code.
+    load_lightning_state_dict(checkpoint)
     with atomic_directory(Path(out_dir)) as staging:
         info = {
             "kind": "taming",

@@ -13,13 +13,17 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from healthgpt.data.chunks import chunk_of
 from healthgpt.data.deid import salt_for_source, warn_if_public
 from healthgpt.data.fingerprint import chunk_fingerprints
 from healthgpt.data.schema import Quarantined
+
+if TYPE_CHECKING:
+    from healthgpt.data.limits import Limits
 
 
 class LayoutError(ValueError):
@@ -58,6 +62,14 @@ class ReaderOptions:
             index, n_chunks = self.chunk
             if not 0 <= index < n_chunks:
                 raise ValueError(f"chunk {index} does not exist among {n_chunks} chunks")
+
+    @cached_property
+    def limits(self) -> Limits:
+        """Limits on hostile input (`healthgpt.data.limits`): defaults, then the
+        `HEALTHGPT_LIMIT_*` variables, then `extra["limits"]`."""
+        from healthgpt.data.limits import Limits  # limits.py imports this module
+
+        return Limits.from_options(self.extra)
 
 
 # Files that hold one item's data (or part of it), as opposed to listings and metadata that
@@ -181,6 +193,9 @@ class SourceReader(ABC):
         if chunked and not self.in_chunk(key if key is not None else self.item_key(item, rel_path)):
             return Outcome(item=item, records=[], elsewhere=True)
         outcome = guarded(item, rel_path, build)
+        too_long = long_text(outcome.records, self.options.limits.max_text_chars)
+        if too_long:
+            outcome = Outcome.reject(item, too_long, rel_path)
         outcome.chunk_checked = True
         return outcome
 
@@ -198,14 +213,20 @@ class SourceReader(ABC):
         """Path relative to the source root, in POSIX form."""
         return path.relative_to(self.root).as_posix()
 
+    def listing(self, path: Path) -> Path:
+        """A listing or table the layout names (a QA JSON, a metadata table), confined to
+        the root like every other path: one that is a link out of it is a `LayoutError`."""
+        try:
+            return self.safe_path(self.rel(path))
+        except BadInput as exc:
+            raise LayoutError(self._layout_message(f"{self.rel(path)}: {exc}")) from None
+
     def safe_path(self, relative: str, base: Path | None = None) -> Path:
-        """Resolve a path named by the source's metadata; refuse one that escapes the root."""
-        base = base or self.root
-        candidate = (base / relative).resolve()
-        root = self.root.resolve()
-        if candidate != root and root not in candidate.parents:
-            raise BadInput(f"path {relative!r} points outside the source root")
-        return candidate
+        """Resolve a path named by the source's metadata, or a listed file, symlinks
+        included; refuse one that leads out of the root (`healthgpt.data.limits.confine`)."""
+        from healthgpt.data.limits import confine  # limits.py imports this module
+
+        return confine(self.root, relative, base)
 
 
 def guarded(item: str, rel_path: str | None, build: Callable[[], list[dict[str, Any]]]) -> Outcome:
@@ -223,6 +244,23 @@ def guarded(item: str, rel_path: str | None, build: Callable[[], list[dict[str, 
     if not records:
         return Outcome.reject(item, "produced no records", rel_path)
     return Outcome(item=item, records=records)
+
+
+TEXT_FIELDS = ("question", "answer", "text")
+
+
+def long_text(records: list[dict[str, Any]], max_chars: int) -> str | None:
+    """The quarantine reason for records holding a text field over `max_chars`, or None."""
+    for record in records:
+        fields = [(name, record.get(name)) for name in TEXT_FIELDS]
+        fields += [("conversation turn", t.get("value")) for t in record.get("conversations") or []]
+        for name, value in fields:
+            if isinstance(value, str) and len(value) > max_chars:
+                return (
+                    f"{name} of {len(value):,} characters exceeds limit "
+                    f"max_text_chars={max_chars:,}"
+                )
+    return None
 
 
 def meta_json(**fields: Any) -> str:

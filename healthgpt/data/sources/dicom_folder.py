@@ -20,8 +20,9 @@ from typing import Any
 from healthgpt.data.deid import pseudonym
 from healthgpt.data.dicom import read_dicom
 from healthgpt.data.imaging import encode_png
+from healthgpt.data.limits import confined_files, printable_name, undecodable_name
 from healthgpt.data.schema import new_record
-from healthgpt.data.sources.base import Outcome, SourceReader, meta_json
+from healthgpt.data.sources.base import BadInput, Outcome, SourceReader, meta_json
 
 IGNORED_NAMES = frozenset({"DICOMDIR"})
 
@@ -49,11 +50,16 @@ Every other file is quarantined as not DICOM."""
         return None if rel_path.rsplit("/", 1)[-1].upper() in IGNORED_NAMES else rel_path
 
     def items(self) -> Iterator[Outcome]:
-        for path in self._files():
-            token = pseudonym(self.rel(path), self.options.deid_salt, prefix="file")
-            yield self.guard(
-                token, token, lambda p=path, t=token: self._records(p, t), key=self.rel(path)
+        for path, refused in confined_files(self.root, self._files()):
+            rel = self.rel(path)  # may hold surrogate escapes: keys hash its bytes
+            refused = undecodable_name(rel) or refused
+            token = pseudonym(printable_name(rel), self.options.deid_salt, prefix="file")
+            build = (
+                (lambda r=refused: _refuse(r))
+                if refused
+                else (lambda p=path, t=token: self._records(p, t))
             )
+            yield self.guard(token, token, build, key=rel)
 
     def _records(self, path: Path, token: str) -> list[dict[str, Any]]:
         image = read_dicom(path, self.options)
@@ -77,3 +83,7 @@ Every other file is quarantined as not DICOM."""
                 )
             )
         return records
+
+
+def _refuse(reason: str) -> list[dict[str, Any]]:
+    raise BadInput(reason)

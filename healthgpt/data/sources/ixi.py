@@ -25,8 +25,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from healthgpt.data.deid import pseudonym
+from healthgpt.data.limits import exceeds, read_capped
 from healthgpt.data.nifti import Volume, is_nifti, load_volume, load_volume_bytes, nifti_stem
-from healthgpt.data.sources.base import Outcome, SourceReader
+from healthgpt.data.sources.base import BadInput, Outcome, SourceReader
 from healthgpt.data.sources.common import normalize_body_part
 from healthgpt.data.sources.volumes import image_slice_records, prepare
 
@@ -58,17 +59,33 @@ class IxiReader(SourceReader):
 
     def items(self) -> Iterator[Outcome]:
         seen: dict[str, str] = {}
+        limits = self.options.limits
         for path in sorted(p for p in self.root.rglob("*") if p.is_file()):
+            rel = self.rel(path)
+            if not (TAR_PATTERN.match(path.name) or is_nifti(path)):
+                continue
+            try:
+                self.safe_path(rel)
+            except BadInput as exc:
+                yield Outcome.reject(rel, str(exc), rel)
+                continue
             if TAR_PATTERN.match(path.name):
                 yield from self._tar_items(path, seen)
             elif is_nifti(path):
-                rel = self.rel(path)
-                yield from self._volume_item(path.name, rel, lambda p=path: load_volume(p), seen)
+                yield from self._volume_item(
+                    path.name, rel, lambda p=path: load_volume(p, limits=limits), seen
+                )
 
     def _tar_items(self, path: Path, seen: dict[str, str]) -> Iterator[Outcome]:
-        """Stream the archive member by member; a damaged archive ends in one quarantine row."""
+        """Stream the archive member by member; a damaged archive ends in one quarantine row.
+
+        A member is judged by its header first (name, sequence, size): one of an unselected
+        sequence or over `max_tar_member_bytes` is passed over unread (the stream skips it
+        in bounded blocks).
+        """
         rel = self.rel(path)
         count = 0
+        limits = self.options.limits
         try:
             with tarfile.open(path, mode="r|*") as archive:
                 for member in archive:
@@ -76,12 +93,29 @@ class IxiReader(SourceReader):
                         continue
                     count += 1
                     name = Path(member.name).name
-                    handle = archive.extractfile(member)
-                    data = handle.read() if handle else b""
+                    item = f"{rel}:{member.name}"
+                    if member.size > limits.max_tar_member_bytes and self._selected(name):
+                        reason = exceeds(
+                            "max_tar_member_bytes",
+                            member.size,
+                            limits.max_tar_member_bytes,
+                            "tar member skipped unread: size",
+                        )
+                        yield Outcome.reject(item, str(reason), item)
+                        continue
+
+                    data = b""
+                    if self._selected(name):  # others are judged by name, never read
+                        data = read_capped(
+                            archive.extractfile(member),
+                            limits.max_tar_member_bytes,
+                            "tar member",
+                            "max_tar_member_bytes",
+                        )
                     yield from self._volume_item(
                         name,
-                        f"{rel}:{member.name}",
-                        lambda data=data, name=name: load_volume_bytes(data, name),
+                        item,
+                        lambda data=data, name=name: load_volume_bytes(data, name, limits=limits),
                         seen,
                     )
         except (tarfile.TarError, EOFError, OSError) as exc:
@@ -90,6 +124,11 @@ class IxiReader(SourceReader):
                 f"truncated or corrupt tar archive: {type(exc).__name__}: {exc}",
                 rel,
             )
+
+    def _selected(self, name: str) -> bool:
+        """Is `name` an IXI volume of a selected sequence (one this run would read)?"""
+        match = NAME_PATTERN.match(name)
+        return match is not None and match["sequence"] in self.sequences
 
     def _volume_item(self, name: str, rel: str, load, seen: dict[str, str]) -> Iterator[Outcome]:
         match = NAME_PATTERN.match(name)

@@ -72,7 +72,9 @@ class LlavaJsonReader(SourceReader):
     def items(self) -> Iterator[Outcome]:
         roots = self.image_roots()
         for path in self.json_files():
-            for index, sample in enumerate(iter_json_rows(path)):
+            for index, sample in enumerate(
+                iter_json_rows(self.listing(path), limits=self.options.limits)
+            ):
                 item = f"{path.name}#{index}"
                 if isinstance(sample, JsonRowError):
                     yield Outcome.reject(item, f"unparseable JSON: {sample}", path.name)
@@ -124,7 +126,10 @@ class LlavaJsonReader(SourceReader):
                 kind="conversation",
                 modality=modality_from_text(sample.get("modality")) or "Other",
                 image=image_file_to_png(
-                    path, self.options.image_size, self.options.png_compress_level
+                    path,
+                    self.options.image_size,
+                    self.options.png_compress_level,
+                    self.options.limits,
                 ),
                 body_part=normalize_body_part(sample.get("body_part")),
                 conversations=conversations,

@@ -32,14 +32,16 @@ from __future__ import annotations
 import csv
 import gzip
 import re
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from healthgpt.data.deid import pseudonym, scrub_text, vocabulary_value
 from healthgpt.data.imaging import encode_png, load_image_bytes
+from healthgpt.data.limits import confine
 from healthgpt.data.schema import new_record
-from healthgpt.data.sources.base import BadInput, Outcome, SourceReader, meta_json
+from healthgpt.data.sources.base import BadInput, LayoutError, Outcome, SourceReader, meta_json
 from healthgpt.data.sources.common import normalize_split
 
 PREFIX = "mimic-cxr-2.0.0"
@@ -130,10 +132,67 @@ def _row_bytes(row: dict[str, str]) -> bytes:
     return "\x1f".join(f"{k}={v}" for k, v in row.items()).encode()
 
 
-def _rows(path: Path) -> Iterator[dict[str, str]]:
+# The columns each table must have; a table without one is a layout error, not an empty run.
+REQUIRED_COLUMNS = {
+    METADATA: ("dicom_id", "subject_id", "study_id", "ViewPosition"),
+    SPLIT: ("dicom_id", "split"),
+    CHEXPERT: ("subject_id", "study_id"),
+}
+_NOT_UTF8 = re.compile("[\udc80-\udcff]")
+_TABLE_ERRORS = (OSError, EOFError, zlib.error, csv.Error)
+
+
+class CsvRowError(ValueError):
+    """One row of a table that cannot be used (its bytes are not UTF-8): a quarantine row."""
+
+    def __init__(self, file: str, line: int, problem: str) -> None:
+        super().__init__(f"{file} line {line}: {problem}")
+        self.file, self.item = file, f"{file} line {line}"
+
+
+def _open_table(path: Path):
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8", newline="") as handle:
-        yield from csv.DictReader(handle)
+    # surrogateescape: a byte that is not UTF-8 fails its own row, not the whole table
+    return opener(path, "rt", encoding="utf-8", errors="surrogateescape", newline="")
+
+
+def _table_error(path: Path, exc: BaseException, line: int | None = None) -> LayoutError:
+    where = f" at line {line}" if line else ""
+    if isinstance(exc, gzip.BadGzipFile) or (
+        isinstance(exc, OSError) and "gzip" in str(exc).lower()
+    ):
+        return LayoutError(f"{path.name} is not a gzip file ({exc})")
+    return LayoutError(f"{path.name}: unreadable table{where}: {type(exc).__name__}: {exc}")
+
+
+def table_columns(path: Path) -> list[str]:
+    """A table's header row; a file that is not a readable CSV (or gzip) is a `LayoutError`."""
+    try:
+        with _open_table(path) as handle:
+            return next(csv.reader(handle), [])
+    except _TABLE_ERRORS as exc:
+        raise _table_error(path, exc) from exc
+
+
+def _rows(path: Path) -> Iterator[dict[str, str] | CsvRowError]:
+    """The rows of a table; a row holding bytes that are not UTF-8 comes as a `CsvRowError`
+    in its place, and a damaged file (bad gzip, a CSV error) is a `LayoutError` naming the
+    file and the line."""
+    line = 0
+    try:
+        with _open_table(path) as handle:
+            reader = csv.DictReader(handle)
+            for row in reader:
+                line = reader.line_num
+                values = [v for v in row.values() if isinstance(v, str)]
+                bad = next((m for v in values if (m := _NOT_UTF8.search(v))), None)
+                if bad is not None:
+                    byte = ord(bad.group()) - 0xDC00
+                    yield CsvRowError(path.name, line, f"not valid UTF-8 (byte 0x{byte:02x})")
+                    continue
+                yield row
+    except _TABLE_ERRORS as exc:
+        raise _table_error(path, exc, line + 1) from exc
 
 
 def _label(value: str | None) -> int | None:
@@ -156,11 +215,19 @@ class MimicCxrReader(SourceReader):
     def _csv(self, name: str) -> Path | None:
         for candidate in (self.root / name, self.root / name.removesuffix(".gz")):
             if candidate.is_file():
-                return candidate
+                return self.listing(candidate)
         return None
 
     def layout_problem(self) -> str | None:
         missing = [n for n in (METADATA, SPLIT) if self._csv(n) is None]
+        for name, required in REQUIRED_COLUMNS.items():
+            path = self._csv(name)
+            if path is None:
+                continue
+            columns = table_columns(path)
+            absent = [c for c in required if c not in columns]
+            if absent:
+                return f"{path.name} has no column {', '.join(map(repr, absent))}"
         if not (self.root / "files").is_dir():
             missing.append("files/")
         configured = self.options.extra.get("reports_root")
@@ -187,22 +254,35 @@ class MimicCxrReader(SourceReader):
         if rel_path.removesuffix(".gz") not in {n.removesuffix(".gz") for n in TABLES}:
             return None
         return (
-            (_study_key(row.get("subject_id"), row.get("study_id")), _row_bytes(row))
+            (None, str(row).encode("utf-8", "surrogateescape"))
+            if isinstance(row, CsvRowError)
+            else (_study_key(row.get("subject_id"), row.get("study_id")), _row_bytes(row))
             for row in _rows(path)
         )
 
     def items(self) -> Iterator[Outcome]:
-        splits = {row["dicom_id"]: row["split"] for row in _rows(self._csv(SPLIT))}
+        splits = {}
+        for row in _rows(self._csv(SPLIT)):
+            if isinstance(row, CsvRowError):
+                yield Outcome.reject(row.item, str(row), row.file)
+                continue
+            splits[row["dicom_id"]] = row["split"]
         chexpert_path = self._csv(CHEXPERT)
         labels = {}
         if chexpert_path is not None:
             for row in _rows(chexpert_path):
+                if isinstance(row, CsvRowError):
+                    yield Outcome.reject(row.item, str(row), row.file)
+                    continue
                 values = {name: _label(row.get(name)) for name in CHEXPERT_LABELS}
                 labels[(row.get("subject_id"), row.get("study_id"))] = {
                     k: v for k, v in values.items() if v is not None
                 }
         report_roots = self._report_roots()
         for row in _rows(self._csv(METADATA)):
+            if isinstance(row, CsvRowError):
+                yield Outcome.reject(row.item, str(row), row.file)
+                continue
             view = vocabulary_value("ViewPosition", row.get("ViewPosition")) or ""
             if self.options.frontal_only and view not in FRONTAL_VIEWS:
                 self.skipped[f"view {view or 'missing'} (frontal_only)"] += 1
@@ -233,7 +313,8 @@ class MimicCxrReader(SourceReader):
             subject, study = raw["subject_id"], raw["study_id"]
             study_dir = Path("files", f"p{subject[:2]}", f"p{subject}", f"s{study}")
             sections = self._report(study_dir.with_suffix(".txt"), report_roots)
-            png = self._image(self.root / study_dir / f"{raw['dicom_id']}.jpg", ids["dicom_id"])
+            image = self.safe_path((study_dir / f"{raw['dicom_id']}.jpg").as_posix())
+            png = self._image(image, ids["dicom_id"])
             return [
                 new_record(
                     source=self.name,
@@ -269,9 +350,18 @@ class MimicCxrReader(SourceReader):
         return outcome
 
     def _report(self, relative: Path, roots: list[Path]) -> dict[str, str]:
+        limit = self.options.limits.max_text_chars
+        # A report tree the operator configured may lie anywhere; the others are confined to
+        # the source root. Either way the study's path must stay inside its tree.
+        configured = bool(self.options.extra.get("reports_root"))
         for root in roots:
-            path = root / relative
+            path = confine(root if configured else self.root, relative.as_posix(), root)
             if path.is_file():
+                size = path.stat().st_size
+                if size > 4 * limit:  # UTF-8: at most 4 bytes a character
+                    raise BadInput(
+                        f"report file of {size:,} bytes exceeds limit max_text_chars={limit:,}"
+                    )
                 sections = parse_report(path.read_text(encoding="utf-8", errors="replace"))
                 if not sections:
                     raise BadInput("report has no FINDINGS or IMPRESSION section")
@@ -282,10 +372,13 @@ class MimicCxrReader(SourceReader):
         """Decode the JPEG; error messages name the pseudonym, never the file."""
         if not path.is_file():
             raise BadInput("image file missing")
+        size, limit = path.stat().st_size, self.options.limits.max_decompressed_bytes
+        if size > limit:
+            raise BadInput(f"image file of {size:,} bytes exceeds limit max_decompressed_bytes")
         data = path.read_bytes()
         if not data:
             raise BadInput("image file is empty (0 bytes)")
-        image = load_image_bytes(data, name)
+        image = load_image_bytes(data, name, self.options.limits)
         return encode_png(image, self.options.image_size, self.options.png_compress_level)
 
 

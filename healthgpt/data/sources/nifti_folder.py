@@ -24,8 +24,9 @@ from typing import Any
 
 from healthgpt.data.deid import pseudonym
 from healthgpt.data.dicom import normalize_body_part
+from healthgpt.data.limits import confine, confined_files, printable_name, undecodable_name
 from healthgpt.data.nifti import is_nifti, load_volume, nifti_stem
-from healthgpt.data.sources.base import Outcome, SourceReader
+from healthgpt.data.sources.base import BadInput, Outcome, SourceReader
 from healthgpt.data.sources.volumes import image_slice_records, prepare
 from healthgpt.data.vocab import normalize_modality
 
@@ -58,15 +59,23 @@ class NiftiFolderReader(SourceReader):
         return rel_path if is_nifti(rel_path) else None
 
     def items(self) -> Iterator[Outcome]:
-        for path in self._volumes():
-            rel = self.rel(path)
-            token = pseudonym(rel, self.options.deid_salt, prefix="file")
+        for path, refused in confined_files(self.root, self._volumes()):
+            rel = self.rel(path)  # may hold surrogate escapes: keys hash its bytes
+            refused = undecodable_name(rel) or refused
+            token = pseudonym(printable_name(rel), self.options.deid_salt, prefix="file")
             yield self.guard(
-                token, token, lambda p=path, r=rel, t=token: self._records(p, r, t), key=rel
+                token,
+                token,
+                lambda p=path, r=rel, t=token, why=refused: self._records(p, r, t, why),
+                key=rel,
             )
 
-    def _records(self, path: Path, rel: str, token: str) -> list[dict[str, Any]]:
-        sidecar = _sidecar(path)
+    def _records(
+        self, path: Path, rel: str, token: str, refused: str | None = None
+    ) -> list[dict[str, Any]]:
+        if refused:
+            raise BadInput(refused)
+        sidecar = _sidecar(self.root, path)
         modality = normalize_modality(
             sidecar.get("Modality") or self.options.extra.get("modality", "MRI")
         )
@@ -76,7 +85,9 @@ class NiftiFolderReader(SourceReader):
             or self.options.extra.get("body_part")
         )
         subject = BIDS_SUBJECT.search(rel)
-        volume = load_volume(path, int(self.options.extra.get("volume_index", 0)))
+        volume = load_volume(
+            path, int(self.options.extra.get("volume_index", 0)), limits=self.options.limits
+        )
         return image_slice_records(
             prepare(volume, self.options),
             source=self.name,
@@ -90,13 +101,17 @@ class NiftiFolderReader(SourceReader):
         )
 
 
-def _sidecar(path: Path) -> dict[str, Any]:
-    """The BIDS JSON next to a volume, or {}; an unreadable sidecar is ignored, not fatal."""
+def _sidecar(root: Path, path: Path) -> dict[str, Any]:
+    """The BIDS JSON next to a volume, or {}; an unreadable sidecar (or one that is a link
+    out of the root) is ignored, not fatal."""
     candidate = path.with_name(nifti_stem(path) + ".json")
     if not candidate.is_file():
         return {}
     try:
+        candidate = confine(root, candidate.relative_to(root))
+        if candidate.stat().st_size > 1 << 20:
+            return {}
         data = json.loads(candidate.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError, BadInput):
         return {}
     return data if isinstance(data, dict) else {}

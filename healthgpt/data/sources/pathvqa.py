@@ -134,7 +134,7 @@ or the Hugging Face Parquet copy:
         for split, path in self.pkl_files():
             rel = self.rel(path)
             try:
-                rows = load_restricted_pickle(path)
+                rows = load_restricted_pickle(self.listing(path))
             except UnsafePickleError as exc:
                 yield Outcome.reject(rel, f"unsafe pickle: {exc}", rel)
                 continue
@@ -156,7 +156,9 @@ or the Hugging Face Parquet copy:
                 )
 
     def _encode_file(self, path: Path) -> bytes:
-        return image_file_to_png(path, self.options.image_size, self.options.png_compress_level)
+        return image_file_to_png(
+            path, self.options.image_size, self.options.png_compress_level, self.options.limits
+        )
 
     def _pkl_records(
         self, row: Any, split: str, index: int, cache: PngCache
@@ -187,7 +189,7 @@ or the Hugging Face Parquet copy:
         for split, path in self.parquet_files():
             rel = self.rel(path)
             try:
-                batches = open_shard(path).iter_batches(
+                batches = open_shard(self.listing(path)).iter_batches(
                     batch_size=256, columns=["image", "question", "answer"]
                 )
                 for batch in batches:
@@ -205,7 +207,7 @@ or the Hugging Face Parquet copy:
                 yield Outcome.reject(rel, f"unreadable Parquet: {type(exc).__name__}: {exc}", rel)
 
     def _encode_bytes(self, data: bytes) -> bytes:
-        image = load_image_bytes(data)
+        image = load_image_bytes(data, limits=self.options.limits)
         return encode_png(image, self.options.image_size, self.options.png_compress_level)
 
     def _parquet_records(

@@ -73,7 +73,9 @@ class SlakeReader(SourceReader):
     def items(self) -> Iterator[Outcome]:
         cache = PngCache(self._encode)
         for split, path in self.split_files():
-            for index, row in enumerate(iter_json_rows(path)):
+            for index, row in enumerate(
+                iter_json_rows(self.listing(path), limits=self.options.limits)
+            ):
                 item = f"{path.name} row {index}"
                 if isinstance(row, JsonRowError):
                     yield Outcome.reject(item + "+", f"unparseable JSON: {row}", path.name)
@@ -95,7 +97,9 @@ class SlakeReader(SourceReader):
                 )
 
     def _encode(self, path: Path) -> bytes:
-        return image_file_to_png(path, self.options.image_size, self.options.png_compress_level)
+        return image_file_to_png(
+            path, self.options.image_size, self.options.png_compress_level, self.options.limits
+        )
 
     def _records(
         self, row: dict[str, Any], split: str, index: int, cache: PngCache

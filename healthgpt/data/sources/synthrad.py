@@ -89,7 +89,11 @@ class SynthRadReader(SourceReader):
         missing = [f"{n}.nii.gz" for n in VOLUMES if not (case / f"{n}.nii.gz").is_file()]
         if missing:
             raise BadInput(f"incomplete case: missing {', '.join(missing)}")
-        volumes = {name: load_volume(case / f"{name}.nii.gz") for name in VOLUMES}
+        limits = self.options.limits
+        volumes = {
+            name: load_volume(self.safe_path(self.rel(case / f"{name}.nii.gz")), limits=limits)
+            for name in VOLUMES
+        }
         check_same_geometry(volumes)
         mr = prepare(volumes["mr"], self.options)
         ct = prepare(volumes["ct"], self.options)

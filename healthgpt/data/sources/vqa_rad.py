@@ -59,7 +59,9 @@ class VqaRadReader(SourceReader):
         modalities = self._infer_modalities()
         cache = PngCache(self._encode)
         seen: Counter[str] = Counter()
-        for index, row in enumerate(iter_json_rows(self.root / JSON_NAME)):
+        for index, row in enumerate(
+            iter_json_rows(self.listing(self.root / JSON_NAME), limits=self.options.limits)
+        ):
             if isinstance(row, JsonRowError):
                 yield Outcome.reject(f"row {index}+", f"unparseable JSON: {row}", JSON_NAME)
                 continue
@@ -78,7 +80,9 @@ class VqaRadReader(SourceReader):
             )
 
     def _encode(self, path: Path) -> bytes:
-        return image_file_to_png(path, self.options.image_size, self.options.png_compress_level)
+        return image_file_to_png(
+            path, self.options.image_size, self.options.png_compress_level, self.options.limits
+        )
 
     def _records(
         self,
@@ -127,7 +131,7 @@ class VqaRadReader(SourceReader):
         votes: dict[str, dict[str, Counter[str]]] = defaultdict(
             lambda: {"modality_question": Counter(), "question_text": Counter()}
         )
-        for row in iter_json_rows(self.root / JSON_NAME):
+        for row in iter_json_rows(self.listing(self.root / JSON_NAME), limits=self.options.limits):
             if not isinstance(row, dict) or not row.get("image_name"):
                 continue
             vote = _modality_vote(row)

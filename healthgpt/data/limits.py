@@ -1,0 +1,170 @@
+"""Limits on hostile input, and the one rule that confines a path to its source root.
+
+Every size a file *declares* (pixels in a PNG/JPEG header, voxels in a NIfTI header, rows x
+columns x frames x bits of a DICOM) is checked here before anything is allocated, and every
+stream that inflates (gzip, deflated DICOM, tar members) is read through a capped counter,
+so that a small file cannot make the process allocate what it claims. A refusal is a
+`BadInput` whose reason names the limit (`limit max_image_pixels=...`), so the quarantine
+table says which knob to turn.
+
+Defaults are generous for real medical data and small enough that one item cannot take the
+machine down. Change one for every run with the environment variable
+`HEALTHGPT_LIMIT_<NAME>` (e.g. `HEALTHGPT_LIMIT_MAX_VOLUME_VOXELS=500000000`), or for one run
+with `ReaderOptions.extra["limits"] = {"max_image_pixels": ...}` (an ingest asset's run
+config `limits`).
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import IO, Any
+
+from healthgpt.data.sources.base import BadInput
+
+ENV_PREFIX = "HEALTHGPT_LIMIT_"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Upper bounds on what one input item may declare or inflate to."""
+
+    # PNG/JPEG width x height, and DICOM rows x columns (one frame), from the header.
+    max_image_pixels: int = 100_000_000
+    # NIfTI x * y * z (* t) from the header, before any voxel is read (512 MiB as float32).
+    max_volume_voxels: int = 1 << 27
+    # Bytes a compressed stream may inflate to (.nii.gz, a gzip tar member, a deflated
+    # DICOM), and bytes a DICOM's pixel data may decode to (rows x columns x frames x
+    # samples x bits).
+    max_decompressed_bytes: int = 2 << 30
+    # A member of a tar archive larger than this is skipped by its header, unread.
+    max_tar_member_bytes: int = 2 << 30
+    # Characters of one text field (a question, an answer, a conversation turn, a report).
+    max_text_chars: int = 100_000
+    # Characters of one row of a JSON array or JSON Lines file; a longer row is skipped
+    # unparsed, so memory stays bounded whatever one string holds.
+    max_json_row_chars: int = 10_000_000
+
+    @classmethod
+    def from_options(cls, extra: Mapping[str, Any] | None = None) -> Limits:
+        """Defaults, then `HEALTHGPT_LIMIT_<NAME>` variables, then `extra["limits"]`."""
+        values: dict[str, int] = {}
+        for spec in fields(cls):
+            env = os.environ.get(ENV_PREFIX + spec.name.upper())
+            if env:
+                values[spec.name] = _positive(spec.name, env)
+        configured = (extra or {}).get("limits") or {}
+        unknown = set(configured) - {spec.name for spec in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown limits {sorted(unknown)}; known: {_names()}")
+        values.update({k: _positive(k, v) for k, v in configured.items()})
+        return replace(cls(), **values)
+
+
+def _names() -> list[str]:
+    return [spec.name for spec in fields(Limits)]
+
+
+def _positive(name: str, value: Any) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"limit {name} must be a positive integer, got {value!r}") from None
+    if number <= 0:
+        raise ValueError(f"limit {name} must be a positive integer, got {value!r}")
+    return number
+
+
+def exceeds(name: str, value: int, limit: int, what: str) -> BadInput:
+    """The refusal for a declared size over a limit, naming the limit and how to raise it."""
+    return BadInput(f"{what} {value:,} exceeds limit {name}={limit:,}")
+
+
+def check(name: str, value: int, limit: int, what: str) -> None:
+    if value > limit:
+        raise exceeds(name, value, limit, what)
+
+
+# ------------------------------------------------------------------------- confinement
+
+
+def confine(root: Path, relative: str | os.PathLike[str], base: Path | None = None) -> Path:
+    """`base / relative` with symlinks resolved, refused unless it stays inside `root`.
+
+    The one confinement rule of every reader: a metadata path with `../`, an absolute path,
+    or a symlink (anywhere along the path) that leads out of the source root is refused.
+    """
+    root_resolved = Path(root).resolve()
+    candidate = (Path(base or root) / relative).resolve()
+    if candidate != root_resolved and root_resolved not in candidate.parents:
+        shown = os.fsdecode(relative) if not isinstance(relative, str) else relative
+        raise BadInput(f"path {shown!r} points outside the source root")
+    return candidate
+
+
+def confined_files(root: Path, paths: Iterator[Path]) -> Iterator[tuple[Path, str | None]]:
+    """Each listed file with None, or with the reason it may not be read: a symlink that
+    leads out of the root (`rglob` follows file symlinks)."""
+    root_resolved = Path(root).resolve()
+    for path in paths:
+        resolved = path.resolve()
+        if resolved != root_resolved and root_resolved not in resolved.parents:
+            yield path, "symlink points outside the source root"
+        else:
+            yield path, None
+
+
+def undecodable_name(rel: str) -> str | None:
+    """Why a relative path cannot be used as text (a non-UTF-8 file name), or None.
+
+    Python hands such names over with surrogate escapes; encoding them later fails far from
+    the listing. The reason says where the bad byte is, not the name itself (folder names
+    can carry patient names)."""
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raw = rel.encode("utf-8", "surrogateescape")
+        bad = raw[len(rel[: exc.start].encode("utf-8", "surrogateescape"))]
+        return f"file name is not valid UTF-8 (byte 0x{bad:02x} at character {exc.start})"
+    return None
+
+
+def printable_name(rel: str) -> str:
+    """A relative path as text that always encodes: bad bytes shown as `\\xNN`."""
+    return rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+# ------------------------------------------------------------------------- streams
+
+
+def read_capped(stream: IO[bytes], limit: int, what: str, name: str) -> bytes:
+    """Read a stream whole, refusing once it passes `limit` bytes (never holding more)."""
+    chunks, total = [], 0
+    while block := stream.read(1 << 20):
+        total += len(block)
+        if total > limit:
+            raise exceeds(name, total, limit, f"{what} inflates to more than")
+        chunks.append(block)
+    return b"".join(chunks)
+
+
+def count_inflated(stream: IO[bytes], limit: int, what: str, *, wbits: int) -> int:
+    """How many bytes a compressed stream inflates to, counted without keeping them;
+    refused as soon as the count passes `limit`."""
+    decompressor = zlib.decompressobj(wbits)
+    total = 0
+    while chunk := stream.read(1 << 16):
+        pending = chunk
+        while pending:
+            total += len(decompressor.decompress(pending, 1 << 20))
+            if total > limit:
+                raise exceeds(
+                    "max_decompressed_bytes", total, limit, f"{what} inflates to more than"
+                )
+            pending = decompressor.unconsumed_tail
+            if decompressor.eof:
+                return total
+    return total

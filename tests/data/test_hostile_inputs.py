@@ -1,0 +1,750 @@
+"""Hostile and broken input: one test per case, each asserting what happens to it.
+
+Outcomes asserted: a quarantine row whose reason names the problem (and the limit), a clear
+refusal (no traceback, the file named), the previous output intact, or the unrelated file
+intact. Oversize cases run in a subprocess that reports its peak memory above the baseline
+after imports (`resource.getrusage`), bounded by `MEMORY_BOUND_MB`; the hostile files are
+small on disk, and where a case would need gigabytes to show itself the limit is lowered
+through `ReaderOptions.extra["limits"]` and the file declares or inflates to far more.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import tarfile
+import textwrap
+import zlib
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+import torch
+from PIL import Image
+from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
+from pydicom.filewriter import write_dataset, write_file_meta_info
+from pydicom.uid import DeflatedExplicitVRLittleEndian, RLELossless, generate_uid
+
+from healthgpt.cli import main
+from healthgpt.data.ingest import OutputRefused, ingest
+from healthgpt.data.shards import MANIFEST_NAME, output_directory, read_manifest, write_manifest
+from healthgpt.data.sources import LayoutError
+from healthgpt.data.sources.pathvqa import UnsafePickleError, load_restricted_pickle
+from healthgpt.model.vq import (
+    CheckpointRefused,
+    VQConfig,
+    VQTokenizer,
+    build_vq_tokenizer,
+    load_lightning_state_dict,
+)
+from healthgpt.train.vq import register_pretrained_vq
+from tests.data.outputs import quarantine, records
+from tests.model.test_vq import MODEL_YAML
+
+REPO = Path(__file__).resolve().parents[2]
+# Peak resident memory an oversize case may add to the process after its imports. Without
+# the limits each case below allocates from 256 MB (the scaled-down bombs) to many GB.
+MEMORY_BOUND_MB = 80  # measured: 14 to 46 MB (a good volume or DICOM decoded beside)
+
+
+# ------------------------------------------------------------------------------- helpers
+
+
+class Exploit:
+    """Unpickling this writes a marker file, if the loader lets it run."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def jpeg_bytes(seed: int = 0, size: tuple[int, int] = (64, 48)) -> bytes:
+    rng = np.random.default_rng(seed)
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (size[1], size[0]), dtype=np.uint8)).save(
+        buffer, "JPEG", quality=90
+    )
+    return buffer.getvalue()
+
+
+def vqa_rad(root: Path, rows: list[dict], images: dict[str, bytes]) -> Path:
+    """A VQA-RAD layout: the QA JSON (raw bytes when `rows` holds bytes) and its images."""
+    (root / "VQA_RAD Image Folder").mkdir(parents=True)
+    for name, data in images.items():
+        (root / "VQA_RAD Image Folder" / name).write_bytes(data)
+    (root / "VQA_RAD Dataset Public.json").write_text(json.dumps(rows))
+    return root
+
+
+def qa_row(qid: int, image: str = "a.jpg", answer: str = "yes") -> dict:
+    return {"qid": qid, "image_name": image, "question": f"Is this {qid}?", "answer": answer}
+
+
+METADATA_COLUMNS = ["dicom_id", "subject_id", "study_id", "ViewPosition", "Rows", "Columns"]
+REPORT = "FINDINGS: Clear lungs.\nIMPRESSION: Normal chest.\n"
+
+
+def mimic(root: Path, ids: list[tuple[str, str, str]], metadata_columns=METADATA_COLUMNS):
+    """A MIMIC-CXR-JPG layout (uncompressed tables) with one PA image per (subject, study,
+    dicom) that names plain ids; ids with `../` get no files."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / "mimic-cxr-2.0.0-metadata.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(metadata_columns)
+        for dicom, subject, study in ids:
+            row = {"dicom_id": dicom, "subject_id": subject, "study_id": study}
+            row |= {"ViewPosition": "PA", "Rows": "48", "Columns": "64"}
+            writer.writerow([row[c] for c in metadata_columns])
+    with open(root / "mimic-cxr-2.0.0-split.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["dicom_id", "study_id", "subject_id", "split"])
+        for dicom, subject, study in ids:
+            writer.writerow([dicom, study, subject, "train"])
+    (root / "files").mkdir(exist_ok=True)
+    for seed, (dicom, subject, study) in enumerate(ids):
+        if ".." in dicom + subject + study:
+            continue
+        study_dir = root / "files" / f"p{subject[:2]}" / f"p{subject}" / f"s{study}"
+        study_dir.mkdir(parents=True, exist_ok=True)
+        (study_dir / f"{dicom}.jpg").write_bytes(jpeg_bytes(seed))
+        study_dir.with_suffix(".txt").write_text(REPORT)
+    return root
+
+
+def nifti_file(path: Path, shape=(16, 16, 8), seed: int = 0) -> Path:
+    data = np.random.default_rng(seed).random(shape).astype(np.float32) * 100
+    nib.save(nib.Nifti1Image(data, np.eye(4)), str(path))
+    return path
+
+
+def reasons(out: Path) -> list[str]:
+    return [row["reason"] for row in quarantine(out)]
+
+
+def run_measured(source: str, root: Path, out: Path, limits: dict | None = None) -> float:
+    """Ingest in a fresh process; return its peak memory above its size after the imports,
+    in MB.
+
+    The ingest runs in a child forked after the imports, and its peak is read with
+    `getrusage(RUSAGE_CHILDREN)`: a process's own `ru_maxrss` would also count the memory of
+    the process it was started from (pytest), which Linux carries across `exec`.
+    """
+    script = textwrap.dedent(
+        f"""
+        import json, os, resource, sys, traceback
+        import healthgpt.data.dicom, healthgpt.data.nifti, healthgpt.data.imaging
+        from healthgpt.data.ingest import ingest
+        from healthgpt.data.sources import ReaderOptions, reader_class
+        reader_class({source!r})
+        import pydicom.pixels, nibabel, tarfile, gzip
+        with open("/proc/self/status") as status:
+            before = next(int(l.split()[1]) for l in status if l.startswith("VmRSS:"))
+        options = ReaderOptions(extra={{"limits": json.loads(sys.argv[1])}})
+        pid = os.fork()
+        if pid == 0:
+            try:
+                ingest({source!r}, sys.argv[2], sys.argv[3], options)
+            except BaseException:
+                traceback.print_exc()
+                os._exit(1)
+            os._exit(0)
+        _, code = os.waitpid(pid, 0)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        print(json.dumps((after - before) / 1024))
+        sys.exit(code != 0)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(limits or {}), str(root), str(out)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# ----------------------------------------------------------------------- code execution
+
+
+def test_vq_checkpoint_with_reduce_is_refused_without_running(tmp_path):
+    marker = tmp_path / "ran"
+    ckpt = tmp_path / "last.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "callbacks": Exploit(marker)}, ckpt)
+    with pytest.raises(CheckpointRefused, match="outside the allow-list.*system"):
+        load_lightning_state_dict(ckpt)
+    (tmp_path / "model.yaml").write_text(MODEL_YAML)
+    with pytest.raises(CheckpointRefused):
+        register_pretrained_vq(ckpt, tmp_path / "model.yaml", tmp_path / "vq")
+    with pytest.raises(CheckpointRefused):
+        VQTokenizer.from_taming_checkpoint(ckpt, tmp_path / "model.yaml")
+    assert not marker.exists() and not (tmp_path / "vq").exists()
+
+
+@pytest.mark.parametrize("loader", ["vq", "official_weights", "pathvqa_pickle"])
+def test_every_loader_refuses_a_code_running_pickle(tmp_path, loader):
+    """Every place that unpickles (grep torch.load, pickle, Unpickler): none runs the file."""
+    from healthgpt.model.checkpoints import load_official_weights
+
+    marker = tmp_path / "ran"
+    path = tmp_path / "evil.bin"
+    if loader == "pathvqa_pickle":
+        path.write_bytes(pickle.dumps([{"image": "x", "question": Exploit(marker)}]))
+        with pytest.raises(UnsafePickleError):
+            load_restricted_pickle(path)
+    else:
+        torch.save({"w": torch.zeros(1), "x": Exploit(marker)}, path)
+        with pytest.raises(pickle.UnpicklingError if loader != "vq" else CheckpointRefused):
+            if loader == "vq":
+                load_lightning_state_dict(path)
+            else:
+                load_official_weights(None, path)  # type: ignore[arg-type]
+    assert not marker.exists()
+
+
+def test_lightning_checkpoint_loads_with_its_callback_class_as_a_stand_in(tmp_path, monkeypatch):
+    """A real Lightning `last.ckpt` keys its callback state by the callback class: that one
+    global is allowed (as an inert stand-in), the weights load, nothing else is needed."""
+    import types
+
+    module = types.ModuleType("pytorch_lightning.callbacks.model_checkpoint")
+
+    class ModelCheckpoint:  # what Lightning's pickle names
+        pass
+
+    ModelCheckpoint.__module__ = module.__name__
+    ModelCheckpoint.__qualname__ = "ModelCheckpoint"
+    module.ModelCheckpoint = ModelCheckpoint
+    for name in ("pytorch_lightning", "pytorch_lightning.callbacks", module.__name__):
+        monkeypatch.setitem(sys.modules, name, module)
+    state = {"encoder.w": torch.arange(4.0)}
+    torch.save(
+        {"state_dict": state, "callbacks": {ModelCheckpoint: {"best_model_path": "x"}}},
+        tmp_path / "last.ckpt",
+    )
+    for name in ("pytorch_lightning", "pytorch_lightning.callbacks", module.__name__):
+        monkeypatch.delitem(sys.modules, name)
+    loaded = load_lightning_state_dict(tmp_path / "last.ckpt")
+    torch.testing.assert_close(loaded["encoder.w"], state["encoder.w"])
+
+
+def test_vq_checkpoint_changed_after_registration_is_refused(tmp_path):
+    from healthgpt.model.vq import save_vq
+
+    tiny = VQConfig(ch=32, ch_mult=(1, 2), attn_resolutions=(), z_channels=8, resolution=16)
+    tiny = VQConfig(**{**tiny.__dict__, "n_embed": 16, "embed_dim": 8, "quantizer": "nearest"})
+    path = save_vq(VQTokenizer(tiny), tmp_path / "vq.safetensors")
+    from healthgpt.data.shards import file_sha256
+
+    good = file_sha256(path)
+    build_vq_tokenizer(VQConfig(ckpt_path=str(path), ckpt_sha256=good))
+    path.write_bytes(path.read_bytes() + b"\0")
+    with pytest.raises(CheckpointRefused, match="sha256"):
+        build_vq_tokenizer(VQConfig(ckpt_path=str(path), ckpt_sha256=good))
+
+
+# ---------------------------------------------------------------------------- data loss
+
+
+def test_out_equal_to_root_is_refused_and_the_source_kept(tmp_path, capsys):
+    root = vqa_rad(tmp_path / "vqa", [qa_row(1)], {"a.jpg": jpeg_bytes()})
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+    code = main(["ingest", "vqa_rad", "--root", str(root), "--out", str(root), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "is the source root or contains it" in err
+    assert "Traceback" not in err and sorted(p.relative_to(root) for p in root.rglob("*")) == before
+
+
+def test_out_an_ancestor_of_the_root_is_refused_and_its_files_kept(tmp_path, capsys):
+    root = vqa_rad(tmp_path / "sources" / "vqa", [qa_row(1)], {"a.jpg": jpeg_bytes()})
+    unrelated = tmp_path / "sources" / "notes.txt"
+    unrelated.write_text("mine")
+    code = main(["ingest", "vqa_rad", "--root", str(root), "--out", str(tmp_path), "--quiet"])
+    assert code == 2 and "contains it" in capsys.readouterr().err
+    assert unrelated.read_text() == "mine" and (root / "VQA_RAD Dataset Public.json").is_file()
+
+
+def test_out_holding_files_ingest_did_not_write_is_refused(tmp_path, capsys):
+    root = vqa_rad(tmp_path / "vqa", [qa_row(1)], {"a.jpg": jpeg_bytes()})
+    out = tmp_path / "home"
+    out.mkdir()
+    (out / "thesis.tex").write_text("years of work")
+    code = main(["ingest", "vqa_rad", "--root", str(root), "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "'thesis.tex'" in err and "not a previous output" in err
+    assert (out / "thesis.tex").read_text() == "years of work"
+    # a previous output of the tool is replaced as before
+    assert main(["ingest", "vqa_rad", "--root", str(root), "--out", str(tmp_path / "o")]) == 0
+    assert main(["ingest", "vqa_rad", "--root", str(root), "--out", str(tmp_path / "o")]) == 0
+
+
+def test_empty_build_does_not_replace_a_good_output_unless_forced(tmp_path, capsys):
+    root = vqa_rad(tmp_path / "vqa", [qa_row(i) for i in range(4)], {"a.jpg": jpeg_bytes()})
+    out = tmp_path / "out"
+    ingest("vqa_rad", root, out)
+    good = (out / MANIFEST_NAME).read_bytes()
+    (root / "VQA_RAD Dataset Public.json").write_text("[]")
+    args = ["ingest", "vqa_rad", "--root", str(root), "--out", str(out), "--quiet"]
+    assert main(args) == 2
+    assert "has 0 records where the output" in capsys.readouterr().err
+    assert (out / MANIFEST_NAME).read_bytes() == good and len(records(out)) == 4
+    assert main([*args, "--force"]) == 0 and records(out) == []
+
+
+def test_build_losing_more_than_the_allowed_fraction_is_refused(tmp_path):
+    root = vqa_rad(tmp_path / "vqa", [qa_row(i) for i in range(10)], {"a.jpg": jpeg_bytes()})
+    out = tmp_path / "out"
+    ingest("vqa_rad", root, out)
+    (root / "VQA_RAD Dataset Public.json").write_text(json.dumps([qa_row(i) for i in range(3)]))
+    with pytest.raises(OutputRefused, match="max_drop_fraction=0.5"):
+        ingest("vqa_rad", root, out)
+    assert read_manifest(out)["summary"]["records"] == 10
+    ingest("vqa_rad", root, out, max_drop_fraction=0.8)
+    assert read_manifest(out)["summary"]["records"] == 3
+
+
+def test_mimic_metadata_without_viewposition_is_a_layout_error(tmp_path, capsys):
+    columns = [c for c in METADATA_COLUMNS if c != "ViewPosition"]
+    root = mimic(tmp_path / "mimic", [("d1", "10000001", "50000001")], columns)
+    with pytest.raises(
+        LayoutError, match="mimic-cxr-2.0.0-metadata.csv has no column 'ViewPosition'"
+    ):
+        ingest("mimic_cxr", root, tmp_path / "out")
+    assert main(["ingest", "mimic_cxr", "--root", str(root), "--out", str(tmp_path / "o")]) == 2
+    assert "no column 'ViewPosition'" in capsys.readouterr().err
+
+
+def test_split_csv_without_split_column_is_a_layout_error(tmp_path):
+    root = mimic(tmp_path / "mimic", [("d1", "10000001", "50000001")])
+    (root / "mimic-cxr-2.0.0-split.csv").write_text("dicom_id,study_id,subject_id\n")
+    with pytest.raises(LayoutError, match="mimic-cxr-2.0.0-split.csv has no column 'split'"):
+        ingest("mimic_cxr", root, tmp_path / "out")
+
+
+SWAP_SCRIPT = """
+import os, signal, sys
+from pathlib import Path
+import healthgpt.data.shards as shards
+if sys.argv[2] == "two-renames":
+    shards._exchange = lambda a, b: False
+    shards._between_renames = lambda: os.kill(os.getpid(), signal.SIGKILL)
+else:
+    real = shards._exchange
+    def exchange_then_die(a, b):
+        real(a, b)
+        os.kill(os.getpid(), signal.SIGKILL)
+    shards._exchange = exchange_then_die
+with shards.output_directory(sys.argv[1]) as staging:
+    (staging / "version.txt").write_text("new")
+    shards.write_manifest(staging, [])
+"""
+
+
+@pytest.mark.parametrize("mode", ["two-renames", "exchange"])
+def test_swap_killed_midway_leaves_a_complete_version(tmp_path, mode):
+    target = tmp_path / "dataset"
+    with output_directory(target) as staging:
+        (staging / "version.txt").write_text("old")
+        write_manifest(staging, [])
+    done = subprocess.run(
+        [sys.executable, "-c", SWAP_SCRIPT, str(target), mode],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+    )
+    assert done.returncode == -signal.SIGKILL
+    if mode == "exchange":  # one atomic call: the new version is there at once
+        assert (target / "version.txt").read_text() == "new"
+    else:  # cut between the renames: the next start puts the previous version back
+        assert not target.exists()
+        with output_directory(target) as staging:
+            assert (target / "version.txt").read_text() == "old"
+            (staging / "version.txt").write_text("next")
+            write_manifest(staging, [])
+        assert (target / "version.txt").read_text() == "next"
+    assert not list(tmp_path.glob(".dataset.retired-*"))
+
+
+# -------------------------------------------------------------------- path confinement
+
+
+def test_mimic_ids_with_dot_dot_are_quarantined_not_read(tmp_path):
+    escape = "x/../../../../../outside"  # files/p10/p10000002/s<escape> -> <tmp>/outside
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside.txt").write_text(REPORT)
+    (tmp_path / "outside" / "d2.jpg").write_bytes(jpeg_bytes(7))
+    root = mimic(tmp_path / "mimic", [("d1", "10000001", "50000001"), ("d2", "10000002", escape)])
+    out = tmp_path / "out"
+    ingest("mimic_cxr", root, out)
+    assert len(records(out)) == 1
+    [reason] = reasons(out)
+    assert "points outside the source root" in reason and escape not in reason
+
+
+def test_symlinks_out_of_the_root_are_quarantined_in_folder_sources(tmp_path):
+    secret = tmp_path / "elsewhere"
+    secret.mkdir()
+    dcm = get_testdata_file("CT_small.dcm")
+    (secret / "ct.dcm").write_bytes(Path(dcm).read_bytes())
+    nifti_file(secret / "vol.nii.gz")
+    for source, name, good in (
+        ("dicom_folder", "ct.dcm", lambda r: (r / "good.dcm").write_bytes(Path(dcm).read_bytes())),
+        ("nifti_folder", "vol.nii.gz", lambda r: nifti_file(r / "good.nii.gz", seed=1)),
+    ):
+        root = tmp_path / source
+        root.mkdir()
+        good(root)
+        (root / f"link-{name}").symlink_to(secret / name)
+        out = tmp_path / f"{source}-out"
+        summary = ingest(source, root, out)
+        assert summary.accepted_items == 1 and summary.quarantined == 1, source
+        assert reasons(out) == ["symlink points outside the source root"], source
+
+
+def test_symlink_out_of_the_root_is_quarantined_in_mimic(tmp_path):
+    root = mimic(tmp_path / "mimic", [("d1", "10000001", "50000001"), ("d2", "10000002", "5")])
+    image = root / "files" / "p10" / "p10000002" / "s5" / "d2.jpg"
+    (tmp_path / "secret.jpg").write_bytes(image.read_bytes())
+    image.unlink()
+    image.symlink_to(tmp_path / "secret.jpg")
+    out = tmp_path / "out"
+    ingest("mimic_cxr", root, out)
+    assert len(records(out)) == 1
+    assert any("points outside the source root" in r for r in reasons(out))
+
+
+# ------------------------------------------------------------------------ truncated JPEG
+
+
+def test_jpeg_cut_short_with_an_eoi_marker_is_quarantined(tmp_path):
+    whole = jpeg_bytes(1, (256, 192))
+    cut = whole[: len(whole) * 2 // 3] + b"\xff\xd9"
+    root = vqa_rad(
+        tmp_path / "vqa",
+        [qa_row(1, "good.jpg"), qa_row(2, "cut.jpg")],
+        {"good.jpg": whole, "cut.jpg": cut},
+    )
+    out = tmp_path / "out"
+    ingest("vqa_rad", root, out)
+    assert len(records(out)) == 1
+    assert reasons(out) == [
+        "truncated JPEG cut.jpg: the entropy-coded data ends before the last block "
+        "(the decoder would fill the rest with gray)"
+    ]
+
+
+def tiny_jpeg_claiming(width: int, height: int) -> bytes:
+    """A valid 8x8 JPEG whose frame header claims `width` x `height`."""
+    data = bytearray(jpeg_bytes(2, (8, 8)))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(data)
+
+
+def test_tiny_jpeg_claiming_20000_square_is_quarantined(tmp_path):
+    bomb = tiny_jpeg_claiming(20000, 20000)
+    assert len(bomb) < 1000
+    root = vqa_rad(tmp_path / "vqa", [qa_row(1, "b.jpg")], {"b.jpg": bomb})
+    out = tmp_path / "out"
+    ingest("vqa_rad", root, out)
+    assert reasons(out) == [
+        "image declares 20000 x 20000 = 400,000,000 exceeds limit max_image_pixels=100,000,000"
+    ]
+    # under the limit, the decoder's gray fill in place of the missing data is caught
+    (root / "VQA_RAD Image Folder" / "b.jpg").write_bytes(tiny_jpeg_claiming(2000, 2000))
+    ingest("vqa_rad", root, out)
+    assert reasons(out)[0].startswith("truncated JPEG b.jpg")
+
+
+# --------------------------------------------------------------- limits before allocation
+
+
+def png_claiming(width: int, height: int, bit_depth: int = 16) -> bytes:
+    """A PNG header claiming `width` x `height` (16-bit gray) with a few bytes of data."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body).to_bytes(4, "big")
+        return len(body).to_bytes(4, "big") + kind + body + crc
+
+    ihdr = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([bit_depth, 0, 0, 0, 0])
+    idat = zlib.compress(b"\0" * 4096)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def test_png_declaring_19999_square_is_refused_from_its_header(tmp_path):
+    root = vqa_rad(tmp_path / "vqa", [qa_row(1, "p.png")], {"p.png": png_claiming(19999, 19999)})
+    out = tmp_path / "out"
+    peak = run_measured("vqa_rad", root, out)
+    assert reasons(out) == [
+        "image declares 19999 x 19999 = 399,960,001 exceeds limit max_image_pixels=100,000,000"
+    ]
+    assert peak < MEMORY_BOUND_MB
+
+
+def test_nifti_header_claiming_1500_cubed_is_refused_before_reading(tmp_path):
+    root = tmp_path / "nifti"
+    root.mkdir()
+    header = nib.Nifti1Header()
+    header.set_data_shape((1500, 1500, 1500))
+    header.set_data_dtype(np.float32)
+    header["vox_offset"] = 352
+    (root / "claim.nii").write_bytes(header.binaryblock + b"\0" * 4)
+    assert (root / "claim.nii").stat().st_size == 352
+    nifti_file(root / "good.nii.gz")
+    out = tmp_path / "out"
+    peak = run_measured("nifti_folder", root, out)
+    assert reasons(out) == [
+        "NIfTI header declares 1500 x 1500 x 1500 = 3,375,000,000 exceeds limit "
+        "max_volume_voxels=134,217,728"
+    ]
+    assert len(records(out)) > 0 and peak < MEMORY_BOUND_MB
+
+
+def gzip_nifti(shape: tuple[int, ...], dtype=np.int16) -> bytes:
+    """A .nii.gz of zeros, compressed as it is produced (small on disk, never whole in RAM)."""
+    header = nib.Nifti1Header()
+    header.set_data_shape(shape)
+    header.set_data_dtype(dtype)
+    header["vox_offset"] = 352
+    compressor = zlib.compressobj(1, zlib.DEFLATED, 31)
+    parts = [compressor.compress(header.binaryblock + b"\0" * 4)]
+    remaining = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    block = b"\0" * (1 << 22)
+    while remaining > 0:
+        parts.append(compressor.compress(block[: min(remaining, len(block))]))
+        remaining -= len(block)
+    return b"".join(parts) + compressor.flush()
+
+
+def test_gzip_bomb_nifti_is_refused_in_bounded_steps(tmp_path):
+    """A 256 MB volume in a few hundred KB of gzip: refused from its header in a NIfTI
+    folder, and after at most the cap inflated in a tar member (IXI), never held whole."""
+    bomb = gzip_nifti((512, 512, 512), np.uint8)
+    assert len(bomb) < 1 << 20
+    limits = {"max_decompressed_bytes": 16 << 20}
+    folder = tmp_path / "nifti"
+    folder.mkdir()
+    (folder / "bomb.nii.gz").write_bytes(bomb)
+    nifti_file(folder / "good.nii.gz")
+    peak = run_measured("nifti_folder", folder, tmp_path / "out1", limits)
+    assert reasons(tmp_path / "out1") == [
+        "NIfTI data bytes 134,217,728 exceeds limit max_decompressed_bytes=16,777,216"
+    ]
+    assert peak < MEMORY_BOUND_MB
+    ixi = tmp_path / "ixi"
+    ixi.mkdir()
+    with tarfile.open(ixi / "IXI-T1.tar", "w") as archive:
+        info = tarfile.TarInfo("IXI002-Guys-0828-T1.nii.gz")
+        info.size = len(bomb)
+        archive.addfile(info, io.BytesIO(bomb))
+    peak = run_measured("ixi", ixi, tmp_path / "out2", limits)
+    assert reasons(tmp_path / "out2") == [
+        "NIfTI data bytes 134,217,728 exceeds limit max_decompressed_bytes=16,777,216"
+    ]
+    assert peak < MEMORY_BOUND_MB
+
+
+def dicom_meta(syntax: str) -> FileMetaDataset:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = syntax
+    return meta
+
+
+def image_dataset(rows: int, columns: int, bits: int = 16) -> Dataset:
+    ds = Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.4"
+    ds.Modality = "MR"
+    ds.Rows, ds.Columns = rows, columns
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = bits
+    ds.HighBit, ds.PixelRepresentation = bits - 1, 0
+    return ds
+
+
+def test_rle_dicom_declaring_65535_square_is_refused_before_decoding(tmp_path):
+    root = tmp_path / "dicom"
+    root.mkdir()
+    ds = image_dataset(65535, 65535)
+    ds.PixelData = encapsulate([b"\0" * 64])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta = dicom_meta(RLELossless)
+    ds.save_as(root / "rle.dcm", enforce_file_format=True)
+    assert (root / "rle.dcm").stat().st_size < 1000
+    (root / "good.dcm").write_bytes(Path(get_testdata_file("CT_small.dcm")).read_bytes())
+    out = tmp_path / "out"
+    peak = run_measured("dicom_folder", root, out)
+    assert reasons(out) == [
+        "DICOM declares 65535 x 65535 = 4,294,836,225 exceeds limit max_image_pixels=100,000,000"
+    ]
+    assert len(records(out)) == 1 and peak < MEMORY_BOUND_MB
+
+
+def test_deflated_dicom_bomb_is_counted_in_bounded_steps_and_refused(tmp_path):
+    """256 MB of pixels in a deflated dataset of under a megabyte: the parser would inflate
+    it whole; it is counted first, in blocks, and refused at the cap."""
+    root = tmp_path / "dicom"
+    root.mkdir()
+    ds = image_dataset(8192, 16384)
+    body = io.BytesIO()
+    buffer = pydicom.filebase.DicomBytesIO()
+    buffer.is_little_endian, buffer.is_implicit_VR = True, False
+    write_dataset(buffer, ds)
+    size = 8192 * 16384 * 2
+    compressor = zlib.compressobj(1, zlib.DEFLATED, -zlib.MAX_WBITS)
+    body.write(compressor.compress(buffer.getvalue()))
+    body.write(compressor.compress(b"\xe0\x7f\x10\x00OW\0\0" + size.to_bytes(4, "little")))
+    block = b"\0" * (1 << 22)
+    for _ in range(size // len(block)):
+        body.write(compressor.compress(block))
+    body.write(compressor.flush())
+    meta = pydicom.filebase.DicomBytesIO()
+    meta.is_little_endian, meta.is_implicit_VR = True, False
+    write_file_meta_info(meta, dicom_meta(DeflatedExplicitVRLittleEndian))
+    (root / "deflated.dcm").write_bytes(b"\0" * 128 + b"DICM" + meta.getvalue() + body.getvalue())
+    assert (root / "deflated.dcm").stat().st_size < 2 << 20
+    out = tmp_path / "out"
+    peak = run_measured("dicom_folder", root, out, {"max_decompressed_bytes": 32 << 20})
+    [reason] = reasons(out)
+    assert "deflated DICOM inflates to more than" in reason
+    assert "exceeds limit max_decompressed_bytes=33,554,432" in reason
+    assert peak < MEMORY_BOUND_MB
+
+
+def tar_gz_claiming(member: str, size: int) -> bytes:
+    """A gzip tar whose one member's header claims `size` bytes (none follow)."""
+    info = tarfile.TarInfo(member)
+    info.size = size
+    raw = info.tobuf(format=tarfile.GNU_FORMAT)
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    return compressor.compress(raw + b"\0" * 4096) + compressor.flush()
+
+
+def test_ixi_tar_members_over_the_limit_or_unselected_are_skipped_unread(tmp_path):
+    root = tmp_path / "ixi"
+    root.mkdir()
+    (root / "IXI-T1.tar.gz").write_bytes(tar_gz_claiming("IXI002-Guys-0828-T1.nii.gz", 3 << 30))
+    (root / "IXI-MRA.tar.gz").write_bytes(tar_gz_claiming("IXI002-Guys-0828-MRA.nii.gz", 3 << 30))
+    out = tmp_path / "out"
+    peak = run_measured("ixi", root, out)
+    assert (
+        "tar member skipped unread: size 3,221,225,472 exceeds limit "
+        "max_tar_member_bytes=2,147,483,648"
+    ) in reasons(out)
+    assert read_manifest(out)["summary"]["skipped_by_config"] == {"sequence MRA not selected": 1}
+    assert peak < MEMORY_BOUND_MB
+
+
+def test_huge_answer_string_is_skipped_unparsed_and_long_text_quarantined(tmp_path):
+    root = tmp_path / "vqa"
+    rows = [
+        qa_row(1),
+        qa_row(2, answer="x" * 150_000),
+        qa_row(3),
+        qa_row(4, answer="y" * 50_000_000),
+    ]
+    vqa_rad(root, rows, {"a.jpg": jpeg_bytes()})
+    out = tmp_path / "out"
+    peak = run_measured("vqa_rad", root, out, {"max_json_row_chars": 1_000_000})
+    assert len(records(out)) == 2
+    found = reasons(out)
+    assert "answer of 150,000 characters exceeds limit max_text_chars=100,000" in found
+    assert any(
+        "longer than limit max_json_row_chars=1,000,000; skipped unparsed" in r for r in found
+    )
+    assert peak < MEMORY_BOUND_MB
+
+
+# ----------------------------------------------------------------------- clear errors
+
+
+def test_non_utf8_file_name_in_a_folder_source_is_quarantined(tmp_path):
+    root = tmp_path / "dicom"
+    root.mkdir()
+    dcm = Path(get_testdata_file("CT_small.dcm")).read_bytes()
+    (root / "good.dcm").write_bytes(dcm)
+    (Path(os.fsdecode(bytes(root) + b"/bad\xff.dcm"))).write_bytes(dcm)
+    out = tmp_path / "out"
+    summary = ingest("dicom_folder", root, out)
+    assert summary.accepted_items == 1
+    assert reasons(out) == ["file name is not valid UTF-8 (byte 0xff at character 3)"]
+
+
+def test_non_utf8_byte_in_a_qa_json_quarantines_that_row(tmp_path):
+    root = vqa_rad(tmp_path / "vqa", [qa_row(1), qa_row(2)], {"a.jpg": jpeg_bytes()})
+    path = root / "VQA_RAD Dataset Public.json"
+    path.write_bytes(path.read_bytes().replace(b"Is this 2?", b"Is this \xff?"))
+    out = tmp_path / "out"
+    ingest("vqa_rad", root, out)
+    assert len(records(out)) == 1
+    [reason] = reasons(out)
+    assert "VQA_RAD Dataset Public.json row at char" in reason
+    assert "text is not valid UTF-8 (byte 0xff" in reason
+
+
+def test_non_utf8_byte_in_a_mimic_csv_quarantines_that_row(tmp_path):
+    root = mimic(tmp_path / "mimic", [("d1", "10000001", "50000001"), ("d2", "10000002", "5")])
+    path = root / "mimic-cxr-2.0.0-metadata.csv"
+    path.write_bytes(path.read_bytes().replace(b"d2,", b"d\xff,"))
+    out = tmp_path / "out"
+    ingest("mimic_cxr", root, out)
+    assert len(records(out)) == 1
+    assert "mimic-cxr-2.0.0-metadata.csv line 3: not valid UTF-8 (byte 0xff)" in reasons(out)
+
+
+def test_lone_surrogate_escape_in_json_is_refused_at_read(tmp_path):
+    rows = [qa_row(1), {**qa_row(2), "question": "Is this \ud800?"}]
+    root = tmp_path / "vqa"
+    vqa_rad(root, [], {"a.jpg": jpeg_bytes()})
+    (root / "VQA_RAD Dataset Public.json").write_text(json.dumps(rows))  # ensure_ascii: \\ud800
+    out = tmp_path / "out"
+    ingest("vqa_rad", root, out)
+    assert len(records(out)) == 1
+    assert "lone UTF-16 surrogate (\\ud800 escape)" in reasons(out)[0]
+
+
+def test_deeply_nested_json_is_quarantined_and_the_rest_read(tmp_path):
+    root = vqa_rad(tmp_path / "vqa", [], {"a.jpg": jpeg_bytes()})
+    nested = "[" * 100_000 + "]" * 100_000
+    text = f"[{json.dumps(qa_row(1))}, {nested}, {json.dumps(qa_row(2))}]"
+    (root / "VQA_RAD Dataset Public.json").write_text(text)
+    out = tmp_path / "out"
+    ingest("vqa_rad", root, out)
+    assert len(records(out)) == 2
+    assert any("JSON nested too deeply; skipped unparsed" in r for r in reasons(out))
+
+
+def test_csv_gz_that_is_not_gzip_is_a_clear_error_naming_the_file(tmp_path, capsys):
+    root = mimic(tmp_path / "mimic", [("d1", "10000001", "50000001")])
+    plain = root / "mimic-cxr-2.0.0-metadata.csv"
+    plain.rename(root / "mimic-cxr-2.0.0-metadata.csv.gz")
+    code = main(["ingest", "mimic_cxr", "--root", str(root), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and "mimic-cxr-2.0.0-metadata.csv.gz is not a gzip file" in err
+    assert "Traceback" not in err
+
+
+def test_limits_come_from_defaults_then_environment_then_run_config(monkeypatch):
+    from healthgpt.data.limits import Limits
+
+    monkeypatch.setenv("HEALTHGPT_LIMIT_MAX_IMAGE_PIXELS", "1000")
+    limits = Limits.from_options({"limits": {"max_text_chars": 10}})
+    assert (limits.max_image_pixels, limits.max_text_chars) == (1000, 10)
+    assert limits.max_volume_voxels == Limits().max_volume_voxels
+    with pytest.raises(ValueError, match="unknown limits"):
+        Limits.from_options({"limits": {"max_pixels": 1}})
+    with pytest.raises(ValueError, match="positive integer"):
+        Limits.from_options({"limits": {"max_text_chars": 0}})
