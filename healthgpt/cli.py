@@ -17,7 +17,7 @@ from healthgpt.data.sources import SOURCES, ReaderOptions
 def _ingest(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from healthgpt.data.ingest import chunk_dir, ingest
+    from healthgpt.data.ingest.run import chunk_dir, ingest
 
     options = ReaderOptions(
         image_size=args.image_size,

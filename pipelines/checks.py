@@ -8,7 +8,7 @@ import warnings
 
 import dagster as dg
 
-from healthgpt.data import validate
+from healthgpt.data.ingest import checks as validate
 from pipelines.resources import DataLocations
 from pipelines.sources import MANIFESTS, SOURCE_NAMES, ingested_key, partitions_for, running_chunk
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import dagster as dg
 
-from healthgpt.data.fingerprint import fingerprint
-from healthgpt.data.ingest import IngestSummary, ingest
-from healthgpt.data.preview import thumbnail_grid
+from healthgpt.data.decode.preview import thumbnail_grid
+from healthgpt.data.ingest.run import IngestSummary, ingest
 from healthgpt.data.sources import SOURCES, ReaderOptions, reader_class
+from healthgpt.data.sources.fingerprint import fingerprint
 from pipelines.metadata import counts_table, png_markdown, records_table, shard_metadata
 from pipelines.partitions import chunk_count, chunk_partitions, chunk_plan_for
 from pipelines.resources import DataLocations

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from healthgpt.data.json_rows import JsonRowError, iter_json_rows
 from healthgpt.data.shards import open_shard
-from healthgpt.data.sources.common import JsonRowError, iter_json_rows
 from healthgpt.eval.normalize import contains_phrase, normalize_answer
 from healthgpt.eval.predict import (
     LETTERS,

@@ -47,7 +47,7 @@ class ImageModel(Protocol):
 # image token. The short-answer and letter instructions are LLaVA-1.5's evaluation prompts,
 # which the medical VQA literature (LLaVA-Med, HuatuoGPT-Vision) evaluates with.
 TEMPLATES: dict[str, str] = {
-    # The question as the mixture renders VQA for training (healthgpt/data/tasks.py), so a
+    # The question as the mixture renders VQA for training (healthgpt/data/mixture/tasks.py), so a
     # model trained here is asked in the form it learned.
     "vqa": "{question}",
     "mcq": (

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from healthgpt.data.ingest import ingested_parts
+from healthgpt.data.ingest.run import ingested_parts
 from healthgpt.data.shards import open_shard, shard_paths
 from healthgpt.eval.normalize import (
     YES_NO,

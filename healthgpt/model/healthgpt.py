@@ -12,7 +12,6 @@ from PIL import Image
 from torch import nn
 from transformers import PreTrainedModel
 
-from healthgpt.model.checkpoints import LoadReport
 from healthgpt.model.constants import (
     COMPREHENSION,
     GENERATION,
@@ -27,6 +26,7 @@ from healthgpt.model.prompt import PROMPT_STYLES, ConversationFormatter, collate
 from healthgpt.model.tokenizer import TextTokenizer
 from healthgpt.model.vision import ClipImageProcessor, HierarchicalVisionEncoder, build_projector
 from healthgpt.model.vq import VQTokenizer, images_to_tensor, tensor_to_images
+from healthgpt.model.weights import LoadReport
 
 
 @dataclass

@@ -6,7 +6,6 @@ import logging
 
 import torch
 
-from healthgpt.model.checkpoints import LoadReport, load_official_weights
 from healthgpt.model.healthgpt import HealthGPT
 from healthgpt.model.hlora import inject_hlora
 from healthgpt.model.image_tokens import add_image_tokens
@@ -15,6 +14,7 @@ from healthgpt.model.presets import ModelConfig, get_preset
 from healthgpt.model.prompt import PROMPT_STYLES
 from healthgpt.model.vision import HierarchicalVisionEncoder, build_vision_tower
 from healthgpt.model.vq import build_vq_tokenizer
+from healthgpt.model.weights import LoadReport, load_official_weights
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pydicom.datadict
 
-from healthgpt.data.deid import ALLOWED_KEYWORDS, PHI_KEYWORDS, pseudonym
+from healthgpt.data.decode.deid import ALLOWED_KEYWORDS, PHI_KEYWORDS, pseudonym
 
 
 def test_allow_list_holds_no_confidentiality_profile_attribute():

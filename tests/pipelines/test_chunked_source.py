@@ -13,9 +13,9 @@ import dagster as dg
 import pytest
 from dagster._core.definitions.observe import observe as observe_assets  # no public export
 
-from healthgpt.data.card import read_licenses
-from healthgpt.data.ingest import IncompleteSource, ingested_parts
-from healthgpt.data.mixture import input_files
+from healthgpt.data.ingest.run import IncompleteSource, ingested_parts
+from healthgpt.data.mixture.build import input_files
+from healthgpt.data.mixture.card import read_licenses
 from healthgpt.data.samples import build_sample_source
 from healthgpt.data.sources import reader_class
 from healthgpt.eval import vqa
@@ -144,7 +144,7 @@ def test_a_changed_image_rebuilds_only_its_chunk(chunked):
 
 
 def _chunk_id(key: str) -> str:
-    from healthgpt.data.chunks import ChunkPlan
+    from healthgpt.data.sources.chunks import ChunkPlan
 
     return ChunkPlan(SOURCE, 3).chunk_id(key)
 

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from healthgpt.data.chunks import chunk_of
-from healthgpt.data.fingerprint import chunk_fingerprints
 from healthgpt.data.schema import Quarantined
+from healthgpt.data.sources.chunks import chunk_of
+from healthgpt.data.sources.fingerprint import chunk_fingerprints
 
 
 class LayoutError(ValueError):
@@ -49,7 +49,8 @@ class ReaderOptions:
     slice_stride: int = 1
     min_foreground_fraction: float = 0.05  # NIfTI: skip slices with less non-background
     ct_window: tuple[float, float] = (-1000.0, 1000.0)  # HU window (lo, hi) for CT volumes
-    # (index, n_chunks): read only the items of one stable chunk (see healthgpt.data.chunks).
+    # (index, n_chunks): read only the items of one stable chunk
+    # (see healthgpt.data.sources.chunks).
     chunk: tuple[int, int] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 

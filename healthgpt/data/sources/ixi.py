@@ -8,7 +8,7 @@ Official layout: one tar per sequence, each holding flat NIfTI files,
 
 The reader takes the tars as downloaded (members are streamed, nothing is extracted) or the
 extracted files anywhere under the root, or both. Item = one volume. Records = one kind
-"image" per kept slice (see `healthgpt.data.nifti` for the slicing rules); T2 and PD of a
+"image" per kept slice (see `healthgpt.data.decode.nifti` for the slicing rules); T2 and PD of a
 subject share their geometry, so the mixture can pair them for T2<->PD synthesis, and
 super-resolution/reconstruction tasks are derived from single images there too.
 
@@ -24,10 +24,10 @@ import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from healthgpt.data.deid import pseudonym
-from healthgpt.data.nifti import Volume, is_nifti, load_volume, load_volume_bytes, nifti_stem
+from healthgpt.data.decode.deid import pseudonym
+from healthgpt.data.decode.nifti import Volume, is_nifti, load_volume, load_volume_bytes, nifti_stem
+from healthgpt.data.json_rows import normalize_body_part
 from healthgpt.data.sources.base import Outcome, SourceReader
-from healthgpt.data.sources.common import normalize_body_part
 from healthgpt.data.sources.volumes import image_slice_records, prepare
 
 NAME_PATTERN = re.compile(

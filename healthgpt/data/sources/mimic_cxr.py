@@ -33,11 +33,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from healthgpt.data.deid import pseudonym, redact_long_numbers
-from healthgpt.data.imaging import encode_png, load_image_bytes
+from healthgpt.data.decode.deid import pseudonym, redact_long_numbers
+from healthgpt.data.decode.imaging import encode_png, load_image_bytes
+from healthgpt.data.json_rows import normalize_split
 from healthgpt.data.schema import new_record
 from healthgpt.data.sources.base import BadInput, Outcome, SourceReader, meta_json
-from healthgpt.data.sources.common import normalize_split
 
 PREFIX = "mimic-cxr-2.0.0"
 METADATA = f"{PREFIX}-metadata.csv.gz"

@@ -27,16 +27,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from healthgpt.data.imaging import image_file_to_png
-from healthgpt.data.schema import new_record
-from healthgpt.data.sources.base import BadInput, Outcome, SourceReader, meta_json
-from healthgpt.data.sources.common import (
+from healthgpt.data.decode.imaging import image_file_to_png
+from healthgpt.data.json_rows import (
     JsonRowError,
     PngCache,
     iter_json_rows,
     modality_from_text,
     normalize_body_part,
 )
+from healthgpt.data.schema import new_record
+from healthgpt.data.sources.base import BadInput, Outcome, SourceReader, meta_json
 from healthgpt.data.vocab import normalize_answer, normalize_answer_type
 
 JSON_NAME = "VQA_RAD Dataset Public.json"

@@ -37,18 +37,18 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from healthgpt.data import card as card_module
-from healthgpt.data.decontam import effective_split, find_contaminated
-from healthgpt.data.dedup import REMOVED_SCHEMA as DEDUP_REMOVED
-from healthgpt.data.dedup import ImageHash, ImageHasher, find_duplicates, near_pairs
-from healthgpt.data.ingest import ingested_parts
-from healthgpt.data.mixture_config import (
+from healthgpt.data.ingest.run import ingested_parts
+from healthgpt.data.mixture import card as card_module
+from healthgpt.data.mixture.config import (
     MixtureConfig,
     paper_preset,
     sample_preset,
 )
-from healthgpt.data.parallel import OrderedPool, degrade_many, hash_many
-from healthgpt.data.sampling import (
+from healthgpt.data.mixture.decontam import effective_split, find_contaminated
+from healthgpt.data.mixture.dedup import REMOVED_SCHEMA as DEDUP_REMOVED
+from healthgpt.data.mixture.dedup import ImageHash, ImageHasher, find_duplicates, near_pairs
+from healthgpt.data.mixture.parallel import OrderedPool, degrade_many, hash_many
+from healthgpt.data.mixture.sampling import (
     GroupPlan,
     group_counts,
     plan_stage,
@@ -56,6 +56,7 @@ from healthgpt.data.sampling import (
     ranks,
     select,
 )
+from healthgpt.data.mixture.tasks import AnswerSets, TaskContext, plan_record, render_sample
 from healthgpt.data.schema import RECORD_SCHEMA, SAMPLE_SCHEMA, SPLITS, TASKS
 from healthgpt.data.shards import (
     ShardInfo,
@@ -66,7 +67,6 @@ from healthgpt.data.shards import (
     write_manifest,
     write_table_file,
 )
-from healthgpt.data.tasks import AnswerSets, TaskContext, plan_record, render_sample
 from healthgpt.storage import is_local, output_path
 
 __all__ = [

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from PIL import Image
 
-from healthgpt.data.dedup import ImageHash, hash_image
+from healthgpt.data.mixture.dedup import ImageHash, hash_image
 
 T = TypeVar("T")
 
@@ -68,7 +68,7 @@ class OrderedPool:
 def hash_many(jobs: list[tuple[bytes, int]]) -> list[tuple[ImageHash, ImageHash | None]]:
     """Per (PNG, factor): the image's hashes and, for factor > 0, those of its
     super-resolution input (hashing what will be written, from one decode)."""
-    from healthgpt.data.tasks import degraded_image
+    from healthgpt.data.mixture.tasks import degraded_image
 
     results = []
     for data, factor in jobs:
@@ -80,7 +80,7 @@ def hash_many(jobs: list[tuple[bytes, int]]) -> list[tuple[ImageHash, ImageHash 
 
 
 def degrade_many(job: tuple[list[bytes], int]) -> list[bytes]:
-    from healthgpt.data.tasks import degrade
+    from healthgpt.data.mixture.tasks import degrade
 
     pngs, factor = job
     return [degrade(data, factor) for data in pngs]

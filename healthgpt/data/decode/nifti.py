@@ -30,7 +30,7 @@ import nibabel as nib
 import numpy as np
 from nibabel.filebasedimages import ImageFileError
 
-from healthgpt.data.imaging import percentile_normalize, scale_to_uint8
+from healthgpt.data.decode.imaging import percentile_normalize, scale_to_uint8
 from healthgpt.data.sources.base import BadInput, ReaderOptions
 
 FOREGROUND_MARGIN = 0.05

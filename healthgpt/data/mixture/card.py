@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from healthgpt.data.ingest import IncompleteSource, ingested_parts
+from healthgpt.data.ingest.run import IncompleteSource, ingested_parts
+from healthgpt.data.mixture.tasks import DEGRADATION, TARGET_IMAGE_TOKEN
 from healthgpt.data.schema import TASK_FAMILIES, TASKS
 from healthgpt.data.shards import read_manifest
-from healthgpt.data.tasks import DEGRADATION, TARGET_IMAGE_TOKEN
 
 if TYPE_CHECKING:
-    from healthgpt.data.mixture import MixtureSummary
-    from healthgpt.data.mixture_config import MixtureConfig
+    from healthgpt.data.mixture.build import MixtureSummary
+    from healthgpt.data.mixture.config import MixtureConfig
 
 SUBSET_ORDER = ("stage1", "stage2", "stage3", "eval")
 SUBSET_ROLES = {
@@ -192,8 +192,8 @@ def render_card(summary: MixtureSummary, config: MixtureConfig) -> str:
         _front_matter(summary),
         "# VL-Health mixture\n",
         "Training and evaluation data for HealthGPT (arXiv 2502.09838), rebuilt from the public "
-        f"sources by `healthgpt.data.mixture.build_mixture` from {summary.records:,} canonical "
-        f"records ({summary.candidates:,} candidate samples).\n",
+        "sources by `healthgpt.data.mixture.build.build_mixture` from "
+        f"{summary.records:,} canonical records ({summary.candidates:,} candidate samples).\n",
         "![composition](composition.png)\n",
         "## Subsets\n",
         "| subset | splits | rows | role |\n|---|---|---|---|\n" + "\n".join(subset_lines) + "\n",

@@ -1,7 +1,7 @@
 """Run one source reader into shards: the function behind `healthgpt ingest` and the asset.
 
 With `options.chunk = (index, n_chunks)` only the items of that stable chunk are read (see
-`healthgpt.data.chunks`); the caller writes each chunk to its own `out` (`chunk=NNN/`).
+`healthgpt.data.sources.chunks`); the caller writes each chunk to its own `out` (`chunk=NNN/`).
 
 Output layout under `out`:
 
@@ -23,7 +23,6 @@ from typing import Any
 
 import pyarrow as pa
 
-from healthgpt.data.chunks import ChunkPlan
 from healthgpt.data.schema import QUARANTINE_SCHEMA, RECORD_SCHEMA
 from healthgpt.data.shards import (
     ShardInfo,
@@ -34,6 +33,7 @@ from healthgpt.data.shards import (
     write_table_file,
 )
 from healthgpt.data.sources import ReaderOptions, reader_class
+from healthgpt.data.sources.chunks import ChunkPlan
 from healthgpt.storage import output_path
 
 PREVIEW_COLUMNS = ("id", "split", "kind", "modality", "body_part", "task", "question", "answer")
