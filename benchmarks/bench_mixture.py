@@ -89,7 +89,8 @@ class ImageFactory:
 def generate(root: Path, n_records: int, seed: int = 0) -> dict[str, Path]:
     """Write the six synthetic sources (about `n_records` records in all) under `root`."""
     from healthgpt.data.schema import RECORD_SCHEMA, new_record
-    from healthgpt.data.shards import ShardWriter, atomic_directory, write_manifest
+    from healthgpt.data.shards import ShardWriter, write_manifest
+    from healthgpt.storage import atomic_directory
 
     factory = ImageFactory(seed)
     rng = np.random.default_rng(seed)

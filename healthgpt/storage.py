@@ -18,13 +18,24 @@ Atomicity, per kind of storage:
 - Directories: object stores have no atomic directory rename. A dataset there is complete
   when its `_manifest.json` (written last, atomically, listing every shard with its hash)
   exists; readers read the files the manifest names rather than listing the prefix.
-  Locally, `healthgpt.data.shards.atomic_directory` swaps whole directories.
+  Locally, `atomic_directory` swaps whole directories.
+
+This module is the only place that renames a file or directory into place
+(`move_into_place`); every writer in the project goes through it. It also owns the other
+small things writers share: JSON with deterministic bytes, a file's sha256, and telling a
+leftover of a killed writer from one of a live writer.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
+import json
 import os
+import shutil
+import socket
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +44,10 @@ from typing import IO, Any
 from upath import UPath
 
 LOCAL_PROTOCOLS = ("", "file", "local")
+# Leftovers of other hosts (pods sharing a volume) are only removed after this long, since
+# their process ids mean nothing here.
+FOREIGN_LEFTOVER_AGE_S = 24 * 3600
+_HOST = socket.gethostname().replace("-", "_").replace(".", "_") or "host"
 
 
 def output_path(url_or_path: str | os.PathLike[str]) -> UPath:
@@ -51,25 +66,40 @@ def _temporary_sibling(path: UPath) -> UPath:
     return path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:12]}")
 
 
+def move_into_place(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+    """Rename a finished local file or directory over `target` in one step: the one rename
+    of the project, so every atomic write is one of the helpers below."""
+    os.replace(source, target)
+
+
+@contextlib.contextmanager
+def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temporary local path beside `dest` for a writer that takes a file name (Parquet,
+    safetensors): moved onto `dest` when the block succeeds, removed when it fails."""
+    target = Path(os.fspath(output_path(dest)))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(os.fspath(_temporary_sibling(output_path(target))))
+    try:
+        yield tmp
+        move_into_place(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 @contextlib.contextmanager
 def atomic_open(dest: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[Any]]:
     """Open `dest` for writing ("wb" or "w"); it appears complete on success, else unchanged."""
     if mode not in ("wb", "w"):
         raise ValueError(f"atomic_open writes whole files: mode 'wb' or 'w', not {mode!r}")
     target = output_path(dest)
-    tmp = _temporary_sibling(target)
     if is_local(target):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with open(tmp, mode) as handle:
-                yield handle
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(target) as tmp, open(tmp, mode) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
         return
+    tmp = _temporary_sibling(target)
     fs = target.fs
     try:
         with fs.open(tmp.path, mode) as handle:
@@ -110,3 +140,93 @@ def upload_file(local: str | os.PathLike[str], dest: str | os.PathLike[str]) -> 
             target.fs.rm_file(tmp.path)
         raise
     return target
+
+
+def write_json(dest: str | os.PathLike[str], payload: Any) -> UPath:
+    """Write JSON atomically with sorted keys and a final newline (deterministic bytes)."""
+    return atomic_write_text(
+        dest, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n"
+    )
+
+
+def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# --- directories -----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def atomic_directory(target: Path, staging: Path | None = None) -> Iterator[Path]:
+    """Build a directory's new contents in a private staging directory, then swap it in.
+
+    On error the staging directory is removed and `target` is left as it was. The swap is two
+    renames (old aside, new in) under a file lock, so concurrent writers take turns; a reader
+    in between sees no directory rather than a mix. `staging` names the staging directory
+    where its owner cleans leftovers by its own naming rule (training checkpoints).
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = staging or leftover_path(target, "staging")
+    staging.mkdir()
+    try:
+        yield staging
+        retired = leftover_path(target, "retired")
+        # Writers finishing at the same moment take turns: the swap itself is two renames.
+        with open(target.with_name(f".{target.name}.lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                if target.exists():
+                    move_into_place(target, retired)
+                move_into_place(staging, target)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+def leftover_path(target: Path, kind: str) -> Path:
+    """`.<name>.<kind>-<host>-<pid>-<random>`: who made it, so cleanup can tell if it's live."""
+    return target.with_name(f".{target.name}.{kind}-{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def pid_alive(pid: int) -> bool:
+    """Does process `pid` of this host still run (so its leftovers may still be in use)?"""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale(target: Path) -> list[Path]:
+    """Remove staging/retired leftovers of `target` left by writers that no longer run.
+
+    On this host a leftover is stale when its process is gone; a live process's staging
+    directory may be a concurrent materialization and is kept. Another host's leftovers are
+    removed once older than `FOREIGN_LEFTOVER_AGE_S`.
+    """
+    target = Path(target)
+    removed = []
+    for kind in ("staging", "retired"):
+        for leftover in target.parent.glob(f".{target.name}.{kind}-*"):
+            parts = leftover.name[len(f".{target.name}.{kind}-") :].split("-")
+            if len(parts) != 3 or not parts[1].isdigit():
+                continue
+            host, pid = parts[0], int(parts[1])
+            if host == _HOST:
+                stale = not pid_alive(pid)
+            else:
+                stale = time.time() - leftover.stat().st_mtime > FOREIGN_LEFTOVER_AGE_S
+            if stale:
+                shutil.rmtree(leftover, ignore_errors=True)
+                removed.append(leftover)
+    return removed

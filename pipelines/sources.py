@@ -34,7 +34,6 @@ class IngestConfig(dg.Config):
     slice_stride: int = 1
     min_foreground_fraction: float = 0.05
     target_shard_mb: int = 256
-    full_content_fingerprint: bool = False
 
     def reader_options(self) -> ReaderOptions:
         return ReaderOptions(

@@ -2,7 +2,8 @@
 
 - Rows are buffered up to `row_group_bytes` and flushed as a row group, so memory is bounded
   by the buffer, not by the data.
-- A shard file is written under a temporary name and renamed when complete.
+- A shard file is written under a temporary name and renamed when complete (through
+  `healthgpt.storage`, which owns every atomic write and the directory swap).
 - A whole dataset directory is built in a private staging directory and swapped into place
   at the end (`atomic_directory`), so readers never see a half-written dataset, a crashed run
   leaves the previous version intact, and two concurrent writers cannot interleave files.
@@ -17,15 +18,10 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import hashlib
 import json
 import os
-import shutil
-import socket
 import tempfile
 import time
-import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -35,16 +31,23 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from healthgpt.data.schema import IMAGE_TYPE, hf_features_metadata
-from healthgpt.storage import atomic_write_text, is_local, output_path, upload_file
+from healthgpt.storage import (
+    atomic_directory,
+    atomic_path,
+    atomic_write_text,
+    clean_stale,
+    file_sha256,
+    is_local,
+    move_into_place,
+    output_path,
+    upload_file,
+    write_json,
+)
 
 MANIFEST_NAME = "_manifest.json"
 PUBLISHED_NAME = "_published"  # in an object-store version prefix: when it was published
 # Versions of a dataset on an object store are kept this long after they stop being current.
 KEEP_VERSIONS_S = 24 * 3600
-# Leftovers of other hosts (pods sharing a volume) are only removed after this long, since
-# their process ids mean nothing here.
-FOREIGN_LEFTOVER_AGE_S = 24 * 3600
-_HOST = socket.gethostname().replace("-", "_").replace(".", "_") or "host"
 
 
 @dataclass(frozen=True)
@@ -60,14 +63,6 @@ class ShardInfo:
         """The same shard named from a dataset root one `folder` up (manifests list shard
         paths relative to the dataset root: "data/train-00000.parquet")."""
         return replace(self, path=f"{folder}/{self.path}")
-
-
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _leaf_paths(field: pa.Field, prefix: str = "") -> list[str]:
@@ -181,7 +176,7 @@ class ShardWriter:
     def _finish_shard(self) -> None:
         self._writer.close()
         final = self.directory / f"{self.prefix}-{len(self.shards):05d}.parquet"
-        os.replace(self._tmp_path, final)
+        move_into_place(self._tmp_path, final)
         self.shards.append(
             ShardInfo(final.name, self._rows_in_shard, final.stat().st_size, file_sha256(final))
         )
@@ -204,18 +199,9 @@ class ShardWriter:
 
 def write_table_file(path: Path, table: pa.Table) -> ShardInfo:
     """Write one small table (quarantine, predictions) atomically as a single Parquet file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
     return ShardInfo(path.name, table.num_rows, path.stat().st_size, file_sha256(path))
-
-
-def write_json(path: Path, payload: Any) -> None:
-    """Write JSON atomically with sorted keys (deterministic bytes)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
 
 
 def write_manifest(directory: Path, shards: Iterable[ShardInfo], **extra: Any) -> Path:
@@ -250,11 +236,14 @@ def dataset_root(directory: str | os.PathLike[str], manifest: dict[str, Any]) ->
     )
 
 
-def shard_paths(directory: str | os.PathLike[str], prefix: str = "") -> list[Path]:
+def shard_paths(
+    directory: str | os.PathLike[str], prefix: str = "", manifest: dict[str, Any] | None = None
+) -> list[Path]:
     """The completed shards a dataset's manifest lists (those whose path starts with
     `prefix`, e.g. "stage1/data/train-"), in manifest order. Reading the manifest rather than
-    listing files is what makes an object-store copy safe to read while it is replaced."""
-    manifest = read_manifest(directory)
+    listing files is what makes an object-store copy safe to read while it is replaced.
+    Pass `manifest` when it was already read."""
+    manifest = read_manifest(directory) if manifest is None else manifest
     root = dataset_root(directory, manifest)
     return [root / s["path"] for s in manifest["shards"] if s["path"].startswith(prefix)]
 
@@ -271,76 +260,6 @@ def listed_shards(directory: str | os.PathLike[str], prefix: str = "") -> list[P
             continue
     found = (p for p in location.rglob("*.parquet") if not p.name.startswith("."))
     return sorted(p for p in found if p.relative_to(location).as_posix().startswith(prefix))
-
-
-@contextlib.contextmanager
-def atomic_directory(target: Path) -> Iterator[Path]:
-    """Build a directory's new contents in a private staging directory, then swap it in.
-
-    On error the staging directory is removed and `target` is left as it was. The swap is two
-    renames (old aside, new in) under a file lock, so concurrent writers take turns; a reader
-    in between sees no directory rather than a mix.
-    """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = _leftover_path(target, "staging")
-    staging.mkdir()
-    try:
-        yield staging
-        retired = _leftover_path(target, "retired")
-        # Writers finishing at the same moment take turns: the swap itself is two renames.
-        with open(target.with_name(f".{target.name}.lock"), "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                if target.exists():
-                    os.replace(target, retired)
-                os.replace(staging, target)
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    shutil.rmtree(retired, ignore_errors=True)
-
-
-def _leftover_path(target: Path, kind: str) -> Path:
-    """`.<name>.<kind>-<host>-<pid>-<random>`: who made it, so cleanup can tell if it's live."""
-    return target.with_name(f".{target.name}.{kind}-{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def clean_stale(target: Path) -> list[Path]:
-    """Remove staging/retired leftovers of `target` left by writers that no longer run.
-
-    On this host a leftover is stale when its process is gone; a live process's staging
-    directory may be a concurrent materialization and is kept. Another host's leftovers are
-    removed once older than `FOREIGN_LEFTOVER_AGE_S`.
-    """
-    target = Path(target)
-    removed = []
-    for kind in ("staging", "retired"):
-        for leftover in target.parent.glob(f".{target.name}.{kind}-*"):
-            parts = leftover.name[len(f".{target.name}.{kind}-") :].split("-")
-            if len(parts) != 3 or not parts[1].isdigit():
-                continue
-            host, pid = parts[0], int(parts[1])
-            if host == _HOST:
-                stale = not _pid_alive(pid)
-            else:
-                stale = time.time() - leftover.stat().st_mtime > FOREIGN_LEFTOVER_AGE_S
-            if stale:
-                shutil.rmtree(leftover, ignore_errors=True)
-                removed.append(leftover)
-    return removed
 
 
 @contextlib.contextmanager
@@ -387,8 +306,7 @@ def publish_directory(staging: Path, target: Path) -> str:
     atomic_write_text(target / version / PUBLISHED_NAME, f"{time.time():.6f}\n")
     for path in sorted(p for p in staging.rglob("*") if p.is_file() and p != manifest_file):
         upload_file(path, target / version / path.relative_to(staging).as_posix())
-    manifest = {**json.loads(manifest_file.read_text()), "root": version}
-    atomic_write_text(target / MANIFEST_NAME, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    write_json(target / MANIFEST_NAME, {**json.loads(manifest_file.read_text()), "root": version})
     keep = {version, previous, _published_root(target)}
     for child in target.iterdir():
         if child.name == MANIFEST_NAME or child.name.startswith(".") or child.name in keep:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from healthgpt.data.decode.errors import LayoutError
 from healthgpt.data.json_rows import JsonRowError, iter_json_rows
 from healthgpt.data.shards import open_shard
 from healthgpt.eval.normalize import contains_phrase, normalize_answer
@@ -194,10 +195,6 @@ class McqTally:
 # ------------------------------------------------------------------------------ MMMU
 
 _IMAGE_REF = re.compile(r"<image (\d+)>")
-
-
-class LayoutError(ValueError):
-    """A benchmark root that does not look like the publisher's layout."""
 
 
 def mmmu_files(root: Path, subjects: Sequence[str], split: str) -> list[Path]:

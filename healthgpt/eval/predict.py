@@ -12,7 +12,6 @@ with its prompt, parse and score, to a predictions Parquet table beside the scor
 from __future__ import annotations
 
 import inspect
-import io
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 import pyarrow as pa
 from PIL import Image
 
+from healthgpt.data.decode.imaging import decode_rgb as decode_image
 from healthgpt.data.shards import ShardInfo, ShardWriter
 
 T = TypeVar("T")
@@ -87,14 +87,6 @@ def render_prompt(item: TextItem) -> str:
     """The item's prompt from its task's template."""
     options = "\n".join(f"{LETTERS[i]}. {text}" for i, text in enumerate(item.options))
     return TEMPLATES[item.template].format(question=item.question.strip(), options=options)
-
-
-def decode_image(data: bytes | None) -> Image.Image | None:
-    """Encoded bytes -> RGB PIL image (what vision towers expect), or None."""
-    if not data:
-        return None
-    with Image.open(io.BytesIO(data)) as image:
-        return image.convert("RGB")
 
 
 def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from healthgpt.data.shards import ShardInfo, atomic_directory, write_json
+from healthgpt.data.shards import ShardInfo
 from healthgpt.eval import generation, mcq, report, vqa
 from healthgpt.eval.metrics import SSIM_WINDOWS, load_lpips
 from healthgpt.eval.predict import TEMPLATES, EvalResult, ImageModel, TextModel
-from healthgpt.storage import atomic_write_text
+from healthgpt.storage import atomic_directory, atomic_write_text, write_json
 
 FAMILIES = ("vqa", "mcq", "generation")
 SCORES_NAME = "scores.json"

@@ -21,12 +21,12 @@ from healthgpt.model.constants import (
 )
 from healthgpt.model.hlora import active_plugin, plugin_parameters, set_active_plugin
 from healthgpt.model.image_tokens import START, ImageCodeConstraint, ImageTokenVocab, codes_to_text
+from healthgpt.model.load_report import LoadReport
 from healthgpt.model.presets import ModelConfig
 from healthgpt.model.prompt import PROMPT_STYLES, ConversationFormatter, collate
 from healthgpt.model.tokenizer import TextTokenizer
 from healthgpt.model.vision import ClipImageProcessor, HierarchicalVisionEncoder, build_projector
 from healthgpt.model.vq import VQTokenizer, images_to_tensor, tensor_to_images
-from healthgpt.model.weights import LoadReport
 
 
 @dataclass

@@ -27,9 +27,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from healthgpt.data.shards import file_sha256, write_json
 from healthgpt.model import GENERATION
-from healthgpt.storage import output_path
+from healthgpt.storage import file_sha256, output_path, write_json
 from healthgpt.train import distributed
 from healthgpt.train import state as ckpt
 from healthgpt.train.config import StageConfig, stage_config

@@ -21,13 +21,8 @@ from PIL import Image
 
 from healthgpt.data.decode.imaging import encode_png
 from healthgpt.data.schema import RECORD_SCHEMA, SAMPLE_SCHEMA, new_record
-from healthgpt.data.shards import (
-    ShardInfo,
-    ShardWriter,
-    atomic_directory,
-    read_manifest,
-    write_manifest,
-)
+from healthgpt.data.shards import ShardInfo, ShardWriter, read_manifest, write_manifest
+from healthgpt.storage import atomic_directory
 
 
 def field_image(seed: int, size: int = 64) -> Image.Image:

@@ -19,7 +19,8 @@ from healthgpt.data.mixture.config import paper_preset
 from healthgpt.data.mixture.export import export_llava
 from healthgpt.data.mixture.tasks import TARGET_IMAGE_TOKEN
 from healthgpt.data.schema import SAMPLE_SCHEMA
-from healthgpt.data.shards import file_sha256, read_manifest
+from healthgpt.data.shards import read_manifest
+from healthgpt.storage import file_sha256
 from tests.data.mixture_helpers import build_standard, plant_shard, shared_build, standard_sources
 
 

@@ -33,9 +33,10 @@ from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from healthgpt.data.decode.deid import ALLOWED_KEYWORDS, pseudonym
+from healthgpt.data.decode.errors import BadInput
 from healthgpt.data.decode.imaging import scale_to_uint8
-from healthgpt.data.json_rows import normalize_body_part as body_region
-from healthgpt.data.sources.base import BadInput, ReaderOptions
+from healthgpt.data.options import ReaderOptions
+from healthgpt.data.vocab import normalize_body_part as body_region
 from healthgpt.data.vocab import normalize_modality
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from healthgpt.data.sources.base import BadInput
+from healthgpt.data.decode.errors import BadInput
 
 Image.MAX_IMAGE_PIXELS = 200_000_000  # whole-slide crops are large but not hostile
 
@@ -108,3 +108,11 @@ def image_file_to_png(path: Path, size: int | None, compress_level: int = 1) -> 
 def decode_png(data: bytes) -> np.ndarray:
     """PNG bytes from a shard back to a numpy array."""
     return np.asarray(Image.open(io.BytesIO(data)))
+
+
+def decode_rgb(data: bytes | None) -> Image.Image | None:
+    """Encoded bytes -> RGB PIL image (what vision towers expect), or None for no image."""
+    if not data:
+        return None
+    with Image.open(io.BytesIO(data)) as image:
+        return image.convert("RGB")

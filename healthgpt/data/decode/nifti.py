@@ -30,8 +30,9 @@ import nibabel as nib
 import numpy as np
 from nibabel.filebasedimages import ImageFileError
 
+from healthgpt.data.decode.errors import BadInput
 from healthgpt.data.decode.imaging import percentile_normalize, scale_to_uint8
-from healthgpt.data.sources.base import BadInput, ReaderOptions
+from healthgpt.data.options import ReaderOptions
 
 FOREGROUND_MARGIN = 0.05
 GEOMETRY_ATOL = 1e-3  # mm, on affine entries

@@ -204,26 +204,49 @@ def ingested_parts(out: str | Path, *, complete: bool = True) -> list[Path]:
     part of the source was. With `complete=False` the chunks present are returned (progress
     displays); consumers of the data keep the default, so none reads part of a source.
     """
-    out = output_path(out)
-    chunks = sorted((p for p in out.glob("chunk=*") if p.is_dir()), key=lambda p: p.name)
-    if not chunks:
-        chunk = read_manifest(out).get("summary", {}).get("chunk")
-        if chunk:
-            raise IncompleteSource(
-                f"{out} holds chunk {chunk[0]} of {chunk[1]} only; chunks belong in "
-                f"{chunk_dir(out, tuple(chunk)).name}/ folders (ingest with the chunk's directory)"
-            )
-        return [out]
     if complete:
-        plans = {tuple(read_manifest(p)["summary"]["chunk"]) for p in chunks}
-        counts = {n for _, n in plans}
-        if len(counts) != 1:
-            raise IncompleteSource(f"{out}: chunks of different plans ({sorted(counts)} chunks)")
-        (n_chunks,) = counts
-        missing = sorted(set(range(n_chunks)) - {index for index, _ in plans})
-        if missing:
-            shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
-            raise IncompleteSource(
-                f"{out}: {len(missing)} of {n_chunks} chunks not ingested yet: {shown}"
-            )
-    return chunks
+        return [path for path, _ in read_ingested(out)]
+    out = output_path(out)
+    chunks = _chunk_dirs(out)
+    if chunks:
+        return chunks
+    _whole_manifest(out)
+    return [out]
+
+
+def read_ingested(out: str | Path) -> list[tuple[Path, dict[str, Any]]]:
+    """`ingested_parts` of a complete source with the manifest of each part, each read once
+    (a consumer passes the manifest on rather than reading it again)."""
+    out = output_path(out)
+    chunks = _chunk_dirs(out)
+    if not chunks:
+        return [(out, _whole_manifest(out))]
+    parts = [(chunk, read_manifest(chunk)) for chunk in chunks]
+    plans = {tuple(manifest["summary"]["chunk"]) for _, manifest in parts}
+    counts = {n for _, n in plans}
+    if len(counts) != 1:
+        raise IncompleteSource(f"{out}: chunks of different plans ({sorted(counts)} chunks)")
+    (n_chunks,) = counts
+    missing = sorted(set(range(n_chunks)) - {index for index, _ in plans})
+    if missing:
+        shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
+        raise IncompleteSource(
+            f"{out}: {len(missing)} of {n_chunks} chunks not ingested yet: {shown}"
+        )
+    return parts
+
+
+def _chunk_dirs(out: Path) -> list[Path]:
+    return sorted((p for p in out.glob("chunk=*") if p.is_dir()), key=lambda p: p.name)
+
+
+def _whole_manifest(out: Path) -> dict[str, Any]:
+    """The manifest of a source ingested whole; one chunk's output there is refused."""
+    manifest = read_manifest(out)
+    chunk = manifest.get("summary", {}).get("chunk")
+    if chunk:
+        raise IncompleteSource(
+            f"{out} holds chunk {chunk[0]} of {chunk[1]} only; chunks belong in "
+            f"{chunk_dir(out, tuple(chunk)).name}/ folders (ingest with the chunk's directory)"
+        )
+    return manifest

@@ -19,8 +19,6 @@ import polars as pl
 
 from healthgpt.data.mixture.config import MixtureConfig, includes, rule_value
 
-RANK_COLUMNS = {"stage1": "rank1", "stage2": "rank2", "stage3": "rank3"}
-
 
 @dataclass(frozen=True)
 class GroupPlan:

@@ -26,9 +26,9 @@ from pathlib import Path
 
 from healthgpt.data.decode.deid import pseudonym
 from healthgpt.data.decode.nifti import Volume, is_nifti, load_volume, load_volume_bytes, nifti_stem
-from healthgpt.data.json_rows import normalize_body_part
 from healthgpt.data.sources.base import Outcome, SourceReader
 from healthgpt.data.sources.volumes import image_slice_records, prepare
+from healthgpt.data.vocab import normalize_body_part
 
 NAME_PATTERN = re.compile(
     r"^IXI(?P<id>\d+)-(?P<site>[A-Za-z]+)-(?P<num>\d+)-(?P<sequence>T1|T2|PD|MRA|DTI(?:-\d+)?)"

@@ -35,9 +35,9 @@ from typing import Any
 
 from healthgpt.data.decode.deid import pseudonym, redact_long_numbers
 from healthgpt.data.decode.imaging import encode_png, load_image_bytes
-from healthgpt.data.json_rows import normalize_split
 from healthgpt.data.schema import new_record
 from healthgpt.data.sources.base import BadInput, Outcome, SourceReader, meta_json
+from healthgpt.data.vocab import normalize_split
 
 PREFIX = "mimic-cxr-2.0.0"
 METADATA = f"{PREFIX}-metadata.csv.gz"

@@ -28,11 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from healthgpt.data.decode.imaging import encode_png, image_file_to_png, load_image_bytes
-from healthgpt.data.json_rows import PngCache, normalize_split
 from healthgpt.data.schema import new_record
 from healthgpt.data.shards import open_shard
 from healthgpt.data.sources.base import BadInput, Outcome, SourceReader, meta_json
-from healthgpt.data.vocab import normalize_answer, normalize_answer_type
+from healthgpt.data.sources.png_cache import PngCache
+from healthgpt.data.vocab import normalize_answer, normalize_answer_type, normalize_split
 
 PKL_SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = ("", ".jpg", ".jpeg", ".png")

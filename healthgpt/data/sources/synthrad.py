@@ -33,10 +33,10 @@ from healthgpt.data.decode.nifti import (
     to_uint8,
     volume_slices,
 )
-from healthgpt.data.json_rows import normalize_body_part
 from healthgpt.data.schema import new_record
 from healthgpt.data.sources.base import BadInput, Outcome, SourceReader, meta_json
 from healthgpt.data.sources.volumes import no_slices_reason, prepare, slice_meta
+from healthgpt.data.vocab import normalize_body_part
 
 TASK_DIR = "Task1"
 REGIONS = ("brain", "pelvis")
