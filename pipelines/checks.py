@@ -14,8 +14,9 @@ from healthgpt.data.ingest.checks import (
     check_schema,
     check_unique_ids,
 )
+from healthgpt.paths import MANIFESTS_DIR
 from pipelines.resources import DataLocations
-from pipelines.sources import MANIFESTS, SOURCE_NAMES, ingested_key, partitions_for, running_chunk
+from pipelines.sources import SOURCE_NAMES, ingested_key, partitions_for, running_chunk
 
 CHECKS = ("schema_valid", "ids_unique", "images_present", "counts_expected")
 
@@ -41,7 +42,7 @@ def _checks_factory(name: str) -> dg.AssetChecksDefinition:
             "ids_unique": check_unique_ids(directory),
             "images_present": check_images_present(directory),
             "counts_expected": check_counts(
-                directory, MANIFESTS / f"{name}.yaml", locations.source_root(name), chunk
+                directory, MANIFESTS_DIR / f"{name}.yaml", locations.source_root(name), chunk
             ),
         }
         for check, (passed, details) in results.items():

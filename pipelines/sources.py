@@ -9,7 +9,6 @@ also be split into chunk partitions (`pipelines.partitions`, `HEALTHGPT_CHUNKS_<
 import time
 import warnings
 from dataclasses import replace
-from pathlib import Path
 
 import dagster as dg
 
@@ -21,7 +20,6 @@ from pipelines.metadata import counts_table, png_markdown, records_table, shard_
 from pipelines.partitions import chunk_count, chunk_partitions, chunk_plan_for
 from pipelines.resources import DataLocations
 
-MANIFESTS = Path(__file__).resolve().parent.parent / "data_manifests"
 OWNERS = ["team:data"]
 
 

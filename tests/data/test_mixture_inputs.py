@@ -8,7 +8,9 @@ from pathlib import Path
 
 from healthgpt.data import shards
 from healthgpt.data.mixture.build import build_mixture
+from healthgpt.data.mixture.card import manifests_dir, read_licenses
 from healthgpt.data.mixture.config import sample_preset
+from healthgpt.data.sources import SOURCES
 from tests.data.mixture_helpers import standard_sources
 
 
@@ -36,3 +38,12 @@ def test_each_source_manifest_is_read_once_per_build(tmp_path, monkeypatch):
     assert {path: reads[path.resolve()] for path in dirs.values()} == {
         path: 1 for path in dirs.values()
     }
+
+
+def test_the_card_finds_the_checkout_data_manifests():
+    """The card's default `data_manifests/` is the checkout's, wherever the module sits: every
+    registered source has its license there."""
+    directory = manifests_dir(None)
+    assert {p.stem for p in directory.glob("*.yaml")} >= set(SOURCES)
+    licenses = read_licenses(dict.fromkeys(SOURCES, directory / "not-ingested"), directory)
+    assert all(licenses.values()), licenses

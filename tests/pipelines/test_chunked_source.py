@@ -19,10 +19,11 @@ from healthgpt.data.mixture.card import read_licenses
 from healthgpt.data.samples import build_sample_source
 from healthgpt.data.sources import reader_class
 from healthgpt.eval import vqa
+from healthgpt.paths import MANIFESTS_DIR as MANIFESTS
 from pipelines import automation
 from pipelines.checks import _checks_factory
 from pipelines.resources import DataLocations
-from pipelines.sources import MANIFESTS, _ingest_factory, _observe_factory, ingested_key
+from pipelines.sources import _ingest_factory, _observe_factory, ingested_key
 from tests.data.outputs import records, run
 from tests.data.sample_edits import add_mimic_study
 

@@ -21,6 +21,7 @@ from healthgpt.data.mixture.records import SUBSETS, IngestedSource, MixtureSumma
 from healthgpt.data.mixture.tasks import DEGRADATION, TARGET_IMAGE_TOKEN
 from healthgpt.data.schema import TASK_FAMILIES, TASKS
 from healthgpt.data.shards import read_manifest
+from healthgpt.paths import MANIFESTS_DIR
 
 if TYPE_CHECKING:
     from healthgpt.data.mixture.config import MixtureConfig
@@ -37,7 +38,7 @@ def manifests_dir(configured: str | None) -> Path:
     """`data_manifests/` of the checkout unless the config names another."""
     if configured:
         return Path(configured)
-    return Path(__file__).resolve().parents[2] / "data_manifests"
+    return MANIFESTS_DIR
 
 
 def read_licenses(
