@@ -60,7 +60,7 @@ def make_source(root: Path, n_images: int, seed: int = 0) -> list[Path]:
 
 def run_floor(root: Path, size: int = 256) -> dict:
     """Decode and re-encode every image in a plain loop: the lower bound of the work."""
-    from healthgpt.data.imaging import image_file_to_png
+    from healthgpt.data.decode.imaging import image_file_to_png
 
     paths = sorted((root / "pvqa" / "images" / "train").glob("*.jpg"))
     started = time.perf_counter()
@@ -75,7 +75,7 @@ SALT = "benchmark-made-up-data"
 
 
 def run_pipeline(root: Path, out: Path) -> dict:
-    from healthgpt.data.ingest import ingest
+    from healthgpt.data.ingest.run import ingest
     from healthgpt.data.schema import hf_features_metadata
     from healthgpt.data.sources import ReaderOptions
 
@@ -92,7 +92,7 @@ def run_pipeline(root: Path, out: Path) -> dict:
 
 
 def run_chunks(root: Path, out: Path, n_chunks: int = 4) -> dict:
-    from healthgpt.data.ingest import chunk_dir, ingest
+    from healthgpt.data.ingest.run import chunk_dir, ingest
     from healthgpt.data.schema import hf_features_metadata
     from healthgpt.data.sources import ReaderOptions
 

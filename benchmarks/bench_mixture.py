@@ -89,7 +89,8 @@ class ImageFactory:
 def generate(root: Path, n_records: int, seed: int = 0) -> dict[str, Path]:
     """Write the six synthetic sources (about `n_records` records in all) under `root`."""
     from healthgpt.data.schema import RECORD_SCHEMA, new_record
-    from healthgpt.data.shards import ShardWriter, atomic_directory, write_manifest
+    from healthgpt.data.shards import ShardWriter, write_manifest
+    from healthgpt.storage import atomic_directory
 
     factory = ImageFactory(seed)
     rng = np.random.default_rng(seed)
@@ -234,7 +235,7 @@ def generate(root: Path, n_records: int, seed: int = 0) -> dict[str, Path]:
 
 
 def _config(workers: int):
-    from healthgpt.data.mixture_config import MixtureConfig
+    from healthgpt.data.mixture.config import MixtureConfig
 
     return MixtureConfig(
         task_sources={"reconstruction": ["llava_json"], "super_resolution": ["ixi"]},
@@ -251,8 +252,8 @@ def _cpu_seconds() -> float:
 
 
 def run_build(root: Path, out: Path, workers: int) -> dict:
-    from healthgpt.data.mixture import build_mixture, input_files
-    from healthgpt.data.parallel import resolve_workers
+    from healthgpt.data.mixture.build import build_mixture, input_files
+    from healthgpt.data.mixture.parallel import resolve_workers
 
     dirs = {p.name: p for p in sorted(root.iterdir()) if p.is_dir()}
     input_bytes = sum(path.stat().st_size for _, path in input_files(dirs))

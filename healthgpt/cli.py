@@ -11,14 +11,14 @@ import json
 import sys
 from pathlib import Path
 
-from healthgpt.data.ingest import DEFAULT_MAX_DROP_FRACTION, OutputRefused
+from healthgpt.data.ingest.run import DEFAULT_MAX_DROP_FRACTION, OutputRefused
 from healthgpt.data.sources import SOURCES, LayoutError, ReaderOptions
 
 
 def _ingest(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from healthgpt.data.ingest import chunk_dir, ingest
+    from healthgpt.data.ingest.run import chunk_dir, ingest
 
     options = ReaderOptions(
         image_size=args.image_size,

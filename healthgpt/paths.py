@@ -6,17 +6,21 @@
 - `HEALTHGPT_SHARDS_URL` (default `$HEALTHGPT_DATA_DIR`): where the large datasets go, the
   ingested sources and the mixture; a local path or an object-store URL (`s3://bucket/x`,
   `gs://...`; install s3fs or gcsfs). Checkpoints, reports and exports stay local.
+- `MANIFESTS_DIR`: the checkout's `data_manifests/` (one YAML per source: license, expected
+  counts), read by the ingestion checks and the dataset card.
 - `HEALTHGPT_SOURCE_<NAME>` (e.g. `HEALTHGPT_SOURCE_MIMIC_CXR=/data/mimic-cxr-jpg/2.1.0`):
   the root of one source, overriding the above. This is how the real downloads are used.
 - `HEALTHGPT_DEID_SALT_FILE` (default `$HEALTHGPT_DATA_DIR/.secrets/deid_salt`): this
   installation's private de-identification salt, generated when `HEALTHGPT_DEID_SALT` is
-  not set (see `healthgpt.data.deid.salt_for_source`).
+  not set (see `healthgpt.data.decode.deid.salt_for_source`).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+MANIFESTS_DIR = Path(__file__).resolve().parents[1] / "data_manifests"
 
 
 def data_dir() -> Path:

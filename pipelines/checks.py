@@ -1,16 +1,22 @@
 """Asset checks on the ingested shards: schema, unique ids, images present, expected counts.
 
 For a chunked source the checks run per chunk partition, on that chunk's directory, and the
-expected counts are scaled to one chunk (`validate.check_counts`).
+expected counts are scaled to one chunk (`healthgpt.data.ingest.checks.check_counts`).
 """
 
 import warnings
 
 import dagster as dg
 
-from healthgpt.data import validate
+from healthgpt.data.ingest.checks import (
+    check_counts,
+    check_images_present,
+    check_schema,
+    check_unique_ids,
+)
+from healthgpt.paths import MANIFESTS_DIR
 from pipelines.resources import DataLocations
-from pipelines.sources import MANIFESTS, SOURCE_NAMES, ingested_key, partitions_for, running_chunk
+from pipelines.sources import SOURCE_NAMES, ingested_key, partitions_for, running_chunk
 
 CHECKS = ("schema_valid", "ids_unique", "images_present", "counts_expected")
 
@@ -32,11 +38,11 @@ def _checks_factory(name: str) -> dg.AssetChecksDefinition:
         chunk = running_chunk(name, context.op_execution_context)
         directory = locations.ingested_dir(name, chunk)
         results = {
-            "schema_valid": validate.check_schema(directory),
-            "ids_unique": validate.check_unique_ids(directory),
-            "images_present": validate.check_images_present(directory),
-            "counts_expected": validate.check_counts(
-                directory, MANIFESTS / f"{name}.yaml", locations.source_root(name), chunk
+            "schema_valid": check_schema(directory),
+            "ids_unique": check_unique_ids(directory),
+            "images_present": check_images_present(directory),
+            "counts_expected": check_counts(
+                directory, MANIFESTS_DIR / f"{name}.yaml", locations.source_root(name), chunk
             ),
         }
         for check, (passed, details) in results.items():

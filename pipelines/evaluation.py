@@ -16,7 +16,7 @@ from typing import Any
 
 import dagster as dg
 
-from healthgpt.data.mixture_config import MixtureConfig
+from healthgpt.data.mixture.config import MixtureConfig
 from healthgpt.data.shards import MANIFEST_NAME, open_shard
 from healthgpt.eval import models, registry, run
 from healthgpt.eval.predict import ImageModel, TextModel

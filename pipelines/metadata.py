@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import dagster as dg
 
+from pipelines.pipes_metadata import png_markdown_text
+
 
 def png_markdown(png: bytes, alt: str) -> dg.MarkdownMetadataValue:
     """An inline PNG the UI renders in the asset's metadata panel."""
-    encoded = base64.b64encode(png).decode()
-    return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{encoded})")
+    return dg.MetadataValue.md(png_markdown_text(png, alt))
 
 
 def counts_table(counts: Mapping[str, int], key: str = "value") -> dg.MarkdownMetadataValue:

@@ -10,10 +10,11 @@ import time
 
 import dagster as dg
 
-from healthgpt.data import card, mixture_checks
-from healthgpt.data.export import export_llava
-from healthgpt.data.mixture import SUBSETS, build_mixture, paper_preset, sample_preset
-from healthgpt.data.mixture_config import MixtureConfig, demo_preset
+from healthgpt.data.mixture import card
+from healthgpt.data.mixture import checks as mixture_checks
+from healthgpt.data.mixture.build import SUBSETS, build_mixture, paper_preset, sample_preset
+from healthgpt.data.mixture.config import MixtureConfig, demo_preset
+from healthgpt.data.mixture.export import export_llava
 from pipelines.metadata import png_markdown
 from pipelines.resources import DataLocations
 from pipelines.sources import SOURCE_NAMES, ingested_key

@@ -1,7 +1,7 @@
 """Chunk partitions for large sources: one Dagster partition per stable chunk.
 
 A source is chunked when `HEALTHGPT_CHUNKS_<NAME>` names a chunk count (for example
-`HEALTHGPT_CHUNKS_MIMIC_CXR=8`, sized with `healthgpt.data.chunks.n_chunks_for` and then
+`HEALTHGPT_CHUNKS_MIMIC_CXR=8`, sized with `healthgpt.data.sources.chunks.n_chunks_for` and then
 fixed: changing it moves items between chunks and rebuilds them all). Unset, the source is
 one unpartitioned asset, so `dagster asset materialize --select '*'` needs no partition
 arguments; that is the default for every source.
@@ -23,7 +23,7 @@ import os
 
 import dagster as dg
 
-from healthgpt.data.chunks import ChunkPlan
+from healthgpt.data.sources.chunks import ChunkPlan
 
 CHUNKS_ENV = "HEALTHGPT_CHUNKS_{}"
 

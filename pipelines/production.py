@@ -109,20 +109,6 @@ def executor_for_profile() -> dg.ExecutorDefinition | None:
     return k8s_executor() if profile() == "production" else None
 
 
-def gpu_step_tags(gpus: int) -> dict[str, Any]:
-    """`op_tags` for an asset whose own step pod needs GPUs (small evaluations).
-
-    Training does not need this: its step only launches the training pod through Pipes.
-    """
-    resources = {GPU_RESOURCE: str(gpus)}
-    return {
-        "dagster-k8s/config": {
-            "container_config": {"resources": {"requests": resources, "limits": resources}},
-            "pod_spec_config": {"tolerations": [_gpu_toleration()]},
-        }
-    }
-
-
 def _gpu_toleration() -> dict[str, str]:
     return {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import dagster as dg
 
 from healthgpt import paths
-from healthgpt.data.ingest import chunk_dir
+from healthgpt.data.ingest.run import chunk_dir
 from healthgpt.storage import output_path
 
 

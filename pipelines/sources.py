@@ -9,19 +9,17 @@ also be split into chunk partitions (`pipelines.partitions`, `HEALTHGPT_CHUNKS_<
 import time
 import warnings
 from dataclasses import replace
-from pathlib import Path
 
 import dagster as dg
 
-from healthgpt.data.fingerprint import fingerprint
-from healthgpt.data.ingest import DEFAULT_MAX_DROP_FRACTION, IngestSummary, ingest
-from healthgpt.data.preview import thumbnail_grid
+from healthgpt.data.decode.preview import thumbnail_grid
+from healthgpt.data.ingest.run import DEFAULT_MAX_DROP_FRACTION, IngestSummary, ingest
 from healthgpt.data.sources import SOURCES, ReaderOptions, reader_class
+from healthgpt.data.sources.fingerprint import fingerprint
 from pipelines.metadata import counts_table, png_markdown, records_table, shard_metadata
 from pipelines.partitions import chunk_count, chunk_partitions, chunk_plan_for
 from pipelines.resources import DataLocations
 
-MANIFESTS = Path(__file__).resolve().parent.parent / "data_manifests"
 OWNERS = ["team:data"]
 
 
@@ -34,12 +32,11 @@ class IngestConfig(dg.Config):
     slice_stride: int = 1
     min_foreground_fraction: float = 0.05
     # DICOM: accept the classes known to carry burned-in text (ultrasound, secondary
-    # capture, ...) because their pixels were reviewed; see healthgpt.data.deid.
+    # capture, ...) because their pixels were reviewed; see healthgpt.data.decode.deid.
     burned_in_reviewed: bool = False
     target_shard_mb: int = 256
-    full_content_fingerprint: bool = False
     # Replace the previous output even when the new build has no records, or more than
-    # max_drop_fraction fewer (healthgpt.data.ingest.check_shrink).
+    # max_drop_fraction fewer (healthgpt.data.ingest.run.check_shrink).
     force: bool = False
     max_drop_fraction: float = DEFAULT_MAX_DROP_FRACTION
     # Limits on hostile input by name, e.g. {"max_volume_voxels": 500000000}

@@ -14,9 +14,10 @@ from typing import Any
 
 from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR, open_dagster_pipes
 
-from healthgpt.train.entry import loss_png, pipes_metadata, spec_from_args
 from healthgpt.train.entry import main as plain_main
+from healthgpt.train.entry import spec_from_args
 from healthgpt.train.run import Reporter, run_stage
+from pipelines.pipes_metadata import loss_png, pipes_metadata
 
 
 def main(argv: list[str] | None = None) -> int:

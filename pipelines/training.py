@@ -16,7 +16,7 @@ from typing import Any
 import dagster as dg
 
 from healthgpt.storage import output_path
-from healthgpt.train import vq
+from healthgpt.train import vq_assets as vq
 from healthgpt.train.run import current_final
 from pipelines import production
 from pipelines.automation import training_automation_condition

@@ -23,7 +23,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import IO, Any
 
-from healthgpt.data.sources.base import BadInput
+from healthgpt.data.errors import BadInput
 
 ENV_PREFIX = "HEALTHGPT_LIMIT_"
 

@@ -2,7 +2,8 @@
 
 - Rows are buffered up to `row_group_bytes` and flushed as a row group, so memory is bounded
   by the buffer, not by the data.
-- A shard file is written under a temporary name and renamed when complete.
+- A shard file is written under a temporary name and renamed when complete (through
+  `healthgpt.storage`, which owns every atomic write and the directory swap).
 - A whole dataset directory is built in a private staging directory and swapped into place
   at the end (`atomic_directory`), so readers never see a half-written dataset, a crashed run
   leaves the previous version intact, and two concurrent writers cannot interleave files.
@@ -17,18 +18,10 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import errno
-import fcntl
-import hashlib
 import json
 import os
-import shutil
-import socket
-import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -38,16 +31,25 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from healthgpt.data.schema import IMAGE_TYPE, hf_features_metadata
-from healthgpt.storage import atomic_write_text, is_local, output_path, upload_file
+from healthgpt.storage import (
+    atomic_directory,
+    atomic_path,
+    atomic_write_text,
+    clean_stale,
+    file_sha256,
+    is_local,
+    move_into_place,
+    output_path,
+    recover_swap,
+    swap_lock,
+    upload_file,
+    write_json,
+)
 
 MANIFEST_NAME = "_manifest.json"
 PUBLISHED_NAME = "_published"  # in an object-store version prefix: when it was published
 # Versions of a dataset on an object store are kept this long after they stop being current.
 KEEP_VERSIONS_S = 24 * 3600
-# Leftovers of other hosts (pods sharing a volume) are only removed after this long, since
-# their process ids mean nothing here.
-FOREIGN_LEFTOVER_AGE_S = 24 * 3600
-_HOST = socket.gethostname().replace("-", "_").replace(".", "_") or "host"
 
 
 @dataclass(frozen=True)
@@ -63,14 +65,6 @@ class ShardInfo:
         """The same shard named from a dataset root one `folder` up (manifests list shard
         paths relative to the dataset root: "data/train-00000.parquet")."""
         return replace(self, path=f"{folder}/{self.path}")
-
-
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _leaf_paths(field: pa.Field, prefix: str = "") -> list[str]:
@@ -184,7 +178,7 @@ class ShardWriter:
     def _finish_shard(self) -> None:
         self._writer.close()
         final = self.directory / f"{self.prefix}-{len(self.shards):05d}.parquet"
-        os.replace(self._tmp_path, final)
+        move_into_place(self._tmp_path, final)
         self.shards.append(
             ShardInfo(final.name, self._rows_in_shard, final.stat().st_size, file_sha256(final))
         )
@@ -207,18 +201,9 @@ class ShardWriter:
 
 def write_table_file(path: Path, table: pa.Table) -> ShardInfo:
     """Write one small table (quarantine, predictions) atomically as a single Parquet file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
     return ShardInfo(path.name, table.num_rows, path.stat().st_size, file_sha256(path))
-
-
-def write_json(path: Path, payload: Any) -> None:
-    """Write JSON atomically with sorted keys (deterministic bytes)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
 
 
 def write_manifest(directory: Path, shards: Iterable[ShardInfo], **extra: Any) -> Path:
@@ -253,11 +238,14 @@ def dataset_root(directory: str | os.PathLike[str], manifest: dict[str, Any]) ->
     )
 
 
-def shard_paths(directory: str | os.PathLike[str], prefix: str = "") -> list[Path]:
+def shard_paths(
+    directory: str | os.PathLike[str], prefix: str = "", manifest: dict[str, Any] | None = None
+) -> list[Path]:
     """The completed shards a dataset's manifest lists (those whose path starts with
     `prefix`, e.g. "stage1/data/train-"), in manifest order. Reading the manifest rather than
-    listing files is what makes an object-store copy safe to read while it is replaced."""
-    manifest = read_manifest(directory)
+    listing files is what makes an object-store copy safe to read while it is replaced.
+    Pass `manifest` when it was already read."""
+    manifest = read_manifest(directory) if manifest is None else manifest
     root = dataset_root(directory, manifest)
     return [root / s["path"] for s in manifest["shards"] if s["path"].startswith(prefix)]
 
@@ -277,139 +265,6 @@ def listed_shards(directory: str | os.PathLike[str], prefix: str = "") -> list[P
 
 
 @contextlib.contextmanager
-def atomic_directory(target: Path) -> Iterator[Path]:
-    """Build a directory's new contents in a private staging directory, then swap it in.
-
-    On error the staging directory is removed and `target` is left as it was. The swap runs
-    under a file lock, so concurrent writers take turns, and is crash-safe at every instant:
-    on Linux the two directories are exchanged in one `renameat2(RENAME_EXCHANGE)` call, so
-    `target` always names a complete version; where the file system cannot exchange, the
-    old version is renamed aside and the new one in, and a crash between the two renames
-    is repaired by `recover_swap` (the next writer of `target` renames the old version
-    back before anything else).
-    """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = _leftover_path(target, "staging")
-    staging.mkdir()
-    try:
-        yield staging
-        with _swap_lock(target):
-            recover_swap(target)
-            old = _swap_in(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def _swap_lock(target: Path) -> Iterator[None]:
-    with open(target.with_name(f".{target.name}.lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def _swap_in(staging: Path, target: Path) -> Path | None:
-    """Make `staging` the `target`; returns where the old version now is (to remove)."""
-    if not target.exists():
-        os.replace(staging, target)
-        return None
-    if _exchange(staging, target):
-        return staging  # the old version now sits at the staging path
-    retired = _leftover_path(target, "retired")
-    os.replace(target, retired)
-    _between_renames()
-    os.replace(staging, target)
-    return retired
-
-
-def _between_renames() -> None:
-    """The instant between the two renames of a swap without exchange (a test kills the
-    process here to check `recover_swap`)."""
-
-
-_RENAME_EXCHANGE = 2
-_AT_FDCWD = -100
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Atomically swap two paths (Linux `renameat2` with `RENAME_EXCHANGE`); False where
-    the platform or the file system cannot."""
-    if not sys.platform.startswith("linux"):
-        return False
-    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
-    if renameat2 is None:
-        return False
-    done = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
-    if done == 0:
-        return True
-    code = ctypes.get_errno()
-    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
-        return False
-    raise OSError(code, os.strerror(code), os.fspath(b))
-
-
-def recover_swap(target: Path) -> Path | None:
-    """Undo a swap that was cut between its two renames: `target` missing and the version
-    retired for it still beside it. Renames that version back and returns it. Call under
-    the swap lock (`output_directory` and `atomic_directory` do)."""
-    target = Path(target)
-    if target.exists():
-        return None
-    retired = [p for p in target.parent.glob(f".{target.name}.retired-*") if p.is_dir()]
-    if not retired:
-        return None
-    latest = max(retired, key=lambda p: p.stat().st_ctime_ns)
-    os.replace(latest, target)
-    return latest
-
-
-def _leftover_path(target: Path, kind: str) -> Path:
-    """`.<name>.<kind>-<host>-<pid>-<random>`: who made it, so cleanup can tell if it's live."""
-    return target.with_name(f".{target.name}.{kind}-{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def clean_stale(target: Path) -> list[Path]:
-    """Remove staging/retired leftovers of `target` left by writers that no longer run.
-
-    On this host a leftover is stale when its process is gone; a live process's staging
-    directory may be a concurrent materialization and is kept. Another host's leftovers are
-    removed once older than `FOREIGN_LEFTOVER_AGE_S`.
-    """
-    target = Path(target)
-    removed = []
-    for kind in ("staging", "retired"):
-        for leftover in target.parent.glob(f".{target.name}.{kind}-*"):
-            parts = leftover.name[len(f".{target.name}.{kind}-") :].split("-")
-            if len(parts) != 3 or not parts[1].isdigit():
-                continue
-            host, pid = parts[0], int(parts[1])
-            if host == _HOST:
-                stale = not _pid_alive(pid)
-            else:
-                stale = time.time() - leftover.stat().st_mtime > FOREIGN_LEFTOVER_AGE_S
-            if stale:
-                shutil.rmtree(leftover, ignore_errors=True)
-                removed.append(leftover)
-    return removed
-
-
-@contextlib.contextmanager
 def output_directory(target: str | os.PathLike[str]) -> Iterator[Path]:
     """The one way to write a dataset directory: build it in a local staging directory, then
     make it visible at `target` all at once.
@@ -425,7 +280,7 @@ def output_directory(target: str | os.PathLike[str]) -> Iterator[Path]:
     if is_local(location):
         local = Path(os.fspath(location))
         local.parent.mkdir(parents=True, exist_ok=True)
-        with _swap_lock(local):
+        with swap_lock(local):
             recover_swap(local)  # before cleaning: a retired version may be the only copy
             clean_stale(local)
         with atomic_directory(local) as staging:
@@ -456,8 +311,7 @@ def publish_directory(staging: Path, target: Path) -> str:
     atomic_write_text(target / version / PUBLISHED_NAME, f"{time.time():.6f}\n")
     for path in sorted(p for p in staging.rglob("*") if p.is_file() and p != manifest_file):
         upload_file(path, target / version / path.relative_to(staging).as_posix())
-    manifest = {**json.loads(manifest_file.read_text()), "root": version}
-    atomic_write_text(target / MANIFEST_NAME, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    write_json(target / MANIFEST_NAME, {**json.loads(manifest_file.read_text()), "root": version})
     keep = {version, previous, _published_root(target)}
     for child in target.iterdir():
         if child.name == MANIFEST_NAME or child.name.startswith(".") or child.name in keep:

@@ -41,8 +41,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from healthgpt.data.errors import LayoutError
+from healthgpt.data.json_rows import JsonRowError, iter_json_rows
 from healthgpt.data.shards import open_shard
-from healthgpt.data.sources.common import JsonRowError, iter_json_rows
 from healthgpt.eval.normalize import normalize_answer
 from healthgpt.eval.predict import (
     LETTERS,
@@ -212,10 +213,6 @@ class McqTally:
 # ------------------------------------------------------------------------------ MMMU
 
 _IMAGE_REF = re.compile(r"<image (\d+)>")
-
-
-class LayoutError(ValueError):
-    """A benchmark root that does not look like the publisher's layout."""
 
 
 def mmmu_files(root: Path, subjects: Sequence[str], split: str) -> list[Path]:

@@ -90,11 +90,6 @@ def checkpoint_metadata(path: Path) -> dict[str, str]:
         return dict(handle.metadata() or {})
 
 
-def checkpoint_preset(path: Path) -> str | None:
-    """The model preset a `save_trainable` file was written from, if recorded."""
-    return checkpoint_metadata(path).get("preset")
-
-
 def official_files(directory: str | Path) -> dict[str, str]:
     """family -> file of the official release found in `directory` (at least one)."""
     directory = Path(directory)

@@ -16,7 +16,6 @@ written, with its prompt, parse and both scores, to a predictions Parquet table.
 from __future__ import annotations
 
 import inspect
-import io
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +24,9 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 import pyarrow as pa
 from PIL import Image, ImageDraw
 
+from healthgpt.data.decode.imaging import decode_rgb as decode_image
+from healthgpt.data.mixture.tasks import CHOICE_INSTRUCTION
 from healthgpt.data.shards import ShardInfo, ShardWriter
-from healthgpt.data.tasks import CHOICE_INSTRUCTION
 
 T = TypeVar("T")
 
@@ -110,14 +110,6 @@ class Scored:
     rule: str
     score: float
     score_llava_med: float | None = None
-
-
-def decode_image(data: bytes | None) -> Image.Image | None:
-    """Encoded bytes -> RGB PIL image (what vision towers expect), or None."""
-    if not data:
-        return None
-    with Image.open(io.BytesIO(data)) as image:
-        return image.convert("RGB")
 
 
 LABEL_H = 14

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from healthgpt.data.mixture_config import MixtureConfig
+from healthgpt.data.mixture.config import MixtureConfig
 from healthgpt.eval import mcq, vqa
 from healthgpt.eval.predict import Scorer, TextItem
 

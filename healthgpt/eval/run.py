@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from healthgpt.data.mixture_config import MixtureConfig
-from healthgpt.data.shards import ShardInfo, atomic_directory, write_json
+from healthgpt.data.mixture.config import MixtureConfig
+from healthgpt.data.shards import ShardInfo
 from healthgpt.eval import generation, mcq, registry, report, vqa
 from healthgpt.eval.metrics import SSIM_WINDOWS, load_lpips
 from healthgpt.eval.predict import (
@@ -26,7 +26,7 @@ from healthgpt.eval.predict import (
     predict_and_score,
     prediction_writer,
 )
-from healthgpt.storage import atomic_write_bytes, atomic_write_text
+from healthgpt.storage import atomic_directory, atomic_write_bytes, atomic_write_text, write_json
 
 FAMILIES = ("vqa", "mcq", "generation")
 SCORES_NAME = "scores.json"

@@ -38,10 +38,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from healthgpt.data.ingest import ingested_parts
-from healthgpt.data.mixture_config import MixtureConfig
+from healthgpt.data.ingest.run import ingested_parts
+from healthgpt.data.mixture.config import MixtureConfig
+from healthgpt.data.mixture.tasks import (
+    IMAGE_TOKEN,
+    AnswerSets,
+    TaskContext,
+    plan_record,
+    render_sample,
+)
 from healthgpt.data.shards import open_shard, shard_paths
-from healthgpt.data.tasks import IMAGE_TOKEN, AnswerSets, TaskContext, plan_record, render_sample
 from healthgpt.eval.mcq import parse_choice
 from healthgpt.eval.normalize import (
     YES_NO,

@@ -9,14 +9,6 @@ Entry points for the training and evaluation code::
     save_trainable(model, path); load_trainable(model, path)
 """
 
-from healthgpt.model.checkpoints import (
-    LoadReport,
-    SavedCheckpoint,
-    load_official_weights,
-    load_trainable,
-    save_trainable,
-    trainable_state_dict,
-)
 from healthgpt.model.constants import (
     COMPREHENSION,
     GENERATION,
@@ -38,6 +30,14 @@ from healthgpt.model.vq import (
     load_vq,
     save_vq,
     tensor_to_images,
+)
+from healthgpt.model.weights import (
+    LoadReport,
+    SavedCheckpoint,
+    load_official_weights,
+    load_trainable,
+    save_trainable,
+    trainable_state_dict,
 )
 
 __all__ = [

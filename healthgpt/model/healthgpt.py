@@ -12,7 +12,6 @@ from PIL import Image
 from torch import nn
 from transformers import PreTrainedModel
 
-from healthgpt.model.checkpoints import LoadReport
 from healthgpt.model.constants import (
     COMPREHENSION,
     GENERATION,
@@ -22,6 +21,7 @@ from healthgpt.model.constants import (
 )
 from healthgpt.model.hlora import active_plugin, plugin_parameters, set_active_plugin
 from healthgpt.model.image_tokens import START, ImageCodeConstraint, ImageTokenVocab, codes_to_text
+from healthgpt.model.load_report import LoadReport
 from healthgpt.model.presets import ModelConfig
 from healthgpt.model.prompt import PROMPT_STYLES, ConversationFormatter, collate
 from healthgpt.model.tokenizer import TextTokenizer

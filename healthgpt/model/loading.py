@@ -6,15 +6,16 @@ import logging
 
 import torch
 
-from healthgpt.model.checkpoints import LoadReport, load_official_weights
 from healthgpt.model.healthgpt import HealthGPT
 from healthgpt.model.hlora import inject_hlora
 from healthgpt.model.image_tokens import add_image_tokens
 from healthgpt.model.language import build_language_model
+from healthgpt.model.load_report import LoadReport
 from healthgpt.model.presets import ModelConfig, get_preset
 from healthgpt.model.prompt import PROMPT_STYLES
 from healthgpt.model.vision import HierarchicalVisionEncoder, build_vision_tower
 from healthgpt.model.vq import build_vq_tokenizer
+from healthgpt.model.weights import load_official_weights
 
 log = logging.getLogger(__name__)
 

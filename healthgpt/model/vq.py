@@ -33,7 +33,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from healthgpt.data.shards import file_sha256
+from healthgpt.storage import atomic_path, file_sha256
 
 
 @dataclass
@@ -370,10 +370,6 @@ class VQTokenizer(nn.Module):
         optimizer.step()
         return {k: float(v.detach()) for k, v in losses.items()}
 
-    def code_usage(self, codes: torch.Tensor) -> float:
-        """Fraction of the codebook that ``codes`` use (a collapse check while training)."""
-        return codes.unique().numel() / self.num_codes
-
     @property
     def _dtype(self) -> torch.dtype:
         return self.quant_conv.weight.dtype
@@ -481,10 +477,9 @@ def save_vq(vq: VQTokenizer, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     skip = ("ckpt_path", "yaml_path", "ckpt_sha256")
     config = {k: v for k, v in asdict(vq.config).items() if k not in skip}
-    tmp = path.with_name(f".{path.name}.tmp")
     tensors = {k: v.detach().cpu().contiguous() for k, v in vq.state_dict().items()}
-    save_file(tensors, str(tmp), metadata={"vq_config": json.dumps(config)})
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"vq_config": json.dumps(config)})
     return path
 
 

@@ -50,15 +50,6 @@ def teardown() -> None:
         dist.destroy_process_group()
 
 
-def mean_across(values: list[float], d: Dist) -> list[float]:
-    """Average scalars over ranks (for logging; one small all-reduce)."""
-    if not d.enabled:
-        return values
-    tensor = torch.tensor(values, dtype=torch.float64, device=d.device)
-    dist.all_reduce(tensor)
-    return (tensor / d.world).tolist()
-
-
 def sum_across(values: list[float], d: Dist) -> list[float]:
     if not d.enabled:
         return values

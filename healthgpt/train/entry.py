@@ -5,14 +5,13 @@
         --vq data/checkpoints/vq_tokenizer --overrides '{"max_steps": 100}'
 
 It prints progress lines and a final JSON line to stdout. Dagster launches
-`pipelines.train_entry` instead, the same entry with rank 0 reporting through Pipes; the
-metadata shaping (`pipes_metadata`) lives here so both stay in step.
+`pipelines.train_entry` instead, the same entry with rank 0 reporting through Pipes (the
+metadata it reports is shaped in `pipelines.pipes_metadata`).
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import sys
 from pathlib import Path
@@ -50,47 +49,6 @@ def spec_from_args(argv: list[str] | None = None) -> RunSpec:
         overrides=overrides,
         device=args.device,
     )
-
-
-def pipes_metadata(metrics: dict[str, Any], png: bytes | None) -> dict[str, Any]:
-    """Final metrics as Pipes metadata (typed where the UI renders them specially)."""
-    loss = metrics.get("loss", {})
-    metadata: dict[str, Any] = {
-        "steps": {"raw_value": metrics.get("steps", 0), "type": "int"},
-        "tokens_per_second": {"raw_value": metrics.get("tokens_per_second", 0.0), "type": "float"},
-        "samples_per_second": {
-            "raw_value": metrics.get("samples_per_second", 0.0),
-            "type": "float",
-        },
-        "peak_memory_mb": {
-            "raw_value": metrics.get("peak_memory_bytes", 0) / 2**20,
-            "type": "float",
-        },
-        "train_seconds": {"raw_value": metrics.get("train_seconds", 0.0), "type": "float"},
-        "final_loss": {"raw_value": {f: v["last"] for f, v in loss.items()}, "type": "json"},
-        "loss": {"raw_value": loss, "type": "json"},
-        "eval_loss_per_task": {"raw_value": metrics.get("eval_loss_per_task", {}), "type": "json"},
-        "final_dir": {"raw_value": metrics.get("final_dir", ""), "type": "path"},
-        "files": {"raw_value": metrics.get("files", {}), "type": "json"},
-        "run_key": {"raw_value": metrics.get("run_key", ""), "type": "text"},
-        "config": {"raw_value": metrics.get("config", {}), "type": "json"},
-    }
-    if "closed_accuracy" in metrics:
-        for key in ("closed_accuracy", "closed_chance"):
-            metadata[key] = {"raw_value": metrics[key], "type": "float"}
-        metadata["closed_examples"] = {"raw_value": metrics["closed_examples"], "type": "json"}
-    if png:
-        encoded = base64.b64encode(png).decode()
-        metadata["loss_curve"] = {
-            "raw_value": f"![loss curve](data:image/png;base64,{encoded})",
-            "type": "md",
-        }
-    return metadata
-
-
-def loss_png(metrics: dict[str, Any]) -> bytes | None:
-    path = Path(metrics.get("final_dir", "")) / "loss.png"
-    return path.read_bytes() if metrics.get("final_dir") and path.is_file() else None
 
 
 def final_json_line(metrics: dict[str, Any]) -> None:

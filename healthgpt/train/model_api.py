@@ -13,7 +13,6 @@ so DataLoader workers only look them up by sample id and never run the VQ encode
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from collections.abc import Iterable
 from dataclasses import replace
@@ -21,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 from torch import nn
 
+from healthgpt.data.decode.imaging import decode_rgb
 from healthgpt.model import (
     COMPREHENSION,
     GENERATION,
@@ -47,10 +46,6 @@ TARGET_PLACEHOLDER = "<target_image>"
 IMAGE_PLACEHOLDER = "<image>"
 VQ_FILE = "vq.safetensors"
 VQ_INFO = "vq.json"
-
-
-def decode_image(data: bytes | None) -> Image.Image | None:
-    return None if data is None else Image.open(io.BytesIO(data)).convert("RGB")
 
 
 def _bytes(value: dict[str, Any] | None) -> bytes | None:
@@ -86,7 +81,7 @@ class SampleEncoder:
                 for t in turns
             ]
         sample: dict[str, Any] = dict(self.formatter(turns))
-        image = decode_image(_bytes(row.get("image")))
+        image = decode_rgb(_bytes(row.get("image")))
         if image is not None:
             sample["pixel_values"] = self.image_processor.one(image)
         sample["task_family"] = row["task_family"]
@@ -190,7 +185,7 @@ class ModelBundle:
 
         def flush() -> None:
             nonlocal added
-            images = [decode_image(data) for _, data in pending]
+            images = [decode_rgb(data) for _, data in pending]
             pixels = images_to_tensor(images, self.model.vq.config.resolution)
             device = next(self.model.vq.parameters()).device
             codes = self.model.vq.encode(pixels.to(device)).cpu()
@@ -230,7 +225,7 @@ class ModelBundle:
     def answer(self, row: dict[str, Any], max_new_tokens: int, device: torch.device) -> str:
         """Greedy answer of the comprehension plugin to a row's first question."""
         question = row["conversations"][0]["value"]
-        image = decode_image(_bytes(row.get("image")))
+        image = decode_rgb(_bytes(row.get("image")))
         if image is not None:
             question = question.replace(IMAGE_PLACEHOLDER + "\n", "", 1)
             question = question.replace(IMAGE_PLACEHOLDER, "", 1).strip()

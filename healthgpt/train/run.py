@@ -27,11 +27,10 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from healthgpt.data.shards import file_sha256, write_json
 from healthgpt.model import GENERATION
-from healthgpt.storage import output_path
-from healthgpt.train import checkpoint as ckpt
+from healthgpt.storage import file_sha256, output_path, write_json
 from healthgpt.train import distributed
+from healthgpt.train import state as ckpt
 from healthgpt.train.config import StageConfig, stage_config
 from healthgpt.train.data import (
     RowIndex,
@@ -41,13 +40,13 @@ from healthgpt.train.data import (
     make_loader,
     split_files,
 )
-from healthgpt.train.evaluate import validate
 from healthgpt.train.loop import Progress, fit, peak_memory_bytes
 from healthgpt.train.model_api import ModelBundle, build_bundle
 from healthgpt.train.report import loss_curve_png, loss_summary
 from healthgpt.train.schedule import accumulation, family_order, steps_per_family
 from healthgpt.train.stages import build_optimizer, freeze_for_stage
-from healthgpt.train.vq import vq_hash
+from healthgpt.train.validation import validate
+from healthgpt.train.vq_assets import vq_hash
 
 TARGET_COLUMNS = ["id", "task_family", "target_image"]
 FINAL = "final"

@@ -19,15 +19,10 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from healthgpt.data.imaging import encode_png
+from healthgpt.data.decode.imaging import encode_png
 from healthgpt.data.schema import RECORD_SCHEMA, SAMPLE_SCHEMA, new_record
-from healthgpt.data.shards import (
-    ShardInfo,
-    ShardWriter,
-    atomic_directory,
-    read_manifest,
-    write_manifest,
-)
+from healthgpt.data.shards import ShardInfo, ShardWriter, read_manifest, write_manifest
+from healthgpt.storage import atomic_directory
 
 
 def field_image(seed: int, size: int = 64) -> Image.Image:
@@ -74,7 +69,8 @@ def vqa(source, orig_id, split, image, question, answer, answer_type, qtype=None
 
 
 def write_ingested(root: Path, source: str, records: list[dict[str, Any]]) -> Path:
-    """Write records like `healthgpt.data.ingest` does: data/{split}-NNNNN.parquet + manifest."""
+    """Write records like `healthgpt.data.ingest.run` does: data/{split}-NNNNN.parquet and
+    a manifest."""
     out = Path(root) / source
     with atomic_directory(out) as staging:
         shards = []
@@ -242,8 +238,8 @@ class Built:
 
 
 def build_standard(root: Path, **overrides: Any) -> Built:
-    from healthgpt.data.mixture import build_mixture
-    from healthgpt.data.mixture_config import sample_preset
+    from healthgpt.data.mixture.build import build_mixture
+    from healthgpt.data.mixture.config import sample_preset
 
     dirs = standard_sources(root / "ingested")
     config = sample_preset(**overrides)

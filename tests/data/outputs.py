@@ -9,7 +9,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from healthgpt.data.ingest import IngestSummary, ingest
+from healthgpt.data.ingest.run import IngestSummary, ingest
 from healthgpt.data.sources import ReaderOptions
 
 

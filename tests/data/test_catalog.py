@@ -13,7 +13,7 @@ import skimage.data
 from PIL import Image
 from pydicom.data import get_testdata_file
 
-from healthgpt.data.dicom import normalize_body_part
+from healthgpt.data.decode.dicom import normalize_body_part
 from healthgpt.data.samples import catalog
 from healthgpt.data.samples.questions import MODALITY_WORDS, image_questions
 from healthgpt.data.schema import MODALITIES

@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from healthgpt.data.chunks import assign_chunks, chunk_of
-from healthgpt.data.fingerprint import iter_files
+from healthgpt.data.ingest.checks import chunk_range
 from healthgpt.data.samples import build_sample_source
 from healthgpt.data.shards import read_manifest
 from healthgpt.data.sources import SOURCES, ReaderOptions, reader_class
-from healthgpt.data.validate import chunk_range
+from healthgpt.data.sources.chunks import assign_chunks, chunk_of
+from healthgpt.data.sources.fingerprint import iter_files
 from tests.data.outputs import quarantine, records, run
 from tests.data.sample_edits import add_mimic_study
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from healthgpt.data.chunks import (
+from healthgpt.data.sources.chunks import (
     ChunkPlan,
     assign_chunks,
     chunk_of,

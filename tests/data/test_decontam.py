@@ -8,8 +8,8 @@ from collections import defaultdict
 import polars as pl
 import pytest
 
-from healthgpt.data.decontam import EVAL_EXACT, EVAL_NEAR, effective_split, is_held_out
-from healthgpt.data.mixture_checks import check_no_leakage
+from healthgpt.data.mixture.checks import check_no_leakage
+from healthgpt.data.mixture.decontam import EVAL_EXACT, EVAL_NEAR, effective_split, is_held_out
 from tests.data.mixture_helpers import build_standard, plant_shard, shared_build
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from healthgpt.data.dedup import (
+from healthgpt.data.mixture.dedup import (
     DUPLICATE_EXACT,
     DUPLICATE_NEAR,
     ImageHasher,
@@ -50,8 +50,8 @@ def test_fast_phash_equals_imagehash():
 
 def test_super_resolution_inputs_are_hashed_as_written():
     """The index hashes the degraded input the mixture will write, from one decode."""
-    from healthgpt.data.parallel import hash_many
-    from healthgpt.data.tasks import degrade
+    from healthgpt.data.mixture.parallel import hash_many
+    from healthgpt.data.mixture.tasks import degrade
 
     data = png(7)
     (original, degraded), (alone, none) = hash_many([(data, 4), (data, 0)])

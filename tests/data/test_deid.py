@@ -12,7 +12,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 from pydicom.data import get_testdata_file
 
-from healthgpt.data.deid import (
+from healthgpt.data.decode.deid import (
     ALLOWED_KEYWORDS,
     BURNED_IN_RULES,
     PHI_KEYWORDS,
@@ -29,8 +29,8 @@ from healthgpt.data.deid import (
     scrub_text,
     vocabulary_value,
 )
-from healthgpt.data.dicom import read_dicom
-from healthgpt.data.imaging import encode_png
+from healthgpt.data.decode.dicom import read_dicom
+from healthgpt.data.decode.imaging import encode_png
 from healthgpt.data.sources.base import BadInput, ReaderOptions
 from healthgpt.data.sources.mimic_cxr import parse_report, report_text
 from tests.data.outputs import records, run
@@ -83,7 +83,7 @@ def test_salt_rule_environment_then_sample_then_private_file(tmp_path, monkeypat
 
 
 def test_salt_file_creation_is_loud(tmp_path, caplog):
-    with caplog.at_level(logging.WARNING, logger="healthgpt.data.deid"):
+    with caplog.at_level(logging.WARNING, logger="healthgpt.data.decode.deid"):
         installation_salt(tmp_path / "deid_salt")
         installation_salt(tmp_path / "deid_salt")
     notices = [r for r in caplog.records if "private de-identification salt" in r.getMessage()]
@@ -93,7 +93,7 @@ def test_salt_file_creation_is_loud(tmp_path, caplog):
 def test_public_salt_chosen_by_hand_for_real_data_is_warned_about(tmp_path, caplog):
     from healthgpt.data.sources.dicom_folder import DicomFolderReader
 
-    with caplog.at_level(logging.WARNING, logger="healthgpt.data.deid"):
+    with caplog.at_level(logging.WARNING, logger="healthgpt.data.decode.deid"):
         DicomFolderReader(tmp_path, ReaderOptions(deid_salt=PUBLIC_SAMPLE_SALT))
     assert "public sample salt" in caplog.text
 

@@ -11,9 +11,9 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.encaps import encapsulate
 
-from healthgpt.data.deid import ALLOWED_KEYWORDS
-from healthgpt.data.dicom import DEFAULT_CT_WINDOW, FACT_KEYS, read_dicom
-from healthgpt.data.imaging import scale_to_uint8
+from healthgpt.data.decode.deid import ALLOWED_KEYWORDS
+from healthgpt.data.decode.dicom import DEFAULT_CT_WINDOW, FACT_KEYS, read_dicom
+from healthgpt.data.decode.imaging import scale_to_uint8
 from healthgpt.data.sources.base import BadInput, ReaderOptions
 
 # Decoding tests read secondary captures and ultrasound too: the burned-in text rules are

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from healthgpt.data.deid import PUBLIC_SAMPLE_SALT, pseudonym
+from healthgpt.data.decode.deid import PUBLIC_SAMPLE_SALT, pseudonym
 from healthgpt.data.samples import build_sample_source
 from healthgpt.data.samples.dicom_folder import PLANTED_PHI
 from healthgpt.data.sources import LayoutError

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from healthgpt.data.fingerprint import fingerprint
+from healthgpt.data.sources.fingerprint import fingerprint
 
 
 @pytest.fixture

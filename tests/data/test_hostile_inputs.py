@@ -36,7 +36,7 @@ from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.uid import DeflatedExplicitVRLittleEndian, RLELossless, generate_uid
 
 from healthgpt.cli import main
-from healthgpt.data.ingest import OutputRefused, ingest
+from healthgpt.data.ingest.run import OutputRefused, ingest
 from healthgpt.data.shards import MANIFEST_NAME, output_directory, read_manifest, write_manifest
 from healthgpt.data.sources import LayoutError
 from healthgpt.data.sources.pathvqa import UnsafePickleError, load_restricted_pickle
@@ -47,7 +47,7 @@ from healthgpt.model.vq import (
     build_vq_tokenizer,
     load_lightning_state_dict,
 )
-from healthgpt.train.vq import register_pretrained_vq
+from healthgpt.train.vq_assets import register_pretrained_vq
 from tests.data.outputs import quarantine, records
 from tests.model.test_vq import MODEL_YAML
 
@@ -144,8 +144,9 @@ def run_measured(source: str, root: Path, out: Path, limits: dict | None = None)
     script = textwrap.dedent(
         f"""
         import json, os, resource, sys, traceback
-        import healthgpt.data.dicom, healthgpt.data.nifti, healthgpt.data.imaging
-        from healthgpt.data.ingest import ingest
+        import healthgpt.data.decode.dicom, healthgpt.data.decode.nifti
+        import healthgpt.data.decode.imaging
+        from healthgpt.data.ingest.run import ingest
         from healthgpt.data.sources import ReaderOptions, reader_class
         reader_class({source!r})
         import pydicom.pixels, nibabel, tarfile, gzip
@@ -197,7 +198,7 @@ def test_vq_checkpoint_with_reduce_is_refused_without_running(tmp_path):
 @pytest.mark.parametrize("loader", ["vq", "official_weights", "pathvqa_pickle"])
 def test_every_loader_refuses_a_code_running_pickle(tmp_path, loader):
     """Every place that unpickles (grep torch.load, pickle, Unpickler): none runs the file."""
-    from healthgpt.model.checkpoints import load_official_weights
+    from healthgpt.model.weights import load_official_weights
 
     marker = tmp_path / "ran"
     path = tmp_path / "evil.bin"
@@ -338,15 +339,16 @@ SWAP_SCRIPT = """
 import os, signal, sys
 from pathlib import Path
 import healthgpt.data.shards as shards
+import healthgpt.storage as storage
 if sys.argv[2] == "two-renames":
-    shards._exchange = lambda a, b: False
-    shards._between_renames = lambda: os.kill(os.getpid(), signal.SIGKILL)
+    storage._exchange = lambda a, b: False
+    storage._between_renames = lambda: os.kill(os.getpid(), signal.SIGKILL)
 else:
-    real = shards._exchange
+    real = storage._exchange
     def exchange_then_die(a, b):
         real(a, b)
         os.kill(os.getpid(), signal.SIGKILL)
-    shards._exchange = exchange_then_die
+    storage._exchange = exchange_then_die
 with shards.output_directory(sys.argv[1]) as staging:
     (staging / "version.txt").write_text("new")
     shards.write_manifest(staging, [])

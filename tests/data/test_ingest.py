@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from healthgpt.cli import main
-from healthgpt.data.ingest import IncompleteSource, ingest, ingested_parts
+from healthgpt.data.ingest.run import IncompleteSource, ingest, ingested_parts
 from healthgpt.data.shards import read_manifest
 from healthgpt.data.sources import LayoutError, ReaderOptions
 

@@ -9,9 +9,9 @@ import datasets
 import pytest
 import yaml
 
+from healthgpt.data.json_rows import JsonRowError, iter_json_rows
 from healthgpt.data.samples import catalog, llava_json
 from healthgpt.data.sources import LayoutError
-from healthgpt.data.sources.common import JsonRowError, iter_json_rows
 from healthgpt.data.sources.llava_json import LlavaJsonReader
 from tests.data.outputs import meta, quarantine, records, run
 

@@ -9,17 +9,18 @@ from collections import Counter
 import pyarrow.parquet as pq
 import pytest
 
-from healthgpt.data.export import export_llava
-from healthgpt.data.mixture import SUBSETS, build_mixture, sample_preset
-from healthgpt.data.mixture_checks import (
+from healthgpt.data.mixture.build import SUBSETS, build_mixture, sample_preset
+from healthgpt.data.mixture.checks import (
     check_images_present,
     check_ratios,
     check_tasks_present,
 )
-from healthgpt.data.mixture_config import paper_preset
+from healthgpt.data.mixture.config import paper_preset
+from healthgpt.data.mixture.export import export_llava
+from healthgpt.data.mixture.tasks import TARGET_IMAGE_TOKEN
 from healthgpt.data.schema import SAMPLE_SCHEMA
-from healthgpt.data.shards import file_sha256, read_manifest
-from healthgpt.data.tasks import TARGET_IMAGE_TOKEN
+from healthgpt.data.shards import read_manifest
+from healthgpt.storage import file_sha256
 from tests.data.mixture_helpers import build_standard, plant_shard, shared_build, standard_sources
 
 

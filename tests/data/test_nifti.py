@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from nibabel.testing import data_path
 
-from healthgpt.data.nifti import (
+from healthgpt.data.decode.nifti import (
     Volume,
     check_same_geometry,
     display_slice,

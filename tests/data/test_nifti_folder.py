@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from healthgpt.data.deid import PUBLIC_SAMPLE_SALT, pseudonym
+from healthgpt.data.decode.deid import PUBLIC_SAMPLE_SALT, pseudonym
 from healthgpt.data.samples import build_sample_source
 from healthgpt.data.samples.brain import save_nifti
 from healthgpt.data.samples.nifti_folder import MNI_PATH, PLANTED_PHI

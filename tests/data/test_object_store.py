@@ -13,10 +13,10 @@ import fsspec
 import pytest
 
 import healthgpt.data.shards as shards
-from healthgpt.data import validate
-from healthgpt.data.ingest import IncompleteSource, chunk_dir, ingest, ingested_parts
-from healthgpt.data.mixture import build_mixture, input_files
-from healthgpt.data.mixture_config import demo_preset
+from healthgpt.data.ingest import checks as validate
+from healthgpt.data.ingest.run import IncompleteSource, chunk_dir, ingest, ingested_parts
+from healthgpt.data.mixture.build import build_mixture, input_files
+from healthgpt.data.mixture.config import demo_preset
 from healthgpt.data.samples import build_sample_source
 from healthgpt.data.shards import open_shard, read_manifest, shard_paths
 from healthgpt.data.sources import ReaderOptions

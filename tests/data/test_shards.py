@@ -5,7 +5,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from healthgpt.data.schema import QUARANTINE_SCHEMA
-from healthgpt.data.shards import ShardWriter, atomic_directory, clean_stale, read_manifest
+from healthgpt.data.shards import ShardWriter, read_manifest
+from healthgpt.storage import atomic_directory, clean_stale
 
 
 def _rows(n: int) -> list[dict]:
@@ -60,7 +61,7 @@ def test_atomic_directory_keeps_old_version_on_crash(tmp_path):
 def test_clean_stale_removes_dead_staging_but_not_live_or_recent_foreign(tmp_path):
     import os
 
-    from healthgpt.data.shards import _HOST
+    from healthgpt.storage import _HOST
 
     dead = tmp_path / f".out.staging-{_HOST}-999999999-abcd"
     live = tmp_path / f".out.staging-{_HOST}-{os.getpid()}-abcd"

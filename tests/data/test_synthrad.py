@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from healthgpt.data.imaging import decode_png
+from healthgpt.data.decode.imaging import decode_png
 from healthgpt.data.samples import build_sample_source
 from healthgpt.data.samples.brain import save_nifti
 from healthgpt.data.sources import LayoutError

@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from healthgpt.data.imaging import decode_png
-from healthgpt.data.mixture_config import MixtureConfig, sample_preset
-from healthgpt.data.schema import SAMPLE_SCHEMA, TASKS, new_record
-from healthgpt.data.tasks import (
+from healthgpt.data.decode.imaging import decode_png
+from healthgpt.data.mixture.config import MixtureConfig, sample_preset
+from healthgpt.data.mixture.tasks import (
     CAPTION_PROMPTS,
     CONVERSION_PROMPTS,
     TARGET_IMAGE_TOKEN,
@@ -22,6 +21,7 @@ from healthgpt.data.tasks import (
     plan_record,
     render_sample,
 )
+from healthgpt.data.schema import SAMPLE_SCHEMA, TASKS, new_record
 from tests.data.mixture_helpers import png, vqa
 
 

@@ -5,9 +5,9 @@ multiple-choice parser, and the report (the metrics' data range is in test_metri
 import pyarrow.parquet as pq
 import pytest
 
-from healthgpt.data.mixture import build_mixture
-from healthgpt.data.mixture_config import demo_preset, paper_preset
-from healthgpt.data.tasks import IMAGE_TOKEN, TARGET_IMAGE_TOKEN
+from healthgpt.data.mixture.build import build_mixture
+from healthgpt.data.mixture.config import demo_preset, paper_preset
+from healthgpt.data.mixture.tasks import IMAGE_TOKEN, TARGET_IMAGE_TOKEN
 from healthgpt.eval import registry
 from healthgpt.eval.generation import GENERATION_TASKS, read_pairs
 from healthgpt.eval.mcq import McqTally, parse_choice, read_mmmu, score_mmmu

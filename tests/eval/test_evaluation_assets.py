@@ -171,7 +171,7 @@ def test_tiny_preset_checkpoint_runs_through_the_real_loader(data_dir):
 def test_small_preset_on_the_bundled_samples_produces_the_report(tmp_path):
     """Bundled VQA-RAD and SLAKE samples, ingested by the real readers, evaluated with a tiny
     preset checkpoint through the real loader, rendered into the report."""
-    from healthgpt.data.ingest import ingest
+    from healthgpt.data.ingest.run import ingest
     from healthgpt.data.samples import build_sample_source
     from healthgpt.model import load_model, save_trainable
     from pipelines.evaluation import eval_generation, eval_mcq, eval_report, eval_vqa

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from healthgpt.data.mixture_config import demo_preset
+from healthgpt.data.mixture.config import demo_preset
 from healthgpt.eval import run
 from tests.eval.fakes import (
     VQA_CASES,

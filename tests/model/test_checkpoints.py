@@ -9,8 +9,8 @@ import torch
 from safetensors import safe_open
 
 from healthgpt.model import load_model, load_official_weights, load_trainable, save_trainable
-from healthgpt.model.checkpoints import part_names, trainable_state_dict
 from healthgpt.model.presets import LMConfig, tiny
+from healthgpt.model.weights import part_names, trainable_state_dict
 
 
 def _perturb(model) -> None:

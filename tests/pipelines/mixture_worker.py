@@ -11,8 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-from healthgpt.data import mixture
-from healthgpt.data.mixture_config import sample_preset
+from healthgpt.data.mixture import build as mixture
+from healthgpt.data.mixture.config import sample_preset
 
 
 def main(ingested: str, out: str, marker: str | None = None) -> None:

@@ -13,16 +13,17 @@ import dagster as dg
 import pytest
 from dagster._core.definitions.observe import observe as observe_assets  # no public export
 
-from healthgpt.data.card import read_licenses
-from healthgpt.data.ingest import IncompleteSource, ingested_parts
-from healthgpt.data.mixture import input_files
+from healthgpt.data.ingest.run import IncompleteSource, ingested_parts
+from healthgpt.data.mixture.build import input_files
+from healthgpt.data.mixture.card import read_licenses
 from healthgpt.data.samples import build_sample_source
 from healthgpt.data.sources import reader_class
 from healthgpt.eval import vqa
+from healthgpt.paths import MANIFESTS_DIR as MANIFESTS
 from pipelines import automation
 from pipelines.checks import _checks_factory
 from pipelines.resources import DataLocations
-from pipelines.sources import MANIFESTS, _ingest_factory, _observe_factory, ingested_key
+from pipelines.sources import _ingest_factory, _observe_factory, ingested_key
 from tests.data.outputs import records, run
 from tests.data.sample_edits import add_mimic_study
 
@@ -144,7 +145,7 @@ def test_a_changed_image_rebuilds_only_its_chunk(chunked):
 
 
 def _chunk_id(key: str) -> str:
-    from healthgpt.data.chunks import ChunkPlan
+    from healthgpt.data.sources.chunks import ChunkPlan
 
     return ChunkPlan(SOURCE, 3).chunk_id(key)
 

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from healthgpt.data.ingest import ingest
+from healthgpt.data.ingest.run import ingest
 from healthgpt.data.sources import ReaderOptions
 
 REPO = Path(__file__).resolve().parents[2]

@@ -4,7 +4,7 @@ import json
 
 import dagster as dg
 
-from healthgpt.data.chunks import ChunkPlan
+from healthgpt.data.sources.chunks import ChunkPlan
 from pipelines.partitions import chunk_partitions, chunk_plan_for
 
 

@@ -104,14 +104,6 @@ def test_training_pod_rejects_inconsistent_requests(nproc, gpus, image, message)
         production.training_pod_spec(nproc, gpus, image, [])
 
 
-def test_gpu_step_tags_are_valid_dagster_k8s_config():
-    from dagster_k8s.job import USER_DEFINED_K8S_CONFIG_KEY, UserDefinedDagsterK8sConfig
-
-    tags = production.gpu_step_tags(2)
-    config = UserDefinedDagsterK8sConfig.from_dict(tags[USER_DEFINED_K8S_CONFIG_KEY])
-    assert config.container_config["resources"]["limits"] == {"nvidia.com/gpu": "2"}
-
-
 def test_step_and_training_pods_get_the_chunk_plans_and_shard_location(monkeypatch):
     monkeypatch.setenv("HEALTHGPT_CHUNKS_MIMIC_CXR", "64")
     monkeypatch.setenv("HEALTHGPT_SHARDS_URL", "s3://bucket/healthgpt")

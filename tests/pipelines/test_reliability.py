@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from healthgpt.data.shards import MANIFEST_NAME, atomic_directory, read_manifest
+from healthgpt.data.shards import MANIFEST_NAME, read_manifest
+from healthgpt.storage import atomic_directory
 
 REPO = Path(__file__).resolve().parents[2]
 N_ITEMS = 60

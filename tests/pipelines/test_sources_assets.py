@@ -7,10 +7,11 @@ from dagster._core.definitions.observe import observe as observe_assets  # no pu
 
 from healthgpt.data.shards import read_manifest
 from healthgpt.data.sources import SOURCES
+from healthgpt.paths import MANIFESTS_DIR as MANIFESTS
 from pipelines.checks import _checks_factory
 from pipelines.definitions import defs
 from pipelines.resources import DataLocations
-from pipelines.sources import MANIFESTS, _ingest_factory, _observe_factory, ingested_key
+from pipelines.sources import _ingest_factory, _observe_factory, ingested_key
 
 
 def test_definitions_load():

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from healthgpt.train.synthetic import write_synthetic_mixture
-from healthgpt.train.vq import train_small_vq
+from healthgpt.train.vq_assets import train_small_vq
 
 
 @pytest.fixture(scope="session")

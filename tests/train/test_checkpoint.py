@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from healthgpt.train import checkpoint as ckpt
+from healthgpt.train import state as ckpt
 
 
 def _save(tmp_path, step=3, key="run-a"):

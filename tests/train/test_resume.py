@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from healthgpt.data.shards import file_sha256
-from healthgpt.train.checkpoint import CheckpointError, list_checkpoints
+from healthgpt.storage import file_sha256
 from healthgpt.train.run import RunSpec, current_final, run_stage
+from healthgpt.train.state import CheckpointError, list_checkpoints
 
 OVERRIDES = {
     "max_steps": 30,

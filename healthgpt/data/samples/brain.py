@@ -17,7 +17,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from healthgpt.data.nifti import Volume, load_volume, resample
+from healthgpt.data.decode.nifti import Volume, load_volume, resample
 
 _MNI = {
     "t1": "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",

@@ -5,7 +5,7 @@ true answer: "What modality is this?" is answered from the DICOM header's Modali
 body part?" from BodyPartExamined, "Is it in colour?" from PhotometricInterpretation.
 
 - DICOM test files of pydicom and pydicom-data, rendered to 8 bits by
-  `healthgpt.data.dicom.read_dicom` (the pipeline's own decoder); facts are its allow-listed
+  `healthgpt.data.decode.dicom.read_dicom` (the pipeline's own decoder); facts are its allow-listed
   header facts plus the acquisition plane ImageType names.
 - scikit-image's bundled images, facts from their docstrings. Only images inside the
   scikit-image wheel are used (retina, immunohistochemistry, cell, microaneurysms); cells3d,
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from healthgpt.data.deid import PUBLIC_SAMPLE_SALT
+from healthgpt.data.decode.deid import PUBLIC_SAMPLE_SALT
 from healthgpt.data.sources.base import ReaderOptions
 
 # The catalog's DICOM files are public test data whose pixels were reviewed (see above).
@@ -139,7 +139,7 @@ def dicom_image(name: str) -> CatalogImage:
     """Render one catalog DICOM through the pipeline's decoder."""
     from pydicom.data import get_testdata_file
 
-    from healthgpt.data.dicom import read_dicom
+    from healthgpt.data.decode.dicom import read_dicom
 
     file_name, frame = DICOM_FILES[name]
     path = get_testdata_file(file_name)

@@ -134,7 +134,7 @@ def build(dest: Path) -> None:
         real=[
             "every JPEG is the same real PA chest radiograph, "
             + catalog.provenance(chest)
-            + ", rendered by healthgpt.data.dicom at several sizes (no real MIMIC data: "
+            + ", rendered by healthgpt.data.decode.dicom at several sizes (no real MIMIC data: "
             "MIMIC-CXR needs credentialed PhysioNet access); the test split therefore shares "
             "its image with train, which the mixture's decontamination must flag",
             "the report FINDINGS and IMPRESSION state only what that image's header states "

@@ -113,7 +113,7 @@ def build(dest: Path) -> None:
         "SLAKE sample (healthgpt)",
         real=[
             "the images: real DICOM test images of pydicom / pydicom-data rendered by "
-            "healthgpt.data.dicom, saved as imgs/xmlab<N>/source.jpg (longer side <= 512):",
+            "healthgpt.data.decode.dicom, saved as imgs/xmlab<N>/source.jpg (longer side <= 512):",
             *[
                 f"xmlab{i}: {catalog.provenance(catalog.get(n))}"
                 for i, (n, _, _) in enumerate(IMAGES)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from healthgpt.data.nifti import Volume, resample
+from healthgpt.data.decode.nifti import Volume, resample
 from healthgpt.data.samples.brain import load_brain, save_nifti, synthetic_head_ct
 
 BRAIN_SPACING = (3.0, 3.0, 6.0)

@@ -72,7 +72,7 @@ def build(dest: Path) -> None:
         "VQA-RAD sample (healthgpt)",
         real=[
             "the images: real DICOM test images of pydicom / pydicom-data, rendered by "
-            "healthgpt.data.dicom and saved as JPEG (longer side <= 512):",
+            "healthgpt.data.decode.dicom and saved as JPEG (longer side <= 512):",
             *[catalog.provenance(catalog.get(name)) for name in IMAGES],
             "the answers: each is stated by the image's DICOM header (Modality, "
             "BodyPartExamined, ViewPosition, ImageType, PhotometricInterpretation, "

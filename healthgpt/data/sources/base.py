@@ -12,65 +12,16 @@ import json
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
-from functools import cached_property
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
-from healthgpt.data.chunks import chunk_of
-from healthgpt.data.deid import salt_for_source, warn_if_public
-from healthgpt.data.fingerprint import chunk_fingerprints
+from healthgpt.data.decode.deid import salt_for_source, warn_if_public
+from healthgpt.data.errors import BadInput, LayoutError
+from healthgpt.data.options import ReaderOptions
 from healthgpt.data.schema import Quarantined
-
-if TYPE_CHECKING:
-    from healthgpt.data.limits import Limits
-
-
-class LayoutError(ValueError):
-    """The source root does not exist or does not look like the publisher's layout."""
-
-
-class BadInput(ValueError):
-    """One input item is unusable; the message is the quarantine reason."""
-
-
-@dataclass(frozen=True)
-class ReaderOptions:
-    """Knobs shared by all readers. Defaults reproduce the paper's setup."""
-
-    image_size: int = 256
-    language: str = "en"  # SLAKE: "en", "zh" or "all"
-    frontal_only: bool = True  # MIMIC-CXR: PA/AP views only
-    # Secret salt of every pseudonym. None: chosen per source by `deid.salt_for_source`
-    # (HEALTHGPT_DEID_SALT, else the public salt for a bundled sample, else the
-    # installation's private salt file).
-    deid_salt: str | None = None
-    # DICOM: the pixels of the classes `deid.BURNED_IN_RULES` names (ultrasound, secondary
-    # capture, ...) were reviewed or cleaned, so they are not quarantined for burned-in text.
-    burned_in_reviewed: bool = False
-    png_compress_level: int = 1
-    slice_axis: int = 2  # NIfTI: axial in the canonical RAS orientation
-    slice_stride: int = 1
-    min_foreground_fraction: float = 0.05  # NIfTI: skip slices with less non-background
-    ct_window: tuple[float, float] = (-1000.0, 1000.0)  # HU window (lo, hi) for CT volumes
-    # (index, n_chunks): read only the items of one stable chunk (see healthgpt.data.chunks).
-    chunk: tuple[int, int] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.chunk is not None:
-            index, n_chunks = self.chunk
-            if not 0 <= index < n_chunks:
-                raise ValueError(f"chunk {index} does not exist among {n_chunks} chunks")
-
-    @cached_property
-    def limits(self) -> Limits:
-        """Limits on hostile input (`healthgpt.data.limits`): defaults, then the
-        `HEALTHGPT_LIMIT_*` variables, then `extra["limits"]`."""
-        from healthgpt.data.limits import Limits  # limits.py imports this module
-
-        return Limits.from_options(self.extra)
-
+from healthgpt.data.sources.chunks import chunk_of
+from healthgpt.data.sources.fingerprint import chunk_fingerprints
 
 # Files that hold one item's data (or part of it), as opposed to listings and metadata that
 # many items share. Used by the default `SourceReader.chunk_key`.
@@ -137,11 +88,6 @@ class SourceReader(ABC):
     def items(self) -> Iterator[Outcome]:
         """Yield one outcome per input item, in a deterministic order."""
 
-    def read(self) -> Iterator[Outcome]:
-        """Validate the layout, then yield outcomes."""
-        self.validate_layout()
-        yield from self.items()
-
     # --- chunks: which items this run reads when options.chunk is set ---------------------
 
     def chunk_key(self, rel_path: str) -> str | None:
@@ -184,7 +130,8 @@ class SourceReader(ABC):
         build: Callable[[], list[dict[str, Any]]],
         key: str | None = None,
     ) -> Outcome:
-        """`guarded`, for the items of this run's chunk only: others are not even decoded.
+        """Run `build` for one item of this run's chunk (others are not even decoded); any
+        failure becomes a quarantine row with a readable reason (`_outcome_of`).
 
         `key` overrides the chunk key where `rel_path` is a pseudonym (the real relative
         path must decide the chunk, so that it matches the per-chunk fingerprint).
@@ -192,7 +139,7 @@ class SourceReader(ABC):
         chunked = self.options.chunk is not None
         if chunked and not self.in_chunk(key if key is not None else self.item_key(item, rel_path)):
             return Outcome(item=item, records=[], elsewhere=True)
-        outcome = guarded(item, rel_path, build)
+        outcome = _outcome_of(item, rel_path, build)
         too_long = long_text(outcome.records, self.options.limits.max_text_chars)
         if too_long:
             outcome = Outcome.reject(item, too_long, rel_path)
@@ -229,7 +176,9 @@ class SourceReader(ABC):
         return confine(self.root, relative, base)
 
 
-def guarded(item: str, rel_path: str | None, build: Callable[[], list[dict[str, Any]]]) -> Outcome:
+def _outcome_of(
+    item: str, rel_path: str | None, build: Callable[[], list[dict[str, Any]]]
+) -> Outcome:
     """Run `build` for one item; any failure becomes a quarantine row with a readable reason.
 
     Broad on purpose: on a 300k-image source, one unforeseen decoder error must not stop the

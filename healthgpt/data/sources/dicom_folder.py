@@ -4,7 +4,7 @@ Layout: DICOM files at any depth, named `*.dcm` or without extension (as PACS ex
 DICOMDIR-style media write them). Item = one file; every regular file is an item, except
 `DICOMDIR` index files, so a stray report PDF or a non-image DICOM ends in the quarantine
 table with its reason instead of disappearing. Records = one kind "image" per frame (every
-`options.slice_stride`-th frame of a multi-frame file), decoded by `healthgpt.data.dicom`.
+`options.slice_stride`-th frame of a multi-frame file), decoded by `healthgpt.data.decode.dicom`.
 
 De-identification: export folders and file names often carry patient names and MRNs, so
 `orig_path` and `orig_id` are salted pseudonyms of the relative path, `subject_id` is a
@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from healthgpt.data.deid import pseudonym
-from healthgpt.data.dicom import read_dicom
-from healthgpt.data.imaging import encode_png
+from healthgpt.data.decode.deid import pseudonym
+from healthgpt.data.decode.dicom import read_dicom
+from healthgpt.data.decode.imaging import encode_png
 from healthgpt.data.limits import confined_files, printable_name, undecodable_name
 from healthgpt.data.schema import new_record
 from healthgpt.data.sources.base import BadInput, Outcome, SourceReader, meta_json

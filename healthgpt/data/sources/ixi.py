@@ -8,7 +8,7 @@ Official layout: one tar per sequence, each holding flat NIfTI files,
 
 The reader takes the tars as downloaded (members are streamed, nothing is extracted) or the
 extracted files anywhere under the root, or both. Item = one volume. Records = one kind
-"image" per kept slice (see `healthgpt.data.nifti` for the slicing rules); T2 and PD of a
+"image" per kept slice (see `healthgpt.data.decode.nifti` for the slicing rules); T2 and PD of a
 subject share their geometry, so the mixture can pair them for T2<->PD synthesis, and
 super-resolution/reconstruction tasks are derived from single images there too.
 
@@ -24,12 +24,12 @@ import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from healthgpt.data.deid import pseudonym
+from healthgpt.data.decode.deid import pseudonym
+from healthgpt.data.decode.nifti import Volume, is_nifti, load_volume, load_volume_bytes, nifti_stem
 from healthgpt.data.limits import exceeds, read_capped
-from healthgpt.data.nifti import Volume, is_nifti, load_volume, load_volume_bytes, nifti_stem
 from healthgpt.data.sources.base import BadInput, Outcome, SourceReader
-from healthgpt.data.sources.common import normalize_body_part
 from healthgpt.data.sources.volumes import image_slice_records, prepare
+from healthgpt.data.vocab import normalize_body_part
 
 NAME_PATTERN = re.compile(
     r"^IXI(?P<id>\d+)-(?P<site>[A-Za-z]+)-(?P<num>\d+)-(?P<sequence>T1|T2|PD|MRA|DTI(?:-\d+)?)"

@@ -26,16 +26,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from healthgpt.data.imaging import image_file_to_png
+from healthgpt.data.decode.imaging import image_file_to_png
+from healthgpt.data.json_rows import JsonRowError, iter_json_rows
 from healthgpt.data.schema import new_record
 from healthgpt.data.sources.base import BadInput, Outcome, SourceReader, meta_json
-from healthgpt.data.sources.common import (
-    JsonRowError,
-    iter_json_rows,
-    modality_from_text,
-    normalize_body_part,
-    normalize_split,
-)
+from healthgpt.data.vocab import modality_from_text, normalize_body_part, normalize_split
 
 
 class LlavaJsonReader(SourceReader):

@@ -37,12 +37,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from healthgpt.data.deid import pseudonym, scrub_text, vocabulary_value
-from healthgpt.data.imaging import encode_png, load_image_bytes
+from healthgpt.data.decode.deid import pseudonym, scrub_text, vocabulary_value
+from healthgpt.data.decode.imaging import encode_png, load_image_bytes
 from healthgpt.data.limits import confine
 from healthgpt.data.schema import new_record
 from healthgpt.data.sources.base import BadInput, LayoutError, Outcome, SourceReader, meta_json
-from healthgpt.data.sources.common import normalize_split
+from healthgpt.data.vocab import normalize_split
 
 PREFIX = "mimic-cxr-2.0.0"
 METADATA = f"{PREFIX}-metadata.csv.gz"

@@ -1,7 +1,7 @@
 """Any tree of NIfTI volumes: a BIDS dataset, dcm2niix output, a lab's research archive.
 
 Item = one `.nii` / `.nii.gz` file; other files (sidecar JSON, TSV, README) are not items.
-Records = one kind "image" per kept slice (rules in `healthgpt.data.nifti`); 4D files use
+Records = one kind "image" per kept slice (rules in `healthgpt.data.decode.nifti`); 4D files use
 their `options.extra["volume_index"]`-th volume (default 0).
 
 Modality: a BIDS sidecar (`<stem>.json`, key `Modality`, e.g. "MR", "CT") wins, then
@@ -22,10 +22,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from healthgpt.data.deid import pseudonym
-from healthgpt.data.dicom import normalize_body_part
+from healthgpt.data.decode.deid import pseudonym
+from healthgpt.data.decode.dicom import normalize_body_part
+from healthgpt.data.decode.nifti import is_nifti, load_volume, nifti_stem
 from healthgpt.data.limits import confine, confined_files, printable_name, undecodable_name
-from healthgpt.data.nifti import is_nifti, load_volume, nifti_stem
 from healthgpt.data.sources.base import BadInput, Outcome, SourceReader
 from healthgpt.data.sources.volumes import image_slice_records, prepare
 from healthgpt.data.vocab import normalize_modality

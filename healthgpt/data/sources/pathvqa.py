@@ -27,12 +27,12 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from healthgpt.data.imaging import encode_png, image_file_to_png, load_image_bytes
+from healthgpt.data.decode.imaging import encode_png, image_file_to_png, load_image_bytes
 from healthgpt.data.schema import new_record
 from healthgpt.data.shards import open_shard
 from healthgpt.data.sources.base import BadInput, Outcome, SourceReader, meta_json
-from healthgpt.data.sources.common import PngCache, normalize_split
-from healthgpt.data.vocab import answer_text, normalize_answer_type
+from healthgpt.data.sources.png_cache import PngCache
+from healthgpt.data.vocab import answer_text, normalize_answer_type, normalize_split
 
 PKL_SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = ("", ".jpg", ".jpeg", ".png")

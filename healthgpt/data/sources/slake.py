@@ -19,7 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from healthgpt.data.imaging import image_file_to_png
+from healthgpt.data.decode.imaging import image_file_to_png
+from healthgpt.data.json_rows import JsonRowError, iter_json_rows
 from healthgpt.data.schema import new_record
 from healthgpt.data.sources.base import (
     BadInput,
@@ -28,9 +29,9 @@ from healthgpt.data.sources.base import (
     SourceReader,
     meta_json,
 )
-from healthgpt.data.sources.common import JsonRowError, PngCache, iter_json_rows
-from healthgpt.data.sources.common import normalize_body_part as body_region
+from healthgpt.data.sources.png_cache import PngCache
 from healthgpt.data.vocab import answer_text, normalize_answer_type, normalize_modality
+from healthgpt.data.vocab import normalize_body_part as body_region
 
 # split -> accepted file names, in order of preference
 SPLIT_FILES = {

@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from healthgpt.data.deid import pseudonym
-from healthgpt.data.imaging import encode_png
-from healthgpt.data.nifti import (
+from healthgpt.data.decode.deid import pseudonym
+from healthgpt.data.decode.imaging import encode_png
+from healthgpt.data.decode.nifti import (
     Volume,
     check_same_geometry,
     display_slice,
@@ -35,8 +35,8 @@ from healthgpt.data.nifti import (
 )
 from healthgpt.data.schema import new_record
 from healthgpt.data.sources.base import BadInput, Outcome, SourceReader, meta_json
-from healthgpt.data.sources.common import normalize_body_part
 from healthgpt.data.sources.volumes import no_slices_reason, prepare, slice_meta
+from healthgpt.data.vocab import normalize_body_part
 
 TASK_DIR = "Task1"
 REGIONS = ("brain", "pelvis")

@@ -1,7 +1,7 @@
 """Records from volumes, shared by the NIfTI readers (IXI, SynthRAD, any NIfTI folder).
 
 One place decides how a volume becomes image records: optional resampling
-(`options.extra["spacing"]`, mm), the slicing and intensity rules of `healthgpt.data.nifti`,
+(`options.extra["spacing"]`, mm), the slicing and intensity rules of `healthgpt.data.decode.nifti`,
 and the per-slice metadata every volume record carries.
 """
 
@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from healthgpt.data.imaging import encode_png
-from healthgpt.data.nifti import Volume, resample, volume_slices
+from healthgpt.data.decode.imaging import encode_png
+from healthgpt.data.decode.nifti import Volume, resample, volume_slices
 from healthgpt.data.schema import new_record
 from healthgpt.data.sources.base import BadInput, ReaderOptions, meta_json
 

@@ -27,17 +27,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from healthgpt.data.imaging import image_file_to_png
+from healthgpt.data.decode.imaging import image_file_to_png
+from healthgpt.data.json_rows import JsonRowError, iter_json_rows
 from healthgpt.data.schema import new_record
 from healthgpt.data.sources.base import BadInput, Outcome, SourceReader, meta_json
-from healthgpt.data.sources.common import (
-    JsonRowError,
-    PngCache,
-    iter_json_rows,
+from healthgpt.data.sources.png_cache import PngCache
+from healthgpt.data.vocab import (
+    answer_text,
     modality_from_text,
+    normalize_answer_type,
     normalize_body_part,
 )
-from healthgpt.data.vocab import answer_text, normalize_answer_type
 
 JSON_NAME = "VQA_RAD Dataset Public.json"
 IMAGE_DIR = "VQA_RAD Image Folder"

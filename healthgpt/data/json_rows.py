@@ -1,109 +1,15 @@
-"""Helpers shared by the JSON-described sources (VQA-RAD, SLAKE, PathVQA, LLaVA-style JSON).
-
-- label normalization these sources need beyond `vocab` (free-text body parts, split names,
-  modality words inside questions and answers);
-- a streaming JSON array / JSON Lines reader, so a 1.3M-sample conversation file is never
-  held in memory whole;
-- a small LRU cache of encoded PNGs, because QA sources ask many questions about one image.
-"""
+"""A streaming reader of JSON arrays and JSON Lines, so a 1.3M-sample conversation file is
+never held in memory whole (the JSON-described sources and the benchmark readers use it)."""
 
 from __future__ import annotations
 
 import json
 import re
-from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from healthgpt.data.limits import Limits
-from healthgpt.data.vocab import normalize_modality
-
-# ---------------------------------------------------------------------------------- labels
-
-_SPLIT_ALIASES = {
-    "train": "train",
-    "training": "train",
-    "val": "validation",
-    "valid": "validation",
-    "validate": "validation",
-    "validation": "validation",
-    "dev": "validation",
-    "test": "test",
-    "testing": "test",
-}
-
-
-def normalize_split(label: object, default: str = "train") -> str:
-    """Publisher split names (val, validate, dev, ...) onto train / validation / test."""
-    key = str(label or "").strip().lower()
-    if not key:
-        return default
-    if key not in _SPLIT_ALIASES:
-        raise ValueError(f"unknown split name {label!r}")
-    return _SPLIT_ALIASES[key]
-
-
-# Coarse body regions, first match wins: organ words map to the region they sit in so that
-# "Chest_lungs", "Lung", "CHEST" and "thorax" all become "chest".
-_BODY_REGIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("whole body", ("whole body", "wholebody")),
-    ("head", ("head", "brain", "skull", "face", "orbit", "sinus", "cerebr")),
-    ("neck", ("neck", "thyroid", "cervical")),
-    ("chest", ("chest", "lung", "thorax", "heart", "cardiac", "mediastin", "pulmon", "rib")),
-    (
-        "abdomen",
-        ("abd", "liver", "kidney", "renal", "pancrea", "spleen", "bowel", "colon", "stomach"),
-    ),
-    ("pelvis", ("pelvi", "bladder", "prostate", "uterus", "hip")),
-    ("spine", ("spine", "spinal", "vertebr")),
-    ("extremity", ("extremit", "hand", "foot", "knee", "shoulder", "arm", "leg", "wrist")),
-)
-
-
-def normalize_body_part(label: object) -> str | None:
-    """A source's organ / location label as a coarse lowercase region (None when empty)."""
-    text = str(label or "").strip().lower().replace("_", " ")
-    if not text:
-        return None
-    for region, words in _BODY_REGIONS:
-        if any(word in text for word in words):
-            return region
-    return re.sub(r"\s+", " ", text)
-
-
-# Words that name a modality inside free text (questions, answers, PubMedVision labels).
-_MODALITY_WORDS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
-    (modality, re.compile(pattern))
-    for modality, pattern in (
-        ("CT", r"\bct\b|computed tomograph|\bcta\b"),
-        ("MRI", r"\bmri?\b|magnetic resonance|\bt1\b|\bt2\b|\bflair\b|\bdwi\b|\badc\b"),
-        ("X-Ray", r"x-?ray|radiograph|plain film|\bcxr\b|mammogra|fluorosc"),
-        ("Ultrasound", r"ultrasound|sonogra|echocardiog|\bus\b"),
-        ("Nuclear Medicine", r"\bpet\b|nuclear|scintigra|spect\b"),
-        ("Fundus", r"fundus|retina"),
-        ("OCT", r"optical coherence|\boct\b"),
-        ("Dermoscopy", r"dermoscop|dermatoscop"),
-        ("Endoscopy", r"endoscop|colonoscop"),
-        ("Pathology", r"patholog|histolog|histopatholog|\bh&e\b|immunohisto"),
-        ("Microscopy", r"microscop"),
-    )
-)
-
-
-def modality_from_text(text: object) -> str | None:
-    """The single modality a piece of free text names, or None if it names none or several."""
-    if not text:
-        return None
-    direct = normalize_modality(str(text))
-    if direct != "Other":
-        return direct
-    key = str(text).lower()
-    found = {modality for modality, pattern in _MODALITY_WORDS if pattern.search(key)}
-    return found.pop() if len(found) == 1 else None
-
-
-# ------------------------------------------------------------------------------------ JSON
 
 
 class JsonRowError(ValueError):
@@ -337,29 +243,3 @@ class _CharStream:
                     self.pos = match.end()
                     return
             self.pos = match.end()
-
-
-# ---------------------------------------------------------------------------------- images
-
-
-class PngCache:
-    """Encoded PNGs of recently used images, bounded, keyed by path (or by encoded bytes).
-
-    QA sources ask 5-50 questions per image; re-decoding the JPEG for each would dominate
-    ingestion time. Bounded so memory does not grow with the source.
-    """
-
-    def __init__(self, encode: Callable[[Any], bytes], max_items: int = 256) -> None:
-        self.encode = encode
-        self.max_items = max_items
-        self._items: OrderedDict[Hashable, bytes] = OrderedDict()
-
-    def get(self, key: Hashable) -> bytes:
-        if key in self._items:
-            self._items.move_to_end(key)
-            return self._items[key]
-        png = self.encode(key)
-        self._items[key] = png
-        if len(self._items) > self.max_items:
-            self._items.popitem(last=False)
-        return png

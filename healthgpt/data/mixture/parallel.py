@@ -18,7 +18,8 @@ from typing import Any, TypeVar
 
 from PIL import Image
 
-from healthgpt.data.dedup import ImageHash, hash_image
+from healthgpt.data.mixture.dedup import hash_image
+from healthgpt.data.mixture.records import DegradeJob, HashJob, HashResult
 
 T = TypeVar("T")
 
@@ -65,22 +66,21 @@ class OrderedPool:
             yield done, future.result()
 
 
-def hash_many(jobs: list[tuple[bytes, int]]) -> list[tuple[ImageHash, ImageHash | None]]:
-    """Per (PNG, factor): the image's hashes and, for factor > 0, those of its
-    super-resolution input (hashing what will be written, from one decode)."""
-    from healthgpt.data.tasks import degraded_image
+def hash_many(jobs: list[HashJob]) -> list[HashResult]:
+    """Per job: the image's hashes and, for factor > 0, those of its super-resolution input
+    (hashing what will be written, from one decode)."""
+    from healthgpt.data.mixture.tasks import degraded_image
 
     results = []
     for data, factor in jobs:
         image = Image.open(io.BytesIO(data))
         image.load()
         degraded = hash_image(degraded_image(image, factor)) if factor else None
-        results.append((hash_image(image), degraded))
+        results.append(HashResult(hash_image(image), degraded))
     return results
 
 
-def degrade_many(job: tuple[list[bytes], int]) -> list[bytes]:
-    from healthgpt.data.tasks import degrade
+def degrade_many(job: DegradeJob) -> list[bytes]:
+    from healthgpt.data.mixture.tasks import degrade
 
-    pngs, factor = job
-    return [degrade(data, factor) for data in pngs]
+    return [degrade(data, job.factor) for data in job.pngs]

@@ -17,9 +17,7 @@ from dataclasses import asdict, dataclass
 
 import polars as pl
 
-from healthgpt.data.mixture_config import MixtureConfig, includes, rule_value
-
-RANK_COLUMNS = {"stage1": "rank1", "stage2": "rank2", "stage3": "rank3"}
+from healthgpt.data.mixture.config import MixtureConfig, includes, rule_value
 
 
 @dataclass(frozen=True)

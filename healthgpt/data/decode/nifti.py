@@ -32,9 +32,10 @@ import nibabel as nib
 import numpy as np
 from nibabel.filebasedimages import ImageFileError
 
-from healthgpt.data.imaging import percentile_normalize, scale_to_uint8
+from healthgpt.data.decode.imaging import percentile_normalize, scale_to_uint8
+from healthgpt.data.errors import BadInput
 from healthgpt.data.limits import Limits, check, exceeds
-from healthgpt.data.sources.base import BadInput, ReaderOptions
+from healthgpt.data.options import ReaderOptions
 
 FOREGROUND_MARGIN = 0.05
 GEOMETRY_ATOL = 1e-3  # mm, on affine entries

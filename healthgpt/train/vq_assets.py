@@ -21,10 +21,9 @@ from typing import Any
 import torch
 from PIL import Image
 
-from healthgpt.data.shards import atomic_directory, file_sha256, write_json
 from healthgpt.model import VQTokenizer, get_preset, images_to_tensor, save_vq
 from healthgpt.model.vq import load_lightning_state_dict
-from healthgpt.storage import output_path
+from healthgpt.storage import atomic_directory, file_sha256, output_path, write_json
 from healthgpt.train.data import iter_rows, split_files
 from healthgpt.train.model_api import VQ_FILE, VQ_INFO
 

@@ -37,18 +37,34 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from healthgpt.data import card as card_module
-from healthgpt.data.decontam import effective_split, find_contaminated
-from healthgpt.data.dedup import REMOVED_SCHEMA as DEDUP_REMOVED
-from healthgpt.data.dedup import ImageHash, ImageHasher, find_duplicates, near_pairs
-from healthgpt.data.ingest import ingested_parts
-from healthgpt.data.mixture_config import (
+from healthgpt.data.ingest.run import read_ingested
+from healthgpt.data.mixture import card as card_module
+from healthgpt.data.mixture.config import (
     MixtureConfig,
     paper_preset,
     sample_preset,
 )
-from healthgpt.data.parallel import OrderedPool, degrade_many, hash_many
-from healthgpt.data.sampling import (
+from healthgpt.data.mixture.decontam import effective_split, find_contaminated
+from healthgpt.data.mixture.dedup import REMOVED_SCHEMA as DEDUP_REMOVED
+from healthgpt.data.mixture.dedup import ImageHasher, find_duplicates, near_pairs
+from healthgpt.data.mixture.parallel import OrderedPool, degrade_many, hash_many
+from healthgpt.data.mixture.records import (
+    SUBSETS,
+    ColumnHashes,
+    DegradeJob,
+    HashJob,
+    HashKey,
+    HashResult,
+    IndexBatch,
+    IngestedPart,
+    IngestedSource,
+    MixtureSummary,
+    PlannedRecord,
+    RenderBatch,
+    RenderJob,
+    SampleName,
+)
+from healthgpt.data.mixture.sampling import (
     GroupPlan,
     group_counts,
     plan_stage,
@@ -56,6 +72,7 @@ from healthgpt.data.sampling import (
     ranks,
     select,
 )
+from healthgpt.data.mixture.tasks import AnswerSets, TaskContext, plan_record, render_sample
 from healthgpt.data.schema import RECORD_SCHEMA, SAMPLE_SCHEMA, SPLITS, TASKS
 from healthgpt.data.shards import (
     ShardInfo,
@@ -66,7 +83,6 @@ from healthgpt.data.shards import (
     write_manifest,
     write_table_file,
 )
-from healthgpt.data.tasks import AnswerSets, TaskContext, plan_record, render_sample
 from healthgpt.storage import is_local, output_path
 
 __all__ = [
@@ -78,7 +94,6 @@ __all__ = [
     "SUBSETS",
 ]
 
-SUBSETS = ("stage1", "stage2", "stage3", "eval")
 DIMENSIONS = ("source", "task", "task_family", "modality", "split")
 REMOVED_SCHEMA = pa.schema(
     [
@@ -102,48 +117,29 @@ ProgressFn = Callable[[str, int, int], None]
 """progress(phase, records done, records total); phases: answers, index, write."""
 
 
-@dataclass
-class MixtureSummary:
-    """What a build produced: counts per subset, removals, the plan, shards and paths."""
-
-    out: str
-    records: int = 0
-    candidates: int = 0
-    counts: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
-    removed: dict[str, int] = field(default_factory=dict)
-    not_selected: int = 0
-    plan: list[dict[str, Any]] = field(default_factory=list)
-    shards: dict[str, list[ShardInfo]] = field(default_factory=dict)
-    paths: dict[str, str] = field(default_factory=dict)
-    licenses: dict[str, str | None] = field(default_factory=dict)
-    seconds: float = 0.0
-
-    def rows(self, subset: str) -> int:
-        return sum(self.counts.get(subset, {}).get("task", {}).values())
-
-    def to_json(self) -> dict[str, Any]:
-        """The summary without timings (it goes into the manifest: identical inputs, same bytes)."""
-        return {
-            "records": self.records,
-            "candidates": self.candidates,
-            "rows": {s: self.rows(s) for s in SUBSETS},
-            "counts": self.counts,
-            "removed": dict(sorted(self.removed.items())),
-            "not_selected": self.not_selected,
-            "licenses": self.licenses,
-        }
-
-
 # --- input ---------------------------------------------------------------------------------
+
+
+def read_inputs(ingested_dirs: dict[str, Path]) -> dict[str, IngestedSource]:
+    """Each dataset's parts and shards, every manifest read once; an incomplete ingestion
+    raises."""
+    inputs = {}
+    for name in sorted(ingested_dirs):
+        parts = [
+            IngestedPart(path, manifest) for path, manifest in read_ingested(ingested_dirs[name])
+        ]
+        shards = [path for part in parts for path in shard_paths(part.path, manifest=part.manifest)]
+        inputs[name] = IngestedSource(name, parts, shards)
+    return inputs
 
 
 def input_files(ingested_dirs: dict[str, Path]) -> list[tuple[str, Path]]:
     """(dataset name, shard) in a fixed order; an incomplete ingestion raises."""
-    files = []
-    for name in sorted(ingested_dirs):
-        for part in ingested_parts(ingested_dirs[name]):
-            files += [(name, path) for path in shard_paths(part)]
-    return files
+    return files_of(read_inputs(ingested_dirs))
+
+
+def files_of(inputs: dict[str, IngestedSource]) -> list[tuple[str, Path]]:
+    return [(name, path) for name in sorted(inputs) for path in inputs[name].shards]
 
 
 def iter_records(
@@ -233,7 +229,7 @@ def _dropped_row(record: dict[str, Any], source: str, split: str, reason: str) -
 
 def _plan_batches(
     files: list[tuple[str, Path]], ctx: TaskContext, hasher: ImageHasher, index: _Index
-) -> Iterator[tuple[tuple, list[tuple[bytes, int]]]]:
+) -> Iterator[tuple[IndexBatch, list[HashJob]]]:
     """Plan each batch's samples; yield it with the images whose hashes are not cached yet.
 
     Hashes are of what will be written: a super-resolution input is hashed as its degraded
@@ -241,7 +237,8 @@ def _plan_batches(
     """
     factor = ctx.config.sr_factor
     for source, records in iter_records(files, RECORD_SCHEMA.names, ctx.config.batch_rows):
-        entries, pending = [], {}
+        entries: list[PlannedRecord] = []
+        pending: dict[tuple[bytes, int], bytes] = {}
         for record in records:
             split = _split_of(record, source, ctx.config)
             planned, reason = plan_record(record, source, split, ctx)
@@ -255,45 +252,48 @@ def _plan_batches(
                     needs[sample.input_col] = max(needs.get(sample.input_col, 0), wanted)
                 if sample.output_col:
                     needs.setdefault(sample.output_col, 0)
-            hashes: dict[str, tuple] = {}
+            hashes: dict[str, ColumnHashes] = {}
             for column, need in sorted(needs.items()):
                 data = record[column]["bytes"]
                 digest = hasher.digest(data)
-                original = hasher.get(digest)
-                degraded = hasher.get(digest + b"|sr") if need else None
-                if original is None or (need and degraded is None):
-                    pending.setdefault((digest, need), data)
-                hashes[column] = (digest, need, original, degraded)
-            entries.append((source, planned, hashes))
-        yield (entries, list(pending), len(records)), [(d, n) for (_, n), d in pending.items()]
+                original = hasher.get(HashKey(digest))
+                degraded = hasher.get(HashKey(digest, degraded=True)) if need else None
+                cached = ColumnHashes(digest, need, original, degraded)
+                if cached.pending:
+                    pending.setdefault(cached.job_key, data)
+                hashes[column] = cached
+            entries.append(PlannedRecord(source, planned, hashes))
+        jobs = [HashJob(png, factor) for (_, factor), png in pending.items()]
+        yield IndexBatch(entries, list(pending), len(records)), jobs
 
 
 def _index_entries(
-    entries: list,
-    jobs: list[tuple[bytes, int]],
-    results: list[tuple[ImageHash, ImageHash | None]],
+    batch: IndexBatch,
+    results: list[HashResult],
     ctx: TaskContext,
     hasher: ImageHasher,
     index: _Index,
 ) -> None:
-    fresh = dict(zip(jobs, results, strict=True))
-    for (digest, _), (original, degraded) in fresh.items():
-        hasher.put(digest, original)
-        if degraded is not None:
-            hasher.put(digest + b"|sr", degraded)
+    fresh = dict(zip(batch.jobs, results, strict=True))
+    for (digest, _), result in fresh.items():
+        hasher.put(HashKey(digest), result.original)
+        if result.degraded is not None:
+            hasher.put(HashKey(digest, degraded=True), result.degraded)
     rows: dict[str, list[Any]] = {name: [] for name in INDEX_SCHEMA}
-    for source, planned, hashes in entries:
-        resolved = {}
-        for column, (digest, need, original, degraded) in hashes.items():
-            if original is None or (need and degraded is None):
-                original, degraded = fresh[(digest, need)]
-            resolved[column] = (original, degraded)
+    for source, planned, hashes in batch.records:
+        resolved: dict[str, HashResult] = {}
+        for column, cached in hashes.items():
+            if cached.pending:
+                resolved[column] = fresh[cached.job_key]
+            else:
+                resolved[column] = HashResult(cached.original, cached.degraded)
         for sample in planned:
             image = target = None
             if sample.input_col:
-                image = resolved[sample.input_col][1 if sample.degrade else 0]
+                hashed = resolved[sample.input_col]
+                image = hashed.degraded if sample.degrade else hashed.original
             if sample.output_col:
-                target = resolved[sample.output_col][0]
+                target = resolved[sample.output_col].original
             values = (
                 index.seq,
                 source,
@@ -434,14 +434,15 @@ def _render_batches(
     ctx: TaskContext,
     selection: _Selection,
     rank1: np.ndarray,
-    names: dict[int, tuple[str, str]],
-) -> Iterator[tuple[tuple, tuple[list[bytes], int]]]:
+    names: dict[int, SampleName],
+) -> Iterator[tuple[RenderBatch, DegradeJob]]:
     """Plan each batch again (checked against pass 2); yield the selected samples with the
     super-resolution inputs to degrade. Fills `names` (seq -> sample id, record id) for the
     samples the removed table names."""
     seq = 0
     for source, records in iter_records(files, RECORD_SCHEMA.names, ctx.config.batch_rows):
-        jobs, to_degrade = [], []
+        jobs: list[RenderJob] = []
+        to_degrade: list[bytes] = []
         for record in records:
             split = _split_of(record, source, ctx.config)
             planned, reason = plan_record(record, source, split, ctx)
@@ -451,21 +452,22 @@ def _render_batches(
                 if ranks(ctx.config.seed, sample.id)[0] != int(rank1[seq]):
                     raise AssertionError(f"plan changed between passes at {seq}: {sample.id}")
                 if selection.named[seq]:
-                    names[seq] = (sample.id, record["id"])
+                    names[seq] = SampleName(sample.id, record["id"])
                 copies = {s: int(selection.copies[s][seq]) for s in SUBSETS}
                 seq += 1
                 if any(copies.values()):
-                    jobs.append((record, sample, copies))
+                    jobs.append(RenderJob(record, sample, copies))
                     if sample.degrade:
                         to_degrade.append(record[sample.input_col]["bytes"])
-        yield (source, jobs, len(records)), (to_degrade, ctx.config.sr_factor)
+        yield RenderBatch(source, jobs, len(records)), DegradeJob(to_degrade, ctx.config.sr_factor)
 
 
 def _write_jobs(
-    source: str, jobs: list, degraded: list[bytes], ctx: TaskContext, writers: _Writers
+    batch: RenderBatch, degraded: list[bytes], ctx: TaskContext, writers: _Writers
 ) -> None:
     pending = iter(degraded)
-    for record, sample, copies in jobs:
+    source = batch.source
+    for record, sample, copies in batch.jobs:
         row = render_sample(record, sample, source, ctx, next(pending) if sample.degrade else None)
         for subset in SUBSETS:
             for copy in range(copies[subset]):
@@ -490,7 +492,8 @@ def build_mixture(
     started = time.perf_counter()
     config.validate()
     out = output_path(out)
-    files = input_files(ingested_dirs)
+    inputs = read_inputs(ingested_dirs)
+    files = files_of(inputs)
     tick = _Progress(progress, count_records(files))
     answers = AnswerSets()
     done = 0
@@ -505,9 +508,9 @@ def build_mixture(
     index, hasher, done = _Index(), ImageHasher(), 0
     with OrderedPool(config.workers) as pool:
         batches = _plan_batches(files, ctx, hasher, index)
-        for (entries, jobs, n_records), results in pool.map(hash_many, batches):
-            _index_entries(entries, jobs, results, ctx, hasher, index)
-            done += n_records
+        for batch, results in pool.map(hash_many, batches):
+            _index_entries(batch, results, ctx, hasher, index)
+            done += batch.n_records
             tick("index", done)
         frame = (
             pl.concat(index.frames, rechunk=True)
@@ -523,29 +526,29 @@ def build_mixture(
         with output_directory(out) as staging:
             writers, done = _Writers(staging, config), 0
             try:
-                names: dict[int, tuple[str, str]] = {}
+                names: dict[int, SampleName] = {}
                 batches = _render_batches(files, ctx, selection, rank1, names)
-                for (source, jobs, n_records), degraded in pool.map(degrade_many, batches):
-                    _write_jobs(source, jobs, degraded, ctx, writers)
-                    done += n_records
+                for batch, degraded in pool.map(degrade_many, batches):
+                    _write_jobs(batch, degraded, ctx, writers)
+                    done += batch.n_records
                     tick("write", done)
                 summary.shards = writers.close()
             except BaseException:
                 writers.abort()
                 raise
             removed = _removed_table(selection.removed, index.dropped, names)
-            _finish(staging, summary, selection, removed, writers, config, ingested_dirs)
+            _finish(staging, summary, selection, removed, writers, config, inputs)
     summary.seconds = time.perf_counter() - started
     tick("write", done, force=True)
     return summary
 
 
 def _removed_table(
-    removed: pl.DataFrame, dropped: list[dict[str, Any]], names: dict[int, tuple[str, str]]
+    removed: pl.DataFrame, dropped: list[dict[str, Any]], names: dict[int, SampleName]
 ) -> pl.DataFrame:
     """REMOVED_SCHEMA rows: dropped records, then removed samples named by their ids."""
-    ids = {seq: pair[0] for seq, pair in names.items()}
-    record_ids = {seq: pair[1] for seq, pair in names.items()}
+    ids = {seq: name.sample_id for seq, name in names.items()}
+    record_ids = {seq: name.record_id for seq, name in names.items()}
     named = removed.with_columns(
         id=pl.col("seq").replace_strict(ids, return_dtype=pl.String),
         record_id=pl.col("seq").replace_strict(record_ids, return_dtype=pl.String),
@@ -564,7 +567,7 @@ def _finish(
     removed: pl.DataFrame,
     writers: _Writers,
     config: MixtureConfig,
-    ingested_dirs: dict[str, Path],
+    inputs: dict[str, IngestedSource],
 ) -> None:
     summary.counts = {
         subset: {dim: dict(sorted(writers.counts[subset][dim].items())) for dim in DIMENSIONS}
@@ -575,7 +578,7 @@ def _finish(
     summary.plan = [p.to_dict() for p in selection.plans]
     write_table_file(staging / "removed.parquet", removed.to_arrow().cast(REMOVED_SCHEMA))
     summary.licenses = card_module.read_licenses(
-        ingested_dirs, card_module.manifests_dir(config.manifests_dir)
+        inputs, card_module.manifests_dir(config.manifests_dir)
     )
     (staging / "composition.png").write_bytes(card_module.composition_chart_png(summary))
     (staging / "README.md").write_text(card_module.render_card(summary, config))

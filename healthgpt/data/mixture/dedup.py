@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 from collections import OrderedDict
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 import imagehash
@@ -85,7 +86,8 @@ def hash_png(data: bytes) -> ImageHash:
 
 
 class ImageHasher:
-    """`hash_png` with a bounded LRU cache keyed by the PNG bytes' sha256.
+    """`hash_png` with a bounded LRU cache keyed by the PNG bytes' sha256 (`digest`; callers
+    that cache more than one hash per image key by a tuple holding it).
 
     VQA sources repeat one image across many questions; the cache makes each distinct file
     decode once while keeping memory bounded however large the input.
@@ -93,20 +95,20 @@ class ImageHasher:
 
     def __init__(self, max_entries: int = 16_384) -> None:
         self.max_entries = max_entries
-        self._cache: OrderedDict[bytes, ImageHash] = OrderedDict()
+        self._cache: OrderedDict[Hashable, ImageHash] = OrderedDict()
         self.decoded = 0
 
     @staticmethod
     def digest(data: bytes) -> bytes:
         return hashlib.sha256(data).digest()[:16]
 
-    def get(self, digest: bytes) -> ImageHash | None:
+    def get(self, digest: Hashable) -> ImageHash | None:
         hit = self._cache.get(digest)
         if hit is not None:
             self._cache.move_to_end(digest)
         return hit
 
-    def put(self, digest: bytes, value: ImageHash) -> None:
+    def put(self, digest: Hashable, value: ImageHash) -> None:
         self._cache[digest] = value
         self._cache.move_to_end(digest)
         if len(self._cache) > self.max_entries:

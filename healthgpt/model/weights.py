@@ -19,12 +19,9 @@ name). Every key that does not land on a trainable tensor is reported with the r
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,6 +30,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from healthgpt.model.constants import COMPREHENSION, GENERATION
+from healthgpt.model.load_report import LoadReport
+from healthgpt.storage import atomic_path, file_sha256
 
 if TYPE_CHECKING:
     from healthgpt.model.healthgpt import HealthGPT
@@ -40,27 +39,6 @@ if TYPE_CHECKING:
 PARTS = ("plugins", "projectors", "embeddings")
 OFFICIAL_PREFIX = "base_model.model."
 _LORA_PARAMS = ("lora_A.weight", "lora_B.weight", "lora_route.weight")
-
-
-@dataclass
-class LoadReport:
-    """What a load did: keys loaded, keys not mapped (with why), model tensors not provided."""
-
-    loaded: list[str] = field(default_factory=list)
-    unmapped: dict[str, str] = field(default_factory=dict)
-    missing: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.unmapped and not self.missing
-
-    def summary(self) -> str:
-        reasons: dict[str, int] = {}
-        for reason in self.unmapped.values():
-            reasons[reason] = reasons.get(reason, 0) + 1
-        parts = [f"{len(self.loaded)} loaded", f"{len(self.missing)} missing"]
-        parts += [f"{n} unmapped: {reason}" for reason, n in reasons.items()]
-        return "; ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -109,20 +87,10 @@ def save_trainable(
     tensors = {k: v.cpu() for k, v in trainable_state_dict(model, parts).items()}
     meta = {"format": "healthgpt-trainable", "preset": model.config.name, "parts": ",".join(parts)}
     meta.update(metadata or {})
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
         canonicalize_header(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return SavedCheckpoint(path, path.stat().st_size, digest.hexdigest(), len(tensors))
+    return SavedCheckpoint(path, path.stat().st_size, file_sha256(path), len(tensors))
 
 
 def canonicalize_header(path: str | Path) -> None:

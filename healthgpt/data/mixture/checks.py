@@ -20,11 +20,11 @@ from typing import Any
 
 import pyarrow.compute as pc
 
-from healthgpt.data.dedup import ImageHasher, PhashIndex
-from healthgpt.data.mixture_config import MixtureConfig
-from healthgpt.data.sampling import group_target, plan_stage, plan_stage2
+from healthgpt.data.mixture.config import MixtureConfig
+from healthgpt.data.mixture.dedup import ImageHasher, PhashIndex
+from healthgpt.data.mixture.sampling import group_target, plan_stage, plan_stage2
+from healthgpt.data.mixture.tasks import NEEDS_IMAGE, NEEDS_TARGET
 from healthgpt.data.shards import open_shard, read_manifest, shard_paths
-from healthgpt.data.tasks import NEEDS_IMAGE, NEEDS_TARGET
 
 TRAIN_SUBSETS = ("stage1", "stage2", "stage3")
 MAX_EXAMPLES = 20

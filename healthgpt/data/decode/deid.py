@@ -104,7 +104,7 @@ PHI_KEYWORDS = frozenset(
 def pseudonym(value: str, salt: str | None, prefix: str = "anon") -> str:
     """A salted, keyed hash of an identifier: stable for one salt, unlinkable without it."""
     if not salt:
-        raise ValueError("no de-identification salt (see healthgpt.data.deid.salt_for_source)")
+        raise ValueError("no de-identification salt (see deid.salt_for_source)")
     text = str(value).encode("utf-8", errors="surrogateescape")
     digest = hmac.new(salt.encode(), text, hashlib.sha256).hexdigest()[:16]
     return f"{prefix}-{digest}"

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from healthgpt.data.errors import BadInput
 from healthgpt.data.limits import Limits, check
-from healthgpt.data.sources.base import BadInput
 
 # Pillow's own bomb guard, a backstop: `Limits.max_image_pixels` is checked first, from the
 # header, and names the limit in the quarantine reason.
@@ -221,3 +221,11 @@ def image_file_to_png(
 def decode_png(data: bytes) -> np.ndarray:
     """PNG bytes from a shard back to a numpy array."""
     return np.asarray(Image.open(io.BytesIO(data)))
+
+
+def decode_rgb(data: bytes | None) -> Image.Image | None:
+    """Encoded bytes -> RGB PIL image (what vision towers expect), or None for no image."""
+    if not data:
+        return None
+    with Image.open(io.BytesIO(data)) as image:
+        return image.convert("RGB")

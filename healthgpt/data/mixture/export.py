@@ -18,9 +18,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from healthgpt.data.shards import atomic_directory, open_shard, shard_paths
-
-SUBSETS = ("stage1", "stage2", "stage3", "eval")
+from healthgpt.data.mixture.records import SUBSETS
+from healthgpt.data.shards import open_shard, shard_paths
+from healthgpt.storage import atomic_directory
 
 
 def _store(images: Path, data: bytes) -> str:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from PIL import Image
 
-from healthgpt.data.imaging import load_image_bytes, resize_square
+from healthgpt.data.decode.imaging import load_image_bytes, resize_square
 
 
 def thumbnail_grid(images: Sequence[bytes], columns: int = 4, tile: int = 96) -> bytes:

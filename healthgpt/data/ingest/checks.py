@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import yaml
 
-from healthgpt.data.deid import SAMPLE_MARKER
+from healthgpt.data.decode.deid import SAMPLE_MARKER
 from healthgpt.data.schema import RECORD_SCHEMA
 from healthgpt.data.shards import open_shard, read_manifest, shard_paths
 

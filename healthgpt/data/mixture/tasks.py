@@ -35,8 +35,8 @@ from typing import Any
 
 from PIL import Image
 
-from healthgpt.data.imaging import encode_png, to_display
-from healthgpt.data.mixture_config import MixtureConfig, task_allows_source
+from healthgpt.data.decode.imaging import encode_png, to_display
+from healthgpt.data.mixture.config import MixtureConfig, task_allows_source
 from healthgpt.data.schema import TASK_FAMILIES, image_value, stable_id
 
 IMAGE_TOKEN = "<image>"

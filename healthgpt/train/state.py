@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from healthgpt.data.shards import file_sha256, write_json
+from healthgpt.storage import atomic_directory, atomic_path, file_sha256, pid_alive, write_json
 
 STATE_NAME = "state.json"
 PREFIX = "ckpt-"
@@ -47,11 +47,9 @@ class Checkpoint:
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> str:
     """Write one safetensors file atomically; return its sha256."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    save_file(cpu, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(cpu, str(tmp), metadata=metadata)
     return file_sha256(path)
 
 
@@ -70,10 +68,9 @@ def save_checkpoint(
     (plots, reports), the files `writers` write (name -> function of the path to write) and
     state.json with every file's sha256.
     """
-    final.parent.mkdir(parents=True, exist_ok=True)
+    # The staging name `.<name>.<pid>-<random>.tmp` is what `prune_checkpoints` cleans up.
     staging = final.parent / f".{final.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
-    staging.mkdir()
-    try:
+    with atomic_directory(final, staging=staging):
         files = {
             f"{name}.safetensors": save_tensors(staging / f"{name}.safetensors", group)
             for name, group in tensors.items()
@@ -85,12 +82,6 @@ def save_checkpoint(
             (staging / name).write_bytes(data)
             files[name] = file_sha256(staging / name)
         write_json(staging / STATE_NAME, {**state, "files": files})
-        if final.exists():  # the same step written again (a rerun after a late kill)
-            shutil.rmtree(final)
-        os.replace(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return final
 
 
@@ -132,21 +123,11 @@ def prune_checkpoints(run_dir: Path, keep: int) -> None:
     """Delete all but the newest `keep` checkpoints (all if 0) and leftovers of killed writers."""
     for stale in run_dir.glob(".*.tmp"):
         pid = stale.name.rsplit(".", 2)[-2].split("-")[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(stale, ignore_errors=True)
     existing = list_checkpoints(run_dir)
     for old in existing[:-keep] if keep else existing:
         shutil.rmtree(old, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # --- RNG and optimizer state as JSON + tensors ---------------------------------------------

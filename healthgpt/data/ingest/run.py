@@ -1,7 +1,7 @@
 """Run one source reader into shards: the function behind `healthgpt ingest` and the asset.
 
 With `options.chunk = (index, n_chunks)` only the items of that stable chunk are read (see
-`healthgpt.data.chunks`); the caller writes each chunk to its own `out` (`chunk=NNN/`).
+`healthgpt.data.sources.chunks`); the caller writes each chunk to its own `out` (`chunk=NNN/`).
 
 Output layout under `out`:
 
@@ -25,7 +25,6 @@ from typing import Any
 
 import pyarrow as pa
 
-from healthgpt.data.chunks import ChunkPlan
 from healthgpt.data.schema import QUARANTINE_SCHEMA, RECORD_SCHEMA
 from healthgpt.data.shards import (
     MANIFEST_NAME,
@@ -37,6 +36,7 @@ from healthgpt.data.shards import (
     write_table_file,
 )
 from healthgpt.data.sources import ReaderOptions, reader_class
+from healthgpt.data.sources.chunks import ChunkPlan
 from healthgpt.storage import is_local, output_path
 
 PREVIEW_COLUMNS = ("id", "split", "kind", "modality", "body_part", "task", "question", "answer")
@@ -296,26 +296,49 @@ def ingested_parts(out: str | Path, *, complete: bool = True) -> list[Path]:
     part of the source was. With `complete=False` the chunks present are returned (progress
     displays); consumers of the data keep the default, so none reads part of a source.
     """
-    out = output_path(out)
-    chunks = sorted((p for p in out.glob("chunk=*") if p.is_dir()), key=lambda p: p.name)
-    if not chunks:
-        chunk = read_manifest(out).get("summary", {}).get("chunk")
-        if chunk:
-            raise IncompleteSource(
-                f"{out} holds chunk {chunk[0]} of {chunk[1]} only; chunks belong in "
-                f"{chunk_dir(out, tuple(chunk)).name}/ folders (ingest with the chunk's directory)"
-            )
-        return [out]
     if complete:
-        plans = {tuple(read_manifest(p)["summary"]["chunk"]) for p in chunks}
-        counts = {n for _, n in plans}
-        if len(counts) != 1:
-            raise IncompleteSource(f"{out}: chunks of different plans ({sorted(counts)} chunks)")
-        (n_chunks,) = counts
-        missing = sorted(set(range(n_chunks)) - {index for index, _ in plans})
-        if missing:
-            shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
-            raise IncompleteSource(
-                f"{out}: {len(missing)} of {n_chunks} chunks not ingested yet: {shown}"
-            )
-    return chunks
+        return [path for path, _ in read_ingested(out)]
+    out = output_path(out)
+    chunks = _chunk_dirs(out)
+    if chunks:
+        return chunks
+    _whole_manifest(out)
+    return [out]
+
+
+def read_ingested(out: str | Path) -> list[tuple[Path, dict[str, Any]]]:
+    """`ingested_parts` of a complete source with the manifest of each part, each read once
+    (a consumer passes the manifest on rather than reading it again)."""
+    out = output_path(out)
+    chunks = _chunk_dirs(out)
+    if not chunks:
+        return [(out, _whole_manifest(out))]
+    parts = [(chunk, read_manifest(chunk)) for chunk in chunks]
+    plans = {tuple(manifest["summary"]["chunk"]) for _, manifest in parts}
+    counts = {n for _, n in plans}
+    if len(counts) != 1:
+        raise IncompleteSource(f"{out}: chunks of different plans ({sorted(counts)} chunks)")
+    (n_chunks,) = counts
+    missing = sorted(set(range(n_chunks)) - {index for index, _ in plans})
+    if missing:
+        shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
+        raise IncompleteSource(
+            f"{out}: {len(missing)} of {n_chunks} chunks not ingested yet: {shown}"
+        )
+    return parts
+
+
+def _chunk_dirs(out: Path) -> list[Path]:
+    return sorted((p for p in out.glob("chunk=*") if p.is_dir()), key=lambda p: p.name)
+
+
+def _whole_manifest(out: Path) -> dict[str, Any]:
+    """The manifest of a source ingested whole; one chunk's output there is refused."""
+    manifest = read_manifest(out)
+    chunk = manifest.get("summary", {}).get("chunk")
+    if chunk:
+        raise IncompleteSource(
+            f"{out} holds chunk {chunk[0]} of {chunk[1]} only; chunks belong in "
+            f"{chunk_dir(out, tuple(chunk)).name}/ folders (ingest with the chunk's directory)"
+        )
+    return manifest

@@ -46,7 +46,7 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
-from healthgpt.data.deid import (
+from healthgpt.data.decode.deid import (
     ALLOWED_KEYWORDS,
     UNKNOWN,
     VOCABULARIES,
@@ -55,10 +55,11 @@ from healthgpt.data.deid import (
     pseudonym,
     vocabulary_value,
 )
-from healthgpt.data.imaging import scale_to_uint8
+from healthgpt.data.decode.imaging import scale_to_uint8
+from healthgpt.data.errors import BadInput
 from healthgpt.data.limits import Limits, check, count_inflated
-from healthgpt.data.sources.base import BadInput, ReaderOptions
-from healthgpt.data.sources.common import normalize_body_part as body_region
+from healthgpt.data.options import ReaderOptions
+from healthgpt.data.vocab import normalize_body_part as body_region
 from healthgpt.data.vocab import normalize_modality
 
 log = logging.getLogger(__name__)

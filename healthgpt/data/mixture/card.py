@@ -10,21 +10,22 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from healthgpt.data.ingest import IncompleteSource, ingested_parts
+from healthgpt.data.ingest.run import IncompleteSource, ingested_parts
+from healthgpt.data.mixture.records import SUBSETS, IngestedSource, MixtureSummary
+from healthgpt.data.mixture.tasks import DEGRADATION, TARGET_IMAGE_TOKEN
 from healthgpt.data.schema import TASK_FAMILIES, TASKS
 from healthgpt.data.shards import read_manifest
-from healthgpt.data.tasks import DEGRADATION, TARGET_IMAGE_TOKEN
+from healthgpt.paths import MANIFESTS_DIR
 
 if TYPE_CHECKING:
-    from healthgpt.data.mixture import MixtureSummary
-    from healthgpt.data.mixture_config import MixtureConfig
+    from healthgpt.data.mixture.config import MixtureConfig
 
-SUBSET_ORDER = ("stage1", "stage2", "stage3", "eval")
 SUBSET_ROLES = {
     "stage1": "alignment: captions/descriptions and image reconstruction",
     "stage2": "heterogeneous fusion: a stratified draw from stage 1 (the paper's Mixed-47k)",
@@ -37,32 +38,40 @@ def manifests_dir(configured: str | None) -> Path:
     """`data_manifests/` of the checkout unless the config names another."""
     if configured:
         return Path(configured)
-    return Path(__file__).resolve().parents[2] / "data_manifests"
+    return MANIFESTS_DIR
 
 
-def read_licenses(ingested_dirs: dict[str, Path], directory: Path) -> dict[str, str | None]:
+def read_licenses(
+    ingested: Mapping[str, Path | IngestedSource], directory: Path
+) -> dict[str, str | None]:
     """The `license` field of `data_manifests/<name>.yaml` per dataset (None when absent).
 
-    Falls back to the reader's source name (from the ingestion manifest) when the dataset was
-    given another name. Missing or unreadable manifests are tolerated: the card says so.
+    Falls back to the reader's source name (from the ingestion manifest, already read when
+    the dataset is given as an `IngestedSource`) when the dataset was given another name.
+    Missing or unreadable manifests are tolerated: the card says so.
     """
     licenses: dict[str, str | None] = {}
-    for name in sorted(ingested_dirs):
+    for name in sorted(ingested):
+        value = ingested[name]
+        source = value.reader_source if isinstance(value, IngestedSource) else _reader_source(value)
         candidates = [name]
-        try:
-            first = ingested_parts(ingested_dirs[name], complete=False)[0]
-            source = read_manifest(first).get("summary", {}).get("source")
-        except (FileNotFoundError, ValueError, IncompleteSource):
-            source = None
         if source and source != name:
             candidates.append(source)
         licenses[name] = None
         for candidate in candidates:
-            value = _license_of(directory / f"{candidate}.yaml")
-            if value:
-                licenses[name] = value
+            license_ = _license_of(directory / f"{candidate}.yaml")
+            if license_:
+                licenses[name] = license_
                 break
     return licenses
+
+
+def _reader_source(ingested_dir: Path) -> str | None:
+    try:
+        first = ingested_parts(ingested_dir, complete=False)[0]
+        return read_manifest(first).get("summary", {}).get("source")
+    except (FileNotFoundError, ValueError, IncompleteSource):
+        return None
 
 
 def _license_of(path: Path) -> str | None:
@@ -86,7 +95,7 @@ def _task_counts(summary: MixtureSummary, subset: str) -> dict[str, int]:
 
 def composition_markdown(summary: MixtureSummary) -> str:
     """Tasks (rows) by subset (columns), with family and totals."""
-    subsets = [s for s in SUBSET_ORDER if summary.rows(s)]
+    subsets = [s for s in SUBSETS if summary.rows(s)]
     header = "| task | family | " + " | ".join(subsets) + " |"
     lines = [header, "|" + "---|" * (len(subsets) + 2)]
     for task in TASKS:
@@ -100,7 +109,7 @@ def composition_markdown(summary: MixtureSummary) -> str:
 
 
 def _dimension_table(summary: MixtureSummary, dimension: str) -> str:
-    subsets = [s for s in SUBSET_ORDER if summary.rows(s)]
+    subsets = [s for s in SUBSETS if summary.rows(s)]
     values = sorted({v for s in subsets for v in summary.counts[s].get(dimension, {})})
     lines = [f"| {dimension} | " + " | ".join(subsets) + " |", "|" + "---|" * (len(subsets) + 1)]
     for value in values:
@@ -116,7 +125,7 @@ def composition_chart_png(summary: MixtureSummary) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    subsets = [s for s in SUBSET_ORDER if summary.rows(s)] or list(SUBSET_ORDER)
+    subsets = [s for s in SUBSETS if summary.rows(s)] or list(SUBSETS)
     colours = plt.get_cmap("tab20")
     figure, axis = plt.subplots(figsize=(8, 3.5), dpi=100)
     left = [0] * len(subsets)
@@ -140,7 +149,7 @@ def composition_chart_png(summary: MixtureSummary) -> bytes:
 
 def _front_matter(summary: MixtureSummary) -> str:
     configs = []
-    for subset in SUBSET_ORDER:
+    for subset in SUBSETS:
         splits = sorted(summary.counts.get(subset, {}).get("split", {}))
         if not splits:
             continue
@@ -173,7 +182,7 @@ def render_card(summary: MixtureSummary, config: MixtureConfig) -> str:
     subset_lines = [
         f"| {s} | {', '.join(sorted(summary.counts[s]['split']))} | {summary.rows(s):,} "
         f"| {SUBSET_ROLES[s]} |"
-        for s in SUBSET_ORDER
+        for s in SUBSETS
         if summary.rows(s)
     ]
     removed = (
@@ -192,8 +201,8 @@ def render_card(summary: MixtureSummary, config: MixtureConfig) -> str:
         _front_matter(summary),
         "# VL-Health mixture\n",
         "Training and evaluation data for HealthGPT (arXiv 2502.09838), rebuilt from the public "
-        f"sources by `healthgpt.data.mixture.build_mixture` from {summary.records:,} canonical "
-        f"records ({summary.candidates:,} candidate samples).\n",
+        "sources by `healthgpt.data.mixture.build.build_mixture` from "
+        f"{summary.records:,} canonical records ({summary.candidates:,} candidate samples).\n",
         "![composition](composition.png)\n",
         "## Subsets\n",
         "| subset | splits | rows | role |\n|---|---|---|---|\n" + "\n".join(subset_lines) + "\n",

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from healthgpt.data.chunks import chunk_of
+from healthgpt.data.sources.chunks import chunk_of
 
 # A reader's `listing_rows`: a shared file's rows as (chunk key or None, bytes), or None.
 ListingRows = Callable[[str, Path], Iterator[tuple[str | None, bytes]] | None]
