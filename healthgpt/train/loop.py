@@ -109,12 +109,14 @@ def accumulate(
     """Forward and backward of one optimizer step's micro-batches (on this rank), the loss
     normalized by the answer tokens of the whole global batch (all micro-batches, all ranks).
 
-    `seeds`: one RNG seed per micro-batch, set before its forward (dropout)."""
+    The micro-batches are counted where the loader left them and moved to the device one at a
+    time. `seeds`: one RNG seed per micro-batch, set before its forward (dropout)."""
     (total,) = sum_across([sum(answer_tokens(b) for b in micro_batches)], d)
     norm = max(total, 1) / d.world  # DDP averages over ranks: each rank's share of the sum
     loss_sum, tokens, samples = 0.0, 0, 0
     last = len(micro_batches) - 1
     for i, batch in enumerate(micro_batches):
+        batch = bundle.prepare(batch, d.device)
         if seeds is not None:
             torch.manual_seed(seeds[i])
         sync = i == last or not hasattr(model, "no_sync")
@@ -170,7 +172,7 @@ def fit(
         family = order[progress.step]
         accum = accumulation[family]
         first = progress.consumed.get(family, 0)
-        micro = [bundle.prepare(next(batches[family]), d.device) for _ in range(accum)]
+        micro = [next(batches[family]) for _ in range(accum)]
         progress.consumed[family] = first + accum
         seeds = [
             dropout_seed(config.seed, family, global_micro_batch(first + i, d.rank, d.world))

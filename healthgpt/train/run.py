@@ -54,6 +54,11 @@ TARGET_COLUMNS = ["id", "task_family", "target_image"]
 FINAL = "final"
 CURRENT = "CURRENT.json"
 MODEL_FILE = "model.safetensors"
+# What a run computes beyond its config, part of the run key: bump it when the objective, the
+# data stream or the dropout seeding changes, so no run resumes into another recipe.
+# 2: loss over the global batch's answer tokens, endless-epoch stream, per-micro-batch dropout
+# seeds, per-family warmup, samples that do not fit max_length dropped before training.
+RECIPE = "2"
 
 
 @dataclass
@@ -115,6 +120,7 @@ def _main(spec: RunSpec, reporter: Reporter, d: distributed.Dist) -> dict[str, A
     subset_dir = spec.subset_dir(config)
     init_hash = file_sha256(Path(spec.init_dir) / MODEL_FILE) if spec.init_dir else ""
     inputs = {
+        "recipe": RECIPE,
         "subset": subset_fingerprint(subset_dir),
         "init": init_hash,
         "vq": vq_hash(spec.vq_dir),
@@ -150,7 +156,14 @@ def _main(spec: RunSpec, reporter: Reporter, d: distributed.Dist) -> dict[str, A
         log(f"{spec.stage}: VQ codes of {added} generation targets computed")
     lengths: dict[str, LengthReport] = {}
     for family, index in list(indexes.items()):
-        keep, lengths[family] = screen(index, bundle.encoder().fit, config.max_length)
+        keep, lengths[family] = screen(
+            index,
+            bundle.encoder().fit,
+            config.max_length,
+            d.rank,
+            d.world,
+            combine=lambda table: distributed.sum_array(table, d),
+        )
         indexes[family] = index.select(keep)
         log(f"{spec.stage}: {family}: {lengths[family].line()}")
     rows = {family: len(index) for family, index in indexes.items()}

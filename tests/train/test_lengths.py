@@ -13,7 +13,7 @@ from healthgpt.data.shards import ShardWriter
 from healthgpt.model import GENERATION, IGNORE_INDEX
 from healthgpt.model.prompt import SampleDropped
 from healthgpt.train.data import RowIndex, ShardStream, StreamSpec, iter_rows, split_files
-from healthgpt.train.lengths import screen
+from healthgpt.train.lengths import measure, screen, summarize
 from healthgpt.train.model_api import TARGET_IMAGE_CUT, build_bundle
 from healthgpt.train.run import TARGET_COLUMNS, Reporter, RunSpec, run_stage
 from healthgpt.train.synthetic import synthetic_row
@@ -107,3 +107,18 @@ def test_stage_reports_lengths_and_drops_before_training(tmp_path, mixture_dir, 
     first_step = next(i for i, line in enumerate(lines) if line.startswith("step 1/"))
     reported = [i for i, line in enumerate(lines) if "p99" in line and "max_length 120" in line]
     assert len(reported) == 2 and max(reported) < first_step
+
+
+def test_ranks_share_the_screening(mixture_dir):
+    """Each rank fits every world-th row group; the summed tables are the one-rank result."""
+    bundle = build_bundle("tiny", 512, 0.0, 0, None)
+    index = RowIndex.build(split_files(mixture_dir / "stage1", "train"), COMP)
+    assert len(list(index.row_groups())) >= 2
+    fit = bundle.encoder().fit
+    keep, report = screen(index, fit, 512)
+    parts = [measure(index, fit, rank, 3) for rank in range(3)]
+    assert all((part[0] == 1).sum() < len(index) for part in parts)
+    split_keep, split_report = summarize(sum(parts), 512)
+    assert (split_keep == keep).all() and split_report == report
+    with pytest.raises(RuntimeError, match="incomplete"):
+        summarize(parts[0], 512)
