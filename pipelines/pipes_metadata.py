@@ -32,10 +32,26 @@ def pipes_metadata(metrics: dict[str, Any], png: bytes | None) -> dict[str, Any]
             "raw_value": metrics.get("peak_memory_bytes", 0) / 2**20,
             "type": "float",
         },
+        "answer_tokens_per_second": {
+            "raw_value": metrics.get("answer_tokens_per_second", 0.0),
+            "type": "float",
+        },
         "train_seconds": {"raw_value": metrics.get("train_seconds", 0.0), "type": "float"},
+        # Per family: rows, kept, drops by reason, turn-boundary cuts, p50/p99/max length and
+        # the share over max_length (see healthgpt.train.lengths).
+        "lengths": {"raw_value": metrics.get("lengths", {}), "type": "json"},
+        "dropped_samples": {
+            "raw_value": sum(
+                sum(report.get("dropped", {}).values())
+                for report in metrics.get("lengths", {}).values()
+            ),
+            "type": "int",
+        },
+        "precision": {"raw_value": metrics.get("precision", {}), "type": "json"},
         "final_loss": {"raw_value": {f: v["last"] for f, v in loss.items()}, "type": "json"},
         "loss": {"raw_value": loss, "type": "json"},
         "eval_loss_per_task": {"raw_value": metrics.get("eval_loss_per_task", {}), "type": "json"},
+        "eval_dropped": {"raw_value": metrics.get("eval_dropped", {}), "type": "json"},
         "final_dir": {"raw_value": metrics.get("final_dir", ""), "type": "path"},
         "files": {"raw_value": metrics.get("files", {}), "type": "json"},
         "run_key": {"raw_value": metrics.get("run_key", ""), "type": "text"},

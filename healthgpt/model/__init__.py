@@ -18,7 +18,7 @@ from healthgpt.model.constants import (
     TASK_FAMILIES,
 )
 from healthgpt.model.healthgpt import HealthGPT, HealthGPTOutput
-from healthgpt.model.hlora import HLoRAConfig, active_plugin, set_active_plugin
+from healthgpt.model.hlora import HLoRAConfig, active_plugin, route, set_active_plugin
 from healthgpt.model.image_tokens import codes_to_text
 from healthgpt.model.loading import load_model
 from healthgpt.model.presets import PRESETS, ModelConfig, get_preset
@@ -66,6 +66,7 @@ __all__ = [
     "load_official_weights",
     "load_trainable",
     "load_vq",
+    "route",
     "save_trainable",
     "save_vq",
     "set_active_plugin",

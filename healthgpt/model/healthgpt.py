@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -19,7 +19,13 @@ from healthgpt.model.constants import (
     IMAGE_PLACEHOLDER,
     IMAGE_TOKEN_ID,
 )
-from healthgpt.model.hlora import active_plugin, plugin_parameters, set_active_plugin
+from healthgpt.model.hlora import (
+    checkpoint_context,
+    hlora_layers,
+    plugin_parameters,
+    route,
+    set_active_plugin,
+)
 from healthgpt.model.image_tokens import START, ImageCodeConstraint, ImageTokenVocab, codes_to_text
 from healthgpt.model.load_report import LoadReport
 from healthgpt.model.presets import ModelConfig
@@ -31,11 +37,15 @@ from healthgpt.model.vq import VQTokenizer, images_to_tensor, tensor_to_images
 
 @dataclass
 class HealthGPTOutput:
-    """``loss``: mean over all answer tokens of the batch, whatever their family."""
+    """``loss``: summed answer-token cross-entropy over ``num_items_in_batch`` (by default the
+    batch's own answer tokens: the mean over them, whatever their family). ``loss_sum`` is the
+    sum itself and ``answer_tokens`` the batch's count, for logging a token-weighted mean."""
 
     loss: torch.Tensor
     family_losses: dict[str, float]
     family_tokens: dict[str, int]
+    loss_sum: float = 0.0
+    answer_tokens: int = 0
 
 
 class HealthGPT(nn.Module):
@@ -48,11 +58,19 @@ class HealthGPT(nn.Module):
         labels          [B, T] long, IGNORE_INDEX except on answer tokens
         pixel_values    [B, 3, S, S] (CLIP-normalized; any value for samples without image)
         task_family     list of "comprehension" | "generation" (or one string for all)
-        num_items_in_batch  optional: answer tokens over all micro-batches of one optimizer
-                            step, for gradient accumulation (default: this batch's count)
+        num_items_in_batch  optional: what the summed loss is divided by (default: this
+                            batch's answer tokens). For gradient accumulation over a global
+                            batch: its answer tokens over all micro-batches and ranks, divided
+                            by the world size (DDP averages gradients over ranks)
 
-    A mixed batch runs as one sub-batch per family, each through its own plugin, projector
-    and HVP layer; the loss is the token-weighted mean over both.
+    A mixed batch runs as one sub-batch per family, each through its own plugin (routed by
+    :func:`healthgpt.model.hlora.route`, so gradient checkpointing recomputes with the same
+    plugin), projector and HVP layer; the loss is the token-weighted mean over both.
+
+    Precision: with ``autocast_dtype`` set (``load_model`` sets it for a bf16/fp16 model) every
+    pass that runs the model, the training forward and generation alike, runs under autocast
+    in that dtype, so a half-precision base with fp32 trainable (master) weights works in
+    training, validation and generation without the caller doing anything.
     """
 
     def __init__(
@@ -85,6 +103,7 @@ class HealthGPT(nn.Module):
         )
         self.image_processor = ClipImageProcessor(vision.image_size)
         self.load_reports: dict[str, LoadReport] = {}  # official weights loaded by load_model
+        self.autocast_dtype: torch.dtype | None = None  # see the class docstring
 
     def train(self, mode: bool = True) -> HealthGPT:
         """Train mode for the LM and projectors; the frozen vision tower and VQ stay in eval."""
@@ -100,12 +119,23 @@ class HealthGPT(nn.Module):
         return tuple(self.config.plugins)
 
     def set_active_plugin(self, family: str | None) -> None:
-        """Switch every H-LoRA layer to ``family``'s plugin (None: the bare base LM)."""
+        """Switch every H-LoRA layer to ``family``'s plugin outside of any route (None: the bare
+        base LM). Module state: prefer :meth:`active_plugin`, which the forward uses."""
         set_active_plugin(self.lm, family)
 
     def active_plugin(self, family: str | None) -> AbstractContextManager[None]:
-        """Context manager: ``family``'s plugin inside the block, the previous one after."""
-        return active_plugin(self.lm, family)
+        """Context manager: ``family``'s plugin inside the block (a checkpoint-safe route)."""
+        if family is not None:
+            layer = next((layer for _, layer in hlora_layers(self.lm)), None)
+            if layer is not None and family not in layer.plugins:
+                raise KeyError(f"no plugin {family!r}; have {sorted(layer.plugins)}")
+        return route(family)
+
+    def autocast(self) -> AbstractContextManager[None]:
+        """Autocast in ``autocast_dtype`` on the model's device (nothing when it is None)."""
+        if self.autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(self._device.type, dtype=self.autocast_dtype)
 
     def embedding_parameters(self) -> list[nn.Parameter]:
         """Input embeddings and LM head (one tensor if tied): HealthGPT's 'fusion' layers."""
@@ -138,9 +168,15 @@ class HealthGPT(nn.Module):
         return [p for p in self.parameters() if p.requires_grad]
 
     def enable_gradient_checkpointing(self) -> None:
-        self.lm.gradient_checkpointing_enable(
-            gradient_checkpointing_kwargs={"use_reentrant": False}
-        )
+        """Recompute each decoder layer in backward (non-reentrant checkpointing).
+
+        The recomputation runs after the forward's plugin route has ended; ``context_fn``
+        re-enters the route each layer ran with, so it recomputes with the same plugin."""
+        kwargs = {"use_reentrant": False, "context_fn": checkpoint_context}
+        if hasattr(self.lm, "activation_checkpointing_enable"):  # transformers >= 5.2x
+            self.lm.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            self.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
     # ----- inputs -----
 
@@ -197,21 +233,24 @@ class HealthGPT(nn.Module):
         families = batch["task_family"]
         if isinstance(families, str):
             families = [families] * input_ids.shape[0]
+        answer_tokens = int((labels[:, 1:] != IGNORE_INDEX).sum())
         total = batch.get("num_items_in_batch")
-        if total is None:
-            total = (labels[:, 1:] != IGNORE_INDEX).sum()
-        total = torch.as_tensor(total, device=input_ids.device).clamp(min=1)
+        total = float(answer_tokens if total is None else total)
+        total = total if total > 0 else 1.0  # no answer tokens anywhere: the loss is 0 anyway
         loss = input_ids.new_zeros((), dtype=torch.float32)
+        summed = 0.0
         family_losses, family_tokens = {}, {}
-        for family in dict.fromkeys(families):
-            rows = [i for i, f in enumerate(families) if f == family]
-            sub = _select_rows(batch, rows, len(families))
-            with self.active_plugin(family):
-                loss_sum, n = self._loss_sum(sub, family)
-            loss = loss + loss_sum / total
-            family_losses[family] = float(loss_sum.detach() / max(n, 1))
-            family_tokens[family] = n
-        return HealthGPTOutput(loss, family_losses, family_tokens)
+        with self.autocast():
+            for family in dict.fromkeys(families):
+                rows = [i for i, f in enumerate(families) if f == family]
+                sub = _select_rows(batch, rows, len(families))
+                with self.active_plugin(family):
+                    loss_sum, n = self._loss_sum(sub, family)
+                loss = loss + loss_sum / total
+                summed += float(loss_sum.detach())
+                family_losses[family] = float(loss_sum.detach() / max(n, 1))
+                family_tokens[family] = n
+        return HealthGPTOutput(loss, family_losses, family_tokens, summed, answer_tokens)
 
     def _loss_sum(self, batch: Mapping[str, object], family: str) -> tuple[torch.Tensor, int]:
         """Summed next-token cross-entropy over the answer tokens, and their count."""
@@ -223,7 +262,9 @@ class HealthGPT(nn.Module):
         targets = labels[:, 1:]
         keep = targets != IGNORE_INDEX
         n = int(keep.sum())
-        hidden = self.lm.get_decoder()(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+        decoder = self.lm.get_decoder()
+        hidden = decoder(inputs_embeds=embeds, attention_mask=mask, use_cache=False)
+        hidden = hidden.last_hidden_state
         # The LM head only at answer positions: prompts and image patches need no logits.
         logits = self.lm.get_output_embeddings()(hidden[:, :-1][keep])
         loss_sum = F.cross_entropy(logits.float(), targets[keep], reduction="sum")
@@ -237,7 +278,7 @@ class HealthGPT(nn.Module):
     ) -> str:
         """Greedy answer of the comprehension plugin to ``question`` about ``image``."""
         prompt, pixels = self._prompt(image, question)
-        with self._inference(COMPREHENSION):
+        with self._inference(COMPREHENSION), self.autocast():
             ids = self._decode(prompt, pixels, COMPREHENSION, max_new_tokens, stop=self._stop_ids)
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
         sep = PROMPT_STYLES[self.config.prompt].sep
@@ -275,7 +316,7 @@ class HealthGPT(nn.Module):
         constraint = ImageCodeConstraint(
             self.image_vocab, self.vq.grid_size, newlines=self.config.image_newlines
         )
-        with self._inference(GENERATION):
+        with self._inference(GENERATION), self.autocast():
             ids = self._decode(
                 prompt,
                 pixels,

@@ -10,7 +10,15 @@ concatenated, so the whole plugin costs one matmul for A and R together and one 
 with ``scale = alpha / r * k``. The repeat_interleave is a broadcast over a ``[k, r/k]`` view
 (the same product without materializing the expanded router). With k = 1 this is exactly
 LoRA: the softmax of one logit is 1. Only the active family's plugin runs, so gradients reach
-only it, and switching families is an attribute write (:func:`set_active_plugin`).
+only it.
+
+Which plugin runs is decided by a *route* (:func:`route`): a context variable set around one
+forward, not state of the modules, so that nothing the forward leaves behind decides what a
+later pass computes. Gradient checkpointing recomputes each layer's forward inside backward,
+after the forward's route is gone; :func:`checkpoint_context` (the ``context_fn`` of
+``torch.utils.checkpoint``) captures the route when a checkpointed layer runs forward and
+re-enters exactly that route for its recomputation. Without a route, each layer falls back to
+its ``active_plugin`` attribute (:func:`set_active_plugin`, for scripts that hold one plugin).
 
 Why not a peft tuner: peft's LoRA layer keeps one ``lora_A``/``lora_B`` pair per adapter and has
 no slot for a per-adapter router; adding one means a custom ``LoraVariant`` wired through
@@ -24,7 +32,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import torch
@@ -48,6 +57,46 @@ class HLoRAConfig:
     @property
     def scale(self) -> float:
         return self.alpha / self.r * self.num_experts
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET = _Unset()
+# The family whose plugin every H-LoRA layer runs (None: base only); UNSET: no route is set.
+_ROUTE: ContextVar[str | None | _Unset] = ContextVar("hlora_route", default=UNSET)
+
+
+@contextmanager
+def route(family: str | None) -> Iterator[None]:
+    """Run ``family``'s plugin (None: the bare base) in every H-LoRA layer inside the block.
+
+    A context variable, so it follows the code that runs, not the modules: it never outlives
+    the block, and is per thread (the autograd engine's device threads see only the routes
+    that :func:`checkpoint_context` re-enters for recomputation)."""
+    token = _ROUTE.set(family)
+    try:
+        yield
+    finally:
+        _ROUTE.reset(token)
+
+
+def current_route() -> str | None | _Unset:
+    """The family of the innermost :func:`route` block, or ``UNSET`` outside of any."""
+    return _ROUTE.get()
+
+
+def checkpoint_context() -> tuple[AbstractContextManager, AbstractContextManager]:
+    """``context_fn`` for ``torch.utils.checkpoint.checkpoint`` (non-reentrant).
+
+    Called when a checkpointed layer runs its forward: the returned recompute context re-enters
+    the route that is active *now*, so the recomputation in backward uses exactly the plugins
+    of the forward, whatever route (if any) is active when backward runs."""
+    captured = _ROUTE.get()
+    recompute = nullcontext() if captured is UNSET else route(captured)
+    return nullcontext(), recompute
 
 
 def _router_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -148,6 +197,16 @@ class HLoRAPlugin(nn.Module):
         return torch.softmax(logits, dim=-1, dtype=_router_dtype(x.dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        device_type = x.device.type
+        if torch.is_autocast_enabled(device_type):
+            # What autocast would do to a linear: compute in its dtype. The function then runs
+            # with autocast off, so forward and the hand-written backward agree on one dtype.
+            x = x.to(torch.get_autocast_dtype(device_type))
+            with torch.autocast(device_type, enabled=False):
+                return self._plugin(x)
+        return self._plugin(x)
+
+    def _plugin(self, x: torch.Tensor) -> torch.Tensor:
         cfg = self.config
         return _HLoRAFunction.apply(
             x,
@@ -205,11 +264,21 @@ class HLoRALinear(nn.Module):
     def out_features(self) -> int:
         return self.base_layer.out_features
 
+    def current_plugin(self) -> str | None:
+        """The plugin a forward runs now: the active route's, else this layer's attribute."""
+        family = _ROUTE.get()
+        return self.active_plugin if family is UNSET else family
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base_layer(x)
-        if self.active_plugin is None:
+        family = self.current_plugin()
+        if family is None:
             return out
-        return out + self.plugins[self.active_plugin](x)
+        try:
+            plugin = self.plugins[family]
+        except KeyError:
+            raise KeyError(f"no H-LoRA plugin {family!r}; have {sorted(self.plugins)}") from None
+        return out + plugin(x)
 
 
 def find_target_linears(lm: nn.Module) -> list[str]:

@@ -36,7 +36,8 @@ def load_model(
     H-LoRA plugins injected into every linear of the LM but its head, CLIP tower with HVP, one
     projector per family, VQ tokenizer; then the official HealthGPT weights if the config
     names them (their :class:`LoadReport` is kept in ``model.load_reports``). Everything is
-    frozen except the plugins and projectors; change that with ``model.set_trainable``.
+    frozen except the plugins and projectors; change that with ``model.set_trainable``. A
+    bf16/fp16 ``dtype`` also sets ``model.autocast_dtype`` (see :class:`HealthGPT`).
     """
     config = get_preset(preset_or_config) if isinstance(preset_or_config, str) else preset_or_config
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -69,6 +70,9 @@ def load_model(
     model.to(device)
     model.vq.float()  # the VQ decoder is small; keep it in fp32 for image quality
     model.set_trainable()
+    # One precision policy: a half-precision model runs every pass under autocast in its dtype,
+    # so trainable parts made fp32 (master weights) meet its half-precision base safely.
+    model.autocast_dtype = dtype if dtype in (torch.bfloat16, torch.float16) else None
     model.load_reports = _load_official(model, config)
     return model
 

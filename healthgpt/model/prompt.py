@@ -10,6 +10,15 @@ everything else is ``IGNORE_INDEX``. Each ``<image>`` placeholder becomes
 projected patch features, so sequence lengths are final here and padding is plain. Every
 segment is tokenized on its own, so the training layout and the inference prompt
 (:meth:`ConversationFormatter.prompt`) match token for token.
+
+Truncation is never silent. A conversation longer than ``max_length`` is cut only at the end
+of an assistant turn, so every kept answer (and every image) is whole: a multi-turn
+conversation keeps its longest prefix of whole turns that fits, and the number of answers it
+lost is reported (:class:`Fit`). A conversation whose first answer or image does not fit, or
+that has no answer at all, is dropped: :meth:`ConversationFormatter.__call__` raises
+:class:`SampleDropped` with a reason from ``DROP_REASONS``, and :meth:`ConversationFormatter.fit`
+says the same without raising (the training stages count the reasons before they start, so a
+dropped sample never reaches a batch).
 """
 
 from __future__ import annotations
@@ -62,6 +71,38 @@ PROMPT_STYLES = {"phi3": PHI3, "phi4": PHI4, "chatml": CHATML}
 
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
 
+NO_ANSWER = "no_answer"  # no assistant turn: nothing to learn from
+IMAGE_CUT = "image_cut"  # max_length falls inside (or before) an input image's positions
+ANSWER_CUT = "answer_cut"  # max_length falls inside the first answer
+DROP_REASONS = (NO_ANSWER, IMAGE_CUT, ANSWER_CUT)
+
+
+class SampleDropped(ValueError):
+    """A conversation that yields no training sample; ``reason`` is one of ``DROP_REASONS``."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Fit:
+    """How one conversation fits ``max_length``.
+
+    ``length``: tokens of the whole conversation; ``kept``: tokens kept (0 when dropped);
+    ``labels``: answer labels kept; ``turns_dropped``: whole assistant turns cut off at a turn
+    boundary; ``reason``: why the conversation is dropped (None when kept)."""
+
+    length: int
+    kept: int
+    labels: int
+    turns_dropped: int = 0
+    reason: str | None = None
+
+    @property
+    def dropped(self) -> bool:
+        return self.reason is not None
+
 
 class ConversationFormatter:
     """Builds model inputs from ``[{"from": "human"|"gpt", "value": str}, ...]``."""
@@ -97,9 +138,51 @@ class ConversationFormatter:
         return ([bos] if bos is not None else []) + self._fixed(self.style.system + self.style.sep)
 
     def __call__(self, conversations: Sequence[Mapping[str, str]]) -> dict[str, torch.Tensor]:
-        """``input_ids`` and ``labels`` (1-D long tensors) of one training sample."""
+        """``input_ids`` and ``labels`` (1-D long tensors) of one training sample, cut to
+        ``max_length`` at a turn boundary; raises :class:`SampleDropped` if nothing fits."""
+        input_ids, labels, ends = self._encode(conversations)
+        fit = self._fit(input_ids, labels, ends)
+        if fit.dropped:
+            raise SampleDropped(fit.reason, self._explain(fit))
+        return {
+            "input_ids": torch.tensor(input_ids[: fit.kept], dtype=torch.long),
+            "labels": torch.tensor(labels[: fit.kept], dtype=torch.long),
+        }
+
+    def fit(self, conversations: Sequence[Mapping[str, str]]) -> Fit:
+        """What :meth:`__call__` would keep of ``conversations``, without raising for length."""
+        return self._fit(*self._encode(conversations))
+
+    def _explain(self, fit: Fit) -> str:
+        if fit.reason == NO_ANSWER:
+            return "the conversation has no assistant turn to learn from"
+        where = "an input image" if fit.reason == IMAGE_CUT else "the first answer"
+        return (
+            f"the conversation has {fit.length} tokens; max_length {self.max_length} "
+            f"cuts into {where} ({fit.reason})"
+        )
+
+    def _fit(self, input_ids: list[int], labels: list[int], ends: list[int]) -> Fit:
+        length = len(input_ids)
+        if not ends:
+            return Fit(length, 0, 0, reason=NO_ANSWER)
+        limit = self.max_length
+        if limit is None or length <= limit:
+            return Fit(length, length, _count_labels(labels))
+        fitting = [end for end in ends if end <= limit]
+        if not fitting:
+            image_cut = IMAGE_TOKEN_ID in input_ids[limit : ends[0]]
+            return Fit(length, 0, 0, reason=IMAGE_CUT if image_cut else ANSWER_CUT)
+        kept = fitting[-1]
+        return Fit(length, kept, _count_labels(labels[:kept]), len(ends) - len(fitting))
+
+    def _encode(
+        self, conversations: Sequence[Mapping[str, str]]
+    ) -> tuple[list[int], list[int], list[int]]:
+        """Untruncated ids and labels, and the position after each assistant turn."""
         input_ids = self._head()
         labels = [IGNORE_INDEX] * len(input_ids)
+        ends: list[int] = []
         for turn in conversations:
             role = ROLES.get(turn["from"])
             if role is None:
@@ -112,11 +195,10 @@ class ConversationFormatter:
                 if IMAGE_TOKEN_ID in body:
                     raise ValueError("an <image> placeholder in an assistant turn")
                 labels += body
+                ends.append(len(input_ids))
             else:
                 labels += [IGNORE_INDEX] * len(body)
-        if all(label == IGNORE_INDEX for label in labels):
-            raise ValueError("the conversation has no assistant turn to learn from")
-        return self._truncate(input_ids, labels)
+        return input_ids, labels, ends
 
     def prompt(self, question: str, answer_prefix: str = "") -> torch.Tensor:
         """Input ids for generation: the user turn, then the open assistant header (+ prefix)."""
@@ -126,16 +208,10 @@ class ConversationFormatter:
             ids += self.tokenizer.encode(answer_prefix)
         return torch.tensor(ids, dtype=torch.long)
 
-    def _truncate(self, input_ids: list[int], labels: list[int]) -> dict[str, torch.Tensor]:
-        if self.max_length is not None and len(input_ids) > self.max_length:
-            cut = input_ids[self.max_length :]
-            if IMAGE_TOKEN_ID in cut:
-                raise ValueError(f"max_length {self.max_length} cuts into the image tokens")
-            input_ids, labels = input_ids[: self.max_length], labels[: self.max_length]
-        return {
-            "input_ids": torch.tensor(input_ids, dtype=torch.long),
-            "labels": torch.tensor(labels, dtype=torch.long),
-        }
+
+def _count_labels(labels: list[int]) -> int:
+    """Answer labels the loss sees (the first position is never a target)."""
+    return sum(label != IGNORE_INDEX for label in labels[1:])
 
 
 def collate(

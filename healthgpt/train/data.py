@@ -1,15 +1,21 @@
 """Streaming the mixture's Parquet shards into padded batches of one task family.
 
 Why it is built this way:
-- The order of micro-batches is a pure function of (seed, epoch, family, micro-batch size,
-  world size): each epoch shuffles whole row groups, then rows inside each row group, so
-  reading stays sequential per row group while batches still mix shards. Nothing depends on
-  the number of DataLoader workers, so a run resumed with other `num_workers` sees the same
-  data, and resuming is "skip the first j micro-batches of this rank", computed, not replayed.
-- Micro-batch `b` of an epoch goes to DDP rank `b % world`. On one rank, the j-th micro-batch
-  goes to worker `(j - start) % num_workers`, the order in which a DataLoader with
-  `in_order=True` asks its workers, so workers decode images in parallel and the main process
-  still receives the stream in order.
+- A family's samples form one endless stream: epoch 0's order, then epoch 1's, and so on,
+  each epoch shuffling whole row groups, then rows inside each row group, so reading stays
+  sequential per row group while batches still mix shards. Global micro-batch `b` is samples
+  `[b * micro_batch, (b + 1) * micro_batch)` of that stream, and goes to DDP rank
+  `b % world`. Nothing is dropped and nothing padded: an epoch ends after exactly the
+  family's row count, wherever that falls (a micro-batch may straddle two epochs), so the
+  samples each optimizer step sees and the epoch boundaries do not depend on the world size
+  (nor, for a fixed global batch, on the micro-batch size). A non-repeating stream (one
+  epoch, for evaluation) shares the remainder: its last micro-batch is short.
+- Nothing depends on the number of DataLoader workers, so a run resumed with other
+  `num_workers` sees the same data, and resuming is "skip the first j micro-batches of this
+  rank", computed, not replayed. On one rank, the j-th micro-batch goes to worker
+  `(j - start) % num_workers`, the order in which a DataLoader with `in_order=True` asks its
+  workers, so workers decode images in parallel and the main process still receives the
+  stream in order.
 - Workers return finished, padded tensors (`batch_size=None`): image decoding and tokenizing
   happen in the workers, never in the training process.
 - Only the row index (file, row group, row) of the family's samples is built up front, from
@@ -52,6 +58,22 @@ class RowIndex:
 
     def __len__(self) -> int:
         return len(self.row)
+
+    def select(self, keep: np.ndarray) -> RowIndex:
+        """The rows where boolean `keep` is true, in the same order."""
+        keep = np.asarray(keep, dtype=bool)
+        if keep.shape != (len(self),):
+            raise ValueError(f"mask of {keep.shape} for an index of {len(self)} rows")
+        return RowIndex(self.files, self.file[keep], self.group[keep], self.row[keep])
+
+    def row_groups(self) -> Iterator[tuple[int, int, np.ndarray]]:
+        """(file number, row group, positions in this index) of each contiguous run."""
+        if not len(self):
+            return
+        change = np.flatnonzero((np.diff(self.file) != 0) | (np.diff(self.group) != 0)) + 1
+        for positions in np.split(np.arange(len(self)), change):
+            first = positions[0]
+            yield int(self.file[first]), int(self.group[first]), positions
 
     @classmethod
     def build(cls, files: list[Path], family: str | None = None, **equals: str) -> RowIndex:
@@ -117,8 +139,16 @@ class StreamSpec:
 
 
 def batches_per_rank(n_rows: int, spec: StreamSpec) -> int:
-    """Micro-batches each rank gets per epoch (incomplete batches and ranks are dropped)."""
-    return (n_rows // spec.micro_batch) // spec.world
+    """Micro-batches rank `spec.rank` gets from one epoch of a non-repeating stream: the
+    global micro-batches `b < ceil(n_rows / micro_batch)` with `b % world == rank`."""
+    total = -(-n_rows // spec.micro_batch)
+    return max(0, -(-(total - spec.rank) // spec.world))
+
+
+def global_micro_batch(j: int, rank: int, world: int) -> int:
+    """The global index of rank `rank`'s j-th micro-batch: the same samples at any world size
+    (the loop derives the micro-batch's dropout seed from it)."""
+    return j * world + rank
 
 
 class ShardStream(IterableDataset):
@@ -140,26 +170,36 @@ class ShardStream(IterableDataset):
         self.start = start
         self.cache_row_groups = cache_row_groups
         self.per_rank = batches_per_rank(len(index), spec)
-        if self.per_rank == 0:
+        if not len(index):
+            raise ValueError("no rows to stream")
+        if not spec.repeat and self.per_rank == 0:
             raise ValueError(
-                f"{len(index)} rows give no micro-batch of {spec.micro_batch} per rank "
-                f"(world {spec.world})"
+                f"{len(index)} rows give rank {spec.rank} of {spec.world} no micro-batch"
             )
+
+    def _order(self, epoch: int) -> np.ndarray:
+        if not self.spec.shuffle:
+            return np.arange(len(self.index))
+        return self.index.epoch_order(self.spec.seed, epoch)
 
     def micro_batch_rows(self, j: int, orders: dict[int, np.ndarray] | None = None) -> np.ndarray:
         """Index positions of this rank's j-th micro-batch (j counts across epochs)."""
-        epoch, k = divmod(j, self.per_rank)
+        n, size = len(self.index), self.spec.micro_batch
+        b = global_micro_batch(j, self.spec.rank, self.spec.world)
+        first = b * size
+        last = first + size if self.spec.repeat else min(first + size, n)
         orders = {} if orders is None else orders
-        if epoch not in orders:
-            orders.clear()
-            orders[epoch] = (
-                self.index.epoch_order(self.spec.seed, epoch)
-                if self.spec.shuffle
-                else np.arange(len(self.index))
-            )
-        b = k * self.spec.world + self.spec.rank
-        size = self.spec.micro_batch
-        return orders[epoch][b * size : (b + 1) * size]
+        epochs = range(first // n, (max(last, first + 1) - 1) // n + 1)
+        for stale in [e for e in orders if e not in epochs]:
+            del orders[stale]
+        for epoch in epochs:
+            if epoch not in orders:
+                orders[epoch] = self._order(epoch)
+        stream = np.arange(first, last)
+        if not len(stream):
+            return stream
+        epoch, offset = np.divmod(stream, n)
+        return np.concatenate([orders[e][offset[epoch == e]] for e in epochs if (epoch == e).any()])
 
     def __len__(self) -> int:
         return max(self.per_rank - self.start, 0) if not self.spec.repeat else 2**62

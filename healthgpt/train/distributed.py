@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -56,6 +57,15 @@ def sum_across(values: list[float], d: Dist) -> list[float]:
     tensor = torch.tensor(values, dtype=torch.float64, device=d.device)
     dist.all_reduce(tensor)
     return tensor.tolist()
+
+
+def sum_array(array: np.ndarray, d: Dist) -> np.ndarray:
+    """Elementwise sum of an int64 array over ranks (one all-reduce; NCCL needs it on GPU)."""
+    if not d.enabled:
+        return array
+    tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.int64)).to(d.device)
+    dist.all_reduce(tensor)
+    return tensor.cpu().numpy()
 
 
 def barrier(d: Dist) -> None:

@@ -35,8 +35,9 @@ from healthgpt.model import (
     load_trainable,
     save_trainable,
 )
+from healthgpt.model.healthgpt import HealthGPTOutput
 from healthgpt.model.hlora import plugin_parameters
-from healthgpt.model.prompt import ConversationFormatter
+from healthgpt.model.prompt import ANSWER_CUT, ConversationFormatter, Fit, SampleDropped
 from healthgpt.model.vision import ClipImageProcessor
 from healthgpt.train import config as C
 
@@ -46,6 +47,8 @@ TARGET_PLACEHOLDER = "<target_image>"
 IMAGE_PLACEHOLDER = "<image>"
 VQ_FILE = "vq.safetensors"
 VQ_INFO = "vq.json"
+# A generation sample's answer is its target image: a cut answer is a cut image.
+TARGET_IMAGE_CUT = "target_image_cut"
 
 
 def _bytes(value: dict[str, Any] | None) -> bytes | None:
@@ -68,7 +71,8 @@ class SampleEncoder:
         self.formatter, self.image_processor = formatter, image_processor
         self.target_codes = target_codes
 
-    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
+    def turns(self, row: dict[str, Any]) -> list[dict[str, str]]:
+        """The row's conversation as the model learns it (target images as VQ code text)."""
         turns = row["conversations"]
         if row["task_family"] == GENERATION:
             codes = self.target_codes.get(row["id"])
@@ -80,13 +84,31 @@ class SampleEncoder:
                 else t
                 for t in turns
             ]
-        sample: dict[str, Any] = dict(self.formatter(turns))
+        return turns
+
+    def fit(self, row: dict[str, Any]) -> Fit:
+        """How the row fits max_length (see `healthgpt.model.prompt.Fit`); needs only the
+        `id`, `task_family` and `conversations` columns."""
+        fit = self.formatter.fit(self.turns(row))
+        return replace(fit, reason=_reason(fit.reason, row["task_family"]))
+
+    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
+        """One formatted sample; raises `SampleDropped` for a row that `fit` drops."""
+        try:
+            sample: dict[str, Any] = dict(self.formatter(self.turns(row)))
+        except SampleDropped as dropped:
+            reason = _reason(dropped.reason, row["task_family"])
+            raise SampleDropped(reason, f"sample {row.get('id')}: {dropped}") from None
         image = decode_rgb(_bytes(row.get("image")))
         if image is not None:
             sample["pixel_values"] = self.image_processor.one(image)
         sample["task_family"] = row["task_family"]
         sample["task"] = row["task"]
         return sample
+
+
+def _reason(reason: str | None, family: str) -> str | None:
+    return TARGET_IMAGE_CUT if reason == ANSWER_CUT and family == GENERATION else reason
 
 
 class Collator:
@@ -217,6 +239,11 @@ class ModelBundle:
         }
 
     # -- model calls ------------------------------------------------------------------------
+    def forward(self, model: nn.Module, batch: dict[str, Any]) -> HealthGPTOutput:
+        """The model's output for a batch (`model` may be the DDP-wrapped bundle model); the
+        batch may carry `num_items_in_batch` (see `HealthGPT`)."""
+        return model(batch)
+
     def loss(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
         """Mean answer-token loss of the batch (`model` may be the DDP-wrapped bundle model)."""
         return model(batch).loss
@@ -279,8 +306,9 @@ def build_bundle(
 ) -> ModelBundle:
     """The base model for a stage, identical in every process for the same preset.
 
-    `seed` seeds the global RNG (dropout); the model's own random parts use the preset's seed.
-    Parameters stay fp32 (autocast runs bf16 on GPUs) unless `dtype` says otherwise.
+    `seed` seeds the global RNG; the model's own random parts use the preset's seed (the
+    training loop reseeds dropout per micro-batch). Parameters are fp32 unless `dtype` says
+    otherwise; a bf16 `dtype` also makes the model autocast in bf16 (`HealthGPT.autocast`).
     """
     config, info = model_config(model_preset, max_length, dropout, vq_dir)
     torch.manual_seed(seed)

@@ -40,6 +40,7 @@ from healthgpt.train.data import (
     make_loader,
     split_files,
 )
+from healthgpt.train.lengths import LengthReport, screen
 from healthgpt.train.loop import Progress, fit, peak_memory_bytes
 from healthgpt.train.model_api import ModelBundle, build_bundle
 from healthgpt.train.report import loss_curve_png, loss_summary
@@ -52,6 +53,11 @@ TARGET_COLUMNS = ["id", "task_family", "target_image"]
 FINAL = "final"
 CURRENT = "CURRENT.json"
 MODEL_FILE = "model.safetensors"
+# What a run computes beyond its config, part of the run key: bump it when the objective, the
+# data stream or the dropout seeding changes, so no run resumes into another recipe.
+# 2: loss over the global batch's answer tokens, endless-epoch stream, per-micro-batch dropout
+# seeds, per-family warmup, samples that do not fit max_length dropped before training.
+RECIPE = "2"
 
 
 @dataclass
@@ -113,6 +119,7 @@ def _main(spec: RunSpec, reporter: Reporter, d: distributed.Dist) -> dict[str, A
     subset_dir = spec.subset_dir(config)
     init_hash = file_sha256(Path(spec.init_dir) / MODEL_FILE) if spec.init_dir else ""
     inputs = {
+        "recipe": RECIPE,
         "subset": subset_fingerprint(subset_dir),
         "init": init_hash,
         "vq": vq_hash(spec.vq_dir),
@@ -138,21 +145,32 @@ def _main(spec: RunSpec, reporter: Reporter, d: distributed.Dist) -> dict[str, A
         bundle.model.enable_gradient_checkpointing()
     optimizer = build_optimizer(trainable, config, fused=d.device.type == "cuda")
     trainable_names = sorted({n for group in trainable.values() for n in group})
+    precision = precision_summary(bundle, config)
+    log(f"{spec.stage}: precision {precision}")
 
-    indexes = {
-        family: RowIndex.build(split_files(subset_dir, "train"), family)
-        for family in config.families
-    }
+    train_files = split_files(subset_dir, "train")
+    indexes = {family: RowIndex.build(train_files, family) for family in config.families}
+    if len(indexes.get(GENERATION, ())):  # the generation targets' VQ codes, before the loaders
+        added = bundle.add_target_codes(iter_rows(train_files, TARGET_COLUMNS, GENERATION))
+        log(f"{spec.stage}: VQ codes of {added} generation targets computed")
+    lengths: dict[str, LengthReport] = {}
+    for family, index in list(indexes.items()):
+        keep, lengths[family] = screen(
+            index,
+            bundle.encoder().fit,
+            config.max_length,
+            d.rank,
+            d.world,
+            combine=lambda table: distributed.sum_array(table, d),
+        )
+        indexes[family] = index.select(keep)
+        log(f"{spec.stage}: {family}: {lengths[family].line()}")
     rows = {family: len(index) for family, index in indexes.items()}
     steps = steps_per_family(config, rows)
     if not steps:
-        raise ValueError(f"{subset_dir}: no training rows for families {list(config.families)}")
+        raise ValueError(f"{subset_dir}: no trainable rows for families {list(config.families)}")
     order = family_order(steps)
     accum = {family: accumulation(config, family, d.world) for family in steps}
-    if GENERATION in steps:  # the VQ codes of the generation targets, once, before the loaders
-        train_files = split_files(subset_dir, "train")
-        added = bundle.add_target_codes(iter_rows(train_files, TARGET_COLUMNS, GENERATION))
-        log(f"{spec.stage}: VQ codes of {added} generation targets computed")
 
     progress = Progress(consumed=dict.fromkeys(steps, 0))
     latest = ckpt.list_checkpoints(run_dir)
@@ -230,7 +248,8 @@ def _main(spec: RunSpec, reporter: Reporter, d: distributed.Dist) -> dict[str, A
     wall = time.perf_counter() - started
     metrics: dict[str, Any] = {}
     if d.is_main:
-        metrics = _finish(spec, config, bundle, progress, run_key, inputs, final_dir, d, wall)
+        data = {"lengths": {f: r.to_json() for f, r in lengths.items()}, "precision": precision}
+        metrics = _finish(spec, config, bundle, progress, run_key, inputs, final_dir, d, wall, data)
         reporter.final(metrics)
     distributed.barrier(d)
     return metrics
@@ -241,10 +260,13 @@ def _build_model(
 ) -> ModelBundle:
     """Base model, plus the previous stage's trained parts when this stage has an init.
 
-    On GPUs with bf16 precision the frozen base is bf16 (the stage's trainable tensors are
-    made fp32 master weights after freezing); on CPUs everything is fp32.
+    The precision policy is the same on every device: with `precision: bf16` the frozen base
+    is bf16, the stage's trainable tensors become fp32 master weights after freezing, and the
+    model runs every pass (training, validation, generation) under bf16 autocast; on a CPU this
+    is slow, but it is the GPU's policy rehearsed. `precision: fp32` (the cpu preset) is fp32
+    throughout.
     """
-    bf16 = config.precision == "bf16" and d.device.type == "cuda"
+    bf16 = config.precision == "bf16"
     bundle = build_bundle(
         config.model_preset,
         config.max_length,
@@ -264,6 +286,23 @@ def _build_model(
         bundle.load_model_file(Path(spec.init_dir) / MODEL_FILE)
         log(f"{spec.stage}: initialized from {spec.init_dir}")
     return bundle
+
+
+def precision_summary(bundle: ModelBundle, config: StageConfig) -> dict[str, Any]:
+    """The dtypes a stage really runs with (stage metadata; what the rehearsal checks)."""
+    model = bundle.model
+
+    def names(params) -> list[str]:
+        return sorted({str(p.dtype).removeprefix("torch.") for p in params})
+
+    autocast = model.autocast_dtype
+    return {
+        "precision": config.precision,
+        "frozen_lm": names(p for p in model.lm.parameters() if not p.requires_grad),
+        "trainable": names(p for p in model.parameters() if p.requires_grad),
+        "autocast": str(autocast).removeprefix("torch.") if autocast else None,
+        "gradient_checkpointing": config.gradient_checkpointing,
+    }
 
 
 def _fp32_master_weights(trainable: dict[str, dict[str, torch.nn.Parameter]]) -> None:
@@ -295,6 +334,7 @@ def _finish(
     final_dir: Path,
     d: distributed.Dist,
     wall: float,
+    data: dict[str, Any],
 ) -> dict[str, Any]:
     """Validate, write the final directory atomically, point CURRENT at it; return metrics."""
     evaluation = validate(bundle, config, spec.subset_dir(config), d.device)
@@ -305,15 +345,18 @@ def _finish(
         "steps": progress.step,
         "samples": progress.samples,
         "tokens": progress.tokens,
+        "answer_tokens": progress.answer_tokens,
         "train_seconds": round(progress.train_seconds, 2),
         "wall_seconds_this_process": round(wall, 2),
         "tokens_per_second": progress.tokens / seconds,
+        "answer_tokens_per_second": progress.answer_tokens / seconds,
         "samples_per_second": progress.samples / seconds,
         "peak_memory_bytes": peak_memory_bytes(d.device),
         "world_size": d.world,
         "device": str(d.device),
         "loss": loss_summary(progress.history),
         "config": config.to_dict(),
+        **data,
         **evaluation,
     }
     metrics["final_dir"] = str(final_dir)

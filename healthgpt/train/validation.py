@@ -3,6 +3,10 @@
 Closed questions (yes/no, single choice) have a known chance level, so "accuracy clearly above
 chance" is a cheap, honest signal that the model reads the image, which the training loss
 alone does not show. The full benchmark suite lives in the evaluation group.
+
+The model runs here under its own precision policy (`HealthGPT.autocast`), as in training, so a
+bf16 base with fp32 trained parts evaluates as it trains. Held-out rows that do not fit
+`max_length` are skipped and counted (`eval_dropped`), never scored on a cut answer.
 """
 
 from __future__ import annotations
@@ -17,8 +21,8 @@ import torch
 
 from healthgpt.data.shards import open_shard
 from healthgpt.model.constants import COMPREHENSION
+from healthgpt.model.prompt import SampleDropped
 from healthgpt.train.data import split_files
-from healthgpt.train.loop import autocast
 from healthgpt.train.model_api import ModelBundle
 
 
@@ -86,17 +90,27 @@ def closed_accuracy(
 
 @torch.no_grad()
 def task_losses(
-    bundle: ModelBundle, rows: list[dict[str, Any]], config: Any, device: torch.device
+    bundle: ModelBundle,
+    rows: list[dict[str, Any]],
+    device: torch.device,
+    dropped: dict[str, int] | None = None,
 ) -> dict[str, float]:
-    """Mean loss per task over held-out rows (one sample at a time: exact per-sample losses)."""
+    """Mean loss per task over held-out rows (one sample at a time: exact per-sample losses).
+
+    Rows that do not fit `max_length` are skipped; their reasons are counted into `dropped`."""
     bundle.add_target_codes(rows)
     encode, collate = bundle.encoder(), bundle.collator()
     losses: dict[str, list[float]] = defaultdict(list)
     bundle.model.eval()
     for row in rows:
-        batch = bundle.prepare(collate([encode(row)]), device)
-        with autocast(config, device):
-            losses[row["task"]].append(bundle.loss(bundle.model, batch).item())
+        try:
+            sample = encode(row)
+        except SampleDropped as error:
+            if dropped is not None:
+                dropped[error.reason] = dropped.get(error.reason, 0) + 1
+            continue
+        batch = bundle.prepare(collate([sample]), device)
+        losses[row["task"]].append(bundle.loss(bundle.model, batch).item())
     return {task: float(np.mean(values)) for task, values in sorted(losses.items())}
 
 
@@ -107,7 +121,9 @@ def validate(bundle: ModelBundle, config: Any, subset_dir: Path, device: torch.d
     metrics: dict[str, Any] = {"eval_rows": len(rows)}
     if not rows:
         return metrics
-    metrics["eval_loss_per_task"] = task_losses(bundle, rows, config, device)
+    dropped: dict[str, int] = {}
+    metrics["eval_loss_per_task"] = task_losses(bundle, rows, device, dropped)
+    metrics["eval_dropped"] = dropped
     if COMPREHENSION in config.families:
         comprehension = held_out_rows(subset_dir, config.eval_samples, COMPREHENSION)
         metrics.update(closed_accuracy(bundle, comprehension, config.max_new_tokens, device))

@@ -6,7 +6,15 @@ import pytest
 import torch
 
 from healthgpt.model.constants import IGNORE_INDEX, IMAGE_TOKEN_ID
-from healthgpt.model.prompt import PHI3, ConversationFormatter, collate
+from healthgpt.model.prompt import (
+    ANSWER_CUT,
+    IMAGE_CUT,
+    NO_ANSWER,
+    PHI3,
+    ConversationFormatter,
+    SampleDropped,
+    collate,
+)
 from healthgpt.model.tokenizer import ByteTokenizer, TextTokenizer
 
 
@@ -50,7 +58,6 @@ def test_inference_prompt_is_the_training_prefix(formatter):
 @pytest.mark.parametrize(
     ("conv", "error"),
     [
-        ([{"from": "human", "value": "hi"}], "no assistant turn"),
         ([{"from": "robot", "value": "hi"}], "unknown speaker"),
         ([{"from": "human", "value": "q"}, {"from": "gpt", "value": "<image>"}], "assistant turn"),
     ],
@@ -60,13 +67,67 @@ def test_bad_conversations_are_rejected(formatter, conv, error):
         formatter(conv)
 
 
-def test_truncation_never_cuts_the_image():
-    f = ConversationFormatter(ByteTokenizer(PHI3.special_tokens), PHI3, 4, max_length=60)
+def _fitting(max_length: int | None) -> ConversationFormatter:
+    return ConversationFormatter(ByteTokenizer(PHI3.special_tokens), PHI3, 4, max_length)
+
+
+def test_a_cut_answer_drops_the_sample_with_its_reason():
     long = [{"from": "human", "value": "q"}, {"from": "gpt", "value": "x" * 200}]
-    assert len(f(long)["input_ids"]) == 60
+    full = len(_fitting(None)(long)["input_ids"])
+    f = _fitting(60)
+    fit = f.fit(long)
+    assert (fit.length, fit.kept, fit.labels, fit.reason) == (full, 0, 0, ANSWER_CUT)
+    with pytest.raises(SampleDropped, match="answer_cut") as error:
+        f(long)
+    assert error.value.reason == ANSWER_CUT
+
+
+def test_a_cut_image_drops_the_sample():
     late_image = [{"from": "human", "value": "y" * 100 + "<image>"}, {"from": "gpt", "value": "a"}]
-    with pytest.raises(ValueError, match="image"):
-        f(late_image)
+    with pytest.raises(SampleDropped) as error:
+        _fitting(60)(late_image)
+    assert error.value.reason == IMAGE_CUT
+
+
+def test_a_cut_closed_answer_is_dropped_not_kept_without_labels():
+    """The audit's case: a max_length that ends right after the prompt used to keep the sample
+    with 0 labels (loss 0, still counted in the accumulation divisor)."""
+    conv = [
+        {"from": "human", "value": "<image>\nIs there a fracture?"},
+        {"from": "gpt", "value": "No"},
+    ]
+    prompt = len(_fitting(None).prompt("<image>\nIs there a fracture?"))
+    fit = _fitting(prompt + 1).fit(conv)
+    assert fit.dropped and fit.reason == ANSWER_CUT and fit.labels == 0
+
+
+def test_no_answer_is_a_counted_drop():
+    fit = _fitting(None).fit([{"from": "human", "value": "hi"}])
+    assert fit.reason == NO_ANSWER
+    with pytest.raises(SampleDropped, match="no assistant turn"):
+        _fitting(None)([{"from": "human", "value": "hi"}])
+
+
+def test_multi_turn_is_cut_at_a_turn_boundary_keeping_whole_answers():
+    conv = [
+        {"from": "human", "value": "<image>\nWhat is shown?"},
+        {"from": "gpt", "value": "A chest X-ray."},
+        {"from": "human", "value": "Any fracture?"},
+        {"from": "gpt", "value": "No." + " really" * 30},
+    ]
+    whole = _fitting(None)(conv)
+    first_turn = _fitting(None)(conv[:2])
+    n = len(first_turn["input_ids"])
+    assert len(whole["input_ids"]) > n + 10
+    for limit in (n, n + 10, len(whole["input_ids"]) - 1):
+        f = _fitting(limit)
+        sample, fit = f(conv), f.fit(conv)
+        assert torch.equal(sample["input_ids"], first_turn["input_ids"])
+        assert torch.equal(sample["labels"], first_turn["labels"])
+        assert (fit.kept, fit.turns_dropped, fit.reason) == (n, 1, None)
+        assert fit.labels == int((first_turn["labels"][1:] != IGNORE_INDEX).sum())
+    assert _fitting(len(whole["input_ids"])).fit(conv).turns_dropped == 0
+    assert _fitting(n - 1).fit(conv).reason == ANSWER_CUT
 
 
 def test_byte_tokenizer_round_trip_and_specials():

@@ -16,7 +16,7 @@ SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "gpu_check"
 def test_tiny_smoke_reports_every_number(tmp_path):
     out = tmp_path / "gpu.json"
     done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--tiny", "--json", str(out)],
+        [sys.executable, str(SCRIPT), "--tiny", "--gradient-checkpointing", "--json", str(out)],
         capture_output=True,
         text=True,
         check=True,
@@ -26,6 +26,7 @@ def test_tiny_smoke_reports_every_number(tmp_path):
     result = json.loads(out.read_text())
     assert result["tokens_per_second"] > 0
     assert result["step_seconds_hlora"] > 0 and result["step_seconds_lora"] > 0
+    assert result["gradient_checkpointing"] is True
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")

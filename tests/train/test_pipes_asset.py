@@ -43,6 +43,10 @@ def test_materialize_stage1_reports_metrics_through_pipes(tmp_path: Path, mixtur
     assert metadata["tokens_per_second"].value > 0
     assert metadata["samples_per_second"].value > 0
     assert metadata["peak_memory_mb"].value > 0
+    assert metadata["answer_tokens_per_second"].value > 0
+    assert metadata["dropped_samples"].value == 0
+    assert set(metadata["lengths"].value) == {"comprehension", "generation"}
+    assert metadata["precision"].value["precision"] == "fp32"
     assert set(metadata["final_loss"].value) == {"comprehension", "generation"}
     assert metadata["loss_curve"].value.startswith("![loss curve](data:image/png;base64,")
     assert metadata["config"].value["max_steps"] == 4
