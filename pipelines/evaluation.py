@@ -51,6 +51,13 @@ class EvalModels(dg.ConfigurableResource):
     def label(self, spec: models.ModelSpec) -> str:
         return spec.label
 
+    def medical(self, spec: models.ModelSpec) -> bool | None:
+        """Whether the model is a medical one (Table 1's "Medical" column): a HealthGPT
+        checkpoint or the official weights are; a subclass that builds other models says so
+        by overriding this (None: not known, shown as "?")."""
+        builds_healthgpt = type(self).text_model is EvalModels.text_model
+        return True if builds_healthgpt else None
+
 
 class EvalModelConfig(dg.Config):
     """Which model to evaluate and how to run it (shared by every evaluation asset)."""
@@ -63,8 +70,8 @@ class EvalModelConfig(dg.Config):
     max_new_tokens: int = 32
     limit: int = 0  # at most this many items per benchmark (0 = all), for smoke runs
 
-    def run_options(self, label: str) -> run.RunOptions:
-        return run.RunOptions(self.batch_size, self.limit, label, self.model_dump())
+    def run_options(self, label: str, medical: bool | None = None) -> run.RunOptions:
+        return run.RunOptions(self.batch_size, self.limit, label, self.model_dump(), medical)
 
     def model_spec(self, checkpoints_root: Path) -> models.ModelSpec:
         checkpoint = self.checkpoint_dir or models.resolve_checkpoint(checkpoints_root, self.stage)
@@ -224,7 +231,7 @@ def _text_asset(
         lambda: eval_models.text_model(spec),
         config.bench_roots(family, locations),
         family_dir(locations, family),
-        config.run_options(eval_models.label(spec)),
+        config.run_options(eval_models.label(spec), eval_models.medical(spec)),
         trained=config.trained(locations),
         names=[b.name for b in config.selected(family)],
     )
@@ -307,7 +314,7 @@ def eval_generation(
         lambda: eval_models.image_model(spec),
         config.pairs_path(locations),
         family_dir(locations, "generation"),
-        config.run_options(eval_models.label(spec)),
+        config.run_options(eval_models.label(spec), eval_models.medical(spec)),
         **config.model_dump(
             include={"split", "ssim_window", "lpips", "keep_images", "grid_per_task"}
         ),

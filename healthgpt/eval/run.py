@@ -53,12 +53,14 @@ class FamilyRun:
 @dataclass(frozen=True)
 class RunOptions:
     """What every family's run shares: batching, a cap per benchmark for smoke runs (0 = all),
-    the model's label and the run config recorded in `scores.json`."""
+    the model's label, whether it is a medical model (None: not known; Table 1's "Medical"
+    column) and the run config recorded in `scores.json`."""
 
     batch_size: int
     limit: int
     label: str
     config: Mapping[str, Any] = field(default_factory=dict)
+    medical: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -87,14 +89,15 @@ def _counts(scores: Mapping[str, Mapping[str, Any]], unit: str) -> str:
     return ", ".join(f"{name} {row['n']} {unit}" for name, row in scores.items())
 
 
-def _scores_payload(run: FamilyRun, key: str, config: Mapping[str, Any], **extra: Any) -> dict:
+def _scores_payload(run: FamilyRun, key: str, options: RunOptions, **extra: Any) -> dict:
     return {
         "model": run.model,
+        "medical": options.medical,
         key: run.scores,
         "notes": run.notes,
         "summary": run.summary,
         **extra,
-        "config": dict(config),
+        "config": dict(options.config),
     }
 
 
@@ -169,7 +172,7 @@ def run_benchmarks(
         payload = _scores_payload(
             run,
             "benchmarks",
-            options.config,
+            options,
             configured=sorted(roots),
             prompt_forms=prompt_forms(trained),
         )
@@ -218,7 +221,7 @@ def run_generation(
         run = FamilyRun(
             options.label, result.scores, notes, counts, out, result.shards, result.grid_png
         )
-        payload = _scores_payload(run, "columns", options.config, ssim_window=ssim_window)
+        payload = _scores_payload(run, "columns", options, ssim_window=ssim_window)
         write_json(staging / SCORES_NAME, payload)
     return run
 
