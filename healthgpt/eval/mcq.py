@@ -379,14 +379,19 @@ _KEY_INDICATORS = ("could be ", "so ", "is ", "thus ", "therefore ", "final ", "
 
 def _key_responses(response: str) -> list[str]:
     """MMMU's `get_key_subresponses`: per sentence, the shortest tail after an indicator word
-    ("is ", "so ", "answer ", ... and "=" in the last sentence)."""
+    ("is ", "so ", "answer ", ... and "=" in the last sentence). As in the official code, an
+    empty tail is shorter than any other, so a sentence whose last indicator ends it ("... is
+    2 =") yields no key, and a reply without keys is its own key."""
     response = response.strip().strip(".").lower()
     parts = re.split(r"\.\s(?=[A-Z])|\n", response)
     keys = []
     for index, part in enumerate(parts):
         indicators = _KEY_INDICATORS + (("=",) if index == len(parts) - 1 else ())
-        tails = [tail for i in indicators if i in part if (tail := part.split(i)[-1].strip())]
-        shortest = min(tails, key=len) if tails else ""
+        shortest = ""
+        for indicator in (i for i in indicators if i in part):
+            tail = part.split(indicator)[-1].strip()
+            if not shortest or len(tail) < len(shortest):
+                shortest = tail  # an empty tail after a later indicator wins, as officially
         if shortest and shortest not in (":", ",", ".", "!", "?", ";", "'"):
             keys.append(shortest)
     return keys or [response]

@@ -167,6 +167,7 @@ def test_mmmu_unparsed_reply_gets_a_seeded_random_option_counted():
         ("insulin", "The drug is insulin.", True),  # a string gold in the key response
         ("insulin", "Therefore insulin is given.", False),  # MMMU reads the tail after "is "
         ("b", "abc", False),  # a one-character gold is padded with a space: not inside a word
+        ("A", "The answer is 2 =", True),  # an empty tail after "=" leaves the whole reply
     ],
 )
 def test_mmmu_open_questions_are_scored_like_mmmus_eval_open(answer, reply, correct):
