@@ -95,7 +95,8 @@ def token_recall(prediction: str, reference: str) -> float:
 #
 # A re-implementation, checked against a transcription of its code in the tests, of the
 # scorer in LLaVA-Med's `llava/eval/run_eval_batch.py` and
-# `eval_metrics/{glossary,evaluate_metrics}.py`, which most medical VLM papers reuse. It is kept apart from `normalize_answer` on purpose: it is a
+# `eval_metrics/{glossary,evaluate_metrics}.py`, which most medical VLM papers reuse. It is
+# kept apart from `normalize_answer` on purpose: it is a
 # different, looser convention (substring matching, "none" read as 0), reported beside ours.
 
 _LLAVA_PUNCT = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<")
