@@ -55,6 +55,7 @@ from healthgpt.eval.predict import (
     LETTERS,
     Scored,
     TextItem,
+    check_option_count,
 )
 from healthgpt.eval.stats import Running
 
@@ -78,19 +79,21 @@ class Choice:
     rule: str
 
 
-_ONLY = re.compile(r"^\s*[(\[]?([A-Ja-j])[)\].:]?\s*$")
+_UP = f"{LETTERS[0]}-{LETTERS[-1]}"  # the letters the prompts write, as a character range
+_ANY = _UP + _UP.lower()
+_ONLY = re.compile(rf"^\s*[(\[]?([{_ANY}])[)\].:]?\s*$")
 # A letter after a declaring phrase: "answer is X", "Answer: X", "option X", "I choose X".
 _PHRASE = (
     r"(?i:\banswer\s*(?:is|:|=|would be|should be|will be)?|\boption|\bchoice\s*(?:is|:)?"
     r"|\b(?:choose|chose|pick|select|go with)(?:\s+option)?)"
 )
-_DECLARED = re.compile(_PHRASE + r"\s*[(\[]?([A-Ja-j])(?![A-Za-z0-9])")
+_DECLARED = re.compile(_PHRASE + rf"\s*[(\[]?([{_ANY}])(?![A-Za-z0-9])")
 _LETTER_IS = re.compile(
-    r"(?<![A-Za-z0-9])([A-J])\s+(?i:is|would be)\s+(?i:the\s+)?(?i:correct|right|best|answer)"
+    rf"(?<![A-Za-z0-9])([{_UP}])\s+(?i:is|would be)\s+(?i:the\s+)?(?i:correct|right|best|answer)"
 )
-_BRACKETED = re.compile(r"[(\[]([A-Ja-j])[)\]]")
-_LEADING = re.compile(r"(?:^|\n)\s*([A-J])[.):](?=\s|$)")
-_STANDALONE = re.compile(r"(?<![A-Za-z0-9])([A-J])(?![A-Za-z0-9])")
+_BRACKETED = re.compile(rf"[(\[]([{_ANY}])[)\]]")
+_LEADING = re.compile(rf"(?:^|\n)\s*([{_UP}])[.):](?=\s|$)")
+_STANDALONE = re.compile(rf"(?<![A-Za-z0-9])([{_UP}])(?![A-Za-z0-9])")
 # After a lower-case letter, the words that make it a letter, not a word ("b because").
 _CONNECTIVES = frozenset({"because", "since", "as", "given", "due", "which", "for", "here"})
 # Words just before an option's text that take it back ("not anemia", "rather than a cyst").
@@ -99,6 +102,7 @@ _NEGATIONS = frozenset({"not", "no", "without", "nor", "never", "exclude", "excl
 
 def parse_choice(reply: str, options: Sequence[str]) -> Choice:
     """The option letter a free-text reply chose, by the rules in the module docstring."""
+    check_option_count(len(options))
     valid = LETTERS[: len(options)]
     text = str(reply or "")
     only = _ONLY.match(text)

@@ -9,6 +9,7 @@ from healthgpt.eval.mcq import (
     read_mmmu,
     read_omnimedvqa,
 )
+from healthgpt.eval.predict import TextItem, render_prompt
 from healthgpt.eval.run import RunOptions, run_benchmarks
 from tests.eval.fakes import FakeTextModel, write_mmmu, write_omnimedvqa
 
@@ -166,3 +167,14 @@ def test_declared_letter_beats_option_text(reply, options, letter):
 def test_lowercase_declared_letter(reply, letter):
     """Lower-case declared letters were unparsed; the article "a" in prose stays no letter."""
     assert parse_choice(reply, ("CT", "MRI", "X-ray", "Ultrasound")).letter == letter
+
+
+def test_more_options_than_letters_is_an_error_not_a_silent_cut():
+    """Options beyond J could be neither asked nor parsed: they were silently never chosen."""
+    options = tuple(f"option {i}" for i in range(11))
+    item = TextItem("q", "omnimedvqa", "Which?", "K", "choice", options=options)
+    with pytest.raises(ValueError, match="at most 10"):
+        render_prompt(item)
+    with pytest.raises(ValueError, match="at most 10"):
+        parse_choice("K", options)
+    assert parse_choice("(j)", options[:10]).letter == "J"
