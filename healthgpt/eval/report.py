@@ -470,8 +470,9 @@ def _method(vqa: dict | None, mcq: dict | None, generation: dict[str, Any] | Non
         "option named without the question's other options; open: recall of the gold's words. "
         "LLaVA-Med scorer: its normalization, closed = gold is a substring of the reply, open = "
         "its token recall. close = mean over closed questions, all = mean credit over all.",
-        "Multiple choice: option text first, then the last declared letter, then the last "
-        "standalone letter (articles ignored). MMMU: all questions of the 5 medical subjects "
+        "Multiple choice: the last declared letter, else option text (negated mentions "
+        "ignored), else the last standalone letter (articles ignored). MMMU: all questions of "
+        "the 5 medical subjects "
         "(open ones by MMMU's `eval_open`), every image in order, unparsed replies get a seeded "
         "random option as in MMMU's scorer. OMVQA: mean of the paper's Table 9 columns.",
         f"Images: 8-bit grayscale (ITU-R 601 luma), 256x256, data range 255; SSIM with a "
