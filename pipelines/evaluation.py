@@ -16,9 +16,9 @@ from typing import Any
 
 import dagster as dg
 
-from healthgpt.data.mixture.config import MixtureConfig
-from healthgpt.data.shards import MANIFEST_NAME, open_shard
+from healthgpt.data.shards import open_shard
 from healthgpt.eval import models, registry, run
+from healthgpt.eval.forms import QuestionForm, question_form
 from healthgpt.eval.predict import ImageModel, TextModel
 from healthgpt.storage import output_path
 from pipelines.automation import training_automation_condition
@@ -51,6 +51,13 @@ class EvalModels(dg.ConfigurableResource):
     def label(self, spec: models.ModelSpec) -> str:
         return spec.label
 
+    def medical(self, spec: models.ModelSpec) -> bool | None:
+        """Whether the model is a medical one (Table 1's "Medical" column): a HealthGPT
+        checkpoint or the official weights are; a subclass that builds other models says so
+        by overriding this (None: not known, shown as "?")."""
+        builds_healthgpt = type(self).text_model is EvalModels.text_model
+        return True if builds_healthgpt else None
+
 
 class EvalModelConfig(dg.Config):
     """Which model to evaluate and how to run it (shared by every evaluation asset)."""
@@ -63,8 +70,8 @@ class EvalModelConfig(dg.Config):
     max_new_tokens: int = 32
     limit: int = 0  # at most this many items per benchmark (0 = all), for smoke runs
 
-    def run_options(self, label: str) -> run.RunOptions:
-        return run.RunOptions(self.batch_size, self.limit, label, self.model_dump())
+    def run_options(self, label: str, medical: bool | None = None) -> run.RunOptions:
+        return run.RunOptions(self.batch_size, self.limit, label, self.model_dump(), medical)
 
     def model_spec(self, checkpoints_root: Path) -> models.ModelSpec:
         checkpoint = self.checkpoint_dir or models.resolve_checkpoint(checkpoints_root, self.stage)
@@ -87,8 +94,8 @@ class TextEvalConfig(EvalModelConfig):
     `benchmarks`: names from `healthgpt.eval.registry` (empty = every one of the family).
     `roots`: benchmark -> root; otherwise an ingested benchmark reads `<data>/ingested/<name>`
     and an external one its environment variable (`HEALTHGPT_MMMU_DIR`, ...).
-    `mixture_preset`: the training config whose question forms are used when the built
-    mixture's own config (`<data>/mixture/_manifest.json`) is not there."""
+    `mixture_preset`: the training config whose question forms are used when neither the
+    checkpoint's record nor the built mixture (`<data>/mixture/_manifest.json`) says."""
 
     benchmarks: list[str] = []
     roots: dict[str, str] = {}
@@ -111,17 +118,18 @@ class TextEvalConfig(EvalModelConfig):
                 found[bench.name] = Path(os.environ[bench.env])
         return found
 
-    def trained(self, locations: DataLocations) -> MixtureConfig:
-        """The mixture config the evaluated model was trained from: the built mixture's, else
-        the preset's."""
-        manifest = locations.mixture_dir() / MANIFEST_NAME
-        if manifest.is_file():
-            config = json.loads(manifest.read_text()).get("config")
-            if config:
-                return MixtureConfig(**config)
+    def question_form(self, locations: DataLocations, spec: models.ModelSpec) -> QuestionForm:
+        """The question form of the evaluated model (`healthgpt.eval.forms`): official weights
+        are asked plainly; a pipeline checkpoint in the mixture it recorded; else the mixture
+        on disk, else `mixture_preset`, and the report says so."""
         if self.mixture_preset not in PRESETS:
             raise ValueError(f"mixture_preset must be one of {sorted(PRESETS)}")
-        return PRESETS[self.mixture_preset]()
+        return question_form(
+            bool(spec.official_dir),
+            spec.checkpoint,
+            locations.mixture_dir(),
+            PRESETS[self.mixture_preset],
+        )
 
 
 class GenerationEvalConfig(EvalModelConfig):
@@ -219,14 +227,16 @@ def _text_asset(
     eval_models: EvalModels,
 ) -> run.FamilyRun:
     spec = config.model_spec(eval_models.checkpoints_root(locations))
+    form = config.question_form(locations, spec)
     return run.run_benchmarks(
         family,
         lambda: eval_models.text_model(spec),
         config.bench_roots(family, locations),
         family_dir(locations, family),
-        config.run_options(eval_models.label(spec)),
-        trained=config.trained(locations),
+        config.run_options(eval_models.label(spec), eval_models.medical(spec)),
+        trained=form.trained,
         names=[b.name for b in config.selected(family)],
+        form_source=form.source,
     )
 
 
@@ -307,7 +317,7 @@ def eval_generation(
         lambda: eval_models.image_model(spec),
         config.pairs_path(locations),
         family_dir(locations, "generation"),
-        config.run_options(eval_models.label(spec)),
+        config.run_options(eval_models.label(spec), eval_models.medical(spec)),
         **config.model_dump(
             include={"split", "ssim_window", "lpips", "keep_images", "grid_per_task"}
         ),

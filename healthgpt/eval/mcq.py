@@ -3,13 +3,19 @@
 Reply -> chosen option (`parse_choice`), the rule is kept in the predictions table:
 
 1. `exact`: the reply is just a letter ("b", "(B)", "C.").
-2. `text`: the reply names an option's text (after `normalize_answer`, so articles, case and
-   punctuation do not matter; as whole words). Option text is read before letters, so
+2. `explicit`: the last letter the reply declares wins over any option text elsewhere in it:
+   after an answer phrase ("Answer: A because ...", "the answer is (c)", "Option D", "I
+   choose B", "I'd pick b"), "A is correct", a bracketed letter "(B)", or a line starting
+   "B." / "B)". A lower-case letter after a phrase counts when nothing or a connective
+   follows ("b because"), and "a"/"A" followed by an option's text is the article ("the
+   correct choice is a benign cyst"). A list of the options echoed back ("A. yes\nB. no")
+   declares nothing and is `unparsed`.
+3. `text`: only when no letter is declared: the reply names an option's text (after
+   `normalize_answer`, so articles, case and punctuation do not matter; as whole words), so
    "Vitamin D deficiency" is the option with that text, not option D. An option whose text is
-   inside a longer named option ("lung" in "lung cancer") does not count; of the options
-   left, the one named last wins ("not pneumonia but edema" -> edema).
-3. `explicit`: the last letter the reply declares: "Answer: B", "the answer is (c)",
-   "Option D", "(B)", or a line starting "B." / "B)".
+   inside a longer named option ("lung" in "lung cancer") does not count, nor one negated just
+   before ("not anemia", "rather than a cyst"); of the options left, the one named last wins
+   ("not pneumonia but edema" -> edema).
 4. `letter`: the last standalone capital letter among the valid ones, where "A" followed by a
    lower-case word is the article ("A lesion ..."), as is any lower-case "a".
 5. otherwise `unparsed` (letter None). Each benchmark's scorer says what an unparsed reply
@@ -17,8 +23,8 @@ Reply -> chosen option (`parse_choice`), the rule is kept in the predictions tab
 
 MMMU's official parser (`parse_multi_choice_response` in MMMU-Benchmark/MMMU) agrees on its
 own cases (bracketed letters, bare letters, the last of several, option content); the
-differences are the rules above that fix its known failures (content is only read after
-letters there, and only in replies of more than five words).
+differences are the rules above that fix its known failures (it reads content only in
+replies of more than five words, and negated mentions count there).
 
 Published layouts read here:
 
@@ -49,6 +55,7 @@ from healthgpt.eval.predict import (
     LETTERS,
     Scored,
     TextItem,
+    check_option_count,
 )
 from healthgpt.eval.stats import Running
 
@@ -72,31 +79,45 @@ class Choice:
     rule: str
 
 
-_ONLY = re.compile(r"^\s*[(\[]?([A-Ja-j])[)\].:]?\s*$")
-_EXPLICIT = re.compile(
-    r"(?i:answer|option|choice)\s*(?i:is|:|=|would be|should be)?\s*(?i:option\s*)?"
-    r"[(\[]?([A-J]|[a-j](?=[)\].,;:!?]|\s*$))(?![A-Za-z0-9])(?!(?<=A)\s+[a-z])"
-    r"|[(\[]([A-Ja-j])[)\]]"
-    r"|(?:^|\n)\s*([A-J])[.)](?=\s|$)"
+_UP = f"{LETTERS[0]}-{LETTERS[-1]}"  # the letters the prompts write, as a character range
+_ANY = _UP + _UP.lower()
+_ONLY = re.compile(rf"^\s*[(\[]?([{_ANY}])[)\].:]?\s*$")
+# A letter after a declaring phrase: "answer is X", "Answer: X", "option X", "I choose X".
+_PHRASE = (
+    r"(?i:\banswer\s*(?:is|:|=|would be|should be|will be)?|\boption|\bchoice\s*(?:is|:)?"
+    r"|\b(?:choose|chose|pick|select|go with)(?:\s+option)?)"
 )
-_STANDALONE = re.compile(r"(?<![A-Za-z0-9])([A-J])(?![A-Za-z0-9])")
+_DECLARED = re.compile(_PHRASE + rf"\s*[(\[]?([{_ANY}])(?![A-Za-z0-9])")
+_LETTER_IS = re.compile(
+    rf"(?<![A-Za-z0-9])([{_UP}])\s+(?i:is|would be)\s+(?i:the\s+)?(?i:correct|right|best|answer)"
+)
+_BRACKETED = re.compile(rf"[(\[]([{_ANY}])[)\]]")
+_LEADING = re.compile(rf"(?:^|\n)\s*([{_UP}])[.):](?=\s|$)")
+_STANDALONE = re.compile(rf"(?<![A-Za-z0-9])([{_UP}])(?![A-Za-z0-9])")
+# After a lower-case letter, the words that make it a letter, not a word ("b because").
+_CONNECTIVES = frozenset({"because", "since", "as", "given", "due", "which", "for", "here"})
+# Words just before an option's text that take it back ("not anemia", "rather than a cyst").
+_NEGATIONS = frozenset({"not", "no", "without", "nor", "never", "exclude", "excluded", "than"})
 
 
 def parse_choice(reply: str, options: Sequence[str]) -> Choice:
     """The option letter a free-text reply chose, by the rules in the module docstring."""
+    check_option_count(len(options))
     valid = LETTERS[: len(options)]
     text = str(reply or "")
     only = _ONLY.match(text)
     if only:
         letter = only.group(1).upper()
         return Choice(letter, "exact") if letter in valid else Choice(None, "unparsed")
+    declared, echoed = _declared(text, options)
+    declared = [d for d in declared if d in valid]
+    if declared:
+        return Choice(declared[-1], "explicit")
+    if echoed:
+        return Choice(None, "unparsed")
     by_text = _by_text(text, options)
     if by_text is not None:
         return Choice(by_text, "text")
-    declared = [next(g for g in m.groups() if g).upper() for m in _EXPLICIT.finditer(text)]
-    declared = [letter for letter in declared if letter in valid]
-    if declared:
-        return Choice(declared[-1], "explicit")
     standalone = []
     for match in _STANDALONE.finditer(text):
         letter = match.group(1)
@@ -107,9 +128,48 @@ def parse_choice(reply: str, options: Sequence[str]) -> Choice:
     return Choice(None, "unparsed")
 
 
+def _declared(text: str, options: Sequence[str]) -> tuple[list[str], bool]:
+    """The letters the reply declares, in reply order: after an answer phrase, bracketed,
+    "X is correct", or leading a line ("B." / "B)"). A lower-case letter after a phrase counts
+    only when nothing or a connective ("b because") follows; "A"/"a" followed by an option's
+    text is the article ("the answer is a benign cyst"). A list of options echoed back
+    ("A. yes\\nB. no", "(a) yes (b) no") declares nothing, and is reported as echoed."""
+    found: list[tuple[int, str]] = []
+    for match in _DECLARED.finditer(text):
+        letter, rest = match.group(1), text[match.end() :]
+        word = re.match(r"\s+([A-Za-z]+)", rest)
+        if word and letter.islower() and word.group(1).lower() not in _CONNECTIVES:
+            continue
+        if letter in "Aa" and word and _names_option(rest, options):
+            continue
+        found.append((match.start(1), letter.upper()))
+    found += [(m.start(1), m.group(1)) for m in _LETTER_IS.finditer(text)]
+    listed = [
+        (m.start(1), m.group(1).upper(), m.end())
+        for pattern in (_BRACKETED, _LEADING)
+        for m in pattern.finditer(text)
+    ]
+    echoed = [e for e in listed if _names_option(text[e[2] :], options, e[1])]
+    is_echo = len({e[1] for e in echoed}) >= 2
+    found += [(e[0], e[1]) for e in listed if not (is_echo and e in echoed)]
+    return [letter for _, letter in sorted(set(found))], is_echo
+
+
+def _names_option(rest: str, options: Sequence[str], letter: str | None = None) -> bool:
+    """Whether `rest` starts with an option's text (that of `letter` when given)."""
+    head = f"{normalize_answer(rest)} "
+    chosen = (
+        [options[LETTERS.index(letter)]]
+        if letter and LETTERS.index(letter) < len(options)
+        else options
+    )
+    return any((needle := normalize_answer(o)) and head.startswith(f"{needle} ") for o in chosen)
+
+
 def _by_text(text: str, options: Sequence[str]) -> str | None:
     """The option named last in the reply (whole words, normalized), ignoring options only
-    named inside a longer named option; None when no option's text is in the reply."""
+    named inside a longer named option and options negated just before ("not anemia", "no
+    fracture"); None when no option's text is in the reply."""
     reply = f" {normalize_answer(text)} "
     spans: list[tuple[int, int, int]] = []  # (start, end, option index)
     for index, option in enumerate(options):
@@ -121,6 +181,7 @@ def _by_text(text: str, options: Sequence[str]) -> str | None:
             spans.append((start, start + len(needle) + 1, index))
             start = reply.find(f" {needle} ", start + 1)
     kept = [s for s in spans if not any(_inside(s, o) for o in spans)]
+    kept = [s for s in kept if not _NEGATIONS & set(reply[: s[0]].split()[-2:])]
     if not kept:
         return None
     return LETTERS[max(kept, key=lambda s: (s[0], s[1] - s[0]))[2]]
@@ -322,14 +383,19 @@ _KEY_INDICATORS = ("could be ", "so ", "is ", "thus ", "therefore ", "final ", "
 
 def _key_responses(response: str) -> list[str]:
     """MMMU's `get_key_subresponses`: per sentence, the shortest tail after an indicator word
-    ("is ", "so ", "answer ", ... and "=" in the last sentence)."""
+    ("is ", "so ", "answer ", ... and "=" in the last sentence). As in the official code, an
+    empty tail is shorter than any other, so a sentence whose last indicator ends it ("... is
+    2 =") yields no key, and a reply without keys is its own key."""
     response = response.strip().strip(".").lower()
     parts = re.split(r"\.\s(?=[A-Z])|\n", response)
     keys = []
     for index, part in enumerate(parts):
         indicators = _KEY_INDICATORS + (("=",) if index == len(parts) - 1 else ())
-        tails = [tail for i in indicators if i in part if (tail := part.split(i)[-1].strip())]
-        shortest = min(tails, key=len) if tails else ""
+        shortest = ""
+        for indicator in (i for i in indicators if i in part):
+            tail = part.split(indicator)[-1].strip()
+            if not shortest or len(tail) < len(shortest):
+                shortest = tail  # an empty tail after a later indicator wins, as officially
         if shortest and shortest not in (":", ",", ".", "!", "?", ";", "'"):
             keys.append(shortest)
     return keys or [response]

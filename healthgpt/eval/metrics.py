@@ -6,9 +6,9 @@ Conventions (one place, applied to target and generated image alike):
   601-2 luma transform (L = 0.299 R + 0.587 G + 0.114 B). An image of another size is
   resized to 256 x 256 with bicubic resampling. The window (CT HU window, MRI scaling) is the
   one the shards were written with: nothing here re-windows.
-- Data range: `ssim` and `psnr` take it as a required argument (no default), and reject an
-  input outside [0, data_range] or float data in [0, 1] scored with a range above 1 (the
-  silent error of a 255 default). The pipeline scores 8-bit images with 255; MSE is on the
+- Data range: `ssim` and `psnr` take it as a required argument (no default, so no silent
+  255 for [0, 1] data), and reject NaN input or values spanning more than the range. The
+  pipeline scores 8-bit images with 255; MSE is on the
   0-255 scale (the paper's MSE ~30 at PSNR ~33 dB only fits that scale).
 - SSIM: Wang et al. 2004 by default: 11 x 11 Gaussian window, sigma 1.5, K1 0.01, K2 0.03,
   population covariance, mean over the pixels whose window fits inside the image.
@@ -61,19 +61,18 @@ def _pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def check_range(data_range: float, *arrays: np.ndarray) -> None:
-    """Reject a data range that does not fit the data: values outside [0, data_range], or
-    float data within [0, 1] scored with a range above 1 (ambiguous: [0, 1] data needs 1.0)."""
-    if not data_range > 0:
-        raise ValueError(f"data_range must be positive, got {data_range}")
+    """Reject input the given data range cannot describe: NaN or infinite values, or values
+    spanning more than `data_range` (uint8 data scored with 1.0). As in scikit-image, an
+    explicit range is trusted otherwise: [-1, 1] data with 2.0, or a dark float image on the
+    0-255 scale (all values <= 1) with 255."""
+    if not data_range > 0 or not math.isfinite(data_range):
+        raise ValueError(f"data_range must be positive and finite, got {data_range}")
     for array in arrays:
+        if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
+            raise ValueError("image contains NaN or infinite values: metrics are undefined")
         low, high = float(np.min(array)), float(np.max(array))
-        if low < 0 or high > data_range:
+        if high - low > data_range:
             raise ValueError(f"values in [{low}, {high}] do not fit data_range {data_range}")
-        if np.issubdtype(array.dtype, np.floating) and high <= 1.0 and data_range > 1.0:
-            raise ValueError(
-                f"float data within [0, 1] with data_range {data_range}: pass data_range=1.0 "
-                "for [0, 1] images, or convert to the range you mean"
-            )
 
 
 def mse(a: np.ndarray, b: np.ndarray) -> float:

@@ -93,9 +93,10 @@ def token_recall(prediction: str, reference: str) -> float:
 
 # --------------------------------------------------------------- LLaVA-Med's convention
 #
-# A re-implementation, from its published behaviour, of the scorer in LLaVA-Med's
-# `llava/eval/run_eval_batch.py` and `eval_metrics/{glossary,evaluate_metrics}.py`, which most
-# medical VLM papers reuse. It is kept apart from `normalize_answer` on purpose: it is a
+# A re-implementation, checked against a transcription of its code in the tests, of the
+# scorer in LLaVA-Med's `llava/eval/run_eval_batch.py` and
+# `eval_metrics/{glossary,evaluate_metrics}.py`, which most medical VLM papers reuse. It is
+# kept apart from `normalize_answer` on purpose: it is a
 # different, looser convention (substring matching, "none" read as 0), reported beside ours.
 
 _LLAVA_PUNCT = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<")
@@ -107,12 +108,49 @@ _LLAVA_PERIOD = re.compile(r"\.(?!\d)")
 _LLAVA_NUMBERS = {"none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4"}
 _LLAVA_NUMBERS |= {"five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10"}
 
+# LLaVA-Med's `contractions` table (VQA-eval's), applied after lower-casing, so its keys with
+# capitals ("Im", "Ive", "Id've", "I'dve") can never match and are left out.
+_LLAVA_CONTRACTIONS = {
+    "aint": "ain't", "arent": "aren't", "cant": "can't", "couldve": "could've",
+    "couldnt": "couldn't", "couldn'tve": "couldn't've", "couldnt've": "couldn't've",
+    "didnt": "didn't", "doesnt": "doesn't", "dont": "don't", "hadnt": "hadn't",
+    "hadnt've": "hadn't've", "hadn'tve": "hadn't've", "hasnt": "hasn't", "havent": "haven't",
+    "hed": "he'd", "hed've": "he'd've", "he'dve": "he'd've", "hes": "he's", "howd": "how'd",
+    "howll": "how'll", "hows": "how's", "isnt": "isn't", "itd": "it'd", "itd've": "it'd've",
+    "it'dve": "it'd've", "itll": "it'll", "let's": "let's", "maam": "ma'am",
+    "mightnt": "mightn't", "mightnt've": "mightn't've", "mightn'tve": "mightn't've",
+    "mightve": "might've", "mustnt": "mustn't", "mustve": "must've", "neednt": "needn't",
+    "notve": "not've", "oclock": "o'clock", "oughtnt": "oughtn't", "ow's'at": "'ow's'at",
+    "'ows'at": "'ow's'at", "'ow'sat": "'ow's'at", "shant": "shan't", "shed've": "she'd've",
+    "she'dve": "she'd've", "she's": "she's", "shouldve": "should've", "shouldnt": "shouldn't",
+    "shouldnt've": "shouldn't've", "shouldn'tve": "shouldn't've", "somebody'd": "somebodyd",
+    "somebodyd've": "somebody'd've", "somebody'dve": "somebody'd've",
+    "somebodyll": "somebody'll", "somebodys": "somebody's", "someoned": "someone'd",
+    "someoned've": "someone'd've", "someone'dve": "someone'd've", "someonell": "someone'll",
+    "someones": "someone's", "somethingd": "something'd", "somethingd've": "something'd've",
+    "something'dve": "something'd've", "somethingll": "something'll", "thats": "that's",
+    "thered": "there'd", "thered've": "there'd've", "there'dve": "there'd've",
+    "therere": "there're", "theres": "there's", "theyd": "they'd", "theyd've": "they'd've",
+    "they'dve": "they'd've", "theyll": "they'll", "theyre": "they're", "theyve": "they've",
+    "twas": "'twas", "wasnt": "wasn't", "wed've": "we'd've", "we'dve": "we'd've",
+    "weve": "we've", "werent": "weren't", "whatll": "what'll", "whatre": "what're",
+    "whats": "what's", "whatve": "what've", "whens": "when's", "whered": "where'd",
+    "wheres": "where's", "whereve": "where've", "whod": "who'd", "whod've": "who'd've",
+    "who'dve": "who'd've", "wholl": "who'll", "whos": "who's", "whove": "who've",
+    "whyll": "why'll", "whyre": "why're", "whys": "why's", "wont": "won't",
+    "wouldve": "would've", "wouldnt": "wouldn't", "wouldnt've": "wouldn't've",
+    "wouldn'tve": "wouldn't've", "yall": "y'all", "yall'll": "y'all'll", "y'allll": "y'all'll",
+    "yall'd've": "y'all'd've", "y'alld've": "y'all'd've", "y'all'dve": "y'all'd've",
+    "youd": "you'd", "youd've": "you'd've", "you'dve": "you'd've", "youll": "you'll",
+    "youre": "you're", "youve": "you've",
+}  # fmt: skip
+
 
 def llava_med_normalize(text: object) -> str:
     """LLaVA-Med's `normalize_word` (after its lower-casing): punctuation to spaces (removed
     instead when it touches a space or the text has a digit comma), periods not before a digit
-    removed, "none"/"zero".."ten" to digits, articles dropped, commas removed. Its
-    contraction table only restores apostrophes, which no comparison here depends on."""
+    removed, "none"/"zero".."ten" to digits, articles dropped, then its contraction table
+    ("dont" -> "don't", "cant" -> "can't"), then commas removed."""
     token = str(text or "").lower()
     out = token
     for p in _LLAVA_PUNCT:
@@ -120,14 +158,15 @@ def llava_med_normalize(text: object) -> str:
         out = out.replace(p, "" if touching or _LLAVA_DIGIT_COMMA.search(token) else " ")
     out = _LLAVA_PERIOD.sub("", out, count=32)  # its `re.UNICODE` lands in `count`
     words = [_LLAVA_NUMBERS.get(w, w) for w in out.split()]
-    return " ".join(w for w in words if w not in ARTICLES).replace(",", "")
+    words = [_LLAVA_CONTRACTIONS.get(w, w) for w in words if w not in ARTICLES]
+    return " ".join(words).replace(",", "")
 
 
 def llava_med_closed(reply: object, answer: object) -> float:
     """LLaVA-Med's closed-question hit: the normalized gold occurs in the normalized reply as
-    a substring ("not present" holds "no")."""
-    gold = llava_med_normalize(answer)
-    return float(bool(gold) and gold in llava_med_normalize(reply))
+    a substring ("not present" holds "no"); a gold that normalizes to nothing is, as in its
+    code, a substring of every reply (a hit)."""
+    return float(llava_med_normalize(answer) in llava_med_normalize(reply))
 
 
 def llava_med_recall(reply: object, answer: object) -> float:

@@ -57,7 +57,17 @@ TEMPLATES: dict[str, str] = {
     "open": "{question}\nAnswer the question using a single word or phrase.",
 }
 
-LETTERS = "ABCDEFGHIJ"
+LETTERS = "ABCDEFGHIJ"  # the option letters prompts write and `mcq.parse_choice` reads
+
+
+def check_option_count(count: int, what: str = "a question") -> None:
+    """Reject more options than there are letters: the extra ones could be neither asked
+    nor parsed (a mixture with `max_choice_options` above this trains on unreadable forms)."""
+    if count > len(LETTERS):
+        raise ValueError(
+            f"{what} has {count} options; at most {len(LETTERS)} ({LETTERS[0]}-{LETTERS[-1]}) "
+            "can be asked and parsed"
+        )
 
 
 @dataclass(frozen=True)
@@ -97,6 +107,7 @@ def render_prompt(item: TextItem) -> str:
     """The item's prompt: its trained form when it has one, else its kind's template."""
     if item.prompt:
         return item.prompt
+    check_option_count(len(item.options), f"item {item.id}")
     options = "\n".join(f"{LETTERS[i]}. {text}" for i, text in enumerate(item.options))
     return TEMPLATES[item.template].format(question=item.question.strip(), options=options)
 
@@ -320,6 +331,7 @@ def predict_and_score(
 
 __all__ = [
     "LETTERS",
+    "check_option_count",
     "PREDICTION_SCHEMA",
     "TEMPLATES",
     "EvalResult",

@@ -50,7 +50,7 @@ def empty(reason: str) -> str:
 def run_cell(cell: dict[str, Any] | None, digits: int, paper: float | None, reason: str) -> str:
     """`value (n=N; low-high)`, with the warning mark when the 95% interval is wider than
     the gap to the paper's value; the reason when there is no value."""
-    if not cell:
+    if cell is None:
         return empty(reason)
     value = cell["value"]
     if not cell.get("ci"):
@@ -92,51 +92,72 @@ closed, recall with "none" read as 0 for open) are a scorer under which such pub
 numbers were produced; the strict scorer is shown beside it for a lower bound."""
 
 
-def _vqa_reason(vqa: dict | None, name: str) -> str:
-    if vqa is None:
-        return "VQA not run"
-    if any(name in n and "no ingested test split" in n for n in vqa.get("notes", [])):
-        return "not ingested"
-    return "not run"
-
-
-def _mcq_reason(mcq: dict | None, name: str) -> str:
-    if mcq is None:
-        return "not run"
-    if any(n.startswith(f"{name}: not configured") for n in mcq.get("notes", [])):
+def _reason(result: dict | None, name: str, family: str = "") -> str:
+    """Why this run has no cell for benchmark `name`: its family did not run, the benchmark
+    was not configured, its ingested test split is missing, or it ran nothing."""
+    if result is None:
+        return f"{family} not run".strip()
+    notes = result.get("notes", [])
+    if any(n.startswith(f"{name}: not configured") for n in notes):
         return "not configured"
+    if any(n.startswith(f"{name}: no ingested test split") for n in notes):
+        return "not ingested"
     return "not run"
 
 
 def omvqa_columns(published: dict[str, Any], omni: dict[str, Any] | None) -> dict[str, Any]:
     """This run's OMVQA as the paper defines it: the mean of the seven Table 9 modality
-    columns. A column whose modality the paper does not expand (FDM) or that this run has no
-    question for is missing; the mean is then over the columns present, and says so."""
+    columns. A column with no modality in `modality_of_column` (FDM, see published.yaml) or
+    that this run has no question for is missing; the mean is then over the columns present
+    and `complete` is False: such a value is not comparable with the paper's."""
     spec = published["tables"]["table9"]
     mapping = spec.get("modality_of_column", {})
     by = (omni or {}).get("by_modality", {})
     columns = spec["columns"][:-1]
     present = {c: by[mapping[c]] for c in columns if mapping.get(c) in by and by[mapping[c]]}
+    missing = [c for c in columns if c not in present]
     if not present:
-        return {"value": None, "present": [], "missing": columns}
+        return {"value": None, "present": [], "missing": missing, "complete": False}
     return {
         **mean_of_cells(list(present.values())),
         "present": list(present),
-        "missing": [c for c in columns if c not in present],
+        "missing": missing,
+        "complete": not missing,
     }
 
 
-def mean_of_cells(cells: list[dict[str, Any]]) -> dict[str, Any]:
-    """The mean of independent cells (OMVQA's columns, Table 1's Avg.), its total n, and an
-    approximate 95% interval: the cells' half-widths combined in quadrature, divided by the
-    number of cells (the standard error of a mean of independent estimates)."""
+def mean_of_cells(cells: list[dict[str, Any]], independent: bool = True) -> dict[str, Any]:
+    """The mean of cells, their total n, and an approximate 95% interval: for independent
+    cells (OMVQA's modality columns: disjoint questions) the half-widths combined in
+    quadrature over the number of cells; otherwise (cells that share questions) their plain
+    mean, which bounds the error of the mean whatever the cells' correlation."""
     value = sum(c["value"] for c in cells) / len(cells)
     halves = [(c["ci"][1] - c["ci"][0]) / 2 if c.get("ci") else None for c in cells]
     ci = None
     if all(h is not None for h in halves):
-        half = math.sqrt(sum(h * h for h in halves)) / len(cells)
+        combined = math.sqrt(sum(h * h for h in halves)) if independent else sum(halves)
+        half = combined / len(cells)
         ci = [round(max(0.0, value - half), 2), round(min(100.0, value + half), 2)]
     return {"value": round(value, 2), "n": sum(c.get("n", 0) for c in cells), "ci": ci}
+
+
+AVG_DISTINCT = (
+    1,
+    3,
+    5,
+    6,
+    7,
+)  # Table 1 cells whose questions are distinct: every "all", MMMU, OMVQA
+
+
+def table1_average(cells: list[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """Table 1's Avg.: the mean of the eight cells, when all eight exist. Its n counts
+    distinct questions (a benchmark's closed questions are among its "all" ones) and its
+    interval does not assume the cells independent (close and all share questions)."""
+    if any(c is None for c in cells):
+        return None
+    average = mean_of_cells(cells, independent=False)  # type: ignore[arg-type]
+    return {**average, "n": sum(cells[i]["n"] for i in AVG_DISTINCT)}  # type: ignore[index]
 
 
 def table1_values(
@@ -147,7 +168,8 @@ def table1_values(
 ) -> list[dict[str, Any] | None]:
     """This run's Table 1 cells under one VQA scorer: close/all per VQA benchmark, MMMU-Med
     (accuracy over all 150 questions), OMVQA (mean of the paper's seven Table 9 columns), and
-    the average of those eight (only when all eight were computed, as the paper's is)."""
+    the average of those eight (only when all eight were computed and OMVQA has all seven
+    columns, as the paper's has)."""
     published = published or load_published()
     cells: list[dict[str, Any] | None] = []
     benchmarks = (vqa or {}).get("benchmarks", {})
@@ -158,22 +180,43 @@ def table1_values(
     choice = (mcq or {}).get("benchmarks", {})
     cells.append((choice.get("mmmu_med") or {}).get("accuracy"))
     omvqa = omvqa_columns(published, choice.get("omnimedvqa"))
-    cells.append({k: omvqa[k] for k in ("value", "n", "ci")} if omvqa["value"] else None)
-    present = [c for c in cells if c]
-    cells.append(mean_of_cells(present) if len(present) == 8 else None)
+    has_omvqa = omvqa["value"] is not None
+    cells.append({k: omvqa[k] for k in ("value", "n", "ci")} if has_omvqa else None)
+    cells.append(table1_average(cells) if omvqa["complete"] else None)
     return cells
 
 
 def _table1_row(cells, paper, vqa, mcq, published) -> list[str]:
     reasons = []
     for _, name in TABLE1_SOURCES:
-        reasons += [_vqa_reason(vqa, name)] * 2
-    reasons += [_mcq_reason(mcq, "mmmu_med"), _mcq_reason(mcq, "omnimedvqa"), "needs all 8"]
+        reasons += [_reason(vqa, name, "VQA")] * 2
+    omvqa = omvqa_columns(published, (mcq or {}).get("benchmarks", {}).get("omnimedvqa"))
+    columns = len(omvqa["present"]) + len(omvqa["missing"])
+    partial = f"OMVQA has {len(omvqa['present'])} of {columns} columns: not comparable"
+    average_reason = partial if omvqa["value"] is not None and not omvqa["complete"] else ""
+    reasons += [_reason(mcq, "mmmu_med"), _reason(mcq, "omnimedvqa")]
+    reasons += [average_reason or "needs all 8"]
+    paper = list(paper)
+    if not omvqa["complete"]:
+        paper[7] = paper[8] = None  # a partial OMVQA is not the paper's OMVQA
     out = [run_cell(c, 1, paper[i], r) for i, (c, r) in enumerate(zip(cells, reasons, strict=True))]
-    if cells[7]:
-        omvqa = omvqa_columns(published, (mcq or {}).get("benchmarks", {}).get("omnimedvqa"))
-        out[7] += f" [{len(omvqa['present'])} of 7 columns]"
+    if cells[7] is not None:
+        out[7] += f" [{len(omvqa['present'])} of {columns} columns"
+        out[7] += "]" if omvqa["complete"] else "; not comparable with the paper]"
     return out
+
+
+def medical_mark(*results: dict[str, Any] | None) -> str:
+    """Table 1's "Medical" column for this run: whether the evaluated model is a medical
+    model (as the paper marks its rows), from what the run recorded: "✓" for a HealthGPT
+    checkpoint or the official weights, "✗" for a model recorded as general, "?" when the
+    run does not say (a model supplied from outside)."""
+    marks = {r.get("medical") for r in results if r and _ran(r)}
+    if marks == {True}:
+        return "✓"
+    if marks == {False}:
+        return "✗"
+    return "?"
 
 
 def render_table1(published: dict[str, Any], vqa: dict | None, mcq: dict | None) -> str:
@@ -193,7 +236,8 @@ def render_table1(published: dict[str, Any], vqa: dict | None, mcq: dict | None)
     for scorer in (PAPER_SCORER, "strict"):
         cells = table1_values(vqa, mcq, scorer, published)
         name = f"{_ours(vqa, mcq)}, {SCORER_LABELS[scorer]}"
-        rows.append(["", name, DASH, "✓", *_table1_row(cells, paper, vqa, mcq, published)])
+        medical = medical_mark(vqa, mcq)
+        rows.append(["", name, DASH, medical, *_table1_row(cells, paper, vqa, mcq, published)])
     notes = [
         f"VQA cells are given under both scorers; the {SCORER_LABELS[PAPER_SCORER]} row is the "
         "one to compare with the paper: " + " ".join(PAPER_SCORER_WHY.split()),
@@ -235,7 +279,9 @@ def _mcq_notes(published: dict[str, Any], mcq: dict | None) -> list[str]:
         notes.append(
             "OMVQA is the mean of the paper's Table 9 modality columns "
             f"({', '.join(omvqa['present']) or 'none'} present; missing: "
-            f"{', '.join(omvqa['missing']) or 'none'}; FDM is not expanded in the paper). "
+            f"{', '.join(omvqa['missing']) or 'none'}; the paper does not expand FDM, so no "
+            "modality is mapped to it and this run's OMVQA and Avg. are not compared with the "
+            "paper's). "
             f"All-modality mean over every modality this run evaluated (not the paper's "
             f"definition): {_fmt(omni.get('macro_modality'), 1)}; accuracy over questions: "
             f"{run_cell(omni.get('accuracy'), 1, None, 'none')}; "
@@ -329,14 +375,16 @@ def render_table9(published: dict[str, Any], mcq: dict | None) -> str:
     for index, column in enumerate(spec["columns"][:-1]):
         modality = mapping.get(column)
         if not omni:
-            cells.append(empty(_mcq_reason(mcq, "omnimedvqa")))
+            cells.append(empty(_reason(mcq, "omnimedvqa")))
         elif modality is None:
             cells.append(empty("not expanded in the paper"))
         else:
             cells.append(run_cell(by.get(modality), 1, paper[index], "no question"))
     omvqa = omvqa_columns(published, omni)
-    average = {k: omvqa[k] for k in ("value", "n", "ci")} if omvqa["value"] else None
-    cells.append(run_cell(average, 1, paper[-1], "no column"))
+    average = {k: omvqa[k] for k in ("value", "n", "ci")} if omvqa["value"] is not None else None
+    cells.append(run_cell(average, 1, paper[-1] if omvqa["complete"] else None, "no column"))
+    if average is not None and not omvqa["complete"]:
+        cells[-1] += " [not comparable with the paper: columns missing]"
     rows.append([_ours(mcq), *cells])
     return _section(spec["title"], _table(header, rows), [])
 
@@ -422,8 +470,9 @@ def _method(vqa: dict | None, mcq: dict | None, generation: dict[str, Any] | Non
         "option named without the question's other options; open: recall of the gold's words. "
         "LLaVA-Med scorer: its normalization, closed = gold is a substring of the reply, open = "
         "its token recall. close = mean over closed questions, all = mean credit over all.",
-        "Multiple choice: option text first, then the last declared letter, then the last "
-        "standalone letter (articles ignored). MMMU: all questions of the 5 medical subjects "
+        "Multiple choice: the last declared letter, else option text (negated mentions "
+        "ignored), else the last standalone letter (articles ignored). MMMU: all questions of "
+        "the 5 medical subjects "
         "(open ones by MMMU's `eval_open`), every image in order, unparsed replies get a seeded "
         "random option as in MMMU's scorer. OMVQA: mean of the paper's Table 9 columns.",
         f"Images: 8-bit grayscale (ITU-R 601 luma), 256x256, data range 255; SSIM with a "
@@ -459,7 +508,7 @@ def render_png(vqa: dict[str, Any] | None, mcq: dict[str, Any] | None) -> bytes:
     draw.line((LEFT - 4, TOP, LEFT - 4, TOP + PLOT_H), fill="gray")
     for index, (label, cell) in enumerate(zip(labels, cells, strict=True)):
         x = LEFT + index * (BAR_W + GAP)
-        if cell:
+        if cell is not None:
             draw.rectangle((x, y(cell["value"]), x + BAR_W, TOP + PLOT_H), fill=(90, 140, 200))
             if cell.get("ci"):
                 low, high = cell["ci"]

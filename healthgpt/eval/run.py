@@ -53,12 +53,14 @@ class FamilyRun:
 @dataclass(frozen=True)
 class RunOptions:
     """What every family's run shares: batching, a cap per benchmark for smoke runs (0 = all),
-    the model's label and the run config recorded in `scores.json`."""
+    the model's label, whether it is a medical model (None: not known; Table 1's "Medical"
+    column) and the run config recorded in `scores.json`."""
 
     batch_size: int
     limit: int
     label: str
     config: Mapping[str, Any] = field(default_factory=dict)
+    medical: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -87,14 +89,15 @@ def _counts(scores: Mapping[str, Mapping[str, Any]], unit: str) -> str:
     return ", ".join(f"{name} {row['n']} {unit}" for name, row in scores.items())
 
 
-def _scores_payload(run: FamilyRun, key: str, config: Mapping[str, Any], **extra: Any) -> dict:
+def _scores_payload(run: FamilyRun, key: str, options: RunOptions, **extra: Any) -> dict:
     return {
         "model": run.model,
+        "medical": options.medical,
         key: run.scores,
         "notes": run.notes,
         "summary": run.summary,
         **extra,
-        "config": dict(config),
+        "config": dict(options.config),
     }
 
 
@@ -103,20 +106,22 @@ def _text_run(label: str, result: EvalResult, out: Path) -> FamilyRun:
     return FamilyRun(label, result.benchmarks, result.notes, counts, out, result.shards)
 
 
-def prompt_forms(trained: MixtureConfig | None) -> dict[str, str]:
-    """How each kind of question is asked, for `scores.json` and the report."""
+def prompt_forms(trained: MixtureConfig | None, source: str = "") -> dict[str, str]:
+    """How each kind of question is asked, and from what that form was decided
+    (`forms.question_form`), for `scores.json` and the report."""
     if trained is None:
-        closed = "plain question (no training config known)"
+        closed = "plain question" + ("" if source else " (no training config known)")
     else:
         style = trained.closed_question_style
         closed = "single choice" if style in ("choice", "both") else "plain question"
         closed += f" (trained: closed_question_style={style})"
-    return {
+    forms = {
         "vqa closed": closed,
         "vqa open": "plain question",
         "multiple choice": TEMPLATES["mcq"].replace("\n", " / "),
         "mmmu open": TEMPLATES["open"].replace("\n", " / "),
     }
+    return forms | ({"form decided from": source} if source else {})
 
 
 def _availability(bench: registry.Benchmark, root: Path | None) -> str | None:
@@ -139,11 +144,13 @@ def run_benchmarks(
     options: RunOptions,
     trained: MixtureConfig | None = None,
     names: Sequence[str] | None = None,
+    form_source: str = "",
 ) -> FamilyRun:
     """The registered benchmarks of `family` (those in `names`, default all) into `out`:
     predictions and `scores.json`. `roots` maps a benchmark to its root (absent = not
     configured). No model is built when no benchmark can run; every selected benchmark that
-    does not run says why in the notes."""
+    does not run says why in the notes. `trained` is the question form's mixture config and
+    `form_source` where it came from (`forms.question_form`)."""
     benches = [b for b in registry.family(family) if names is None or b.name in names]
     notes = [n for b in benches if (n := _availability(b, roots.get(b.name)))]
     runnable = [b for b in benches if _availability(b, roots.get(b.name)) is None]
@@ -169,9 +176,9 @@ def run_benchmarks(
         payload = _scores_payload(
             run,
             "benchmarks",
-            options.config,
+            options,
             configured=sorted(roots),
-            prompt_forms=prompt_forms(trained),
+            prompt_forms=prompt_forms(trained, form_source),
         )
         write_json(staging / SCORES_NAME, payload)
     return run
@@ -218,7 +225,7 @@ def run_generation(
         run = FamilyRun(
             options.label, result.scores, notes, counts, out, result.shards, result.grid_png
         )
-        payload = _scores_payload(run, "columns", options.config, ssim_window=ssim_window)
+        payload = _scores_payload(run, "columns", options, ssim_window=ssim_window)
         write_json(staging / SCORES_NAME, payload)
     return run
 

@@ -62,6 +62,7 @@ from healthgpt.eval.predict import (
     LETTERS,
     Scored,
     TextItem,
+    check_option_count,
 )
 from healthgpt.eval.stats import Running
 
@@ -227,6 +228,8 @@ def read_vqa_items(
     """The VQA questions of one ingested source's split, in shard order (deterministic), each
     in the form `trained` (the mixture config the model was trained from) renders it; plain
     questions when no config is given."""
+    if trained is not None:
+        check_option_count(trained.max_choice_options, "the trained config's max_choice_options")
     ctx = TaskContext(trained, closed_answer_sets(directory, benchmark)) if trained else None
     count = 0
     for path in test_shards(directory, split):

@@ -102,7 +102,7 @@ def test_omvqa_is_the_mean_of_the_papers_table9_columns_and_the_rest_is_labelled
     mcq = {"model": "m", "benchmarks": {"omnimedvqa": omni}, "notes": []}
     assert table1_values(None, mcq)[7]["value"] == 70.0  # (60 + 80) / 2 columns present
     report = render_report(None, mcq, None)
-    assert "[2 of 7 columns]" in report
+    assert "[2 of 7 columns; not comparable with the paper]" in report
     assert "All-modality mean over every modality this run evaluated" in report
     assert "(not the paper's definition): 28.0" in report
 
@@ -167,6 +167,7 @@ def test_mmmu_unparsed_reply_gets_a_seeded_random_option_counted():
         ("insulin", "The drug is insulin.", True),  # a string gold in the key response
         ("insulin", "Therefore insulin is given.", False),  # MMMU reads the tail after "is "
         ("b", "abc", False),  # a one-character gold is padded with a space: not inside a word
+        ("A", "The answer is 2 =", True),  # an empty tail after "=" leaves the whole reply
     ],
 )
 def test_mmmu_open_questions_are_scored_like_mmmus_eval_open(answer, reply, correct):

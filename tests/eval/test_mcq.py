@@ -9,6 +9,7 @@ from healthgpt.eval.mcq import (
     read_mmmu,
     read_omnimedvqa,
 )
+from healthgpt.eval.predict import TextItem, render_prompt
 from healthgpt.eval.run import RunOptions, run_benchmarks
 from tests.eval.fakes import FakeTextModel, write_mmmu, write_omnimedvqa
 
@@ -22,7 +23,7 @@ OPTIONS = ["Pneumonia", "Lung cancer", "Lung", "Normal"]
         ("b", "B", "exact"),
         ("(C)", "C", "exact"),
         ("C.", "C", "exact"),
-        ("D) Normal", "D", "text"),
+        ("D) Normal", "D", "explicit"),  # a leading "D)" declares the letter
         ("The answer is (b).", "B", "explicit"),
         ("Answer: D", "D", "explicit"),
         ("It looks like Option c", "C", "explicit"),
@@ -122,3 +123,58 @@ def test_omnimedvqa_unparseable_json_is_counted_not_fatal(tmp_path):
     skips = OmniSkips()
     assert len(list(read_omnimedvqa(root, skips=skips))) == 2
     assert skips.reasons["unparseable JSON row"] == 1
+
+
+OPTIONS_4 = ("Vitamin D deficiency", "Iron deficiency", "Hypothyroidism", "Anemia")
+
+
+@pytest.mark.parametrize("template", ["Answer: {} because the margins are smooth",
+    "The answer is {} since the wall is thin", "Option {} is correct", "{} is correct",
+    "I choose {} as the answer"])  # fmt: skip
+@pytest.mark.parametrize("letter", list("ABCD"))
+def test_declared_letter_a_is_not_an_article(template, letter):
+    """A declared "A" was read as the article and the reply left unparsed."""
+    assert parse_choice(template.format(letter), OPTIONS_4).letter == letter
+
+
+@pytest.mark.parametrize(
+    ("reply", "options", "letter"),
+    [
+        ("The answer is (C), since anemia would show pallor.", OPTIONS_4, "C"),
+        ("(C) Hypothyroidism; iron deficiency does not explain the findings.", OPTIONS_4, "C"),
+        ("(A) - no doubt about it", ("yes", "no"), "A"),
+        ("The answer is A because there is no fracture", ("yes", "no"), "A"),
+        ("It is not anemia.", OPTIONS_4, None),  # a negated mention picks nothing
+        ("Anemia, not iron deficiency", OPTIONS_4, "D"),
+        ("A. yes\nB. no", ("yes", "no"), None),  # the option list echoed back
+        ("Vitamin D deficiency", OPTIONS_4, "A"),
+    ],
+)
+def test_declared_letter_beats_option_text(reply, options, letter):
+    """Option text anywhere in the reply used to win over the letter the reply declared."""
+    assert parse_choice(reply, options).letter == letter
+
+
+@pytest.mark.parametrize(
+    ("reply", "letter"),
+    [
+        ("I'd pick b", "B"),
+        ("The answer is b because of the rim", "B"),
+        ("answer: c", "C"),
+        ("The answer is a benign cyst", None),
+    ],  # fmt: skip
+)
+def test_lowercase_declared_letter(reply, letter):
+    """Lower-case declared letters were unparsed; the article "a" in prose stays no letter."""
+    assert parse_choice(reply, ("CT", "MRI", "X-ray", "Ultrasound")).letter == letter
+
+
+def test_more_options_than_letters_is_an_error_not_a_silent_cut():
+    """Options beyond J could be neither asked nor parsed: they were silently never chosen."""
+    options = tuple(f"option {i}" for i in range(11))
+    item = TextItem("q", "omnimedvqa", "Which?", "K", "choice", options=options)
+    with pytest.raises(ValueError, match="at most 10"):
+        render_prompt(item)
+    with pytest.raises(ValueError, match="at most 10"):
+        parse_choice("K", options)
+    assert parse_choice("(j)", options[:10]).letter == "J"

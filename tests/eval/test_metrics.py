@@ -92,7 +92,7 @@ def test_lpips_is_skipped_with_a_reason_when_not_runnable_offline():
         assert fn(a, a) == pytest.approx(0.0, abs=1e-6)
 
 
-def test_data_range_is_explicit_and_an_ambiguous_range_is_rejected():
+def test_data_range_is_explicit_and_a_range_too_small_is_rejected():
     """Defect 6: with a default range of 255, [0, 1] float images were silently scored as
     nearly identical (PSNR ~ 95 dB for a clearly different pair)."""
     a8, b8 = noisy_pair(5)
@@ -101,8 +101,6 @@ def test_data_range_is_explicit_and_an_ambiguous_range_is_rejected():
         psnr(a, b)  # no silent default
     with pytest.raises(TypeError):
         ssim(a, b)
-    with pytest.raises(ValueError, match="data_range=1.0"):
-        psnr(a, b, data_range=255)
     with pytest.raises(ValueError, match="do not fit"):
         ssim(a8, b8, data_range=1.0)
     assert psnr(a, b, data_range=1.0) == pytest.approx(
@@ -111,3 +109,23 @@ def test_data_range_is_explicit_and_an_ambiguous_range_is_rejected():
     assert ssim(a, b, data_range=1.0, window="uniform") == pytest.approx(
         structural_similarity(a, b, data_range=1.0), abs=1e-12
     )
+
+
+def test_explicit_range_is_trusted_like_scikit_image_and_nan_is_rejected():
+    """A dark float 0-255 image (max <= 1) with data_range 255 and [-1, 1] data with 2.0 were
+    rejected; NaN input gave NaN scores instead of an error."""
+    dark_a, dark_b = np.full((32, 32), 0.9), np.full((32, 32), 0.5)
+    assert psnr(dark_a, dark_b, data_range=255) == pytest.approx(
+        peak_signal_noise_ratio(dark_a, dark_b, data_range=255)
+    )
+    a8, b8 = noisy_pair(5)
+    a, b = a8 / 127.5 - 1.0, b8 / 127.5 - 1.0
+    assert psnr(a, b, data_range=2.0) == pytest.approx(
+        peak_signal_noise_ratio(a, b, data_range=2.0)
+    )
+    assert ssim(a, b, data_range=2.0, window="uniform") == pytest.approx(
+        structural_similarity(a, b, data_range=2.0), abs=1e-12
+    )
+    nan = np.full((32, 32), np.nan)
+    with pytest.raises(ValueError, match="NaN"):
+        ssim(nan, dark_b, data_range=1.0)

@@ -1,7 +1,11 @@
+import copy
+import math
+
 import pytest
 
 from healthgpt.eval.report import (
     load_published,
+    medical_mark,
     render_report,
     table1_values,
 )
@@ -44,17 +48,85 @@ def cell(value, n=10):
     return {"value": value, "n": n, "ci": [value - 5, value + 5]}
 
 
+SEVEN = ("CT", "X-Ray", "Fundus", "Microscopy", "OCT", "MRI", "Ultrasound")
+
+
+def with_fdm(modality="Fundus"):
+    """The published tables with FDM mapped, so that OMVQA can have all seven columns."""
+    published = copy.deepcopy(PUBLISHED)
+    published["tables"]["table9"]["modality_of_column"]["FDM"] = modality
+    return published
+
+
+def full_run(value=60.0, n=10):
+    scores = {"close": cell(50.0, n), "all": cell(40.0, 2 * n)}
+    vqa = {"benchmarks": {b: {**scores, "llava_med": scores} for b in TABLE1_BENCHMARKS}}
+    counts = {"n": n, "n_open": 0, "random_choices": 0, "unparsed": 0}
+    omni = {**counts, "by_modality": {m: cell(value, n) for m in SEVEN}}
+    mmmu = {**counts, "accuracy": cell(30.0, n)}
+    mcq = {"benchmarks": {"mmmu_med": mmmu, "omnimedvqa": omni}}
+    return vqa, mcq
+
+
 def test_table1_average_only_when_all_eight_cells_exist():
-    scores = {"close": cell(50.0), "all": cell(40.0)}
-    vqa = {"benchmarks": {n: {**scores, "llava_med": scores} for n in TABLE1_BENCHMARKS}}
+    vqa, mcq = full_run()
     partial = table1_values(vqa, None)
     assert [c["value"] for c in partial[:6]] == [50.0, 40.0] * 3
     assert partial[6:] == [None, None, None]
-    omni = {"accuracy": cell(10.0), "macro_modality": 60.0, "by_modality": {"CT": cell(60.0)}}
-    mcq = {"benchmarks": {"mmmu_med": {"accuracy": cell(30.0)}, "omnimedvqa": omni}}
-    values = [c["value"] for c in table1_values(vqa, mcq)]
+    values = [c["value"] for c in table1_values(vqa, mcq, published=with_fdm())]
     assert values[6:8] == [30.0, 60.0]
     assert values[-1] == pytest.approx((3 * 90 + 90) / 8, abs=0.01)
+
+
+def test_partial_omvqa_is_not_compared_and_average_refuses():
+    """FDM is unmapped: OMVQA has 6 of 7 columns; the Avg. must not be compared with the
+    paper's."""
+    vqa, mcq = full_run()
+    cells = table1_values(vqa, mcq, published=PUBLISHED)
+    assert cells[7]["value"] == 60.0 and cells[8] is None
+    text = render_report({**vqa, "model": "m"}, {**mcq, "model": "m"}, None, PUBLISHED)
+    row = next(line for line in text.splitlines() if "LLaVA-Med scorer |" in line)
+    assert "[6 of 7 columns; not comparable with the paper]" in row
+    assert "– (OMVQA has 6 of 7 columns: not comparable) |" in row
+
+
+def test_zero_accuracy_cells_are_shown_not_dropped():
+    """An OMVQA of exactly 0.0 showed as "– (not run)"."""
+    vqa, mcq = full_run(value=0.0)
+    cells = table1_values(vqa, mcq, published=with_fdm())
+    assert cells[7]["value"] == 0.0 and cells[8] is not None
+    text = render_report({**vqa, "model": "m"}, {**mcq, "model": "m"}, None, with_fdm())
+    row = next(line for line in text.splitlines() if "LLaVA-Med scorer |" in line)
+    assert "0.0 (n=70;" in row
+
+
+def test_average_counts_distinct_questions_and_does_not_assume_independence():
+    """Avg.'s n added close and all (close questions are among all) and its interval shrank
+    as if the eight cells were independent."""
+    vqa, mcq = full_run(n=10)
+    average = table1_values(vqa, mcq, published=with_fdm())[8]
+    assert average["n"] == 3 * 20 + 10 + 7 * 10  # every "all", MMMU, OMVQA's questions
+    omvqa_half = math.sqrt(7 * 25) / 7
+    expected_half = (7 * 5 + omvqa_half) / 8  # the cells' half-widths, averaged
+    assert average["ci"][1] - average["value"] == pytest.approx(expected_half, abs=0.01)
+
+
+def test_unconfigured_pathvqa_and_medical_column():
+    """A PathVQA never configured said "not run"; this run's Medical column was always ✓."""
+    vqa = {
+        "model": "m",
+        "medical": None,
+        "benchmarks": {"vqa_rad": {"close": cell(50.0), "all": cell(62.5), "llava_med": {}}},
+        "notes": ["pathvqa: not configured (set roots.pathvqa ...)"],
+    }
+    row = next(
+        line
+        for line in render_report(vqa, None, None, PUBLISHED).splitlines()
+        if "strict scorer |" in line
+    )
+    assert row.count("– (not configured)") == 2 and "| ? |" in row
+    assert medical_mark({**vqa, "medical": True}) == "✓"
+    assert medical_mark({**vqa, "medical": False}) == "✗"
 
 
 def test_report_with_partial_results_shows_reasons_sizes_and_run_rows():

@@ -18,7 +18,8 @@ from tests.eval.fakes import (
 )
 
 CONFIG = {"batch_size": 2, "limit": 0, "marker": "echoed"}
-TEXT_FIELDS = {"model", "benchmarks", "notes", "summary", "configured", "prompt_forms", "config"}
+TEXT_FIELDS = {"model", "medical", "benchmarks", "notes", "summary", "configured", "prompt_forms"}
+TEXT_FIELDS |= {"config"}
 
 
 class Factory:
@@ -152,7 +153,15 @@ def test_generation_without_pairs_builds_no_model_and_writes_no_grid(tmp_path):
     out = tmp_path / "eval" / "generation"
     done = run_generation(tmp_path / "empty", out, never)
     payload = scores(out)
-    assert set(payload) == {"model", "columns", "notes", "summary", "ssim_window", "config"}
+    assert set(payload) == {
+        "model",
+        "medical",
+        "columns",
+        "notes",
+        "summary",
+        "ssim_window",
+        "config",
+    }
     assert payload["notes"] == [
         "LPIPS disabled by config",
         f"no held-out test generation pairs under {tmp_path / 'empty'}",
