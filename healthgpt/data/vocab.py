@@ -162,3 +162,8 @@ def modality_from_text(text: object) -> str | None:
     key = str(text).lower()
     found = {modality for modality, pattern in _MODALITY_WORDS if pattern.search(key)}
     return found.pop() if len(found) == 1 else None
+
+
+# The letters of single-choice options: what training prompts write and evaluation parses,
+# so a config may not ask for more options than there are letters.
+OPTION_LETTERS = "ABCDEFGHIJ"

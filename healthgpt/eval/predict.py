@@ -27,6 +27,7 @@ from PIL import Image, ImageDraw
 from healthgpt.data.decode.imaging import decode_rgb as decode_image
 from healthgpt.data.mixture.tasks import CHOICE_INSTRUCTION
 from healthgpt.data.shards import ShardInfo, ShardWriter
+from healthgpt.data.vocab import OPTION_LETTERS
 
 T = TypeVar("T")
 
@@ -57,7 +58,7 @@ TEMPLATES: dict[str, str] = {
     "open": "{question}\nAnswer the question using a single word or phrase.",
 }
 
-LETTERS = "ABCDEFGHIJ"  # the option letters prompts write and `mcq.parse_choice` reads
+LETTERS = OPTION_LETTERS  # the option letters prompts write and `mcq.parse_choice` reads
 
 
 def check_option_count(count: int, what: str = "a question") -> None:

@@ -245,3 +245,12 @@ def test_every_task_has_a_family_and_the_config_rejects_unknown_tasks():
         MixtureConfig(tasks=["vqa_open", "segmentation"])
     with pytest.raises(ValueError):
         MixtureConfig(stage3_caps={"vqa_rad": 10})
+
+
+def test_more_choice_options_than_letters_is_refused():
+    from healthgpt.data.mixture.config import MixtureConfig
+    from healthgpt.data.vocab import OPTION_LETTERS
+
+    MixtureConfig(max_choice_options=len(OPTION_LETTERS))
+    with pytest.raises(ValueError, match="max_choice_options is at most"):
+        MixtureConfig(max_choice_options=len(OPTION_LETTERS) + 1)

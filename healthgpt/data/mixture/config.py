@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from healthgpt.data.schema import TASK_FAMILIES, TASKS
+from healthgpt.data.vocab import OPTION_LETTERS
 
 CLOSED_STYLES = ("plain", "choice", "both")
 STAGES = ("stage1", "stage2", "stage3")
@@ -110,6 +111,11 @@ class MixtureConfig:
             raise ValueError("near_dup_hamming must be in [0, 32)")
         if self.max_choice_options < 2 or self.sr_factor < 2:
             raise ValueError("max_choice_options and sr_factor must be at least 2")
+        if self.max_choice_options > len(OPTION_LETTERS):
+            raise ValueError(
+                f"max_choice_options is at most {len(OPTION_LETTERS)} "
+                f"(options are lettered {OPTION_LETTERS[0]}-{OPTION_LETTERS[-1]})"
+            )
         for rules in (self.stage1_weights, self.stage1_caps, self.stage3_weights, self.stage3_caps):
             for key in rules:
                 parse_rule_key(key)

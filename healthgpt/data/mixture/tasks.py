@@ -38,6 +38,7 @@ from PIL import Image
 from healthgpt.data.decode.imaging import encode_png, to_display
 from healthgpt.data.mixture.config import MixtureConfig, task_allows_source
 from healthgpt.data.schema import TASK_FAMILIES, image_value, stable_id
+from healthgpt.data.vocab import OPTION_LETTERS
 
 IMAGE_TOKEN = "<image>"
 TARGET_IMAGE_TOKEN = "<target_image>"
@@ -463,7 +464,7 @@ def _choice_turns(record, planned, source, ctx) -> tuple[str, str, dict[str, Any
     distractors = rng.sample(distractors, min(len(distractors), config.max_choice_options - 1))
     options = [answer, *distractors]
     rng.shuffle(options)
-    letters = [chr(ord("A") + i) for i in range(len(options))]
+    letters = list(OPTION_LETTERS[: len(options)])
     listed = "\n".join(
         f"{letter}. {option}" for letter, option in zip(letters, options, strict=True)
     )
