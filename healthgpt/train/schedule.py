@@ -59,10 +59,12 @@ def family_order(steps: dict[str, int]) -> list[str]:
 
 
 def lr_factor(config: StageConfig, step: int, total: int) -> float:
-    """Linear warmup, then cosine decay to zero (or constant)."""
+    """Linear warmup, then cosine decay to zero (or constant). With any warmup at all, the
+    first step runs below the full rate, however few steps a family has (a 20-step family
+    at ratio 0.05 still warms up: 1/2, then 1)."""
     warmup = math.ceil(config.warmup_ratio * total)
     if step < warmup:
-        return (step + 1) / warmup
+        return (step + 1) / (warmup + 1)
     if config.schedule == "constant":
         return 1.0
     progress = (step - warmup) / max(1, total - warmup)

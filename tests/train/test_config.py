@@ -72,3 +72,9 @@ def test_schedule_interleaves_and_decays():
     assert lr_factor(config, 0, 100) < 1.0 and lr_factor(config, 99, 100) < 0.01
     constant = stage_config("stage2")
     assert lr_factor(constant, 0, 10) == lr_factor(constant, 9, 10) == 1.0
+
+
+def test_a_short_family_still_warms_up_on_its_first_step():
+    config = stage_config("stage3", {"warmup_ratio": 0.05})
+    for total in (1, 10, 20, 33, 100):
+        assert lr_factor(config, 0, total) < 1.0, total

@@ -86,9 +86,9 @@ def test_lr_per_family_warmup_per_family_and_token_counts():
         entries = [h for h in history if h["family"] == family]
         assert [set(h["lr"]) for h in entries] == [set(config.families[family].trainable)] * 4
         factors = [h["lr"][g] / lrs[g] for h in entries for g in list(h["lr"])[:1]]
-        # warmup = ceil(0.5 * 4) = 2 of the family's own steps: 1/2, 2/2, then cosine decay
+        # warmup = ceil(0.5 * 4) = 2 of the family's own steps: 1/3, 2/3, then cosine decay
         # over the other 2 (1, 1/2), for each family, wherever its steps fall in the order.
-        assert factors == pytest.approx([0.5, 1.0, 1.0, 0.5]), family
+        assert factors == pytest.approx([1 / 3, 2 / 3, 1.0, 0.5]), family
     comp = [h for h in history if h["family"] == COMPREHENSION][0]
     gen = [h for h in history if h["family"] == GENERATION][0]
     # 2 micro-batches x 2 rows x 10 positions; answer tokens are the labelled ones (shifted).
