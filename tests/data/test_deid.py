@@ -21,9 +21,12 @@ from healthgpt.data.decode.deid import (
     SAMPLE_MARKER,
     SCRUB_PATTERNS,
     UNKNOWN,
+    SaltError,
     burned_in_rule,
     installation_salt,
+    is_bundled_sample,
     is_uid,
+    not_a_sample,
     pseudonym,
     salt_for_source,
     scrub_text,
@@ -31,6 +34,7 @@ from healthgpt.data.decode.deid import (
 )
 from healthgpt.data.decode.dicom import read_dicom
 from healthgpt.data.decode.imaging import encode_png
+from healthgpt.data.samples.seal import sealed
 from healthgpt.data.sources.base import BadInput, ReaderOptions
 from healthgpt.data.sources.mimic_cxr import parse_report, report_text
 from tests.data.outputs import records, run
@@ -71,7 +75,7 @@ def test_salt_rule_environment_then_sample_then_private_file(tmp_path, monkeypat
     sample, real = tmp_path / "sample", tmp_path / "real"
     sample.mkdir()
     real.mkdir()
-    (sample / SAMPLE_MARKER).write_text("sample\n")
+    made_up_sample(sample)
     assert salt_for_source(sample) == PUBLIC_SAMPLE_SALT
     assert not salt_file.exists()
     private = salt_for_source(real)
@@ -80,6 +84,79 @@ def test_salt_rule_environment_then_sample_then_private_file(tmp_path, monkeypat
     assert salt_for_source(real) == private  # once per installation
     monkeypatch.setenv(SALT_ENV, "from-the-environment")
     assert salt_for_source(real) == salt_for_source(sample) == "from-the-environment"
+
+
+@sealed
+def made_up_sample(dest):
+    """A sample generator in miniature: two files and the marker."""
+    (dest / "images").mkdir(parents=True, exist_ok=True)
+    (dest / "images" / "a.jpg").write_bytes(b"made-up image")
+    (dest / "rows.json").write_text("[]")
+    (dest / SAMPLE_MARKER).write_text("sample\n")
+
+
+def test_a_marker_alone_does_not_make_real_data_a_sample(tmp_path, monkeypatch, caplog):
+    """A copied or touched SAMPLE_README.txt once gave real data the public salt."""
+    monkeypatch.delenv(SALT_ENV, raising=False)
+    (tmp_path / "IM0001").write_bytes(b"real patient data")
+    (tmp_path / SAMPLE_MARKER).write_text("")
+    with caplog.at_level(logging.WARNING, logger="healthgpt.data.decode.deid"):
+        salt = salt_for_source(tmp_path)
+    assert salt != PUBLIC_SAMPLE_SALT and len(salt) == 64
+    assert "is not a bundled sample (SAMPLE_README.txt lists no file hashes)" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (lambda root: (root / "IM0001").write_bytes(b"real"), "a file not listed"),
+        (lambda root: (root / "rows.json").write_text('["real"]'), "hash differs"),
+        (lambda root: (root / "images" / "a.jpg").write_bytes(b"made-up imagE"), "hash differs"),
+        (lambda root: (root / "real").symlink_to(root / "images"), "symbolic link"),
+    ],
+)
+def test_a_sealed_sample_stops_being_one_when_a_file_is_not_its_own(tmp_path, change, reason):
+    made_up_sample(tmp_path)
+    assert is_bundled_sample(tmp_path)
+    change(tmp_path)
+    assert reason in not_a_sample(tmp_path)
+    assert salt_for_source(tmp_path) != PUBLIC_SAMPLE_SALT
+
+
+def test_the_seal_lists_only_what_the_generator_wrote(tmp_path):
+    (tmp_path / "IM0001").write_bytes(b"already there")
+    made_up_sample(tmp_path)
+    assert "a file not listed" in not_a_sample(tmp_path)
+    (tmp_path / "IM0001").unlink()
+    made_up_sample(tmp_path)  # a rebuild lists the same files once
+    assert is_bundled_sample(tmp_path)
+    assert (tmp_path / SAMPLE_MARKER).read_text().count("rows.json") == 1
+
+
+def test_a_short_environment_salt_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv(SALT_ENV, "a")
+    with pytest.raises(SaltError, match="1 characters long; a salt needs at least 16"):
+        salt_for_source(tmp_path)
+
+
+@pytest.mark.parametrize("content", ["", "short\n"])
+def test_an_empty_or_short_salt_file_is_a_clear_error(tmp_path, content):
+    path = tmp_path / "deid_salt"
+    path.write_text(content)
+    path.chmod(0o600)
+    with pytest.raises(SaltError, match="holds no usable salt"):
+        installation_salt(path)
+
+
+def test_cli_reports_a_bad_salt_in_one_line(tmp_path, monkeypatch, capsys):
+    from healthgpt.cli import main
+
+    monkeypatch.setenv(SALT_ENV, "a")
+    argv = ["ingest", "dicom_folder", "--root", str(tmp_path), "--out", str(tmp_path / "o")]
+    assert main([*argv, "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("healthgpt ingest: error: HEALTHGPT_DEID_SALT is 1 characters")
+    assert "\n" not in err and "Traceback" not in err
 
 
 def test_salt_file_creation_is_loud(tmp_path, caplog):

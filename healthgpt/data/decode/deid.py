@@ -119,30 +119,112 @@ def pseudonym(value: str, salt: str | None, prefix: str = "anon") -> str:
 
 PUBLIC_SAMPLE_SALT = "healthgpt-public-demo-salt"
 SALT_ENV = "HEALTHGPT_DEID_SALT"
+MIN_SALT_CHARS = 16
+"""Shortest salt accepted from the environment: a short one is guessed before the ids are."""
 SAMPLE_MARKER = "SAMPLE_README.txt"
-"""The file every bundled sample source holds at its root (`healthgpt sample-sources`)."""
+"""The file every bundled sample source holds at its root (`healthgpt sample-sources`): its
+text, then the sha256 and size of every file the generator wrote there (`seal_sample`)."""
+_MANIFEST_HEADER = "-- sha256, size and path of every file the sample generator wrote here --"
+
+
+class SaltError(ValueError):
+    """A configured salt or salt file that cannot protect pseudonyms (empty, too short)."""
+
+
+def seal_sample(root: str | Path, written: Iterable[Path]) -> Path:
+    """Append to the marker at `root` the hash of each file in `written` (the generator's
+    own files), so a copied marker cannot make real data count as a sample."""
+    root = Path(root)
+    marker = root / SAMPLE_MARKER
+    text = marker.read_text(encoding="utf-8").split(_MANIFEST_HEADER)[0].rstrip("\n")
+    lines = []
+    for path in sorted(Path(p) for p in written):
+        relative = path.relative_to(root).as_posix()
+        if relative != SAMPLE_MARKER:
+            lines.append(f"{_sha256(path)} {path.stat().st_size} {relative}")
+    marker.write_text(f"{text}\n\n{_MANIFEST_HEADER}\n" + "\n".join(lines) + "\n", "utf-8")
+    return marker
+
+
+def not_a_sample(root: str | Path) -> str | None:
+    """Why `root` is not a bundled sample, or None when it is one: every file under it is
+    listed in its marker with a matching size and hash. The walk stops at the first file
+    that is not, so real data is told apart after one file."""
+    root = Path(root)
+    marker = root / SAMPLE_MARKER
+    if not marker.is_file():
+        return f"no {SAMPLE_MARKER}"
+    text = marker.read_text(encoding="utf-8", errors="replace")
+    if _MANIFEST_HEADER not in text:
+        return f"{SAMPLE_MARKER} lists no file hashes"
+    listed: dict[str, tuple[str, int]] = {}
+    for line in text.split(_MANIFEST_HEADER, 1)[1].splitlines():
+        digest, _, rest = line.partition(" ")
+        size, _, relative = rest.partition(" ")
+        if relative and size.isdigit():
+            listed[relative] = (digest, int(size))
+    for folder, directories, files in os.walk(root):
+        for name in directories:
+            if (Path(folder) / name).is_symlink():
+                return "a symbolic link the sample generator did not write"
+        for name in files:
+            path = Path(folder) / name
+            relative = path.relative_to(root).as_posix()
+            if relative == SAMPLE_MARKER:
+                continue
+            if path.is_symlink() or relative not in listed:
+                return f"a file not listed in {SAMPLE_MARKER}"
+            digest, size = listed[relative]
+            if path.stat().st_size != size or _sha256(path) != digest:
+                return f"a file whose hash differs from the one in {SAMPLE_MARKER}"
+    return None
 
 
 def is_bundled_sample(root: str | Path) -> bool:
     """Is `root` a bundled sample source (made-up identifiers), rather than real data?"""
-    return (Path(root) / SAMPLE_MARKER).is_file()
+    return not_a_sample(root) is None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def salt_for_source(root: str | Path) -> str:
     """The salt of every pseudonym of the source at `root`.
 
-    `HEALTHGPT_DEID_SALT` when set; else the public salt for a bundled sample; else the
-    installation's private salt file, created (0600) with a warning the first time.
+    `HEALTHGPT_DEID_SALT` when set (at least `MIN_SALT_CHARS` characters); else the public
+    salt for a bundled sample (a marker whose hashes match every file); else the
+    installation's private salt file, created (0600) with a warning the first time. A marker
+    that does not match is warned about: it is not enough to make data public.
     """
     configured = os.environ.get(SALT_ENV, "")
     if configured:
+        if len(configured.strip()) < MIN_SALT_CHARS:
+            raise SaltError(
+                f"{SALT_ENV} is {len(configured.strip())} characters long; a salt needs at "
+                f"least {MIN_SALT_CHARS} (e.g. `python -c 'import secrets; "
+                f"print(secrets.token_hex(32))'`)"
+            )
         if configured == PUBLIC_SAMPLE_SALT and not is_bundled_sample(root):
             log.warning(
                 "%s is the public sample salt: pseudonyms of %s are reversible", SALT_ENV, root
             )
         return configured
-    if is_bundled_sample(root):
+    reason = not_a_sample(root)
+    if reason is None:
         return PUBLIC_SAMPLE_SALT
+    if (Path(root) / SAMPLE_MARKER).exists():
+        log.warning(
+            "%s holds %s but is not a bundled sample (%s): its pseudonyms use this "
+            "installation's private salt",
+            root,
+            SAMPLE_MARKER,
+            reason,
+        )
     return installation_salt()
 
 
@@ -168,9 +250,13 @@ def installation_salt(path: Path | None = None) -> str:
             f"de-identification salt file {path} is readable by others (mode {mode:o}); "
             f"run `chmod 600 {path}`"
         )
-    salt = path.read_text(encoding="ascii").strip()
+    salt = path.read_text(encoding="ascii", errors="replace").strip()
     if len(salt) < 32:
-        raise ValueError(f"de-identification salt file {path} holds no usable salt")
+        raise SaltError(
+            f"de-identification salt file {path} holds no usable salt ({len(salt)} characters, "
+            f"at least 32 needed): delete it to generate a new one only if no pseudonym made "
+            f"with it must stay linkable, else restore it from backup"
+        )
     return salt
 
 

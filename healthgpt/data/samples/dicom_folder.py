@@ -17,6 +17,8 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless
 
+from healthgpt.data.samples.seal import sealed
+
 PATIENTS = {
     "jane": {
         "PatientName": "DOE^JANE",
@@ -86,6 +88,7 @@ BAD INPUT: .../CT_HEAD_ACC20240001/IM0003  truncated DICOM (first 60% of CT_smal
 """
 
 
+@sealed
 def build(dest: Path) -> None:
     """Write the sample under `dest` (deterministic bytes)."""
     for patient, rel, name, _ in FILES:
