@@ -243,21 +243,43 @@ def test_real_source_ingest_uses_the_private_salt(tmp_path, monkeypatch):
             "Philips GEMINI",
         ),
         ({"Modality": "MR", "BurnedInAnnotation": "YES"}, "BurnedInAnnotation YES"),
+        # the whole visible light family, whatever the modality says
+        ({"Modality": "ES", "SOPClassUID": "1.2.840.10008.5.1.4.1.1.77.1.4"}, "visible light"),
+        ({"Modality": "OP", "SOPClassUID": "1.2.840.10008.5.1.4.1.1.77.1.5.1"}, "visible light"),
+        ({"Modality": "GM", "SOPClassUID": "1.2.840.10008.5.1.4.1.1.77.1.4"}, "visible light"),
+        ({"Modality": "ES"}, "visible light photography modality"),
+        ({"Modality": "SM", "ImageType": ["DERIVED", "PRIMARY", "LABEL"]}, "visible light"),
+        ({"ImageType": ["ORIGINAL", "PRIMARY", "OVERVIEW"]}, "slide label or overview"),
+        # projection radiography unless the file says NO
+        ({"Modality": "CR", "SOPClassUID": "1.2.840.10008.5.1.4.1.1.1"}, "projection"),
+        ({"Modality": "DX"}, "projection radiography"),
+        ({"Modality": "XA", "BurnedInAnnotation": ""}, "projection radiography"),
+        ({"Modality": "RF"}, "projection radiography"),
+        # captures of a screen, and values padded with NULs, spaces or lower case
+        ({"Modality": "MR", "ImageType": ["DERIVED", "SECONDARY", "OTHER"]}, "derived second"),
+        ({"Modality": "PT", "ImageType": "DERIVED\\SECONDARY"}, "derived secondary"),
+        ({"Modality": "MR", "ImageType": ["DERIVED", " screen  save\x00"]}, "screen capture"),
+        ({"Modality": "US\x00"}, "ultrasound modality"),
+        ({"Modality": b"us "}, "ultrasound modality"),
+        ({"SOPClassUID": "1.2.840.10008.5.1.4.1.1.77.1.4\x00"}, "visible light"),
+        ({"Modality": "CR", "BurnedInAnnotation": "yes\x00"}, "BurnedInAnnotation YES"),
     ],
 )  # fmt: skip
 def test_burned_in_rules_name_the_rule(header, rule):
     found = burned_in_rule(header)
     assert found is not None and found.startswith(rule)
     reviewed = burned_in_rule(header, reviewed=True)
-    assert reviewed == ("BurnedInAnnotation YES" if "BurnedInAnnotation" in header else None)
+    assert reviewed == ("BurnedInAnnotation YES" if rule == "BurnedInAnnotation YES" else None)
 
 
 @pytest.mark.parametrize(
     "header",
     [
         {"Modality": "CT", "SOPClassUID": "1.2.840.10008.5.1.4.1.1.2", "ImageType": ["ORIGINAL"]},
-        {"Modality": "MR", "Manufacturer": "Agfa-Gevaert", "ImageType": ["DERIVED", "SECONDARY"]},
+        {"Modality": "MR", "Manufacturer": "Agfa-Gevaert", "ImageType": ["DERIVED", "PRIMARY"]},
         {"Modality": "CR", "BurnedInAnnotation": "NO"},
+        {"Modality": "DX", "BurnedInAnnotation": " no\x00"},
+        {"Modality": "MG"},
     ],
 )
 def test_plain_acquisitions_match_no_rule(header):
@@ -268,7 +290,10 @@ def test_every_rule_has_a_condition_and_a_unique_name():
     names = [rule.name for rule in BURNED_IN_RULES]
     assert len(names) == len(set(names))
     for rule in BURNED_IN_RULES:
-        conditions = (rule.modalities, rule.sop_classes, rule.image_type, rule.manufacturer)
+        conditions = (
+            rule.modalities, rule.sop_classes, rule.sop_prefix, rule.image_type,
+            rule.image_type_all, rule.manufacturer,
+        )  # fmt: skip
         assert any(conditions) or rule.model
 
 

@@ -302,9 +302,11 @@ def _create_salt_file(path: Path) -> None:
 class BurnedInRule:
     """Images matching every given condition may show burned-in text.
 
-    `modalities`, `sop_classes`: header value is one of these. `image_type`: one of these
-    tokens is in ImageType. `manufacturer`, `model`: words starting Manufacturer's or
-    ManufacturerModelName's words (case-insensitive). Conditions left empty always hold.
+    `modalities`, `sop_classes`: header value is one of these. `sop_prefix`: SOPClassUID
+    starts with it (a whole family of classes). `image_type`: one of these tokens is in
+    ImageType; `image_type_all`: all of them are. `manufacturer`, `model`: words starting
+    Manufacturer's or ManufacturerModelName's words (case-insensitive). Conditions left
+    empty always hold. Values are compared after `normalised`.
     """
 
     name: str
@@ -313,18 +315,40 @@ class BurnedInRule:
     image_type: frozenset[str] = frozenset()
     manufacturer: str = ""
     model: str = ""
+    sop_prefix: str = ""
+    image_type_all: frozenset[str] = frozenset()
 
     def matches(self, header: Mapping[str, object]) -> bool:
-        image_type = {str(v).strip().upper() for v in _values(header.get("ImageType"))}
-        maker = str(header.get("Manufacturer") or "").lower()
-        model = str(header.get("ManufacturerModelName") or "").lower()
+        image_type = image_type_tokens(header)
+        sop_class = _text(header, "SOPClassUID").replace(" ", "")
+        maker = _text(header, "Manufacturer").lower()
+        model = _text(header, "ManufacturerModelName").lower()
         return (
-            (not self.modalities or _text(header, "Modality").upper() in self.modalities)
-            and (not self.sop_classes or _text(header, "SOPClassUID") in self.sop_classes)
+            (not self.modalities or _text(header, "Modality") in self.modalities)
+            and (not self.sop_classes or sop_class in self.sop_classes)
+            and (not self.sop_prefix or sop_class.startswith(self.sop_prefix))
             and (not self.image_type or bool(self.image_type & image_type))
+            and self.image_type_all <= image_type
             and (not self.manufacturer or _word_in(self.manufacturer, maker))
             and (not self.model or _word_in(self.model, model))
         )
+
+
+def normalised(value: object) -> str:
+    """A header value as compared by the rules: bytes decoded, NULs dropped, whitespace
+    collapsed, upper case ("US\\0" is US, "screen  save " is SCREEN SAVE)."""
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    return " ".join(str(value if value is not None else "").replace("\0", " ").split()).upper()
+
+
+def image_type_tokens(header: Mapping[str, object]) -> set[str]:
+    """ImageType's values, normalised; a raw backslash-joined string is split too."""
+    tokens = set()
+    for value in _values(header.get("ImageType")):
+        text = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+        tokens |= {normalised(part) for part in text.split("\\")}
+    return tokens - {""}
 
 
 def _word_in(words: str, text: str) -> bool:
@@ -332,7 +356,7 @@ def _word_in(words: str, text: str) -> bool:
 
 
 def _text(header: Mapping[str, object], keyword: str) -> str:
-    return str(header.get(keyword) or "").strip()
+    return normalised(header.get(keyword) or "")
 
 
 def _values(value: object) -> list[object]:
@@ -373,14 +397,33 @@ BURNED_IN_RULES: tuple[BurnedInRule, ...] = (
         image_type=frozenset({"SCREEN SAVE", "SCREENSHOT", "DOSE INFO", "DOSE_INFO", "REPORT"}),
     ),
     BurnedInRule(
-        "endoscopy / visible light SOP class",
+        # VL Endoscopic, Microscopic, Photographic, Ophthalmic photography, Whole Slide...:
+        # photographs of a scene that may hold a wristband, a label or a printed sheet.
+        "visible light SOP class family",
+        sop_prefix="1.2.840.10008.5.1.4.1.1.77.",
+    ),
+    BurnedInRule(
+        "visible light photography modality", modalities=frozenset({"ES", "GM", "OP", "SM"})
+    ),
+    BurnedInRule("slide label or overview image", image_type=frozenset({"LABEL", "OVERVIEW"})),
+    BurnedInRule(
+        # PS3.15 E.3.1 (Clean Pixel Data): projection radiographs often carry the patient's
+        # name or a marker banner in the pixels; only an explicit BurnedInAnnotation NO
+        # (see burned_in_rule) lets them through unreviewed.
+        "projection radiography without BurnedInAnnotation NO",
+        modalities=frozenset({"CR", "DX", "XA", "RF"}),
+    ),
+    BurnedInRule(
+        "derived secondary image (a capture of a screen)",
+        modalities=frozenset({"CT", "MR", "PT"}),
+        image_type_all=frozenset({"DERIVED", "SECONDARY"}),
+    ),
+    BurnedInRule(
+        "encapsulated document SOP class",
         sop_classes=frozenset(
             {
-                "1.2.840.10008.5.1.4.1.1.77.1.1",  # VL Endoscopic Image
-                "1.2.840.10008.5.1.4.1.1.77.1.1.1",  # Video Endoscopic Image
-                "1.2.840.10008.5.1.4.1.1.77.1.2.1",  # Video Microscopic Image
-                "1.2.840.10008.5.1.4.1.1.77.1.4.1",  # Video Photographic Image
                 "1.2.840.10008.5.1.4.1.1.104.1",  # Encapsulated PDF
+                "1.2.840.10008.5.1.4.1.1.104.2",  # Encapsulated CDA
             }
         ),
     ),
@@ -428,6 +471,7 @@ BURNED_IN_RULES: tuple[BurnedInRule, ...] = (
     BurnedInRule("Canon CXDI detector (deid graylist)", model="CXDI"),
 )
 """Compact rule table; the class rules already cover every ultrasound device of the graylist."""
+_DECLARED_CLEAN_RULE = "projection radiography without BurnedInAnnotation NO"
 
 
 def burned_in_rule(header: Mapping[str, object], reviewed: bool = False) -> str | None:
@@ -437,11 +481,14 @@ def burned_in_rule(header: Mapping[str, object], reviewed: bool = False) -> str 
     user has checked or cleaned the pixels of the rule-listed classes; it does not lift
     BurnedInAnnotation YES.
     """
-    if _text(header, "BurnedInAnnotation").upper() == "YES":
+    declared = _text(header, "BurnedInAnnotation")
+    if declared == "YES":
         return "BurnedInAnnotation YES"
     if reviewed:
         return None
     for rule in BURNED_IN_RULES:
+        if rule.name == _DECLARED_CLEAN_RULE and declared == "NO":
+            continue
         if rule.matches(header):
             return rule.name
     return None
