@@ -260,6 +260,7 @@ def test_real_source_ingest_uses_the_private_salt(tmp_path, monkeypatch):
         ({"Modality": "PT", "ImageType": "DERIVED\\SECONDARY"}, "derived secondary"),
         ({"Modality": "MR", "ImageType": ["DERIVED", " screen  save\x00"]}, "screen capture"),
         ({"Modality": "US\x00"}, "ultrasound modality"),
+        ({"Modality": "US", "BurnedInAnnotation": "NO"}, "ultrasound modality"),
         ({"Modality": b"us "}, "ultrasound modality"),
         ({"SOPClassUID": "1.2.840.10008.5.1.4.1.1.77.1.4\x00"}, "visible light"),
         ({"Modality": "CR", "BurnedInAnnotation": "yes\x00"}, "BurnedInAnnotation YES"),
@@ -279,6 +280,7 @@ def test_burned_in_rules_name_the_rule(header, rule):
         {"Modality": "MR", "Manufacturer": "Agfa-Gevaert", "ImageType": ["DERIVED", "PRIMARY"]},
         {"Modality": "CR", "BurnedInAnnotation": "NO"},
         {"Modality": "DX", "BurnedInAnnotation": " no\x00"},
+        {"Modality": "MR", "ImageType": ["DERIVED", "SECONDARY"], "BurnedInAnnotation": "NO"},
         {"Modality": "MG"},
     ],
 )

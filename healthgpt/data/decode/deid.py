@@ -409,7 +409,7 @@ BURNED_IN_RULES: tuple[BurnedInRule, ...] = (
     BurnedInRule(
         # PS3.15 E.3.1 (Clean Pixel Data): projection radiographs often carry the patient's
         # name or a marker banner in the pixels; only an explicit BurnedInAnnotation NO
-        # (see burned_in_rule) lets them through unreviewed.
+        # (see _LIFTED_BY_NO) lets them through unreviewed. Same for derived secondary images.
         "projection radiography without BurnedInAnnotation NO",
         modalities=frozenset({"CR", "DX", "XA", "RF"}),
     ),
@@ -471,7 +471,14 @@ BURNED_IN_RULES: tuple[BurnedInRule, ...] = (
     BurnedInRule("Canon CXDI detector (deid graylist)", model="CXDI"),
 )
 """Compact rule table; the class rules already cover every ultrasound device of the graylist."""
-_DECLARED_CLEAN_RULE = "projection radiography without BurnedInAnnotation NO"
+_LIFTED_BY_NO = frozenset(
+    {
+        "projection radiography without BurnedInAnnotation NO",
+        "derived secondary image (a capture of a screen)",
+    }
+)
+"""Rules that guess from a common risk, so the file's own BurnedInAnnotation NO lifts them;
+the other rules name classes and devices that show text whatever the header claims."""
 
 
 def burned_in_rule(header: Mapping[str, object], reviewed: bool = False) -> str | None:
@@ -479,7 +486,7 @@ def burned_in_rule(header: Mapping[str, object], reviewed: bool = False) -> str 
 
     `header` maps DICOM keywords to values (a pydicom Dataset will do). `reviewed`: the
     user has checked or cleaned the pixels of the rule-listed classes; it does not lift
-    BurnedInAnnotation YES.
+    BurnedInAnnotation YES. BurnedInAnnotation NO lifts only the `_LIFTED_BY_NO` rules.
     """
     declared = _text(header, "BurnedInAnnotation")
     if declared == "YES":
@@ -487,7 +494,7 @@ def burned_in_rule(header: Mapping[str, object], reviewed: bool = False) -> str 
     if reviewed:
         return None
     for rule in BURNED_IN_RULES:
-        if rule.name == _DECLARED_CLEAN_RULE and declared == "NO":
+        if declared == "NO" and rule.name in _LIFTED_BY_NO:
             continue
         if rule.matches(header):
             return rule.name
