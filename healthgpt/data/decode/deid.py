@@ -17,7 +17,7 @@ import os
 import re
 import secrets
 import stat
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -621,100 +621,224 @@ _MONTH = (
     r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|"
     r"sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)"
 )
+_ORDINAL = (
+    r"(?:(?:(?:twenty|thirty)[\s\-]?)?(?:first|second|third|fourth|fifth|sixth|seventh|eighth|"
+    r"ninth)|tenth|eleventh|twelfth|thirteenth|fourteenth|fifteenth|sixteenth|seventeenth|"
+    r"eighteenth|nineteenth|twentieth|thirtieth)"
+)
+"""A day of the month in words (one alternation per stem keeps the scan cheap)."""
 _TITLE = r"(?:dr|doctor|mr|mrs|ms|miss|mx|prof|professor|sr|sister|nurse)"
-_NAME = r"(?-i:[A-Z][A-Za-z'\-]+|[A-Z]\.?)"
+_NAME = r"(?<![A-Za-z'\-])(?-i:[A-Z][A-Za-z'\-]+|[A-Z]\.?)"
+_PARTICLE = r"(?-i:van|von|der|den|de|del|della|di|da|la|le|du|dos|ter|ten)"
+_NAME_SPAN = rf"(?:(?:{_PARTICLE}|{_NAME})\s{{1,3}}){{0,3}}{_NAME}\b"
+"""A name of up to four words, particles (van, der, de, la, von) included."""
 _STREET = (
-    r"(?:street|st|avenue|ave|road|rd|boulevard|blvd|lane|ln|drive|court|ct|way|place|pl|"
+    r"(?:street|st|avenue|ave|road|rd|boulevard|blvd|lane|ln|drive|dr|court|ct|way|place|pl|"
     r"square|sq|parkway|pkwy|highway|hwy|terrace)"
 )
 
-SCRUB_PATTERNS: tuple[tuple[str, re.Pattern[str], str], ...] = tuple(
-    (name, re.compile(pattern, re.IGNORECASE), replacement)
-    for name, pattern, replacement in (
-        ("email", r"\b[\w.+\-]+@[\w\-]+(?:\.[\w\-]+)+\b", REDACTED),
-        ("url", r"\b(?:https?://|www\.)\S+", REDACTED),
-        (
-            "phone",
-            r"(?<![\w/])(?:\+?1[\s.\-]?)?(?:\(\d{3}\)\s?|\d{3}[\s.\-])\d{3}[\s.\-]\d{4}\b"
-            r"|(?<![\w/.])\d{3}-\d{4}\b"
-            r"|\b(?:pager|beeper|phone|tel|telephone|ext|extension|x)\.?\s*#?:?\s*\d[\d\-]{2,}",
-            REDACTED,
-        ),
-        ("date iso", r"\b\d{4}[\-/.]\d{1,2}[\-/.]\d{1,2}\b", REDACTED),
-        ("date numeric", r"\b\d{1,2}[\-/.]\d{1,2}[\-/.](?:\d{4}|\d{2})\b", REDACTED),
-        (
-            "date with month name",
-            rf"\b(?:\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?{_MONTH}\.?,?(?:\s+\d{{4}})?"
-            rf"|{_MONTH}\.?\s+\d{{1,2}}(?:st|nd|rd|th)?(?:,?\s+\d{{4}})?"
-            rf"|{_MONTH}\.?,?\s+\d{{4}})\b",
-            REDACTED,
-        ),
-        ("month and day", r"(?<![\w.])\d{1,2}/\d{1,2}(?![\w/])", REDACTED),
-        (
-            "time",
-            r"\b\d{1,2}:\d{2}(?::\d{2})?(?:\s*(?:[ap]\.?m\b\.?))?|\b\d{1,2}\s*[ap]\.?m\b\.?",
-            REDACTED,
-        ),
-        (
-            "labelled id",
-            r"\b(?P<label>mrn|mr#|medical record(?: number)?|acc(?:ession)?(?: number| no\.?)?|"
-            r"unit (?:no|number)|patient id|pt id|ssn|id)\s*(?:#|:|no\.?)?\s*"
-            r"(?-i:(?!___)[A-Z0-9][A-Z0-9\-]*\d[A-Z0-9\-]*)",
-            r"\g<label> ___",
-        ),
-        (
-            "long digit run",
-            r"(?<![\w.])(?=(?:[A-Za-z\-]*\d){5})[A-Za-z0-9\-]*\d[A-Za-z0-9\-]*",
-            REDACTED,
-        ),
-        (
-            "street address",
-            rf"\b\d{{1,5}}\s+(?:{_NAME}\s+){{1,3}}{_STREET}\b\.?(?:,?\s+(?:apt|suite|unit)\.?\s*\w+)?",
-            REDACTED,
-        ),
-        (
-            "age over 89",
-            r"\b(?:9\d|1[0-9]\d)(?!\+)(?=\s*-?\s*(?:years?|yrs?|y/?o|y\.o\.)\b)",
-            "90+",
-        ),
-        ("age over 89, labelled", r"\b(?P<l>age[ds]?:?\s*)(?:9\d|1[0-9]\d)\b(?!\+)", r"\g<l>90+"),
-        (
-            "name after title",
-            rf"\b(?P<title>{_TITLE})(?P<dot>\.?)\s+(?!___)(?:{_NAME}\s+){{0,2}}{_NAME}\b",
-            r"\g<title>\g<dot> ___",
-        ),
-        (
-            "lower-case name after title",
-            r"\b(?P<title>dr\.?|doctor|mr\.|mrs\.|ms\.|miss|prof\.)\s+(?!___)(?-i:[a-z][a-z'\-]+)\b",
-            r"\g<title> ___",
-        ),
-        (
-            "name before credential",
-            rf"\b{_NAME}(?:\s+{_NAME}){{0,2}},?\s+(?-i:MD|M\.D\.|DO|D\.O\.|RN|NP|PA-C|PhD)\b\.?",
-            REDACTED,
-        ),
+
+def _digit_run(match: re.Match[str]) -> str:
+    """A token (letters, digits, hyphens) holding five digits or more is an identifier."""
+    token = match.group(0)
+    return REDACTED if sum(c.isdigit() for c in token) >= 5 else token
+
+
+# Linear by construction: a pattern starts only where its token starts (a look-behind on the
+# token's own class), whitespace runs are bounded ({0,3}), and no quantified group repeats a
+# class that overlaps what follows it, so no match attempt re-reads more than one token.
+SCRUB_PATTERNS: tuple[tuple[str, re.Pattern[str], str | Callable[[re.Match[str]], str]], ...] = (
+    tuple(
+        (name, re.compile(pattern, re.IGNORECASE), replacement)
+        for name, pattern, replacement in (
+            ("email", r"(?<![\w.+\-])[\w.+\-]++@[\w\-]++(?:\.[\w\-]++)+", REDACTED),
+            ("url", r"\b(?:https?://|www\.)\S+", REDACTED),
+            (
+                "phone",
+                r"(?<![\w/+])(?:\+?1[\s.\-]?)?(?:\(\d{3}\)\s?|\d{3}[\s.\-])\d{3}[\s.\-]\d{4}\b"
+                r"|(?<![\w/.])\d{3}-\d{4}\b"
+                r"|\b(?:pager|beeper|phone|tel|telephone|ext|extension|x)\.?\s{0,3}#?:?\s{0,3}"
+                r"\d[\d\-]{2,}",
+                REDACTED,
+            ),
+            (
+                "international phone",
+                r"(?<![\w+])\+\d{1,3}(?:[\s.\-]\(?\d{1,4}\)?){2,5}(?!\w)",
+                REDACTED,
+            ),
+            ("date iso", r"\b\d{4}[\-/.]\d{1,2}[\-/.]\d{1,2}\b", REDACTED),
+            ("date numeric", r"\b\d{1,2}[\-/.]\d{1,2}[\-/.](?:\d{4}|\d{2})\b", REDACTED),
+            (
+                "date day-month-year",
+                rf"\b\d{{1,2}}[\-/ .]?{_MONTH}[\-/ .]?(?:\d{{4}}|\d{{2}})\b",
+                REDACTED,
+            ),
+            (
+                "date with month name",
+                rf"\b(?:\d{{1,2}}(?:st|nd|rd|th)?\s{{1,3}}(?:of\s{{1,3}})?{_MONTH}\.?,?(?:\s{{1,3}}\d{{4}})?"
+                rf"|{_MONTH}\.?\s{{1,3}}\d{{1,2}}(?:st|nd|rd|th)?(?:,?\s{{1,3}}\d{{4}})?"
+                rf"|{_MONTH}\.?,?\s{{1,3}}\d{{4}})\b",
+                REDACTED,
+            ),
+            (
+                "date in words",
+                rf"\b(?:(?:the\s{{1,3}})?{_ORDINAL}\s{{1,3}}(?:of\s{{1,3}})?{_MONTH}"
+                rf"|{_MONTH}\s{{1,3}}(?:the\s{{1,3}})?{_ORDINAL})\b(?:,?\s{{1,3}}\d{{4}}\b)?",
+                REDACTED,
+            ),
+            ("month and day", r"(?<![\w.])\d{1,2}/\d{1,2}(?![\w/])", REDACTED),
+            (
+                "time",
+                r"\b\d{1,2}:\d{2}(?::\d{2})?(?:\s{0,3}(?:[ap]\.?m\b\.?))?|\b\d{1,2}\s{0,3}[ap]\.?m\b\.?",
+                REDACTED,
+            ),
+            (
+                "labelled id",
+                r"\b(?P<label>mrn|mr#|medical record(?: number)?|acc(?:ession)?(?: number| no\.?)?|"
+                r"unit (?:no|number)|patient id|pt id|ssn|id)\s{0,3}(?:#|:|no\.?)?\s{0,3}"
+                r"(?-i:(?!___)[A-Z0-9][A-Z0-9\-]*+(?<=\d)|[A-Z0-9][A-Z0-9\-]*?\d[A-Z0-9\-]*+)",
+                r"\g<label> ___",
+            ),
+            ("long digit run", r"(?<![\w.])[A-Za-z0-9\-]++", _digit_run),
+            (
+                "street address",
+                rf"\b\d{{1,5}}[A-Za-z]?\s{{1,3}}(?:{_NAME}\s{{1,3}}){{1,3}}{_STREET}\b\.?"
+                rf"(?:,?\s{{1,3}}(?:apt|suite|unit)\.?\s{{0,3}}\w+)?",
+                REDACTED,
+            ),
+            (
+                "age over 89",
+                r"\b(?:9\d|1[0-9]\d)(?!\+)(?=\s{0,3}-?\s{0,3}(?:years?|yrs?|y/?o|y\.o\.)\b)",
+                "90+",
+            ),
+            (
+                "age over 89, labelled",
+                r"\b(?P<l>age[ds]?:?\s{0,3})(?:9\d|1[0-9]\d)\b(?!\+)",
+                r"\g<l>90+",
+            ),
+            (
+                "name after title",
+                rf"\b(?P<title>{_TITLE})(?P<dot>\.?)\s{{1,3}}(?!___){_NAME_SPAN}",
+                r"\g<title>\g<dot> ___",
+            ),
+            (
+                "lower-case name after title",
+                r"\b(?P<title>dr\.?|doctor|mr\.|mrs\.|ms\.|miss|prof\.)\s{1,3}(?!___)"
+                r"(?-i:[a-z][a-z'\-]+)\b",
+                r"\g<title> ___",
+            ),
+            (
+                "name before credential",
+                rf"{_NAME}(?:\s{{1,3}}{_NAME}){{0,2}},?\s{{1,3}}(?-i:MD|M\.D\.|DO|D\.O\.|RN|NP|PA-C|PhD)\b\.?",
+                REDACTED,
+            ),
+        )
     )
 )
-"""(name, pattern, replacement) in the order applied by `scrub_text`."""
+"""(name, pattern, replacement) in the order applied by `scrub_text`; `scrub_text` also
+replaces the names after role words and in sentences about who was told (below)."""
 
-_COMMUNICATION = re.compile(
-    r"\b(?:discussed|communicated|conveyed|telephoned|called|paged|notified|informed)\b"
-    r".*\b(?:with|to|by)\b",
+# Sentences recording who was told, who read or signed: removed when they name a person
+# ("discussed with ...", "signed by ..."), else their name-like words become ___.
+_TOLD = re.compile(
+    r"\b(?:discussed|communicated|conveyed|telephoned|called|paged|notified|informed|"
+    r"(?:read|signed|dictated|reviewed|seen|verified|approved)\s{1,3}by)\b",
     re.IGNORECASE,
 )
-_NOTIFICATION = re.compile(r"\bNOTIFICATION\s*:.*", re.IGNORECASE | re.DOTALL)
+_TOLD_WHOM = re.compile(r"\b(?:with|to|by)\b", re.IGNORECASE)
+_ROLE = (
+    r"(?:attending|resident|fellow|radiologist|physician|surgeon|technologist|clinician|"
+    r"intern|housestaff|provider|nurse practitioner|pcp|referring|ordering|signed|cc)"
+)
+_WORD = re.compile(r"[A-Za-z][A-Za-z'\-]*")
+_NAME_WORDS = r"(?:[A-Za-z][A-Za-z'\-]*\.?,?\s{1,3}){0,3}[A-Za-z][A-Za-z'\-]*"
+_AFTER_ROLE = re.compile(
+    rf"\b(?P<role>{_ROLE}|patient|pt)\b(?P<gap>[.:,]?\s{{1,3}}(?:(?:dr|doctor)\.?\s{{1,3}})?)"
+    rf"(?P<words>{_NAME_WORDS})",
+    re.IGNORECASE,
+)
+_COMMON_TERMS = """
+    a about above after again against all also an and any are as at be been before being
+    below between both but by can cc could did do does done during each either for from
+    further had has have having he her here hers him his how i if in into is it its itself
+    just may me might more most my no nor not now of off on once only or other our out over
+    own per same she should so some such than that the their them then there these they
+    this those through to too under until up upon very via was we were what when where
+    which while who whom why will with would yes you your
+    today yesterday tonight morning afternoon evening night time date day days week weeks
+    am pm hours hour minutes
+    attending resident residents fellow radiologist radiology physician physicians surgeon
+    surgery surgical technologist clinician clinicians intern housestaff provider
+    practitioner nurse nursing team service staff covering referring ordering primary
+    pcp care doctor dr md patient patients pt family wife husband son daughter
+    findings finding result results impression report reports study studies exam
+    examination images image recommendation recommendations preliminary final critical
+    urgent wet read reading notified informed discussed communicated called paged
+    telephoned conveyed signed dictated reviewed seen verified approved electronically
+    phone telephone person bedside directly verbally
+    chest heart lung lungs pleural effusion pneumothorax consolidation ct cta mri mr us
+    pet xr cxr er ed icu micu sicu ccu ccu nicu picu or pacu ir rn np
+    status post denies has had is was reports presents underwent with without
+    left right bilateral new old no normal abnormal acute chronic stable unchanged
+    dob mrn ssn id unit accession age sex male female man woman history hx
+    """
+_COMMON = frozenset(_COMMON_TERMS.split())
+"""Words that are never taken for a name after a role word or in a 'who was told' sentence."""
+
+_NOTIFICATION = re.compile(r"\bNOTIFICATION\s{0,3}:.*", re.IGNORECASE | re.DOTALL)
 _TITLE_DOT = re.compile(rf"\b({_TITLE})\.", re.IGNORECASE)
 _HELD_DOT = "\x00"
 _SENTENCE_END = re.compile(r"(?<=\.)\s+")
 
 
+def _is_name_word(word: str, capitalised_only: bool) -> bool:
+    if re.fullmatch(r"[A-Z]\.,?", word):  # an initial
+        return True
+    word = word.strip(".,")
+    if word.lower() in _COMMON or word == REDACTED:
+        return False
+    return word[0].isupper() or not capitalised_only
+
+
+def _names_after_role(match: re.Match[str]) -> str:
+    """'attending john smith', 'Patient John A. Smith': the name words after the role become
+    ___ (only capitalised ones after 'patient', whose clinical text follows in lower case)."""
+    capitalised_only = match["role"].lower() in {"patient", "pt"}
+    words = match["words"].split()
+    names = 0
+    while names < len(words) and _is_name_word(words[names], capitalised_only):
+        names += 1
+    if not names:
+        return match.group(0)
+    rest = " ".join(words[names:])
+    return f"{match['role']}{match['gap']}{REDACTED}" + (f" {rest}" if rest else "")
+
+
+def _told(sentence: str) -> str | None:
+    """A sentence about who was told or who read: None (dropped) when it names the person
+    after with/to/by, else the sentence with its name-like words replaced."""
+    told = _TOLD.search(sentence)
+    if told is None:
+        return sentence
+    if _TOLD_WHOM.search(sentence, told.start()):
+        return None
+    return _WORD.sub(
+        lambda m: REDACTED if _is_name_word(m.group(0), capitalised_only=True) else m.group(0),
+        sentence,
+    )
+
+
 def scrub_text(text: str) -> str:
-    """Report text with every `SCRUB_PATTERNS` match replaced, and the sentences that record
-    who was told of a finding (a NOTIFICATION, "discussed with Dr. ... at ...") removed."""
+    """Report text with every `SCRUB_PATTERNS` match replaced, names after role words
+    replaced, and the sentences that record who was told of a finding or who read or
+    signed the report (a NOTIFICATION, "discussed with Dr. ... at ...") removed or their
+    names replaced. Every step is linear in the length of the text; callers still check
+    `max_text_chars` first."""
     text = _NOTIFICATION.sub("", text.replace(_HELD_DOT, ""))
     held = _TITLE_DOT.sub(rf"\1{_HELD_DOT}", text)  # "Dr." does not end a sentence
-    sentences = [s for s in _SENTENCE_END.split(held) if not _COMMUNICATION.search(s)]
+    sentences = [kept for s in _SENTENCE_END.split(held) if (kept := _told(s)) is not None]
     text = " ".join(sentences).replace(_HELD_DOT, ".")
     for _, pattern, replacement in SCRUB_PATTERNS:
         text = pattern.sub(replacement, text)
+    text = _AFTER_ROLE.sub(_names_after_role, text)
     return re.sub(r"[ \t]{2,}", " ", text).strip()
