@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import logging
+import signal
 import stat
 
 import numpy as np
@@ -37,7 +38,7 @@ from healthgpt.data.decode.imaging import encode_png
 from healthgpt.data.samples.seal import sealed
 from healthgpt.data.sources.base import BadInput, ReaderOptions
 from healthgpt.data.sources.mimic_cxr import parse_report, report_text
-from tests.data.outputs import records, run
+from tests.data.outputs import quarantine, records, run
 from tests.data.test_planted_phi import ICC_WITH_NAME, png_chunks, ultrasound
 
 
@@ -403,6 +404,19 @@ def test_png_output_has_no_ancillary_chunk_of_the_source():
         ("Lives at 12 Main Street, Apt 4.", ["Main", "Street"]),
         ("A 93-year-old man; age 101.", ["93", "101"]),
         ("Email jane.doe@example.org or see http://intranet.example.org/p/1.", ["jane", "example"]),
+        # names without a title, in the phrasing of MIMIC reports
+        ("Jane Roe, the covering resident, was notified of the findings.", ["Jane", "Roe"]),
+        ("Patient John Smith was seen. Patient John A. Smith, DOB 01/02/1950.", ["John", "Smith"]),
+        ("No change. Signed by Jane Roe.", ["Jane", "Roe"]),
+        ("Impression read by RICHARD ROE, resident.", ["RICHARD", "ROE"]),
+        ("Smith was informed.", ["Smith"]),
+        ("Agrees with attending john smith on the nodule.", ["john", "smith"]),
+        ("Signed: J. Smith. Referring: smith, john.", ["smith", "john"]),
+        ("Dr. van der Berg and Dr. O'Brien reviewed.", ["Berg", "der", "O'Brien"]),
+        ("Compared with CT from the third of May and 3-May-19 and 03May2019.", ["third", "May"]),
+        ("Lives at 221B Baker Street.", ["221", "Baker"]),
+        ("Call +44 20 7946 0958 or +1 617 555 0199.", ["7946", "0958", "555"]),
+        ("Unit No. 554433; A-12-345-6.", ["554433", "12-345"]),
     ],
 )
 def test_scrub_patterns(text, secrets):
@@ -420,6 +434,67 @@ def test_scrub_keeps_clinical_text_and_mimic_placeholders():
         "PA and lateral views of the chest compared with ___. Dr. ___ was informed. "
         "A 5 mm nodule at T2/T3, C5/6; 2 cm effusion. A 45-year-old man."
     )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "No focal consolidation. Mild cardiomegaly. Patient is status post CABG.",
+        "The patient has a right PICC with tip in the SVC. Heart size is normal.",
+        "Findings were reviewed. The attending radiologist agrees. Stable since May.",
+        "Compared to the prior radiograph, the ET tube is 4 cm above the carina.",
+        "Moderate pulmonary edema. Patient denies chest pain. Second opinion requested.",
+    ],
+)
+def test_scrub_keeps_mimic_clinical_text(text):
+    assert scrub_text(text) == text
+
+
+ADVERSARIAL = {
+    "hyphens": "-" * 200_000,
+    "letters and hyphens": "a-" * 100_000,
+    "capitals and hyphens": "A-" * 100_000,
+    "words of a name": "Aa " * 66_666,
+    "communication keywords": "called " * 28_571,
+    "whitespace after a label": "x" + " " * 200_000,
+    "at signs": "a@" * 100_000,
+    "dotted digits": "1." * 100_000,
+    "international prefix": "+44" + " 1" * 100_000,
+}
+
+
+@pytest.mark.parametrize("name", ADVERSARIAL)
+def test_scrubbing_adversarial_text_ends(name):
+    """The long digit run pattern took 97 s on 40 KB of hyphens (quadratic). A generous
+    guard, not a timing goal: a linear scrubber ends far inside it, the old one did not."""
+
+    def too_slow(*_):
+        raise TimeoutError(f"scrubbing 200 KB of {name} did not end within 10 s")
+
+    previous = signal.signal(signal.SIGALRM, too_slow)
+    signal.alarm(10)
+    try:
+        scrub_text(ADVERSARIAL[name])
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_a_report_over_the_limit_is_refused_before_scrubbing(tmp_path, monkeypatch):
+    from healthgpt.data.samples import mimic_cxr as mimic_sample
+    from healthgpt.data.sources import mimic_cxr
+
+    def scrub_within_limit(text: str) -> str:
+        assert len(text) <= 1000, "a report over max_text_chars reached the scrubber"
+        return scrub_text(text)
+
+    monkeypatch.setattr(mimic_cxr, "scrub_text", scrub_within_limit)
+    mimic_sample.build(tmp_path / "src")
+    report = next((tmp_path / "src" / "files").rglob("*.txt"))
+    report.write_text("FINDINGS: " + "-" * 1500 + "\n")
+    run("mimic_cxr", tmp_path / "src", tmp_path / "out", extra={"limits": {"max_text_chars": 1000}})
+    reasons = {q["reason"] for q in quarantine(tmp_path / "out")}
+    assert "report of 1,511 characters exceeds limit max_text_chars=1,000" in reasons
 
 
 def test_every_pattern_is_named_once():

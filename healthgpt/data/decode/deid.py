@@ -751,7 +751,8 @@ _ROLE = (
     r"intern|housestaff|provider|nurse practitioner|pcp|referring|ordering|signed|cc)"
 )
 _WORD = re.compile(r"[A-Za-z][A-Za-z'\-]*")
-_NAME_WORDS = r"(?:[A-Za-z][A-Za-z'\-]*\.?,?\s{1,3}){0,3}[A-Za-z][A-Za-z'\-]*"
+_NAME_WORD = r"(?:(?-i:[A-Z]\.)|[A-Za-z][A-Za-z'\-]*,?)"  # an initial, or a word
+_NAME_WORDS = rf"{_NAME_WORD}(?:\s{{1,3}}{_NAME_WORD}){{0,3}}"
 _AFTER_ROLE = re.compile(
     rf"\b(?P<role>{_ROLE}|patient|pt)\b(?P<gap>[.:,]?\s{{1,3}}(?:(?:dr|doctor)\.?\s{{1,3}})?)"
     rf"(?P<words>{_NAME_WORDS})",
