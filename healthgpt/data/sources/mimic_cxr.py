@@ -365,8 +365,7 @@ class MimicCxrReader(SourceReader):
                 text = path.read_text(encoding="utf-8", errors="replace")
                 if len(text) > limit:  # before any scrubbing: its cost grows with the text
                     raise BadInput(
-                        f"report of {len(text):,} characters exceeds limit "
-                        f"max_text_chars={limit:,}"
+                        f"report of {len(text):,} characters exceeds limit max_text_chars={limit:,}"
                     )
                 sections = parse_report(text)
                 if not sections:
