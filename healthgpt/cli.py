@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from healthgpt.data.decode.deid import SaltError
 from healthgpt.data.ingest.run import DEFAULT_MAX_DROP_FRACTION, OutputRefused
 from healthgpt.data.sources import SOURCES, LayoutError, ReaderOptions
 
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (LayoutError, OutputRefused, OSError) as exc:
+    except (LayoutError, OutputRefused, SaltError, OSError) as exc:
         print(f"healthgpt {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

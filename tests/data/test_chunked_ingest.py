@@ -65,11 +65,13 @@ def test_a_chunk_option_outside_the_plan_is_refused():
 
 @pytest.mark.parametrize("source", sorted(SOURCES))
 def test_changed_item_files_move_one_chunk_version_and_change_only_that_chunks_output(
-    source, tmp_path
+    source, tmp_path, monkeypatch
 ):
     """For each chunk in turn: corrupt every file keyed to it. Its version must be the only
     one to move, and no other chunk's output may change (an item reading a file of another
-    chunk would be left stale by the rebuild of exactly the changed chunks)."""
+    chunk would be left stale by the rebuild of exactly the changed chunks). One salt for
+    every run: a changed sample is no longer a bundled sample, whose salt is public."""
+    monkeypatch.setenv("HEALTHGPT_DEID_SALT", "one-salt-for-every-run-of-this-test")
     built = build_sample_source(source, tmp_path / "sources")
     reader = reader_class(source)(built)
     before = reader.chunk_versions(N_CHUNKS)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import logging
+import signal
 import stat
 
 import numpy as np
@@ -21,9 +22,12 @@ from healthgpt.data.decode.deid import (
     SAMPLE_MARKER,
     SCRUB_PATTERNS,
     UNKNOWN,
+    SaltError,
     burned_in_rule,
     installation_salt,
+    is_bundled_sample,
     is_uid,
+    not_a_sample,
     pseudonym,
     salt_for_source,
     scrub_text,
@@ -31,9 +35,10 @@ from healthgpt.data.decode.deid import (
 )
 from healthgpt.data.decode.dicom import read_dicom
 from healthgpt.data.decode.imaging import encode_png
+from healthgpt.data.samples.seal import sealed
 from healthgpt.data.sources.base import BadInput, ReaderOptions
 from healthgpt.data.sources.mimic_cxr import parse_report, report_text
-from tests.data.outputs import records, run
+from tests.data.outputs import quarantine, records, run
 from tests.data.test_planted_phi import ICC_WITH_NAME, png_chunks, ultrasound
 
 
@@ -71,7 +76,7 @@ def test_salt_rule_environment_then_sample_then_private_file(tmp_path, monkeypat
     sample, real = tmp_path / "sample", tmp_path / "real"
     sample.mkdir()
     real.mkdir()
-    (sample / SAMPLE_MARKER).write_text("sample\n")
+    made_up_sample(sample)
     assert salt_for_source(sample) == PUBLIC_SAMPLE_SALT
     assert not salt_file.exists()
     private = salt_for_source(real)
@@ -80,6 +85,79 @@ def test_salt_rule_environment_then_sample_then_private_file(tmp_path, monkeypat
     assert salt_for_source(real) == private  # once per installation
     monkeypatch.setenv(SALT_ENV, "from-the-environment")
     assert salt_for_source(real) == salt_for_source(sample) == "from-the-environment"
+
+
+@sealed
+def made_up_sample(dest):
+    """A sample generator in miniature: two files and the marker."""
+    (dest / "images").mkdir(parents=True, exist_ok=True)
+    (dest / "images" / "a.jpg").write_bytes(b"made-up image")
+    (dest / "rows.json").write_text("[]")
+    (dest / SAMPLE_MARKER).write_text("sample\n")
+
+
+def test_a_marker_alone_does_not_make_real_data_a_sample(tmp_path, monkeypatch, caplog):
+    """A copied or touched SAMPLE_README.txt once gave real data the public salt."""
+    monkeypatch.delenv(SALT_ENV, raising=False)
+    (tmp_path / "IM0001").write_bytes(b"real patient data")
+    (tmp_path / SAMPLE_MARKER).write_text("")
+    with caplog.at_level(logging.WARNING, logger="healthgpt.data.decode.deid"):
+        salt = salt_for_source(tmp_path)
+    assert salt != PUBLIC_SAMPLE_SALT and len(salt) == 64
+    assert "is not a bundled sample (SAMPLE_README.txt lists no file hashes)" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (lambda root: (root / "IM0001").write_bytes(b"real"), "a file not listed"),
+        (lambda root: (root / "rows.json").write_text('["real"]'), "hash differs"),
+        (lambda root: (root / "images" / "a.jpg").write_bytes(b"made-up imagE"), "hash differs"),
+        (lambda root: (root / "real").symlink_to(root / "images"), "symbolic link"),
+    ],
+)
+def test_a_sealed_sample_stops_being_one_when_a_file_is_not_its_own(tmp_path, change, reason):
+    made_up_sample(tmp_path)
+    assert is_bundled_sample(tmp_path)
+    change(tmp_path)
+    assert reason in not_a_sample(tmp_path)
+    assert salt_for_source(tmp_path) != PUBLIC_SAMPLE_SALT
+
+
+def test_the_seal_lists_only_what_the_generator_wrote(tmp_path):
+    (tmp_path / "IM0001").write_bytes(b"already there")
+    made_up_sample(tmp_path)
+    assert "a file not listed" in not_a_sample(tmp_path)
+    (tmp_path / "IM0001").unlink()
+    made_up_sample(tmp_path)  # a rebuild lists the same files once
+    assert is_bundled_sample(tmp_path)
+    assert (tmp_path / SAMPLE_MARKER).read_text().count("rows.json") == 1
+
+
+def test_a_short_environment_salt_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv(SALT_ENV, "a")
+    with pytest.raises(SaltError, match="1 characters long; a salt needs at least 16"):
+        salt_for_source(tmp_path)
+
+
+@pytest.mark.parametrize("content", ["", "short\n"])
+def test_an_empty_or_short_salt_file_is_a_clear_error(tmp_path, content):
+    path = tmp_path / "deid_salt"
+    path.write_text(content)
+    path.chmod(0o600)
+    with pytest.raises(SaltError, match="holds no usable salt"):
+        installation_salt(path)
+
+
+def test_cli_reports_a_bad_salt_in_one_line(tmp_path, monkeypatch, capsys):
+    from healthgpt.cli import main
+
+    monkeypatch.setenv(SALT_ENV, "a")
+    argv = ["ingest", "dicom_folder", "--root", str(tmp_path), "--out", str(tmp_path / "o")]
+    assert main([*argv, "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("healthgpt ingest: error: HEALTHGPT_DEID_SALT is 1 characters")
+    assert "\n" not in err and "Traceback" not in err
 
 
 def test_salt_file_creation_is_loud(tmp_path, caplog):
@@ -166,21 +244,45 @@ def test_real_source_ingest_uses_the_private_salt(tmp_path, monkeypatch):
             "Philips GEMINI",
         ),
         ({"Modality": "MR", "BurnedInAnnotation": "YES"}, "BurnedInAnnotation YES"),
+        # the whole visible light family, whatever the modality says
+        ({"Modality": "ES", "SOPClassUID": "1.2.840.10008.5.1.4.1.1.77.1.4"}, "visible light"),
+        ({"Modality": "OP", "SOPClassUID": "1.2.840.10008.5.1.4.1.1.77.1.5.1"}, "visible light"),
+        ({"Modality": "GM", "SOPClassUID": "1.2.840.10008.5.1.4.1.1.77.1.4"}, "visible light"),
+        ({"Modality": "ES"}, "visible light photography modality"),
+        ({"Modality": "SM", "ImageType": ["DERIVED", "PRIMARY", "LABEL"]}, "visible light"),
+        ({"ImageType": ["ORIGINAL", "PRIMARY", "OVERVIEW"]}, "slide label or overview"),
+        # projection radiography unless the file says NO
+        ({"Modality": "CR", "SOPClassUID": "1.2.840.10008.5.1.4.1.1.1"}, "projection"),
+        ({"Modality": "DX"}, "projection radiography"),
+        ({"Modality": "XA", "BurnedInAnnotation": ""}, "projection radiography"),
+        ({"Modality": "RF"}, "projection radiography"),
+        # captures of a screen, and values padded with NULs, spaces or lower case
+        ({"Modality": "MR", "ImageType": ["DERIVED", "SECONDARY", "OTHER"]}, "derived second"),
+        ({"Modality": "PT", "ImageType": "DERIVED\\SECONDARY"}, "derived secondary"),
+        ({"Modality": "MR", "ImageType": ["DERIVED", " screen  save\x00"]}, "screen capture"),
+        ({"Modality": "US\x00"}, "ultrasound modality"),
+        ({"Modality": "US", "BurnedInAnnotation": "NO"}, "ultrasound modality"),
+        ({"Modality": b"us "}, "ultrasound modality"),
+        ({"SOPClassUID": "1.2.840.10008.5.1.4.1.1.77.1.4\x00"}, "visible light"),
+        ({"Modality": "CR", "BurnedInAnnotation": "yes\x00"}, "BurnedInAnnotation YES"),
     ],
 )  # fmt: skip
 def test_burned_in_rules_name_the_rule(header, rule):
     found = burned_in_rule(header)
     assert found is not None and found.startswith(rule)
     reviewed = burned_in_rule(header, reviewed=True)
-    assert reviewed == ("BurnedInAnnotation YES" if "BurnedInAnnotation" in header else None)
+    assert reviewed == ("BurnedInAnnotation YES" if rule == "BurnedInAnnotation YES" else None)
 
 
 @pytest.mark.parametrize(
     "header",
     [
         {"Modality": "CT", "SOPClassUID": "1.2.840.10008.5.1.4.1.1.2", "ImageType": ["ORIGINAL"]},
-        {"Modality": "MR", "Manufacturer": "Agfa-Gevaert", "ImageType": ["DERIVED", "SECONDARY"]},
+        {"Modality": "MR", "Manufacturer": "Agfa-Gevaert", "ImageType": ["DERIVED", "PRIMARY"]},
         {"Modality": "CR", "BurnedInAnnotation": "NO"},
+        {"Modality": "DX", "BurnedInAnnotation": " no\x00"},
+        {"Modality": "MR", "ImageType": ["DERIVED", "SECONDARY"], "BurnedInAnnotation": "NO"},
+        {"Modality": "MG"},
     ],
 )
 def test_plain_acquisitions_match_no_rule(header):
@@ -191,7 +293,10 @@ def test_every_rule_has_a_condition_and_a_unique_name():
     names = [rule.name for rule in BURNED_IN_RULES]
     assert len(names) == len(set(names))
     for rule in BURNED_IN_RULES:
-        conditions = (rule.modalities, rule.sop_classes, rule.image_type, rule.manufacturer)
+        conditions = (
+            rule.modalities, rule.sop_classes, rule.sop_prefix, rule.image_type,
+            rule.image_type_all, rule.manufacturer,
+        )  # fmt: skip
         assert any(conditions) or rule.model
 
 
@@ -299,6 +404,19 @@ def test_png_output_has_no_ancillary_chunk_of_the_source():
         ("Lives at 12 Main Street, Apt 4.", ["Main", "Street"]),
         ("A 93-year-old man; age 101.", ["93", "101"]),
         ("Email jane.doe@example.org or see http://intranet.example.org/p/1.", ["jane", "example"]),
+        # names without a title, in the phrasing of MIMIC reports
+        ("Jane Roe, the covering resident, was notified of the findings.", ["Jane", "Roe"]),
+        ("Patient John Smith was seen. Patient John A. Smith, DOB 01/02/1950.", ["John", "Smith"]),
+        ("No change. Signed by Jane Roe.", ["Jane", "Roe"]),
+        ("Impression read by RICHARD ROE, resident.", ["RICHARD", "ROE"]),
+        ("Smith was informed.", ["Smith"]),
+        ("Agrees with attending john smith on the nodule.", ["john", "smith"]),
+        ("Signed: J. Smith. Referring: smith, john.", ["smith", "john"]),
+        ("Dr. van der Berg and Dr. O'Brien reviewed.", ["Berg", "der", "O'Brien"]),
+        ("Compared with CT from the third of May and 3-May-19 and 03May2019.", ["third", "May"]),
+        ("Lives at 221B Baker Street.", ["221", "Baker"]),
+        ("Call +44 20 7946 0958 or +1 617 555 0199.", ["7946", "0958", "555"]),
+        ("Unit No. 554433; A-12-345-6.", ["554433", "12-345"]),
     ],
 )
 def test_scrub_patterns(text, secrets):
@@ -316,6 +434,67 @@ def test_scrub_keeps_clinical_text_and_mimic_placeholders():
         "PA and lateral views of the chest compared with ___. Dr. ___ was informed. "
         "A 5 mm nodule at T2/T3, C5/6; 2 cm effusion. A 45-year-old man."
     )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "No focal consolidation. Mild cardiomegaly. Patient is status post CABG.",
+        "The patient has a right PICC with tip in the SVC. Heart size is normal.",
+        "Findings were reviewed. The attending radiologist agrees. Stable since May.",
+        "Compared to the prior radiograph, the ET tube is 4 cm above the carina.",
+        "Moderate pulmonary edema. Patient denies chest pain. Second opinion requested.",
+    ],
+)
+def test_scrub_keeps_mimic_clinical_text(text):
+    assert scrub_text(text) == text
+
+
+ADVERSARIAL = {
+    "hyphens": "-" * 200_000,
+    "letters and hyphens": "a-" * 100_000,
+    "capitals and hyphens": "A-" * 100_000,
+    "words of a name": "Aa " * 66_666,
+    "communication keywords": "called " * 28_571,
+    "whitespace after a label": "x" + " " * 200_000,
+    "at signs": "a@" * 100_000,
+    "dotted digits": "1." * 100_000,
+    "international prefix": "+44" + " 1" * 100_000,
+}
+
+
+@pytest.mark.parametrize("name", ADVERSARIAL)
+def test_scrubbing_adversarial_text_ends(name):
+    """The long digit run pattern took 97 s on 40 KB of hyphens (quadratic). A generous
+    guard, not a timing goal: a linear scrubber ends far inside it, the old one did not."""
+
+    def too_slow(*_):
+        raise TimeoutError(f"scrubbing 200 KB of {name} did not end within 10 s")
+
+    previous = signal.signal(signal.SIGALRM, too_slow)
+    signal.alarm(10)
+    try:
+        scrub_text(ADVERSARIAL[name])
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_a_report_over_the_limit_is_refused_before_scrubbing(tmp_path, monkeypatch):
+    from healthgpt.data.samples import mimic_cxr as mimic_sample
+    from healthgpt.data.sources import mimic_cxr
+
+    def scrub_within_limit(text: str) -> str:
+        assert len(text) <= 1000, "a report over max_text_chars reached the scrubber"
+        return scrub_text(text)
+
+    monkeypatch.setattr(mimic_cxr, "scrub_text", scrub_within_limit)
+    mimic_sample.build(tmp_path / "src")
+    report = next((tmp_path / "src" / "files").rglob("*.txt"))
+    report.write_text("FINDINGS: " + "-" * 1500 + "\n")
+    run("mimic_cxr", tmp_path / "src", tmp_path / "out", extra={"limits": {"max_text_chars": 1000}})
+    reasons = {q["reason"] for q in quarantine(tmp_path / "out")}
+    assert "report of 1,511 characters exceeds limit max_text_chars=1,000" in reasons
 
 
 def test_every_pattern_is_named_once():

@@ -43,6 +43,10 @@ NAME, PATIENT_ID, BIRTH_DATE = "DOE^JANE", "1234567", "19700101"
 SECRETS = (
     NAME, "DOE JANE", "JANE", "SMITH", "JOHN", PATIENT_ID, BIRTH_DATE, "1932", "03/14/2019",
     "617-555", "555-0199", "Main Street", "10:15", "NOTIFICATION", "93 year", "Brown",
+    # names without titles, particles, dates in words, a street number with a letter, an
+    # international number (the scrubber once kept all of these)
+    "Horatio", "Pennyworth", "Rosalind", "Quimby", "Ottilie", "Vandersloot", "Bartholomew",
+    "Krugmann", "Berglund", "third of May", "3-May-19", "221B", "Baker Street", "7946",
 )  # fmt: skip
 """Nothing in any output may contain these (case-insensitive)."""
 
@@ -103,8 +107,14 @@ MIMIC_REPORT = """\
  indication: 93 year old woman, Ms. Jane Doe, MRN {patient_id}, born January 5, 1932.
  findings: Compared with the study of 03/14/2019 read by Dr. John Smith. Mr. Brown of
  12 Main Street can be reached at 617-555-0199. The lungs are clear. No pleural effusion.
- impression: No acute cardiopulmonary process. NOTIFICATION: Dr. Smith discussed the
- findings with Ms. Doe by telephone at 10:15.
+ No focal consolidation. Mild cardiomegaly. Patient is status post CABG. Patient Horatio
+ Pennyworth was compared with the CT of the third of May and of 3-May-19. Rosalind
+ Quimby, the covering resident, was notified of the findings. He lives at 221B Baker
+ Street, phone +44 20 7946 0958. Dr. van der Berglund agrees with attending horatio
+ pennyworth on the 2 cm nodule.
+ impression: No acute cardiopulmonary process. Quimby was informed. Signed by Ottilie
+ Vandersloot. Impression read by BARTHOLOMEW KRUGMANN, resident. NOTIFICATION: Dr. Smith
+ discussed the findings with Ms. Doe by telephone at 10:15.
 """
 
 
@@ -275,9 +285,12 @@ def test_no_planted_phi_in_dicom_outputs(dicom_out):
 def test_no_planted_phi_in_mimic_outputs(mimic_out):
     texts = {r["text"] for r in records(mimic_out)}
     assert texts == {
-        "FINDINGS: Compared with the study of ___ read by Dr. ___. Mr. ___ of ___ can be "
-        "reached at ___. The lungs are clear. No pleural effusion.\n"
-        "IMPRESSION: No acute cardiopulmonary process."
+        "FINDINGS: Mr. ___ of ___ can be reached at ___. The lungs are clear. No pleural "
+        "effusion. No focal consolidation. Mild cardiomegaly. Patient is status post CABG. "
+        "Patient ___ was compared with the CT of ___ and of ___. ___ ___, the covering "
+        "resident, was notified of the findings. He lives at ___, phone ___. Dr. ___ agrees "
+        "with attending ___ on the 2 cm nodule.\n"
+        "IMPRESSION: No acute cardiopulmonary process. ___ was informed."
     }
     manifest = json.loads((mimic_out / "_manifest.json").read_text())
     assert manifest["summary"]["skipped_by_config"]["view unknown (frontal_only)"] == 1

@@ -17,7 +17,7 @@ import os
 import re
 import secrets
 import stat
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,30 +119,112 @@ def pseudonym(value: str, salt: str | None, prefix: str = "anon") -> str:
 
 PUBLIC_SAMPLE_SALT = "healthgpt-public-demo-salt"
 SALT_ENV = "HEALTHGPT_DEID_SALT"
+MIN_SALT_CHARS = 16
+"""Shortest salt accepted from the environment: a short one is guessed before the ids are."""
 SAMPLE_MARKER = "SAMPLE_README.txt"
-"""The file every bundled sample source holds at its root (`healthgpt sample-sources`)."""
+"""The file every bundled sample source holds at its root (`healthgpt sample-sources`): its
+text, then the sha256 and size of every file the generator wrote there (`seal_sample`)."""
+_MANIFEST_HEADER = "-- sha256, size and path of every file the sample generator wrote here --"
+
+
+class SaltError(ValueError):
+    """A configured salt or salt file that cannot protect pseudonyms (empty, too short)."""
+
+
+def seal_sample(root: str | Path, written: Iterable[Path]) -> Path:
+    """Append to the marker at `root` the hash of each file in `written` (the generator's
+    own files), so a copied marker cannot make real data count as a sample."""
+    root = Path(root)
+    marker = root / SAMPLE_MARKER
+    text = marker.read_text(encoding="utf-8").split(_MANIFEST_HEADER)[0].rstrip("\n")
+    lines = []
+    for path in sorted(Path(p) for p in written):
+        relative = path.relative_to(root).as_posix()
+        if relative != SAMPLE_MARKER:
+            lines.append(f"{_sha256(path)} {path.stat().st_size} {relative}")
+    marker.write_text(f"{text}\n\n{_MANIFEST_HEADER}\n" + "\n".join(lines) + "\n", "utf-8")
+    return marker
+
+
+def not_a_sample(root: str | Path) -> str | None:
+    """Why `root` is not a bundled sample, or None when it is one: every file under it is
+    listed in its marker with a matching size and hash. The walk stops at the first file
+    that is not, so real data is told apart after one file."""
+    root = Path(root)
+    marker = root / SAMPLE_MARKER
+    if not marker.is_file():
+        return f"no {SAMPLE_MARKER}"
+    text = marker.read_text(encoding="utf-8", errors="replace")
+    if _MANIFEST_HEADER not in text:
+        return f"{SAMPLE_MARKER} lists no file hashes"
+    listed: dict[str, tuple[str, int]] = {}
+    for line in text.split(_MANIFEST_HEADER, 1)[1].splitlines():
+        digest, _, rest = line.partition(" ")
+        size, _, relative = rest.partition(" ")
+        if relative and size.isdigit():
+            listed[relative] = (digest, int(size))
+    for folder, directories, files in os.walk(root):
+        for name in directories:
+            if (Path(folder) / name).is_symlink():
+                return "a symbolic link the sample generator did not write"
+        for name in files:
+            path = Path(folder) / name
+            relative = path.relative_to(root).as_posix()
+            if relative == SAMPLE_MARKER:
+                continue
+            if path.is_symlink() or relative not in listed:
+                return f"a file not listed in {SAMPLE_MARKER}"
+            digest, size = listed[relative]
+            if path.stat().st_size != size or _sha256(path) != digest:
+                return f"a file whose hash differs from the one in {SAMPLE_MARKER}"
+    return None
 
 
 def is_bundled_sample(root: str | Path) -> bool:
     """Is `root` a bundled sample source (made-up identifiers), rather than real data?"""
-    return (Path(root) / SAMPLE_MARKER).is_file()
+    return not_a_sample(root) is None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def salt_for_source(root: str | Path) -> str:
     """The salt of every pseudonym of the source at `root`.
 
-    `HEALTHGPT_DEID_SALT` when set; else the public salt for a bundled sample; else the
-    installation's private salt file, created (0600) with a warning the first time.
+    `HEALTHGPT_DEID_SALT` when set (at least `MIN_SALT_CHARS` characters); else the public
+    salt for a bundled sample (a marker whose hashes match every file); else the
+    installation's private salt file, created (0600) with a warning the first time. A marker
+    that does not match is warned about: it is not enough to make data public.
     """
     configured = os.environ.get(SALT_ENV, "")
     if configured:
+        if len(configured.strip()) < MIN_SALT_CHARS:
+            raise SaltError(
+                f"{SALT_ENV} is {len(configured.strip())} characters long; a salt needs at "
+                f"least {MIN_SALT_CHARS} (e.g. `python -c 'import secrets; "
+                f"print(secrets.token_hex(32))'`)"
+            )
         if configured == PUBLIC_SAMPLE_SALT and not is_bundled_sample(root):
             log.warning(
                 "%s is the public sample salt: pseudonyms of %s are reversible", SALT_ENV, root
             )
         return configured
-    if is_bundled_sample(root):
+    reason = not_a_sample(root)
+    if reason is None:
         return PUBLIC_SAMPLE_SALT
+    if (Path(root) / SAMPLE_MARKER).exists():
+        log.warning(
+            "%s holds %s but is not a bundled sample (%s): its pseudonyms use this "
+            "installation's private salt",
+            root,
+            SAMPLE_MARKER,
+            reason,
+        )
     return installation_salt()
 
 
@@ -168,9 +250,13 @@ def installation_salt(path: Path | None = None) -> str:
             f"de-identification salt file {path} is readable by others (mode {mode:o}); "
             f"run `chmod 600 {path}`"
         )
-    salt = path.read_text(encoding="ascii").strip()
+    salt = path.read_text(encoding="ascii", errors="replace").strip()
     if len(salt) < 32:
-        raise ValueError(f"de-identification salt file {path} holds no usable salt")
+        raise SaltError(
+            f"de-identification salt file {path} holds no usable salt ({len(salt)} characters, "
+            f"at least 32 needed): delete it to generate a new one only if no pseudonym made "
+            f"with it must stay linkable, else restore it from backup"
+        )
     return salt
 
 
@@ -216,9 +302,11 @@ def _create_salt_file(path: Path) -> None:
 class BurnedInRule:
     """Images matching every given condition may show burned-in text.
 
-    `modalities`, `sop_classes`: header value is one of these. `image_type`: one of these
-    tokens is in ImageType. `manufacturer`, `model`: words starting Manufacturer's or
-    ManufacturerModelName's words (case-insensitive). Conditions left empty always hold.
+    `modalities`, `sop_classes`: header value is one of these. `sop_prefix`: SOPClassUID
+    starts with it (a whole family of classes). `image_type`: one of these tokens is in
+    ImageType; `image_type_all`: all of them are. `manufacturer`, `model`: words starting
+    Manufacturer's or ManufacturerModelName's words (case-insensitive). Conditions left
+    empty always hold. Values are compared after `normalised`.
     """
 
     name: str
@@ -227,18 +315,40 @@ class BurnedInRule:
     image_type: frozenset[str] = frozenset()
     manufacturer: str = ""
     model: str = ""
+    sop_prefix: str = ""
+    image_type_all: frozenset[str] = frozenset()
 
     def matches(self, header: Mapping[str, object]) -> bool:
-        image_type = {str(v).strip().upper() for v in _values(header.get("ImageType"))}
-        maker = str(header.get("Manufacturer") or "").lower()
-        model = str(header.get("ManufacturerModelName") or "").lower()
+        image_type = image_type_tokens(header)
+        sop_class = _text(header, "SOPClassUID").replace(" ", "")
+        maker = _text(header, "Manufacturer").lower()
+        model = _text(header, "ManufacturerModelName").lower()
         return (
-            (not self.modalities or _text(header, "Modality").upper() in self.modalities)
-            and (not self.sop_classes or _text(header, "SOPClassUID") in self.sop_classes)
+            (not self.modalities or _text(header, "Modality") in self.modalities)
+            and (not self.sop_classes or sop_class in self.sop_classes)
+            and (not self.sop_prefix or sop_class.startswith(self.sop_prefix))
             and (not self.image_type or bool(self.image_type & image_type))
+            and self.image_type_all <= image_type
             and (not self.manufacturer or _word_in(self.manufacturer, maker))
             and (not self.model or _word_in(self.model, model))
         )
+
+
+def normalised(value: object) -> str:
+    """A header value as compared by the rules: bytes decoded, NULs dropped, whitespace
+    collapsed, upper case ("US\\0" is US, "screen  save " is SCREEN SAVE)."""
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    return " ".join(str(value if value is not None else "").replace("\0", " ").split()).upper()
+
+
+def image_type_tokens(header: Mapping[str, object]) -> set[str]:
+    """ImageType's values, normalised; a raw backslash-joined string is split too."""
+    tokens = set()
+    for value in _values(header.get("ImageType")):
+        text = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+        tokens |= {normalised(part) for part in text.split("\\")}
+    return tokens - {""}
 
 
 def _word_in(words: str, text: str) -> bool:
@@ -246,7 +356,7 @@ def _word_in(words: str, text: str) -> bool:
 
 
 def _text(header: Mapping[str, object], keyword: str) -> str:
-    return str(header.get(keyword) or "").strip()
+    return normalised(header.get(keyword) or "")
 
 
 def _values(value: object) -> list[object]:
@@ -287,14 +397,33 @@ BURNED_IN_RULES: tuple[BurnedInRule, ...] = (
         image_type=frozenset({"SCREEN SAVE", "SCREENSHOT", "DOSE INFO", "DOSE_INFO", "REPORT"}),
     ),
     BurnedInRule(
-        "endoscopy / visible light SOP class",
+        # VL Endoscopic, Microscopic, Photographic, Ophthalmic photography, Whole Slide...:
+        # photographs of a scene that may hold a wristband, a label or a printed sheet.
+        "visible light SOP class family",
+        sop_prefix="1.2.840.10008.5.1.4.1.1.77.",
+    ),
+    BurnedInRule(
+        "visible light photography modality", modalities=frozenset({"ES", "GM", "OP", "SM"})
+    ),
+    BurnedInRule("slide label or overview image", image_type=frozenset({"LABEL", "OVERVIEW"})),
+    BurnedInRule(
+        # PS3.15 E.3.1 (Clean Pixel Data): projection radiographs often carry the patient's
+        # name or a marker banner in the pixels; only an explicit BurnedInAnnotation NO
+        # (see _LIFTED_BY_NO) lets them through unreviewed. Same for derived secondary images.
+        "projection radiography without BurnedInAnnotation NO",
+        modalities=frozenset({"CR", "DX", "XA", "RF"}),
+    ),
+    BurnedInRule(
+        "derived secondary image (a capture of a screen)",
+        modalities=frozenset({"CT", "MR", "PT"}),
+        image_type_all=frozenset({"DERIVED", "SECONDARY"}),
+    ),
+    BurnedInRule(
+        "encapsulated document SOP class",
         sop_classes=frozenset(
             {
-                "1.2.840.10008.5.1.4.1.1.77.1.1",  # VL Endoscopic Image
-                "1.2.840.10008.5.1.4.1.1.77.1.1.1",  # Video Endoscopic Image
-                "1.2.840.10008.5.1.4.1.1.77.1.2.1",  # Video Microscopic Image
-                "1.2.840.10008.5.1.4.1.1.77.1.4.1",  # Video Photographic Image
                 "1.2.840.10008.5.1.4.1.1.104.1",  # Encapsulated PDF
+                "1.2.840.10008.5.1.4.1.1.104.2",  # Encapsulated CDA
             }
         ),
     ),
@@ -342,6 +471,14 @@ BURNED_IN_RULES: tuple[BurnedInRule, ...] = (
     BurnedInRule("Canon CXDI detector (deid graylist)", model="CXDI"),
 )
 """Compact rule table; the class rules already cover every ultrasound device of the graylist."""
+_LIFTED_BY_NO = frozenset(
+    {
+        "projection radiography without BurnedInAnnotation NO",
+        "derived secondary image (a capture of a screen)",
+    }
+)
+"""Rules that guess from a common risk, so the file's own BurnedInAnnotation NO lifts them;
+the other rules name classes and devices that show text whatever the header claims."""
 
 
 def burned_in_rule(header: Mapping[str, object], reviewed: bool = False) -> str | None:
@@ -349,13 +486,16 @@ def burned_in_rule(header: Mapping[str, object], reviewed: bool = False) -> str 
 
     `header` maps DICOM keywords to values (a pydicom Dataset will do). `reviewed`: the
     user has checked or cleaned the pixels of the rule-listed classes; it does not lift
-    BurnedInAnnotation YES.
+    BurnedInAnnotation YES. BurnedInAnnotation NO lifts only the `_LIFTED_BY_NO` rules.
     """
-    if _text(header, "BurnedInAnnotation").upper() == "YES":
+    declared = _text(header, "BurnedInAnnotation")
+    if declared == "YES":
         return "BurnedInAnnotation YES"
     if reviewed:
         return None
     for rule in BURNED_IN_RULES:
+        if declared == "NO" and rule.name in _LIFTED_BY_NO:
+            continue
         if rule.matches(header):
             return rule.name
     return None
@@ -481,100 +621,225 @@ _MONTH = (
     r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|"
     r"sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)"
 )
+_ORDINAL = (
+    r"(?:(?:(?:twenty|thirty)[\s\-]?)?(?:first|second|third|fourth|fifth|sixth|seventh|eighth|"
+    r"ninth)|tenth|eleventh|twelfth|thirteenth|fourteenth|fifteenth|sixteenth|seventeenth|"
+    r"eighteenth|nineteenth|twentieth|thirtieth)"
+)
+"""A day of the month in words (one alternation per stem keeps the scan cheap)."""
 _TITLE = r"(?:dr|doctor|mr|mrs|ms|miss|mx|prof|professor|sr|sister|nurse)"
-_NAME = r"(?-i:[A-Z][A-Za-z'\-]+|[A-Z]\.?)"
+_NAME = r"(?<![A-Za-z'\-])(?-i:[A-Z][A-Za-z'\-]+|[A-Z]\.?)"
+_PARTICLE = r"(?-i:van|von|der|den|de|del|della|di|da|la|le|du|dos|ter|ten)"
+_NAME_SPAN = rf"(?:(?:{_PARTICLE}|{_NAME})\s{{1,3}}){{0,3}}{_NAME}\b"
+"""A name of up to four words, particles (van, der, de, la, von) included."""
 _STREET = (
-    r"(?:street|st|avenue|ave|road|rd|boulevard|blvd|lane|ln|drive|court|ct|way|place|pl|"
+    r"(?:street|st|avenue|ave|road|rd|boulevard|blvd|lane|ln|drive|dr|court|ct|way|place|pl|"
     r"square|sq|parkway|pkwy|highway|hwy|terrace)"
 )
 
-SCRUB_PATTERNS: tuple[tuple[str, re.Pattern[str], str], ...] = tuple(
-    (name, re.compile(pattern, re.IGNORECASE), replacement)
-    for name, pattern, replacement in (
-        ("email", r"\b[\w.+\-]+@[\w\-]+(?:\.[\w\-]+)+\b", REDACTED),
-        ("url", r"\b(?:https?://|www\.)\S+", REDACTED),
-        (
-            "phone",
-            r"(?<![\w/])(?:\+?1[\s.\-]?)?(?:\(\d{3}\)\s?|\d{3}[\s.\-])\d{3}[\s.\-]\d{4}\b"
-            r"|(?<![\w/.])\d{3}-\d{4}\b"
-            r"|\b(?:pager|beeper|phone|tel|telephone|ext|extension|x)\.?\s*#?:?\s*\d[\d\-]{2,}",
-            REDACTED,
-        ),
-        ("date iso", r"\b\d{4}[\-/.]\d{1,2}[\-/.]\d{1,2}\b", REDACTED),
-        ("date numeric", r"\b\d{1,2}[\-/.]\d{1,2}[\-/.](?:\d{4}|\d{2})\b", REDACTED),
-        (
-            "date with month name",
-            rf"\b(?:\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?{_MONTH}\.?,?(?:\s+\d{{4}})?"
-            rf"|{_MONTH}\.?\s+\d{{1,2}}(?:st|nd|rd|th)?(?:,?\s+\d{{4}})?"
-            rf"|{_MONTH}\.?,?\s+\d{{4}})\b",
-            REDACTED,
-        ),
-        ("month and day", r"(?<![\w.])\d{1,2}/\d{1,2}(?![\w/])", REDACTED),
-        (
-            "time",
-            r"\b\d{1,2}:\d{2}(?::\d{2})?(?:\s*(?:[ap]\.?m\b\.?))?|\b\d{1,2}\s*[ap]\.?m\b\.?",
-            REDACTED,
-        ),
-        (
-            "labelled id",
-            r"\b(?P<label>mrn|mr#|medical record(?: number)?|acc(?:ession)?(?: number| no\.?)?|"
-            r"unit (?:no|number)|patient id|pt id|ssn|id)\s*(?:#|:|no\.?)?\s*"
-            r"(?-i:(?!___)[A-Z0-9][A-Z0-9\-]*\d[A-Z0-9\-]*)",
-            r"\g<label> ___",
-        ),
-        (
-            "long digit run",
-            r"(?<![\w.])(?=(?:[A-Za-z\-]*\d){5})[A-Za-z0-9\-]*\d[A-Za-z0-9\-]*",
-            REDACTED,
-        ),
-        (
-            "street address",
-            rf"\b\d{{1,5}}\s+(?:{_NAME}\s+){{1,3}}{_STREET}\b\.?(?:,?\s+(?:apt|suite|unit)\.?\s*\w+)?",
-            REDACTED,
-        ),
-        (
-            "age over 89",
-            r"\b(?:9\d|1[0-9]\d)(?!\+)(?=\s*-?\s*(?:years?|yrs?|y/?o|y\.o\.)\b)",
-            "90+",
-        ),
-        ("age over 89, labelled", r"\b(?P<l>age[ds]?:?\s*)(?:9\d|1[0-9]\d)\b(?!\+)", r"\g<l>90+"),
-        (
-            "name after title",
-            rf"\b(?P<title>{_TITLE})(?P<dot>\.?)\s+(?!___)(?:{_NAME}\s+){{0,2}}{_NAME}\b",
-            r"\g<title>\g<dot> ___",
-        ),
-        (
-            "lower-case name after title",
-            r"\b(?P<title>dr\.?|doctor|mr\.|mrs\.|ms\.|miss|prof\.)\s+(?!___)(?-i:[a-z][a-z'\-]+)\b",
-            r"\g<title> ___",
-        ),
-        (
-            "name before credential",
-            rf"\b{_NAME}(?:\s+{_NAME}){{0,2}},?\s+(?-i:MD|M\.D\.|DO|D\.O\.|RN|NP|PA-C|PhD)\b\.?",
-            REDACTED,
-        ),
+
+def _digit_run(match: re.Match[str]) -> str:
+    """A token (letters, digits, hyphens) holding five digits or more is an identifier."""
+    token = match.group(0)
+    return REDACTED if sum(c.isdigit() for c in token) >= 5 else token
+
+
+# Linear by construction: a pattern starts only where its token starts (a look-behind on the
+# token's own class), whitespace runs are bounded ({0,3}), and no quantified group repeats a
+# class that overlaps what follows it, so no match attempt re-reads more than one token.
+SCRUB_PATTERNS: tuple[tuple[str, re.Pattern[str], str | Callable[[re.Match[str]], str]], ...] = (
+    tuple(
+        (name, re.compile(pattern, re.IGNORECASE), replacement)
+        for name, pattern, replacement in (
+            ("email", r"(?<![\w.+\-])[\w.+\-]++@[\w\-]++(?:\.[\w\-]++)+", REDACTED),
+            ("url", r"\b(?:https?://|www\.)\S+", REDACTED),
+            (
+                "phone",
+                r"(?<![\w/+])(?:\+?1[\s.\-]?)?(?:\(\d{3}\)\s?|\d{3}[\s.\-])\d{3}[\s.\-]\d{4}\b"
+                r"|(?<![\w/.])\d{3}-\d{4}\b"
+                r"|\b(?:pager|beeper|phone|tel|telephone|ext|extension|x)\.?\s{0,3}#?:?\s{0,3}"
+                r"\d[\d\-]{2,}",
+                REDACTED,
+            ),
+            (
+                "international phone",
+                r"(?<![\w+])\+\d{1,3}(?:[\s.\-]\(?\d{1,4}\)?){2,5}(?!\w)",
+                REDACTED,
+            ),
+            ("date iso", r"\b\d{4}[\-/.]\d{1,2}[\-/.]\d{1,2}\b", REDACTED),
+            ("date numeric", r"\b\d{1,2}[\-/.]\d{1,2}[\-/.](?:\d{4}|\d{2})\b", REDACTED),
+            (
+                "date day-month-year",
+                rf"\b\d{{1,2}}[\-/ .]?{_MONTH}[\-/ .]?(?:\d{{4}}|\d{{2}})\b",
+                REDACTED,
+            ),
+            (
+                "date with month name",
+                rf"\b(?:\d{{1,2}}(?:st|nd|rd|th)?\s{{1,3}}(?:of\s{{1,3}})?{_MONTH}\.?,?(?:\s{{1,3}}\d{{4}})?"
+                rf"|{_MONTH}\.?\s{{1,3}}\d{{1,2}}(?:st|nd|rd|th)?(?:,?\s{{1,3}}\d{{4}})?"
+                rf"|{_MONTH}\.?,?\s{{1,3}}\d{{4}})\b",
+                REDACTED,
+            ),
+            (
+                "date in words",
+                rf"\b(?:(?:the\s{{1,3}})?{_ORDINAL}\s{{1,3}}(?:of\s{{1,3}})?{_MONTH}"
+                rf"|{_MONTH}\s{{1,3}}(?:the\s{{1,3}})?{_ORDINAL})\b(?:,?\s{{1,3}}\d{{4}}\b)?",
+                REDACTED,
+            ),
+            ("month and day", r"(?<![\w.])\d{1,2}/\d{1,2}(?![\w/])", REDACTED),
+            (
+                "time",
+                r"\b\d{1,2}:\d{2}(?::\d{2})?(?:\s{0,3}(?:[ap]\.?m\b\.?))?|\b\d{1,2}\s{0,3}[ap]\.?m\b\.?",
+                REDACTED,
+            ),
+            (
+                "labelled id",
+                r"\b(?P<label>mrn|mr#|medical record(?: number)?|acc(?:ession)?(?: number| no\.?)?|"
+                r"unit (?:no|number)|patient id|pt id|ssn|id)\s{0,3}(?:#|:|no\.?)?\s{0,3}"
+                r"(?-i:(?!___)[A-Z0-9][A-Z0-9\-]*+(?<=\d)|[A-Z0-9][A-Z0-9\-]*?\d[A-Z0-9\-]*+)",
+                r"\g<label> ___",
+            ),
+            ("long digit run", r"(?<![\w.])[A-Za-z0-9\-]++", _digit_run),
+            (
+                "street address",
+                rf"\b\d{{1,5}}[A-Za-z]?\s{{1,3}}(?:{_NAME}\s{{1,3}}){{1,3}}{_STREET}\b\.?"
+                rf"(?:,?\s{{1,3}}(?:apt|suite|unit)\.?\s{{0,3}}\w+)?",
+                REDACTED,
+            ),
+            (
+                "age over 89",
+                r"\b(?:9\d|1[0-9]\d)(?!\+)(?=\s{0,3}-?\s{0,3}(?:years?|yrs?|y/?o|y\.o\.)\b)",
+                "90+",
+            ),
+            (
+                "age over 89, labelled",
+                r"\b(?P<l>age[ds]?:?\s{0,3})(?:9\d|1[0-9]\d)\b(?!\+)",
+                r"\g<l>90+",
+            ),
+            (
+                "name after title",
+                rf"\b(?P<title>{_TITLE})(?P<dot>\.?)\s{{1,3}}(?!___){_NAME_SPAN}",
+                r"\g<title>\g<dot> ___",
+            ),
+            (
+                "lower-case name after title",
+                r"\b(?P<title>dr\.?|doctor|mr\.|mrs\.|ms\.|miss|prof\.)\s{1,3}(?!___)"
+                r"(?-i:[a-z][a-z'\-]+)\b",
+                r"\g<title> ___",
+            ),
+            (
+                "name before credential",
+                rf"{_NAME}(?:\s{{1,3}}{_NAME}){{0,2}},?\s{{1,3}}(?-i:MD|M\.D\.|DO|D\.O\.|RN|NP|PA-C|PhD)\b\.?",
+                REDACTED,
+            ),
+        )
     )
 )
-"""(name, pattern, replacement) in the order applied by `scrub_text`."""
+"""(name, pattern, replacement) in the order applied by `scrub_text`; `scrub_text` also
+replaces the names after role words and in sentences about who was told (below)."""
 
-_COMMUNICATION = re.compile(
-    r"\b(?:discussed|communicated|conveyed|telephoned|called|paged|notified|informed)\b"
-    r".*\b(?:with|to|by)\b",
+# Sentences recording who was told, who read or signed: removed when they name a person
+# ("discussed with ...", "signed by ..."), else their name-like words become ___.
+_TOLD = re.compile(
+    r"\b(?:discussed|communicated|conveyed|telephoned|called|paged|notified|informed|"
+    r"(?:read|signed|dictated|reviewed|seen|verified|approved)\s{1,3}by)\b",
     re.IGNORECASE,
 )
-_NOTIFICATION = re.compile(r"\bNOTIFICATION\s*:.*", re.IGNORECASE | re.DOTALL)
+_TOLD_WHOM = re.compile(r"\b(?:with|to|by)\b", re.IGNORECASE)
+_ROLE = (
+    r"(?:attending|resident|fellow|radiologist|physician|surgeon|technologist|clinician|"
+    r"intern|housestaff|provider|nurse practitioner|pcp|referring|ordering|signed|cc)"
+)
+_WORD = re.compile(r"[A-Za-z][A-Za-z'\-]*")
+_NAME_WORD = r"(?:(?-i:[A-Z]\.)|[A-Za-z][A-Za-z'\-]*,?)"  # an initial, or a word
+_NAME_WORDS = rf"{_NAME_WORD}(?:\s{{1,3}}{_NAME_WORD}){{0,3}}"
+_AFTER_ROLE = re.compile(
+    rf"\b(?P<role>{_ROLE}|patient|pt)\b(?P<gap>[.:,]?\s{{1,3}}(?:(?:dr|doctor)\.?\s{{1,3}})?)"
+    rf"(?P<words>{_NAME_WORDS})",
+    re.IGNORECASE,
+)
+_COMMON_TERMS = """
+    a about above after again against all also an and any are as at be been before being
+    below between both but by can cc could did do does done during each either for from
+    further had has have having he her here hers him his how i if in into is it its itself
+    just may me might more most my no nor not now of off on once only or other our out over
+    own per same she should so some such than that the their them then there these they
+    this those through to too under until up upon very via was we were what when where
+    which while who whom why will with would yes you your
+    today yesterday tonight morning afternoon evening night time date day days week weeks
+    am pm hours hour minutes
+    attending resident residents fellow radiologist radiology physician physicians surgeon
+    surgery surgical technologist clinician clinicians intern housestaff provider
+    practitioner nurse nursing team service staff covering referring ordering primary
+    pcp care doctor dr md patient patients pt family wife husband son daughter
+    findings finding result results impression report reports study studies exam
+    examination images image recommendation recommendations preliminary final critical
+    urgent wet read reading notified informed discussed communicated called paged
+    telephoned conveyed signed dictated reviewed seen verified approved electronically
+    phone telephone person bedside directly verbally
+    chest heart lung lungs pleural effusion pneumothorax consolidation ct cta mri mr us
+    pet xr cxr er ed icu micu sicu ccu ccu nicu picu or pacu ir rn np
+    status post denies has had is was reports presents underwent with without
+    left right bilateral new old no normal abnormal acute chronic stable unchanged
+    dob mrn ssn id unit accession age sex male female man woman history hx
+    """
+_COMMON = frozenset(_COMMON_TERMS.split())
+"""Words that are never taken for a name after a role word or in a 'who was told' sentence."""
+
+_NOTIFICATION = re.compile(r"\bNOTIFICATION\s{0,3}:.*", re.IGNORECASE | re.DOTALL)
 _TITLE_DOT = re.compile(rf"\b({_TITLE})\.", re.IGNORECASE)
 _HELD_DOT = "\x00"
 _SENTENCE_END = re.compile(r"(?<=\.)\s+")
 
 
+def _is_name_word(word: str, capitalised_only: bool) -> bool:
+    if re.fullmatch(r"[A-Z]\.,?", word):  # an initial
+        return True
+    word = word.strip(".,")
+    if word.lower() in _COMMON or word == REDACTED:
+        return False
+    return word[0].isupper() or not capitalised_only
+
+
+def _names_after_role(match: re.Match[str]) -> str:
+    """'attending john smith', 'Patient John A. Smith': the name words after the role become
+    ___ (only capitalised ones after 'patient', whose clinical text follows in lower case)."""
+    capitalised_only = match["role"].lower() in {"patient", "pt"}
+    words = match["words"].split()
+    names = 0
+    while names < len(words) and _is_name_word(words[names], capitalised_only):
+        names += 1
+    if not names:
+        return match.group(0)
+    rest = " ".join(words[names:])
+    return f"{match['role']}{match['gap']}{REDACTED}" + (f" {rest}" if rest else "")
+
+
+def _told(sentence: str) -> str | None:
+    """A sentence about who was told or who read: None (dropped) when it names the person
+    after with/to/by, else the sentence with its name-like words replaced."""
+    told = _TOLD.search(sentence)
+    if told is None:
+        return sentence
+    if _TOLD_WHOM.search(sentence, told.start()):
+        return None
+    return _WORD.sub(
+        lambda m: REDACTED if _is_name_word(m.group(0), capitalised_only=True) else m.group(0),
+        sentence,
+    )
+
+
 def scrub_text(text: str) -> str:
-    """Report text with every `SCRUB_PATTERNS` match replaced, and the sentences that record
-    who was told of a finding (a NOTIFICATION, "discussed with Dr. ... at ...") removed."""
+    """Report text with every `SCRUB_PATTERNS` match replaced, names after role words
+    replaced, and the sentences that record who was told of a finding or who read or
+    signed the report (a NOTIFICATION, "discussed with Dr. ... at ...") removed or their
+    names replaced. Every step is linear in the length of the text; callers still check
+    `max_text_chars` first."""
     text = _NOTIFICATION.sub("", text.replace(_HELD_DOT, ""))
     held = _TITLE_DOT.sub(rf"\1{_HELD_DOT}", text)  # "Dr." does not end a sentence
-    sentences = [s for s in _SENTENCE_END.split(held) if not _COMMUNICATION.search(s)]
+    sentences = [kept for s in _SENTENCE_END.split(held) if (kept := _told(s)) is not None]
     text = " ".join(sentences).replace(_HELD_DOT, ".")
     for _, pattern, replacement in SCRUB_PATTERNS:
         text = pattern.sub(replacement, text)
+    text = _AFTER_ROLE.sub(_names_after_role, text)
     return re.sub(r"[ \t]{2,}", " ", text).strip()

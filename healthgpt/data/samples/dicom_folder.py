@@ -17,6 +17,8 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless
 
+from healthgpt.data.samples.seal import sealed
+
 PATIENTS = {
     "jane": {
         "PatientName": "DOE^JANE",
@@ -78,6 +80,8 @@ PLANTED:   fictitious PHI in every header (PatientName DOE^JANE / ROE^RICHARD, P
            MRN12345678 / MRN87654321, birth dates, AccessionNumber, InstitutionName
            "St Example Hospital", referring physician) and in the folder names. None of it may
            reach the ingested shards or the quarantine table.
+DECLARED:  BurnedInAnnotation NO where a test file says nothing (their pixels show no
+           text); the secondary capture class is quarantined all the same.
 BAD INPUT: .../CT_HEAD_ACC20240001/IM0003  truncated DICOM (first 60% of CT_small)
            .../RTPLAN/IM0001              RT plan, no pixel data
            .../SR/IM0001                  structured report, no pixel data
@@ -86,6 +90,7 @@ BAD INPUT: .../CT_HEAD_ACC20240001/IM0003  truncated DICOM (first 60% of CT_smal
 """
 
 
+@sealed
 def build(dest: Path) -> None:
     """Write the sample under `dest` (deterministic bytes)."""
     for patient, rel, name, _ in FILES:
@@ -109,8 +114,12 @@ def build(dest: Path) -> None:
 
 
 def _with_phi(ds: Dataset, patient: str) -> Dataset:
+    """The patient's planted identifiers, and BurnedInAnnotation NO where the file says
+    nothing (pydicom's test images show no text; deid's class rules still apply)."""
     for keyword, value in {**PATIENTS[patient], **SHARED_PHI}.items():
         setattr(ds, keyword, value)
+    if "BurnedInAnnotation" not in ds:
+        ds.BurnedInAnnotation = "NO"
     return ds
 
 

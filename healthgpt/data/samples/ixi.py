@@ -24,6 +24,7 @@ from healthgpt.data.samples.brain import (
     truncate_copy,
     write_tar,
 )
+from healthgpt.data.samples.seal import sealed
 
 SPACING = (3.0, 3.0, 6.0)  # thick slices keep the sample to ~25 axial slices per volume
 # (IXI name stem, intensity scale, stored flipped?) per subject
@@ -50,6 +51,7 @@ Subject ids are IXI-style but invented; they are not IXI participants.
 """
 
 
+@sealed
 def build(dest: Path) -> None:
     """Write the sample under `dest` (deterministic bytes)."""
     dest.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ from typing import Any
 from healthgpt.data.samples import catalog
 from healthgpt.data.samples.catalog import CatalogImage
 from healthgpt.data.samples.questions import image_questions
+from healthgpt.data.samples.seal import sealed
 
 # PubMedVision-style long modality labels
 PUBMEDVISION_MODALITY = {
@@ -97,6 +98,7 @@ def _pubmedvision(images: list[CatalogImage]) -> list[dict[str, Any]]:
     return samples
 
 
+@sealed
 def build(dest: Path) -> None:
     dest = Path(dest)
     images = list(catalog.real_images())

@@ -15,6 +15,7 @@ import io
 from pathlib import Path
 
 from healthgpt.data.samples import catalog
+from healthgpt.data.samples.seal import sealed
 from healthgpt.data.sources.mimic_cxr import CHEXPERT, CHEXPERT_LABELS, METADATA, SPLIT
 
 # (subject_id, study_id, split, [(image label, ViewPosition, JPEG longer side)], report?)
@@ -87,6 +88,7 @@ def _write_csv_gz(path: Path, header: tuple[str, ...] | list[str], rows: list[li
         handle.write(text.getvalue().encode())
 
 
+@sealed
 def build(dest: Path) -> None:
     dest = Path(dest)
     chest = catalog.get("cr_chest_pa")

@@ -15,6 +15,7 @@ from pathlib import Path
 from nibabel.testing import data_path
 
 from healthgpt.data.samples.brain import flip_storage, load_brain, save_nifti, truncate_copy
+from healthgpt.data.samples.seal import sealed
 
 PLANTED_PHI = ("DOE_JANE", "MRN12345678", "St Example Hospital", "DOE^JANE", "19700101")
 MNI_PATH = "DOE_JANE_MRN12345678/t1_mni_4mm.nii"
@@ -33,6 +34,7 @@ BAD INPUT: sub-03/anat/sub-03_T1w.nii.gz is the first half of sub-01's file (tru
 """
 
 
+@sealed
 def build(dest: Path) -> None:
     """Write the sample under `dest` (deterministic bytes)."""
     anatomical = Path(data_path) / "anatomical.nii"

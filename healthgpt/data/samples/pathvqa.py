@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from healthgpt.data.samples import catalog
 from healthgpt.data.samples.catalog import CatalogImage
+from healthgpt.data.samples.seal import sealed
 
 TILE = 170
 # tile index (row-major in the 3x3 grid) -> (release split folder, image name)
@@ -67,6 +68,7 @@ def qa_rows() -> dict[str, list[dict[str, Any]]]:
     return rows
 
 
+@sealed
 def build(dest: Path) -> None:
     base = Path(dest) / "pvqa"
     for (split, name), tile in zip(TILES, tiles(), strict=True):
@@ -96,6 +98,7 @@ def build(dest: Path) -> None:
     )
 
 
+@sealed
 def build_parquet(dest: Path) -> None:
     """The same rows as the Hugging Face copy: data/<split>-00000-of-00001.parquet."""
     dest = Path(dest)

@@ -9,6 +9,7 @@ from typing import Any
 from healthgpt.data.samples import catalog
 from healthgpt.data.samples.catalog import CatalogImage
 from healthgpt.data.samples.questions import image_questions
+from healthgpt.data.samples.seal import sealed
 
 # xmlab index -> (catalog image, SLAKE location label, split file)
 IMAGES = (
@@ -66,6 +67,7 @@ def _chinese(image: CatalogImage) -> list[dict[str, Any]]:
     ]
 
 
+@sealed
 def build(dest: Path) -> None:
     dest = Path(dest)
     by_split: dict[str, list[dict[str, Any]]] = {split: [] for split in SPLIT_FILES}

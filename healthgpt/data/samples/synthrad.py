@@ -14,6 +14,7 @@ import numpy as np
 
 from healthgpt.data.decode.nifti import Volume, resample
 from healthgpt.data.samples.brain import load_brain, save_nifti, synthetic_head_ct
+from healthgpt.data.samples.seal import sealed
 
 BRAIN_SPACING = (3.0, 3.0, 6.0)
 PELVIS_SHAPE = (64, 48, 16)
@@ -39,6 +40,7 @@ Task1/brain/1BC003:
 """
 
 
+@sealed
 def build(dest: Path) -> None:
     """Write the sample under `dest` (deterministic bytes)."""
     task = dest / "Task1"

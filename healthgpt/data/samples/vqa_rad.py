@@ -11,6 +11,7 @@ from typing import Any
 
 from healthgpt.data.samples import catalog
 from healthgpt.data.samples.questions import image_questions
+from healthgpt.data.samples.seal import sealed
 from healthgpt.data.sources.vqa_rad import IMAGE_DIR, JSON_NAME
 
 # catalog image -> VQA-RAD image_organ (the dataset's three organ systems)
@@ -60,6 +61,7 @@ def _rows() -> list[dict[str, Any]]:
     return [{"qid": qid, **row} for qid, row in enumerate(rows, start=1)]
 
 
+@sealed
 def build(dest: Path) -> None:
     images = Path(dest) / IMAGE_DIR
     for number, name in enumerate(IMAGES):

@@ -362,7 +362,12 @@ class MimicCxrReader(SourceReader):
                     raise BadInput(
                         f"report file of {size:,} bytes exceeds limit max_text_chars={limit:,}"
                     )
-                sections = parse_report(path.read_text(encoding="utf-8", errors="replace"))
+                text = path.read_text(encoding="utf-8", errors="replace")
+                if len(text) > limit:  # before any scrubbing: its cost grows with the text
+                    raise BadInput(
+                        f"report of {len(text):,} characters exceeds limit max_text_chars={limit:,}"
+                    )
+                sections = parse_report(text)
                 if not sections:
                     raise BadInput("report has no FINDINGS or IMPRESSION section")
                 return sections
