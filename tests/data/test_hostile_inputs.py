@@ -36,7 +36,9 @@ from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.uid import DeflatedExplicitVRLittleEndian, RLELossless, generate_uid
 
 from healthgpt.cli import main
+from healthgpt.data.errors import BadInput
 from healthgpt.data.ingest.run import OutputRefused, ingest
+from healthgpt.data.limits import Limits
 from healthgpt.data.shards import MANIFEST_NAME, output_directory, read_manifest, write_manifest
 from healthgpt.data.sources import LayoutError
 from healthgpt.data.sources.pathvqa import UnsafePickleError, load_restricted_pickle
@@ -509,7 +511,7 @@ def test_nifti_header_claiming_1500_cubed_is_refused_before_reading(tmp_path):
     peak = run_measured("nifti_folder", root, out)
     assert reasons(out) == [
         "NIfTI header declares 1500 x 1500 x 1500 = 3,375,000,000 exceeds limit "
-        "max_volume_voxels=134,217,728"
+        f"max_volume_voxels={Limits().max_volume_voxels:,}"
     ]
     assert len(records(out)) > 0 and peak < MEMORY_BOUND_MB
 
@@ -535,7 +537,7 @@ def test_gzip_bomb_nifti_is_refused_in_bounded_steps(tmp_path):
     folder, and after at most the cap inflated in a tar member (IXI), never held whole."""
     bomb = gzip_nifti((512, 512, 512), np.uint8)
     assert len(bomb) < 1 << 20
-    limits = {"max_decompressed_bytes": 16 << 20}
+    limits = {"max_decompressed_bytes": 16 << 20, "max_volume_voxels": 1 << 28}
     folder = tmp_path / "nifti"
     folder.mkdir()
     (folder / "bomb.nii.gz").write_bytes(bomb)
@@ -644,7 +646,7 @@ def test_ixi_tar_members_over_the_limit_or_unselected_are_skipped_unread(tmp_pat
     peak = run_measured("ixi", root, out)
     assert (
         "tar member skipped unread: size 3,221,225,472 exceeds limit "
-        "max_tar_member_bytes=2,147,483,648"
+        f"max_tar_member_bytes={Limits().max_tar_member_bytes:,}"
     ) in reasons(out)
     assert read_manifest(out)["summary"]["skipped_by_config"] == {"sequence MRA not selected": 1}
     assert peak < MEMORY_BOUND_MB
@@ -750,3 +752,154 @@ def test_limits_come_from_defaults_then_environment_then_run_config(monkeypatch)
         Limits.from_options({"limits": {"max_pixels": 1}})
     with pytest.raises(ValueError, match="positive integer"):
         Limits.from_options({"limits": {"max_text_chars": 0}})
+
+
+# ------------------------------------------------- memory bound at the shipped defaults
+
+
+def test_one_bit_dicom_is_judged_by_its_unpacked_size_and_float_copies():
+    """1-bit pixel data unpacks 8x to uint8 and the modality LUT works in float64: a header
+    whose packed size passes `max_decompressed_bytes` must still be refused at the defaults."""
+    from healthgpt.data.decode.dicom import check_pixel_size
+
+    ds = Dataset()
+    ds.Rows, ds.Columns, ds.NumberOfFrames = 8192, 8192, 32
+    ds.SamplesPerPixel, ds.BitsAllocated = 1, 1
+    limits = Limits()
+    assert limits.max_decompressed_bytes >= 8192 * 8192 * 32 // 8  # the packed size passes
+    with pytest.raises(BadInput, match="max_working_bytes"):
+        check_pixel_size(ds, limits)
+
+
+def test_resample_output_grid_is_checked_before_it_is_allocated():
+    """8^3 voxels of 250 mm resampled to 1 mm would be 2000^3 float32 (32 GB)."""
+    from healthgpt.data.decode.nifti import Volume, resample
+
+    volume = Volume(np.ones((8, 8, 8), np.float32), np.diag([250.0, 250.0, 250.0, 1.0]))
+    with pytest.raises(BadInput, match="resampled grid 2000 x 2000 x 2000 .* max_volume_voxels"):
+        resample(volume, (1.0, 1.0, 1.0))
+
+
+def test_nifti_of_512_cubed_does_not_fit_the_default_bound():
+    """512^3 uint8 (134M voxels) becomes several float32 copies of 512 MiB each."""
+    from healthgpt.data.decode.nifti import check_header
+
+    header = nib.Nifti1Header()
+    header.set_data_shape((512, 512, 512))
+    header.set_data_dtype(np.uint8)
+    with pytest.raises(BadInput, match="max_volume_voxels|max_working_bytes"):
+        check_header(header, 0, Limits())
+
+
+def png_header_only(width: int, height: int, bit_depth: int, color_type: int) -> bytes:
+    """A PNG signature and IHDR declaring a size, and nothing to decode."""
+    ihdr = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([bit_depth, color_type])
+    ihdr += b"\0\0\0"
+    chunk = len(ihdr).to_bytes(4, "big") + b"IHDR" + ihdr
+    chunk += (zlib.crc32(b"IHDR" + ihdr) & 0xFFFFFFFF).to_bytes(4, "big")
+    idat = b"\0\0\0\0IDAT" + (zlib.crc32(b"IDAT") & 0xFFFFFFFF).to_bytes(4, "big")
+    return b"\x89PNG\r\n\x1a\n" + chunk + idat
+
+
+def jpeg_declaring(width: int, height: int) -> bytes:
+    """A ~700-byte RGB JPEG whose frame header declares `width` x `height`."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (10, 200, 30)).save(buffer, "JPEG")
+    data = bytearray(buffer.getvalue())
+    sof = data.find(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(data)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(png_header_only(8000, 8000, 16, 0), id="png-16bit-8000"),
+        pytest.param(jpeg_declaring(10000, 10000), id="jpeg-rgb-10000"),
+    ],
+)
+def test_image_is_refused_from_its_header_by_bytes_per_pixel_before_decoding(data):
+    """Pixel count alone lets a 16-bit PNG or an RGB JPEG at `max_image_pixels` through: the
+    working bytes (bytes per pixel, float copies, a JPEG's second decode) are checked from
+    the header, before any decode."""
+    from healthgpt.data.decode.imaging import load_image_bytes
+
+    with pytest.raises(BadInput, match="max_working_bytes"):
+        load_image_bytes(data, "declared")
+
+
+def ixi_tar(path: Path, members: list[tarfile.TarInfo], tmp_path: Path) -> Path:
+    """An IXI tar holding `members` (no data) and one good T1 volume."""
+    good = nifti_file(tmp_path / "IXI904-Guys-0001-T1.nii.gz")
+    with tarfile.open(path, "w:gz" if path.name.endswith(".gz") else "w") as archive:
+        for info in members:
+            archive.addfile(info, io.BytesIO(b"\0" * info.size) if info.size else None)
+        archive.add(good, good.name)
+    return path
+
+
+def test_ixi_member_larger_than_its_header_needs_is_refused_before_its_body(tmp_path):
+    """A raw `.nii` member whose header declares 2x2x2 but which holds 8 MiB is refused from
+    its header, not read whole (kilobytes on disk: the tar is gzip of zeros)."""
+    header = nib.Nifti1Header()
+    header.set_data_shape((2, 2, 2))
+    header.set_data_dtype(np.uint8)
+    header["vox_offset"] = 352
+    info = tarfile.TarInfo("IXI901-Guys-0001-T1.nii")
+    info.size = 8 << 20
+    root = tmp_path / "ixi"
+    root.mkdir()
+    path = root / "IXI-T1.tar.gz"
+    good = nifti_file(tmp_path / "IXI904-Guys-0001-T1.nii.gz")
+    with tarfile.open(path, "w:gz", compresslevel=1) as archive:
+        body = header.binaryblock + b"\0" * (info.size - 348)
+        archive.addfile(info, io.BytesIO(body))
+        archive.add(good, good.name)
+    assert path.stat().st_size < 200_000
+    out = tmp_path / "out"
+    ingest("ixi", root, out)
+    assert reasons(out) == [
+        "tar member skipped unread: size 8,388,608 is more than the 360 bytes its NIfTI "
+        "header declares"
+    ]
+    assert len(records(out)) > 0
+
+
+def test_ixi_tar_members_that_are_not_regular_files_are_quarantined(tmp_path):
+    members = []
+    for name, kind in (
+        ("IXI901-Guys-0001-T1.nii.gz", tarfile.DIRTYPE),
+        ("IXI902-Guys-0001-T1.nii.gz", tarfile.FIFOTYPE),
+        ("IXI903-Guys-0001-T1.nii.gz", tarfile.SYMTYPE),
+    ):
+        info = tarfile.TarInfo(name)
+        info.type = kind
+        info.linkname = "../../etc/passwd" if kind == tarfile.SYMTYPE else ""
+        members.append(info)
+    root = tmp_path / "ixi"
+    root.mkdir()
+    ixi_tar(root / "IXI-T1.tar", members, tmp_path)
+    out = tmp_path / "out"
+    ingest("ixi", root, out)
+    assert sorted(reasons(out)) == [
+        "tar member is a FIFO, not a regular file",
+        "tar member is a directory, not a regular file",
+        "tar member is a symbolic link, not a regular file",
+    ]
+    assert len(records(out)) > 0
+
+
+def test_a_lone_surrogate_in_a_pickle_row_is_quarantined_not_fatal(tmp_path):
+    """Every reader's text passes one check before the shard write (`SourceReader.guard`)."""
+    from healthgpt.data.samples import pathvqa
+
+    root = tmp_path / "pathvqa"
+    pathvqa.build(root)
+    qas = next(root.rglob("train_qa.pkl"))
+    rows = pickle.loads(qas.read_bytes())
+    rows[0]["question"] = "what is \ud800 this?"
+    qas.write_bytes(pickle.dumps(rows))
+    out = tmp_path / "out"
+    ingest("pathvqa", root, out)
+    assert any("lone UTF-16 surrogate" in reason for reason in reasons(out))
+    assert len(records(out)) > 0

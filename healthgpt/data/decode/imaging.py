@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from healthgpt.data.errors import BadInput
-from healthgpt.data.limits import Limits, check
+from healthgpt.data.limits import Limits, check, check_working
 
 # Pillow's own bomb guard, a backstop: `Limits.max_image_pixels` is checked first, from the
 # header, and names the limit in the quarantine reason.
@@ -64,6 +64,11 @@ def _load_image_bytes(data: bytes, name: str, limits: Limits) -> Image.Image:
             limits.max_image_pixels,
             f"image declares {width} x {height} =",
         )
+        check_working(
+            image_working_bytes(width, height, image.mode, image.format),
+            limits,
+            f"decoding {width} x {height} {image.mode}",
+        )
         image.load()
     except BadInput:
         raise
@@ -77,6 +82,29 @@ def _load_image_bytes(data: bytes, name: str, limits: Limits) -> Image.Image:
             "(the decoder would fill the rest with gray)"
         )
     return image
+
+
+_FLOAT_MODES = ("I;16", "I;16B", "I;16L", "I", "F")  # normalised through float32 copies
+
+
+def image_working_bytes(width: int, height: int, mode: str, image_format: str | None) -> int:
+    """Bytes decoding and normalising a `mode` image of `width` x `height` holds at its peak,
+    from the header alone: the decoded pixels at their real bytes per pixel (16-bit is 2),
+    a JPEG's second decode and the two byte copies the truncation check compares, the
+    float32 copies `scale_to_uint8` makes for 16-bit and float modes, and the square canvas
+    `resize_square` pads to."""
+    pixels = width * height
+    per_pixel = max(1, len(mode) if mode in ("RGB", "RGBA", "CMYK", "LA") else 1)
+    if mode.startswith("I;16"):
+        per_pixel = 2
+    elif mode in ("I", "F", "RGBX", "YCbCr", "LAB", "HSV"):
+        per_pixel = 4
+    copies = 4 if image_format == "JPEG" else 2
+    total = pixels * per_pixel * copies
+    if mode in _FLOAT_MODES:
+        total += pixels * 4 * 4
+    side = max(width, height)
+    return total + side * side * min(per_pixel, 3)
 
 
 def jpeg_complete(data: bytes, image: Image.Image) -> bool:
