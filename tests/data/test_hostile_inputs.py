@@ -294,6 +294,69 @@ def test_out_holding_files_ingest_did_not_write_is_refused(tmp_path, capsys):
     assert main(["ingest", "vqa_rad", "--root", str(root), "--out", str(tmp_path / "o")]) == 0
 
 
+def plant_version_folder(out: Path) -> Path:
+    (out / "v-0123456789abcdef").mkdir(parents=True)
+    return out / "v-0123456789abcdef" / "thesis.docx"
+
+
+def plant_data_and_empty_manifest(out: Path) -> Path:
+    (out / "data").mkdir(parents=True)
+    (out / MANIFEST_NAME).write_text("{}")
+    return out / "data" / "results_2024.parquet"
+
+
+def plant_unlisted_shard(out: Path) -> Path:
+    """A real previous output with one more parquet file its manifest does not list."""
+    return out / "data" / "results_2024.parquet"
+
+
+@pytest.mark.parametrize(
+    ("plant", "message"),
+    [
+        (plant_version_folder, "'v-0123456789abcdef'"),
+        (plant_data_and_empty_manifest, "that healthgpt ingest did not write"),
+        (plant_unlisted_shard, "'data/results_2024.parquet', which its _manifest.json"),
+    ],
+)
+def test_out_is_recognised_by_its_manifest_not_by_file_names(tmp_path, capsys, plant, message):
+    root = vqa_rad(tmp_path / "vqa", [qa_row(1)], {"a.jpg": jpeg_bytes()})
+    out = tmp_path / "out"
+    if plant is plant_unlisted_shard:
+        assert main(["ingest", "vqa_rad", "--root", str(root), "--out", str(out), "--quiet"]) == 0
+    precious = plant(out)
+    precious.write_text("precious")
+    code = main(["ingest", "vqa_rad", "--root", str(root), "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err, err
+    assert precious.read_text() == "precious"
+
+
+def test_out_holding_another_sources_output_is_refused(tmp_path, capsys):
+    root = vqa_rad(tmp_path / "vqa", [qa_row(1)], {"a.jpg": jpeg_bytes()})
+    out = tmp_path / "out"
+    assert main(["ingest", "vqa_rad", "--root", str(root), "--out", str(out), "--quiet"]) == 0
+    manifest = read_manifest(out)
+    manifest["summary"]["source"] = "slake"
+    (out / MANIFEST_NAME).write_text(json.dumps(manifest))
+    code = main(["ingest", "vqa_rad", "--root", str(root), "--out", str(out), "--quiet"])
+    assert code == 2 and "holds the output of source 'slake'" in capsys.readouterr().err
+    assert read_manifest(out)["summary"]["source"] == "slake"
+
+
+def test_out_a_symlink_or_inside_the_root_is_refused(tmp_path, capsys):
+    root = vqa_rad(tmp_path / "vqa", [qa_row(1)], {"a.jpg": jpeg_bytes()})
+    real = tmp_path / "real"
+    assert main(["ingest", "vqa_rad", "--root", str(root), "--out", str(real), "--quiet"]) == 0
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    code = main(["ingest", "vqa_rad", "--root", str(root), "--out", str(link), "--quiet"])
+    assert code == 2 and "is a symbolic link" in capsys.readouterr().err
+    assert link.is_symlink() and not list(tmp_path.glob(".link.staging-*"))
+    code = main(["ingest", "vqa_rad", "--root", str(root), "--out", str(root / "o"), "--quiet"])
+    assert code == 2 and "is inside the source root" in capsys.readouterr().err
+    assert not (root / "o").exists()
+
+
 def test_empty_build_does_not_replace_a_good_output_unless_forced(tmp_path, capsys):
     root = vqa_rad(tmp_path / "vqa", [qa_row(i) for i in range(4)], {"a.jpg": jpeg_bytes()})
     out = tmp_path / "out"
