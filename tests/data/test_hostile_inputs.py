@@ -966,3 +966,23 @@ def test_a_lone_surrogate_in_a_pickle_row_is_quarantined_not_fatal(tmp_path):
     ingest("pathvqa", root, out)
     assert any("lone UTF-16 surrogate" in reason for reason in reasons(out))
     assert len(records(out)) > 0
+
+
+def test_progressive_jpeg_cut_at_a_scan_boundary_is_quarantined():
+    """Cut after k complete scans plus EOI decodes without error to a blurred image: the scan
+    script must bring every coefficient of every component to full precision."""
+    from healthgpt.data.decode.imaging import load_image_bytes
+
+    rng = np.random.default_rng(0)
+    pixels = (rng.random((64, 64, 3)) * 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=95, progressive=True)
+    full = buffer.getvalue()
+    assert load_image_bytes(full, "whole.jpg").size == (64, 64)
+    scans = [i for i in range(len(full) - 1) if full[i : i + 2] == b"\xff\xda"]
+    for kept in (1, 2, len(scans) - 1):
+        with pytest.raises(BadInput, match="truncated JPEG"):
+            load_image_bytes(full[: scans[kept]] + b"\xff\xd9", "cut.jpg")
+    gray = io.BytesIO()
+    Image.fromarray(pixels[..., 0]).save(gray, "JPEG", progressive=True)
+    assert load_image_bytes(gray.getvalue(), "gray.jpg").mode == "L"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import random
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -117,6 +118,8 @@ def jpeg_complete(data: bytes, image: Image.Image) -> bool:
     the pixels are identical; a truncated one decodes them, and the pixels differ.
     """
     progressive = bool(image.info.get("progressive") or image.info.get("progression"))
+    if progressive and not progressive_scans_complete(data):
+        return False
     if not progressive and image.mode in ("L", "RGB"):
         width, height = image.size
         corner = image.crop((max(0, width - 8), max(0, height - 8), width, height))
@@ -133,29 +136,67 @@ def jpeg_complete(data: bytes, image: Image.Image) -> bool:
     return probe.tobytes() == image.tobytes()
 
 
-def _jpeg_scan_end(data: bytes) -> int | None:
-    """Offset of the EOI marker that ends the last scan, or None when there is none."""
+def progressive_scans_complete(data: bytes) -> bool:
+    """Do a progressive JPEG's scans bring every coefficient (0..63) of every component to
+    full precision (successive approximation down to bit 0)?
+
+    A progressive file cut at a scan boundary, with an EOI after it, decodes without error
+    to a blurred image: the later scans are simply missing. Every complete scan script
+    (libjpeg's default and any that encodes all the data) ends with each coefficient at
+    Al = 0. Limit of the rule: an encoder that deliberately omits high frequencies writes a
+    file this refuses, and a cut inside a scan is left to the entropy-data check.
+    """
+    components: list[int] = []
+    precision: dict[int, list[int | None]] = {}
+    for code, _, payload in _jpeg_segments(data):
+        if code == 0xC2 and len(payload) >= 6:  # SOF2: the components of the frame
+            count = payload[5]
+            components = [payload[6 + 3 * i] for i in range(count) if 6 + 3 * i < len(payload)]
+            precision = {c: [None] * 64 for c in components}
+        elif code == 0xDA and payload:  # SOS: Ns, Ns x (Cs, tables), Ss, Se, Ah/Al
+            count = payload[0]
+            tail = payload[1 + 2 * count : 4 + 2 * count]
+            if len(tail) < 3:
+                return False
+            start, end, low = tail[0], min(tail[1], 63), tail[2] & 0x0F
+            for i in range(count):
+                for k in range(start, end + 1):
+                    coefficients = precision.get(payload[1 + 2 * i])
+                    if coefficients is not None:
+                        coefficients[k] = low
+    return bool(components) and all(all(bit == 0 for bit in precision[c]) for c in components)
+
+
+def _jpeg_segments(data: bytes) -> Iterator[tuple[int, int, bytes]]:
+    """Each marker segment of a JPEG as (marker code, offset, payload), entropy-coded data skipped,
+    up to the EOI (code 0xD9, empty payload); stops at the first byte that is no marker."""
     pos = 2  # after SOI
     while pos + 1 < len(data):
         if data[pos] != 0xFF:
-            return None
+            return
         code = data[pos + 1]
         if code == 0xFF:  # fill byte before a marker
             pos += 1
             continue
         if code == 0xD9:
-            return pos
+            yield code, pos, b""
+            return
         if code == 0x01 or 0xD0 <= code <= 0xD8:
             pos += 2
             continue
         end = pos + 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+        yield code, pos, bytes(data[pos + 4 : end])
         if code != 0xDA:
             pos = end
             continue
         pos = _next_marker(data, end)  # entropy-coded data: skip stuffed 0xFF00 and RSTn
         if pos is None:
-            return None
-    return None
+            return
+
+
+def _jpeg_scan_end(data: bytes) -> int | None:
+    """Offset of the EOI marker that ends the last scan, or None when there is none."""
+    return next((pos for code, pos, _ in _jpeg_segments(data) if code == 0xD9), None)
 
 
 def _next_marker(data: bytes, pos: int) -> int | None:
