@@ -259,6 +259,36 @@ def test_vq_checkpoint_changed_after_registration_is_refused(tmp_path):
         build_vq_tokenizer(VQConfig(ckpt_path=str(path), ckpt_sha256=good))
 
 
+def test_registered_checkpoint_needs_its_sha256_and_yaml_hash_and_loads_the_bytes_it_hashed(
+    tmp_path, monkeypatch
+):
+    """No sha256 recorded: refused. The yaml is hashed too. `torch.load` reads the bytes that
+    were hashed (one read), not the file again, so a swap between check and load is moot."""
+    from tests.model.test_vq import SMALL_GUMBEL
+
+    ckpt, yaml_path = tmp_path / "last.ckpt", tmp_path / "model.yaml"
+    torch.save({"state_dict": VQTokenizer(SMALL_GUMBEL).state_dict()}, ckpt)
+    yaml_path.write_text(MODEL_YAML)
+    info = register_pretrained_vq(ckpt, yaml_path, tmp_path / "vq").info
+    cfg = VQConfig(ckpt_path=str(ckpt), yaml_path=str(yaml_path))
+    with pytest.raises(CheckpointRefused, match="no sha256 recorded"):
+        build_vq_tokenizer(cfg)
+    cfg = VQConfig(
+        ckpt_path=str(ckpt),
+        yaml_path=str(yaml_path),
+        ckpt_sha256=info["sha256"],
+        yaml_sha256=info["yaml_sha256"],
+    )
+    seen = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda f, **kw: seen.append(f) or real_load(f, **kw))
+    build_vq_tokenizer(cfg)
+    assert seen and all(isinstance(f, io.BytesIO) for f in seen)
+    yaml_path.write_text(MODEL_YAML + "# changed\n")
+    with pytest.raises(CheckpointRefused, match="model.yaml: sha256"):
+        build_vq_tokenizer(cfg)
+
+
 # ---------------------------------------------------------------------------- data loss
 
 
