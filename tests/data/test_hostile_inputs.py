@@ -1016,3 +1016,15 @@ def test_progressive_jpeg_cut_at_a_scan_boundary_is_quarantined():
     gray = io.BytesIO()
     Image.fromarray(pixels[..., 0]).save(gray, "JPEG", progressive=True)
     assert load_image_bytes(gray.getvalue(), "gray.jpg").mode == "L"
+
+
+def test_csv_field_over_the_limit_names_its_own_line(tmp_path, capsys):
+    """A field past the CSV module's limit on the first data row is on line 2, not 1."""
+    root = mimic(tmp_path / "mimic", [("d1", "10000001", "50000001")])
+    table = root / "mimic-cxr-2.0.0-metadata.csv"
+    lines = table.read_text().splitlines()
+    lines[1] = lines[1].replace("PA", "x" * (csv.field_size_limit() + 1))
+    table.write_text("\n".join(lines) + "\n")
+    code = main(["ingest", "mimic_cxr", "--root", str(root), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and "at line 2:" in err and "field larger than field limit" in err, err
