@@ -1028,3 +1028,17 @@ def test_csv_field_over_the_limit_names_its_own_line(tmp_path, capsys):
     code = main(["ingest", "mimic_cxr", "--root", str(root), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert code == 2 and "at line 2:" in err and "field larger than field limit" in err, err
+
+
+def test_a_simpleitk_failure_in_resample_is_a_clear_quarantine_reason(monkeypatch):
+    import SimpleITK as sitk
+
+    from healthgpt.data.decode.nifti import Volume, resample
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("Exception thrown in SimpleITK Resample: Failed to allocate memory")
+
+    monkeypatch.setattr(sitk, "Resample", fail)
+    volume = Volume(np.ones((4, 4, 4), np.float32), np.eye(4))
+    with pytest.raises(BadInput, match="resample to 8 x 8 x 8 failed: .*allocate memory"):
+        resample(volume, (0.5, 0.5, 0.5))

@@ -86,6 +86,8 @@ def _load_image_bytes(data: bytes, name: str, limits: Limits) -> Image.Image:
 
 
 _FLOAT_MODES = ("I;16", "I;16B", "I;16L", "I", "F")  # normalised through float32 copies
+_BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "LA": 2, "RGB": 3, "YCbCr": 3, "LAB": 3, "HSV": 3}
+_BYTES_PER_PIXEL |= {"I;16": 2, "I;16B": 2, "I;16L": 2}  # others (RGBA, CMYK, I, F): 4
 
 
 def image_working_bytes(width: int, height: int, mode: str, image_format: str | None) -> int:
@@ -95,11 +97,7 @@ def image_working_bytes(width: int, height: int, mode: str, image_format: str | 
     float32 copies `scale_to_uint8` makes for 16-bit and float modes, and the square canvas
     `resize_square` pads to."""
     pixels = width * height
-    per_pixel = max(1, len(mode) if mode in ("RGB", "RGBA", "CMYK", "LA") else 1)
-    if mode.startswith("I;16"):
-        per_pixel = 2
-    elif mode in ("I", "F", "RGBX", "YCbCr", "LAB", "HSV"):
-        per_pixel = 4
+    per_pixel = _BYTES_PER_PIXEL.get(mode, 4)
     copies = 4 if image_format == "JPEG" else 2
     total = pixels * per_pixel * copies
     if mode in _FLOAT_MODES:

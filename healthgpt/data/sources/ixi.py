@@ -149,7 +149,9 @@ class IxiReader(SourceReader):
                 rel,
             )
 
-    def _read_member(self, archive: tarfile.TarFile, member: tarfile.TarInfo, name: str):
+    def _read_member(
+        self, archive: tarfile.TarFile, member: tarfile.TarInfo, name: str
+    ) -> bytearray:
         """A selected member's bytes: its NIfTI header first, checked against the limits,
         then at most the bytes that header needs (a member far larger than its header
         declares is refused before its body is read)."""
