@@ -157,12 +157,12 @@ def foreign_content(location: Path, source: str, nested: bool = False) -> str | 
     manifest = _own_manifest(location, source) if MANIFEST_NAME in children else None
     if isinstance(manifest, str):
         return manifest
-    listed = {str(s.get("path")) for s in (manifest or {}).get("shards", [])}
+    listed = {str(s.get("path")) for s in (manifest or {}).get("shards", []) if isinstance(s, dict)}
     current = (manifest or {}).get("root")
     for name, child in sorted(children.items()):
         if manifest is not None and name in OWN_FILES:
             continue
-        if not nested and manifest is None and _CHUNK_DIR.match(name):
+        if not nested and _CHUNK_DIR.match(name):
             problem = foreign_content(child, source, nested=True)
             if problem:
                 return f"has {name}/ that {problem}"
