@@ -73,9 +73,16 @@ def test_mask_chooses_the_slices(tmp_path):
     assert sorted(
         meta(r)["slice_index"] for r in records(tmp_path.with_name(tmp_path.name + "-out"))
     ) == [2, 3, 4, 5]
-    summary = run("synthrad2023", tmp_path, tmp_path / "out2", min_foreground_fraction=0.6)
+    summary = run(
+        "synthrad2023",
+        tmp_path,
+        tmp_path.with_name(tmp_path.name + "-out2"),
+        min_foreground_fraction=0.6,
+    )
     assert summary.records == 0 and summary.quarantined == 1
-    assert quarantine(tmp_path / "out2")[0]["reason"].startswith("no slice reaches")
+    assert quarantine(tmp_path.with_name(tmp_path.name + "-out2"))[0]["reason"].startswith(
+        "no slice reaches"
+    )
 
 
 def test_incomplete_case_is_quarantined(sample, tmp_path):
