@@ -8,7 +8,11 @@ so that a small file cannot make the process allocate what it claims. A refusal 
 table says which knob to turn.
 
 Defaults are generous for real medical data and small enough that one item cannot take the
-machine down. Change one for every run with the environment variable
+machine down: beyond each declared size, `max_working_bytes` bounds what decoding one item
+holds at its peak, estimated from the declared dimensions times the bytes per value of every
+working copy the decoder makes (an unpacked 1-bit DICOM is 8x its packed size; modality LUTs
+and normalisation work in float64/float32). At the defaults one item's peak stays near
+1 GiB above the interpreter's own footprint. Change one for every run with the environment variable
 `HEALTHGPT_LIMIT_<NAME>` (e.g. `HEALTHGPT_LIMIT_MAX_VOLUME_VOXELS=500000000`), or for one run
 with `ReaderOptions.extra["limits"] = {"max_image_pixels": ...}` (an ingest asset's run
 config `limits`).
@@ -34,14 +38,18 @@ class Limits:
 
     # PNG/JPEG width x height, and DICOM rows x columns (one frame), from the header.
     max_image_pixels: int = 100_000_000
-    # NIfTI x * y * z (* t) from the header, before any voxel is read (512 MiB as float32).
-    max_volume_voxels: int = 1 << 27
+    # NIfTI x * y * z from the header, before any voxel is read, and the grid a resample
+    # would produce (256 MiB as float32).
+    max_volume_voxels: int = 1 << 26
     # Bytes a compressed stream may inflate to (.nii.gz, a gzip tar member, a deflated
     # DICOM), and bytes a DICOM's pixel data may decode to (rows x columns x frames x
     # samples x bits).
-    max_decompressed_bytes: int = 2 << 30
+    max_decompressed_bytes: int = 512 << 20
     # A member of a tar archive larger than this is skipped by its header, unread.
-    max_tar_member_bytes: int = 2 << 30
+    max_tar_member_bytes: int = 512 << 20
+    # Estimated bytes decoding one item holds at its peak: declared values x (bytes of each
+    # working copy). The bound that keeps memory near 1 GiB whatever a small file declares.
+    max_working_bytes: int = 1 << 30
     # Characters of one text field (a question, an answer, a conversation turn, a report).
     max_text_chars: int = 100_000
     # Characters of one row of a JSON array or JSON Lines file; a longer row is skipped
@@ -86,6 +94,12 @@ def exceeds(name: str, value: int, limit: int, what: str) -> BadInput:
 def check(name: str, value: int, limit: int, what: str) -> None:
     if value > limit:
         raise exceeds(name, value, limit, what)
+
+
+def check_working(estimate: int, limits: Limits, what: str) -> None:
+    """Refuse an item whose decode would hold more than `max_working_bytes` at its peak
+    (`estimate`: declared values times the bytes of every working copy)."""
+    check("max_working_bytes", estimate, limits.max_working_bytes, f"{what} needs about (bytes)")
 
 
 # ------------------------------------------------------------------------- confinement
@@ -140,15 +154,18 @@ def printable_name(rel: str) -> str:
 # ------------------------------------------------------------------------- streams
 
 
-def read_capped(stream: IO[bytes], limit: int, what: str, name: str) -> bytes:
-    """Read a stream whole, refusing once it passes `limit` bytes (never holding more)."""
-    chunks, total = [], 0
-    while block := stream.read(1 << 20):
-        total += len(block)
-        if total > limit:
-            raise exceeds(name, total, limit, f"{what} inflates to more than")
-        chunks.append(block)
-    return b"".join(chunks)
+def read_capped(
+    stream: IO[bytes], limit: int, what: str, name: str, initial: bytes = b""
+) -> bytearray:
+    """Read a stream whole (after `initial`, bytes already read from it), refusing once it
+    passes `limit` bytes: at most `limit` bytes are ever held, in one growing buffer (no list
+    of blocks joined into a second copy)."""
+    buffer = bytearray(initial)
+    while block := stream.read(min(1 << 20, limit + 1 - len(buffer)) or 1):
+        if len(buffer) + len(block) > limit:
+            raise exceeds(name, len(buffer) + len(block), limit, f"{what} inflates to more than")
+        buffer += block
+    return buffer
 
 
 def count_inflated(stream: IO[bytes], limit: int, what: str, *, wbits: int) -> int:

@@ -127,6 +127,7 @@ def load_healthgpt(spec: ModelSpec) -> tuple[Any, list[str]]:
     # The VQ tokenizer the stage trained with decodes the generated codes.
     if metadata.get("vq_path") and Path(metadata["vq_path"]).exists():
         config.vq.ckpt_path = metadata["vq_path"]
+        config.vq.ckpt_sha256 = metadata.get("vq_sha256") or None  # verified on load
     model = load_model(config)
     try:
         report = load_trainable(model, file)

@@ -17,6 +17,8 @@ Images are float tensors in [-1, 1], [B, 3, H, W]; codes are long tensors [B, h,
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import pickle
 from collections.abc import Mapping
@@ -29,11 +31,11 @@ import torch
 import torch.nn.functional as F
 import yaml
 from PIL import Image
-from safetensors import safe_open
+from safetensors.torch import load as load_safetensors
 from safetensors.torch import save_file
 from torch import nn
 
-from healthgpt.storage import atomic_path, file_sha256
+from healthgpt.storage import atomic_path
 
 
 @dataclass
@@ -59,17 +61,23 @@ class VQConfig:
     beta: float = 0.25  # commitment weight of the nearest quantizer
     ckpt_path: str | None = None
     yaml_path: str | None = None
-    # sha256 of the file at ckpt_path when it was registered: verified before every load.
+    # sha256 of the files at ckpt_path and yaml_path when they were registered: a
+    # checkpoint built from a config (a registered one) is loaded only with its sha256,
+    # verified on the very bytes that are loaded.
     ckpt_sha256: str | None = None
+    yaml_sha256: str | None = None
 
     @property
     def grid_size(self) -> int:
         return self.resolution // 2 ** (len(self.ch_mult) - 1)
 
 
-def config_from_taming_yaml(path: str | Path, **overrides: Any) -> VQConfig:
-    """Read ``model.params`` (ddconfig, n_embed, embed_dim, target) of a taming ``model.yaml``."""
-    doc = yaml.safe_load(Path(path).read_text())
+def config_from_taming_yaml(
+    path: str | Path, sha256: str | None = None, **overrides: Any
+) -> VQConfig:
+    """Read ``model.params`` (ddconfig, n_embed, embed_dim, target) of a taming ``model.yaml``
+    (its bytes read once, checked against `sha256` when given, and parsed)."""
+    doc = yaml.safe_load(read_verified(path, sha256).decode("utf-8"))
     model = doc["model"]
     params = model["params"]
     dd = params["ddconfig"]
@@ -80,6 +88,7 @@ def config_from_taming_yaml(path: str | Path, **overrides: Any) -> VQConfig:
     values.update(n_embed=params["n_embed"], embed_dim=params["embed_dim"])
     values["quantizer"] = "gumbel" if model.get("target", "").endswith("GumbelVQ") else "nearest"
     values["yaml_path"] = str(path)
+    values["yaml_sha256"] = sha256
     values.update(overrides)
     return VQConfig(**values)
 
@@ -389,11 +398,18 @@ class VQTokenizer(nn.Module):
 
     @classmethod
     def from_taming_checkpoint(
-        cls, ckpt_path: str | Path, yaml_path: str | Path, sha256: str | None = None
+        cls,
+        ckpt_path: str | Path,
+        yaml_path: str | Path,
+        sha256: str | None = None,
+        yaml_sha256: str | None = None,
     ) -> tuple[VQTokenizer, VQLoadReport]:
         """Build from ``model.yaml`` and load ``last.ckpt`` (a Lightning checkpoint) with
-        `load_lightning_state_dict`: no code in the file runs; `sha256` is checked first."""
-        cfg = config_from_taming_yaml(yaml_path, ckpt_path=str(ckpt_path), ckpt_sha256=sha256)
+        `load_lightning_state_dict`: no code in the file runs; each file's `sha256`, when
+        given, is checked on the bytes that are then parsed."""
+        cfg = config_from_taming_yaml(
+            yaml_path, yaml_sha256, ckpt_path=str(ckpt_path), ckpt_sha256=sha256
+        )
         model = cls(cfg)
         report = model.load_taming_state_dict(load_lightning_state_dict(ckpt_path, sha256))
         return model.eval().requires_grad_(False), report
@@ -429,14 +445,17 @@ LIGHTNING_GLOBALS = (
 )
 
 
-def verify_sha256(path: str | Path, expected: str) -> None:
-    """Refuse a file whose sha256 is not the one recorded for it."""
-    actual = file_sha256(Path(path))
-    if actual != expected:
+def read_verified(path: str | Path, expected: str | None) -> bytes:
+    """A file's bytes, read once; refused when `expected` is given and their sha256 is not
+    it. Callers parse these very bytes, so the file cannot change between check and load."""
+    data = Path(path).read_bytes()
+    actual = hashlib.sha256(data).hexdigest()
+    if expected is not None and actual != expected:
         raise CheckpointRefused(
             f"{Path(path).name}: sha256 {actual[:16]}... differs from the {expected[:16]}... "
             "recorded when it was registered; the file changed, so it is not loaded"
         )
+    return data
 
 
 def load_lightning_state_dict(
@@ -446,15 +465,14 @@ def load_lightning_state_dict(
     `torch.load(weights_only=True)` and `LIGHTNING_GLOBALS` as inert stand-ins: a pickle that
     names anything else (a `__reduce__` calling `os.system`) is refused unrun."""
     path = Path(path)
-    if sha256:
-        verify_sha256(path, sha256)
+    data = read_verified(path, sha256)
     allowed = [(_InertStandIn, name) for name in LIGHTNING_GLOBALS]
     try:
         with torch.serialization.safe_globals(allowed):
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+            ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         try:
-            named = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+            named = torch.serialization.get_unsafe_globals_in_checkpoint(io.BytesIO(data))
         except Exception:  # noqa: BLE001 - only for the message
             named = []
         extra = sorted(set(named) - set(LIGHTNING_GLOBALS))
@@ -475,7 +493,7 @@ def save_vq(vq: VQTokenizer, path: str | Path) -> Path:
     """Write a (trained) tokenizer as safetensors, its config in the metadata; atomic."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    skip = ("ckpt_path", "yaml_path", "ckpt_sha256")
+    skip = ("ckpt_path", "yaml_path", "ckpt_sha256", "yaml_sha256")
     config = {k: v for k, v in asdict(vq.config).items() if k not in skip}
     tensors = {k: v.detach().cpu().contiguous() for k, v in vq.state_dict().items()}
     with atomic_path(path) as tmp:
@@ -483,11 +501,13 @@ def save_vq(vq: VQTokenizer, path: str | Path) -> Path:
     return path
 
 
-def load_vq(path: str | Path) -> VQTokenizer:
-    """A tokenizer written by :func:`save_vq` (frozen, eval mode)."""
-    with safe_open(str(path), framework="pt") as f:
-        config = json.loads(f.metadata()["vq_config"])
-        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+def load_vq(path: str | Path, sha256: str | None = None) -> VQTokenizer:
+    """A tokenizer written by :func:`save_vq` (frozen, eval mode), loaded from the bytes
+    whose `sha256` (when given) was checked."""
+    data = read_verified(path, sha256)
+    header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])
+    config = json.loads(header["__metadata__"]["vq_config"])
+    tensors = load_safetensors(data)
     for key in ("ch_mult", "attn_resolutions"):
         config[key] = tuple(config[key])
     vq = VQTokenizer(VQConfig(**config, ckpt_path=str(path)))
@@ -500,14 +520,23 @@ def build_vq_tokenizer(cfg: VQConfig) -> tuple[VQTokenizer, VQLoadReport | None]
     is set (the file's own config wins), else random weights."""
     if not cfg.ckpt_path:
         return VQTokenizer(cfg), None
+    if not cfg.ckpt_sha256:
+        raise CheckpointRefused(
+            f"{Path(cfg.ckpt_path).name}: no sha256 recorded for it; register the checkpoint "
+            "(its sha256 is verified on every load)"
+        )
     if str(cfg.ckpt_path).endswith(".safetensors"):
-        if cfg.ckpt_sha256:
-            verify_sha256(cfg.ckpt_path, cfg.ckpt_sha256)
-        vq = load_vq(cfg.ckpt_path)
+        vq = load_vq(cfg.ckpt_path, cfg.ckpt_sha256)
         return vq, VQLoadReport(loaded=sorted(vq.state_dict()))
     if not cfg.yaml_path:
         raise ValueError("a taming checkpoint needs its model.yaml (yaml_path)")
-    return VQTokenizer.from_taming_checkpoint(cfg.ckpt_path, cfg.yaml_path, cfg.ckpt_sha256)
+    if not cfg.yaml_sha256:
+        raise CheckpointRefused(
+            f"{Path(cfg.yaml_path).name}: no sha256 recorded for it; register the checkpoint"
+        )
+    return VQTokenizer.from_taming_checkpoint(
+        cfg.ckpt_path, cfg.yaml_path, cfg.ckpt_sha256, cfg.yaml_sha256
+    )
 
 
 # ----- PIL <-> tensor -----

@@ -289,6 +289,7 @@ def model_config(model_preset: str, max_length: int, dropout: float, vq_dir: Pat
             ckpt_path=info["path"],
             yaml_path=info.get("yaml"),
             ckpt_sha256=info.get("sha256"),
+            yaml_sha256=info.get("yaml_sha256"),
         )
     elif info:
         raise ValueError(f"{vq_dir}: unknown VQ kind {info.get('kind')!r}")

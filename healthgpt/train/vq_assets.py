@@ -122,6 +122,7 @@ def register_pretrained_vq(checkpoint: Path, yaml: Path, out_dir: Path) -> VQRes
             "path": str(checkpoint),
             "yaml": str(yaml),
             "sha256": file_sha256(checkpoint),
+            "yaml_sha256": file_sha256(yaml),
         }
         write_json(staging / VQ_INFO, info)
     return VQResult(Path(out_dir), info)

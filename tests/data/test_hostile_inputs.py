@@ -36,7 +36,9 @@ from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.uid import DeflatedExplicitVRLittleEndian, RLELossless, generate_uid
 
 from healthgpt.cli import main
+from healthgpt.data.errors import BadInput
 from healthgpt.data.ingest.run import OutputRefused, ingest
+from healthgpt.data.limits import Limits
 from healthgpt.data.shards import MANIFEST_NAME, output_directory, read_manifest, write_manifest
 from healthgpt.data.sources import LayoutError
 from healthgpt.data.sources.pathvqa import UnsafePickleError, load_restricted_pickle
@@ -257,6 +259,36 @@ def test_vq_checkpoint_changed_after_registration_is_refused(tmp_path):
         build_vq_tokenizer(VQConfig(ckpt_path=str(path), ckpt_sha256=good))
 
 
+def test_registered_checkpoint_needs_its_sha256_and_yaml_hash_and_loads_the_bytes_it_hashed(
+    tmp_path, monkeypatch
+):
+    """No sha256 recorded: refused. The yaml is hashed too. `torch.load` reads the bytes that
+    were hashed (one read), not the file again, so a swap between check and load is moot."""
+    from tests.model.test_vq import SMALL_GUMBEL
+
+    ckpt, yaml_path = tmp_path / "last.ckpt", tmp_path / "model.yaml"
+    torch.save({"state_dict": VQTokenizer(SMALL_GUMBEL).state_dict()}, ckpt)
+    yaml_path.write_text(MODEL_YAML)
+    info = register_pretrained_vq(ckpt, yaml_path, tmp_path / "vq").info
+    cfg = VQConfig(ckpt_path=str(ckpt), yaml_path=str(yaml_path))
+    with pytest.raises(CheckpointRefused, match="no sha256 recorded"):
+        build_vq_tokenizer(cfg)
+    cfg = VQConfig(
+        ckpt_path=str(ckpt),
+        yaml_path=str(yaml_path),
+        ckpt_sha256=info["sha256"],
+        yaml_sha256=info["yaml_sha256"],
+    )
+    seen = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda f, **kw: seen.append(f) or real_load(f, **kw))
+    build_vq_tokenizer(cfg)
+    assert seen and all(isinstance(f, io.BytesIO) for f in seen)
+    yaml_path.write_text(MODEL_YAML + "# changed\n")
+    with pytest.raises(CheckpointRefused, match="model.yaml: sha256"):
+        build_vq_tokenizer(cfg)
+
+
 # ---------------------------------------------------------------------------- data loss
 
 
@@ -290,6 +322,69 @@ def test_out_holding_files_ingest_did_not_write_is_refused(tmp_path, capsys):
     # a previous output of the tool is replaced as before
     assert main(["ingest", "vqa_rad", "--root", str(root), "--out", str(tmp_path / "o")]) == 0
     assert main(["ingest", "vqa_rad", "--root", str(root), "--out", str(tmp_path / "o")]) == 0
+
+
+def plant_version_folder(out: Path) -> Path:
+    (out / "v-0123456789abcdef").mkdir(parents=True)
+    return out / "v-0123456789abcdef" / "thesis.docx"
+
+
+def plant_data_and_empty_manifest(out: Path) -> Path:
+    (out / "data").mkdir(parents=True)
+    (out / MANIFEST_NAME).write_text("{}")
+    return out / "data" / "results_2024.parquet"
+
+
+def plant_unlisted_shard(out: Path) -> Path:
+    """A real previous output with one more parquet file its manifest does not list."""
+    return out / "data" / "results_2024.parquet"
+
+
+@pytest.mark.parametrize(
+    ("plant", "message"),
+    [
+        (plant_version_folder, "'v-0123456789abcdef'"),
+        (plant_data_and_empty_manifest, "that healthgpt ingest did not write"),
+        (plant_unlisted_shard, "'data/results_2024.parquet', which its _manifest.json"),
+    ],
+)
+def test_out_is_recognised_by_its_manifest_not_by_file_names(tmp_path, capsys, plant, message):
+    root = vqa_rad(tmp_path / "vqa", [qa_row(1)], {"a.jpg": jpeg_bytes()})
+    out = tmp_path / "out"
+    if plant is plant_unlisted_shard:
+        assert main(["ingest", "vqa_rad", "--root", str(root), "--out", str(out), "--quiet"]) == 0
+    precious = plant(out)
+    precious.write_text("precious")
+    code = main(["ingest", "vqa_rad", "--root", str(root), "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err, err
+    assert precious.read_text() == "precious"
+
+
+def test_out_holding_another_sources_output_is_refused(tmp_path, capsys):
+    root = vqa_rad(tmp_path / "vqa", [qa_row(1)], {"a.jpg": jpeg_bytes()})
+    out = tmp_path / "out"
+    assert main(["ingest", "vqa_rad", "--root", str(root), "--out", str(out), "--quiet"]) == 0
+    manifest = read_manifest(out)
+    manifest["summary"]["source"] = "slake"
+    (out / MANIFEST_NAME).write_text(json.dumps(manifest))
+    code = main(["ingest", "vqa_rad", "--root", str(root), "--out", str(out), "--quiet"])
+    assert code == 2 and "holds the output of source 'slake'" in capsys.readouterr().err
+    assert read_manifest(out)["summary"]["source"] == "slake"
+
+
+def test_out_a_symlink_or_inside_the_root_is_refused(tmp_path, capsys):
+    root = vqa_rad(tmp_path / "vqa", [qa_row(1)], {"a.jpg": jpeg_bytes()})
+    real = tmp_path / "real"
+    assert main(["ingest", "vqa_rad", "--root", str(root), "--out", str(real), "--quiet"]) == 0
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    code = main(["ingest", "vqa_rad", "--root", str(root), "--out", str(link), "--quiet"])
+    assert code == 2 and "is a symbolic link" in capsys.readouterr().err
+    assert link.is_symlink() and not list(tmp_path.glob(".link.staging-*"))
+    code = main(["ingest", "vqa_rad", "--root", str(root), "--out", str(root / "o"), "--quiet"])
+    assert code == 2 and "is inside the source root" in capsys.readouterr().err
+    assert not (root / "o").exists()
 
 
 def test_empty_build_does_not_replace_a_good_output_unless_forced(tmp_path, capsys):
@@ -509,7 +604,7 @@ def test_nifti_header_claiming_1500_cubed_is_refused_before_reading(tmp_path):
     peak = run_measured("nifti_folder", root, out)
     assert reasons(out) == [
         "NIfTI header declares 1500 x 1500 x 1500 = 3,375,000,000 exceeds limit "
-        "max_volume_voxels=134,217,728"
+        f"max_volume_voxels={Limits().max_volume_voxels:,}"
     ]
     assert len(records(out)) > 0 and peak < MEMORY_BOUND_MB
 
@@ -535,7 +630,7 @@ def test_gzip_bomb_nifti_is_refused_in_bounded_steps(tmp_path):
     folder, and after at most the cap inflated in a tar member (IXI), never held whole."""
     bomb = gzip_nifti((512, 512, 512), np.uint8)
     assert len(bomb) < 1 << 20
-    limits = {"max_decompressed_bytes": 16 << 20}
+    limits = {"max_decompressed_bytes": 16 << 20, "max_volume_voxels": 1 << 28}
     folder = tmp_path / "nifti"
     folder.mkdir()
     (folder / "bomb.nii.gz").write_bytes(bomb)
@@ -644,7 +739,7 @@ def test_ixi_tar_members_over_the_limit_or_unselected_are_skipped_unread(tmp_pat
     peak = run_measured("ixi", root, out)
     assert (
         "tar member skipped unread: size 3,221,225,472 exceeds limit "
-        "max_tar_member_bytes=2,147,483,648"
+        f"max_tar_member_bytes={Limits().max_tar_member_bytes:,}"
     ) in reasons(out)
     assert read_manifest(out)["summary"]["skipped_by_config"] == {"sequence MRA not selected": 1}
     assert peak < MEMORY_BOUND_MB
@@ -750,3 +845,200 @@ def test_limits_come_from_defaults_then_environment_then_run_config(monkeypatch)
         Limits.from_options({"limits": {"max_pixels": 1}})
     with pytest.raises(ValueError, match="positive integer"):
         Limits.from_options({"limits": {"max_text_chars": 0}})
+
+
+# ------------------------------------------------- memory bound at the shipped defaults
+
+
+def test_one_bit_dicom_is_judged_by_its_unpacked_size_and_float_copies():
+    """1-bit pixel data unpacks 8x to uint8 and the modality LUT works in float64: a header
+    whose packed size passes `max_decompressed_bytes` must still be refused at the defaults."""
+    from healthgpt.data.decode.dicom import check_pixel_size
+
+    ds = Dataset()
+    ds.Rows, ds.Columns, ds.NumberOfFrames = 8192, 8192, 32
+    ds.SamplesPerPixel, ds.BitsAllocated = 1, 1
+    limits = Limits()
+    assert limits.max_decompressed_bytes >= 8192 * 8192 * 32 // 8  # the packed size passes
+    with pytest.raises(BadInput, match="max_working_bytes"):
+        check_pixel_size(ds, limits)
+
+
+def test_resample_output_grid_is_checked_before_it_is_allocated():
+    """8^3 voxels of 250 mm resampled to 1 mm would be 2000^3 float32 (32 GB)."""
+    from healthgpt.data.decode.nifti import Volume, resample
+
+    volume = Volume(np.ones((8, 8, 8), np.float32), np.diag([250.0, 250.0, 250.0, 1.0]))
+    with pytest.raises(BadInput, match="resampled grid 2000 x 2000 x 2000 .* max_volume_voxels"):
+        resample(volume, (1.0, 1.0, 1.0))
+
+
+def test_nifti_of_512_cubed_does_not_fit_the_default_bound():
+    """512^3 uint8 (134M voxels) becomes several float32 copies of 512 MiB each."""
+    from healthgpt.data.decode.nifti import check_header
+
+    header = nib.Nifti1Header()
+    header.set_data_shape((512, 512, 512))
+    header.set_data_dtype(np.uint8)
+    with pytest.raises(BadInput, match="max_volume_voxels|max_working_bytes"):
+        check_header(header, 0, Limits())
+
+
+def png_header_only(width: int, height: int, bit_depth: int, color_type: int) -> bytes:
+    """A PNG signature and IHDR declaring a size, and nothing to decode."""
+    ihdr = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([bit_depth, color_type])
+    ihdr += b"\0\0\0"
+    chunk = len(ihdr).to_bytes(4, "big") + b"IHDR" + ihdr
+    chunk += (zlib.crc32(b"IHDR" + ihdr) & 0xFFFFFFFF).to_bytes(4, "big")
+    idat = b"\0\0\0\0IDAT" + (zlib.crc32(b"IDAT") & 0xFFFFFFFF).to_bytes(4, "big")
+    return b"\x89PNG\r\n\x1a\n" + chunk + idat
+
+
+def jpeg_declaring(width: int, height: int) -> bytes:
+    """A ~700-byte RGB JPEG whose frame header declares `width` x `height`."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (10, 200, 30)).save(buffer, "JPEG")
+    data = bytearray(buffer.getvalue())
+    sof = data.find(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(data)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(png_header_only(8000, 8000, 16, 0), id="png-16bit-8000"),
+        pytest.param(jpeg_declaring(10000, 10000), id="jpeg-rgb-10000"),
+    ],
+)
+def test_image_is_refused_from_its_header_by_bytes_per_pixel_before_decoding(data):
+    """Pixel count alone lets a 16-bit PNG or an RGB JPEG at `max_image_pixels` through: the
+    working bytes (bytes per pixel, float copies, a JPEG's second decode) are checked from
+    the header, before any decode."""
+    from healthgpt.data.decode.imaging import load_image_bytes
+
+    with pytest.raises(BadInput, match="max_working_bytes"):
+        load_image_bytes(data, "declared")
+
+
+def ixi_tar(path: Path, members: list[tarfile.TarInfo], tmp_path: Path) -> Path:
+    """An IXI tar holding `members` (no data) and one good T1 volume."""
+    good = nifti_file(tmp_path / "IXI904-Guys-0001-T1.nii.gz")
+    with tarfile.open(path, "w:gz" if path.name.endswith(".gz") else "w") as archive:
+        for info in members:
+            archive.addfile(info, io.BytesIO(b"\0" * info.size) if info.size else None)
+        archive.add(good, good.name)
+    return path
+
+
+def test_ixi_member_larger_than_its_header_needs_is_refused_before_its_body(tmp_path):
+    """A raw `.nii` member whose header declares 2x2x2 but which holds 8 MiB is refused from
+    its header, not read whole (kilobytes on disk: the tar is gzip of zeros)."""
+    header = nib.Nifti1Header()
+    header.set_data_shape((2, 2, 2))
+    header.set_data_dtype(np.uint8)
+    header["vox_offset"] = 352
+    info = tarfile.TarInfo("IXI901-Guys-0001-T1.nii")
+    info.size = 8 << 20
+    root = tmp_path / "ixi"
+    root.mkdir()
+    path = root / "IXI-T1.tar.gz"
+    good = nifti_file(tmp_path / "IXI904-Guys-0001-T1.nii.gz")
+    with tarfile.open(path, "w:gz", compresslevel=1) as archive:
+        body = header.binaryblock + b"\0" * (info.size - 348)
+        archive.addfile(info, io.BytesIO(body))
+        archive.add(good, good.name)
+    assert path.stat().st_size < 200_000
+    out = tmp_path / "out"
+    ingest("ixi", root, out)
+    assert reasons(out) == [
+        "tar member skipped unread: size 8,388,608 is more than the 360 bytes its NIfTI "
+        "header declares"
+    ]
+    assert len(records(out)) > 0
+
+
+def test_ixi_tar_members_that_are_not_regular_files_are_quarantined(tmp_path):
+    members = []
+    for name, kind in (
+        ("IXI901-Guys-0001-T1.nii.gz", tarfile.DIRTYPE),
+        ("IXI902-Guys-0001-T1.nii.gz", tarfile.FIFOTYPE),
+        ("IXI903-Guys-0001-T1.nii.gz", tarfile.SYMTYPE),
+    ):
+        info = tarfile.TarInfo(name)
+        info.type = kind
+        info.linkname = "../../etc/passwd" if kind == tarfile.SYMTYPE else ""
+        members.append(info)
+    root = tmp_path / "ixi"
+    root.mkdir()
+    ixi_tar(root / "IXI-T1.tar", members, tmp_path)
+    out = tmp_path / "out"
+    ingest("ixi", root, out)
+    assert sorted(reasons(out)) == [
+        "tar member is a FIFO, not a regular file",
+        "tar member is a directory, not a regular file",
+        "tar member is a symbolic link, not a regular file",
+    ]
+    assert len(records(out)) > 0
+
+
+def test_a_lone_surrogate_in_a_pickle_row_is_quarantined_not_fatal(tmp_path):
+    """Every reader's text passes one check before the shard write (`SourceReader.guard`)."""
+    from healthgpt.data.samples import pathvqa
+
+    root = tmp_path / "pathvqa"
+    pathvqa.build(root)
+    qas = next(root.rglob("train_qa.pkl"))
+    rows = pickle.loads(qas.read_bytes())
+    rows[0]["question"] = "what is \ud800 this?"
+    qas.write_bytes(pickle.dumps(rows))
+    out = tmp_path / "out"
+    ingest("pathvqa", root, out)
+    assert any("lone UTF-16 surrogate" in reason for reason in reasons(out))
+    assert len(records(out)) > 0
+
+
+def test_progressive_jpeg_cut_at_a_scan_boundary_is_quarantined():
+    """Cut after k complete scans plus EOI decodes without error to a blurred image: the scan
+    script must bring every coefficient of every component to full precision."""
+    from healthgpt.data.decode.imaging import load_image_bytes
+
+    rng = np.random.default_rng(0)
+    pixels = (rng.random((64, 64, 3)) * 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=95, progressive=True)
+    full = buffer.getvalue()
+    assert load_image_bytes(full, "whole.jpg").size == (64, 64)
+    scans = [i for i in range(len(full) - 1) if full[i : i + 2] == b"\xff\xda"]
+    for kept in (1, 2, len(scans) - 1):
+        with pytest.raises(BadInput, match="truncated JPEG"):
+            load_image_bytes(full[: scans[kept]] + b"\xff\xd9", "cut.jpg")
+    gray = io.BytesIO()
+    Image.fromarray(pixels[..., 0]).save(gray, "JPEG", progressive=True)
+    assert load_image_bytes(gray.getvalue(), "gray.jpg").mode == "L"
+
+
+def test_csv_field_over_the_limit_names_its_own_line(tmp_path, capsys):
+    """A field past the CSV module's limit on the first data row is on line 2, not 1."""
+    root = mimic(tmp_path / "mimic", [("d1", "10000001", "50000001")])
+    table = root / "mimic-cxr-2.0.0-metadata.csv"
+    lines = table.read_text().splitlines()
+    lines[1] = lines[1].replace("PA", "x" * (csv.field_size_limit() + 1))
+    table.write_text("\n".join(lines) + "\n")
+    code = main(["ingest", "mimic_cxr", "--root", str(root), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and "at line 2:" in err and "field larger than field limit" in err, err
+
+
+def test_a_simpleitk_failure_in_resample_is_a_clear_quarantine_reason(monkeypatch):
+    import SimpleITK as sitk
+
+    from healthgpt.data.decode.nifti import Volume, resample
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("Exception thrown in SimpleITK Resample: Failed to allocate memory")
+
+    monkeypatch.setattr(sitk, "Resample", fail)
+    volume = Volume(np.ones((4, 4, 4), np.float32), np.eye(4))
+    with pytest.raises(BadInput, match="resample to 8 x 8 x 8 failed: .*allocate memory"):
+        resample(volume, (0.5, 0.5, 0.5))

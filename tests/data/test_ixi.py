@@ -113,7 +113,7 @@ def test_only_tars(tmp_path):
     data = np.zeros((8, 8, 4), np.float32)
     data[2:6, 2:6, :] = 100.0
     write_tar(tmp_path / "IXI-T1.tar", {"IXI001-Guys-0001-T1.nii.gz": nifti_bytes(data, np.eye(4))})
-    summary = run("ixi", tmp_path, tmp_path / "out")
+    summary = run("ixi", tmp_path, tmp_path.with_name(tmp_path.name + "-out"))
     assert (summary.items, summary.records) == (1, 4)
 
 

@@ -76,7 +76,12 @@ def test_modality_option_and_sidecar_precedence(tmp_path):
     save_nifti(data, np.eye(4), tmp_path / "scans" / "a.nii.gz")
     save_nifti(data, np.eye(4), tmp_path / "scans" / "b.nii")
     (tmp_path / "scans" / "b.json").write_text(json.dumps({"Modality": "MR"}))
-    summary = run("nifti_folder", tmp_path, tmp_path / "out", extra={"modality": "CT"})
+    summary = run(
+        "nifti_folder",
+        tmp_path,
+        tmp_path.with_name(tmp_path.name + "-out"),
+        extra={"modality": "CT"},
+    )
     assert summary.by_modality == Counter({"CT": 4, "MRI": 4})
 
 

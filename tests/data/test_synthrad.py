@@ -68,12 +68,21 @@ def test_mask_chooses_the_slices(tmp_path):
     mask[2:14, 2:14, 2:6] = 1  # 56 % of slices 2-5, nothing elsewhere
     for name, data in (("mr", mr), ("ct", np.zeros_like(mr)), ("mask", mask)):
         save_nifti(data, np.eye(4), case / f"{name}.nii.gz")
-    summary = run("synthrad2023", tmp_path, tmp_path / "out")
+    summary = run("synthrad2023", tmp_path, tmp_path.with_name(tmp_path.name + "-out"))
     assert summary.records == 4
-    assert sorted(meta(r)["slice_index"] for r in records(tmp_path / "out")) == [2, 3, 4, 5]
-    summary = run("synthrad2023", tmp_path, tmp_path / "out2", min_foreground_fraction=0.6)
+    assert sorted(
+        meta(r)["slice_index"] for r in records(tmp_path.with_name(tmp_path.name + "-out"))
+    ) == [2, 3, 4, 5]
+    summary = run(
+        "synthrad2023",
+        tmp_path,
+        tmp_path.with_name(tmp_path.name + "-out2"),
+        min_foreground_fraction=0.6,
+    )
     assert summary.records == 0 and summary.quarantined == 1
-    assert quarantine(tmp_path / "out2")[0]["reason"].startswith("no slice reaches")
+    assert quarantine(tmp_path.with_name(tmp_path.name + "-out2"))[0]["reason"].startswith(
+        "no slice reaches"
+    )
 
 
 def test_incomplete_case_is_quarantined(sample, tmp_path):

@@ -16,6 +16,7 @@ from healthgpt.model.vq import (
     images_to_tensor,
     tensor_to_images,
 )
+from healthgpt.storage import file_sha256
 
 # The real checkpoint's structure, scaled down (same levels, blocks and attention layout).
 SMALL_GUMBEL = VQConfig(
@@ -256,7 +257,7 @@ def test_trained_tokenizer_saves_and_loads_into_a_preset(tmp_path):
     path = save_vq(trained, tmp_path / "vq" / "tokenizer.safetensors")
     images = torch.rand(2, 3, 64, 64) * 2 - 1
     torch.testing.assert_close(load_vq(path).encode(images), trained.encode(images))
-    config.vq = replace(config.vq, ckpt_path=str(path))
+    config.vq = replace(config.vq, ckpt_path=str(path), ckpt_sha256=file_sha256(path))
     model = load_model(config, device="cpu")
     torch.testing.assert_close(
         model.vq.quantize.embedding.weight, trained.quantize.embedding.weight

@@ -46,7 +46,8 @@ def _kill_mid_write(ingested: Path, out: Path, marker: Path) -> None:
 
 def test_killed_mixture_build_keeps_the_last_complete_version(tmp_path, toy_source):
     ingested = tmp_path / "ingested" / "toy"
-    ingest(toy_source, tmp_path, ingested, ReaderOptions(extra={"n": 40}))
+    (tmp_path / "src").mkdir()
+    ingest(toy_source, tmp_path / "src", ingested, ReaderOptions(extra={"n": 40}))
     out = tmp_path / "mixture"
 
     _kill_mid_write(ingested, out, tmp_path / "m1")

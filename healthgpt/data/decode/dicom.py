@@ -57,7 +57,7 @@ from healthgpt.data.decode.deid import (
 )
 from healthgpt.data.decode.imaging import scale_to_uint8
 from healthgpt.data.errors import BadInput
-from healthgpt.data.limits import Limits, check, count_inflated
+from healthgpt.data.limits import Limits, check, check_working, count_inflated
 from healthgpt.data.options import ReaderOptions
 from healthgpt.data.vocab import normalize_body_part as body_region
 from healthgpt.data.vocab import normalize_modality
@@ -293,7 +293,8 @@ def check_pixel_size(ds: Dataset, limits: Limits) -> None:
         limits.max_image_pixels,
         f"DICOM declares {rows} x {columns} =",
     )
-    decoded = math.prod((rows, columns, max(frames, 1), max(samples, 1))) * max(bits, 1) // 8
+    values = math.prod((rows, columns, max(frames, 1), max(samples, 1)))
+    decoded = values * max(bits, 1) // 8
     check(
         "max_decompressed_bytes",
         decoded,
@@ -301,6 +302,22 @@ def check_pixel_size(ds: Dataset, limits: Limits) -> None:
         f"DICOM pixel data ({rows} x {columns} x {frames} frames x {samples} samples x "
         f"{bits} bits) decodes to",
     )
+    check_working(
+        dicom_working_bytes(values, rows * columns * max(samples, 1), bits),
+        limits,
+        f"decoding DICOM pixel data ({rows} x {columns} x {frames} frames x {samples} "
+        f"samples x {bits} bits)",
+    )
+
+
+def dicom_working_bytes(values: int, frame_values: int, bits: int) -> int:
+    """Bytes decoding `values` samples of `bits` bits holds at its peak: the packed pixel
+    data, the decoded array at its unpacked dtype (1-bit data unpacks 8x to uint8, 12-bit to
+    uint16), the float64 modality-LUT copy of every frame, one frame's float32 normalisation
+    copies, and the uint8 output."""
+    unpacked = 1 if bits <= 8 else 2 if bits <= 16 else 4 if bits <= 32 else 8
+    packed = values * max(bits, 1) // 8
+    return packed + values * (unpacked + 8 + 1) + frame_values * 4 * 4
 
 
 def _check_deflated(path: Path, limits: Limits) -> None:

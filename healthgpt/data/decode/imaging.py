@@ -11,13 +11,14 @@ from __future__ import annotations
 import io
 import random
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from healthgpt.data.errors import BadInput
-from healthgpt.data.limits import Limits, check
+from healthgpt.data.limits import Limits, check, check_working
 
 # Pillow's own bomb guard, a backstop: `Limits.max_image_pixels` is checked first, from the
 # header, and names the limit in the quarantine reason.
@@ -64,6 +65,11 @@ def _load_image_bytes(data: bytes, name: str, limits: Limits) -> Image.Image:
             limits.max_image_pixels,
             f"image declares {width} x {height} =",
         )
+        check_working(
+            image_working_bytes(width, height, image.mode, image.format),
+            limits,
+            f"decoding {width} x {height} {image.mode}",
+        )
         image.load()
     except BadInput:
         raise
@@ -79,6 +85,27 @@ def _load_image_bytes(data: bytes, name: str, limits: Limits) -> Image.Image:
     return image
 
 
+_FLOAT_MODES = ("I;16", "I;16B", "I;16L", "I", "F")  # normalised through float32 copies
+_BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "LA": 2, "RGB": 3, "YCbCr": 3, "LAB": 3, "HSV": 3}
+_BYTES_PER_PIXEL |= {"I;16": 2, "I;16B": 2, "I;16L": 2}  # others (RGBA, CMYK, I, F): 4
+
+
+def image_working_bytes(width: int, height: int, mode: str, image_format: str | None) -> int:
+    """Bytes decoding and normalising a `mode` image of `width` x `height` holds at its peak,
+    from the header alone: the decoded pixels at their real bytes per pixel (16-bit is 2),
+    a JPEG's second decode and the two byte copies the truncation check compares, the
+    float32 copies `scale_to_uint8` makes for 16-bit and float modes, and the square canvas
+    `resize_square` pads to."""
+    pixels = width * height
+    per_pixel = _BYTES_PER_PIXEL.get(mode, 4)
+    copies = 4 if image_format == "JPEG" else 2
+    total = pixels * per_pixel * copies
+    if mode in _FLOAT_MODES:
+        total += pixels * 4 * 4
+    side = max(width, height)
+    return total + side * side * min(per_pixel, 3)
+
+
 def jpeg_complete(data: bytes, image: Image.Image) -> bool:
     """Did decoding `data` (into `image`) use real data for every block?
 
@@ -89,6 +116,8 @@ def jpeg_complete(data: bytes, image: Image.Image) -> bool:
     the pixels are identical; a truncated one decodes them, and the pixels differ.
     """
     progressive = bool(image.info.get("progressive") or image.info.get("progression"))
+    if progressive and not progressive_scans_complete(data):
+        return False
     if not progressive and image.mode in ("L", "RGB"):
         width, height = image.size
         corner = image.crop((max(0, width - 8), max(0, height - 8), width, height))
@@ -105,29 +134,67 @@ def jpeg_complete(data: bytes, image: Image.Image) -> bool:
     return probe.tobytes() == image.tobytes()
 
 
-def _jpeg_scan_end(data: bytes) -> int | None:
-    """Offset of the EOI marker that ends the last scan, or None when there is none."""
+def progressive_scans_complete(data: bytes) -> bool:
+    """Do a progressive JPEG's scans bring every coefficient (0..63) of every component to
+    full precision (successive approximation down to bit 0)?
+
+    A progressive file cut at a scan boundary, with an EOI after it, decodes without error
+    to a blurred image: the later scans are simply missing. Every complete scan script
+    (libjpeg's default and any that encodes all the data) ends with each coefficient at
+    Al = 0. Limit of the rule: an encoder that deliberately omits high frequencies writes a
+    file this refuses, and a cut inside a scan is left to the entropy-data check.
+    """
+    components: list[int] = []
+    precision: dict[int, list[int | None]] = {}
+    for code, _, payload in _jpeg_segments(data):
+        if code == 0xC2 and len(payload) >= 6:  # SOF2: the components of the frame
+            count = payload[5]
+            components = [payload[6 + 3 * i] for i in range(count) if 6 + 3 * i < len(payload)]
+            precision = {c: [None] * 64 for c in components}
+        elif code == 0xDA and payload:  # SOS: Ns, Ns x (Cs, tables), Ss, Se, Ah/Al
+            count = payload[0]
+            tail = payload[1 + 2 * count : 4 + 2 * count]
+            if len(tail) < 3:
+                return False
+            start, end, low = tail[0], min(tail[1], 63), tail[2] & 0x0F
+            for i in range(count):
+                for k in range(start, end + 1):
+                    coefficients = precision.get(payload[1 + 2 * i])
+                    if coefficients is not None:
+                        coefficients[k] = low
+    return bool(components) and all(all(bit == 0 for bit in precision[c]) for c in components)
+
+
+def _jpeg_segments(data: bytes) -> Iterator[tuple[int, int, bytes]]:
+    """Each marker segment of a JPEG as (marker code, offset, payload), entropy-coded data skipped,
+    up to the EOI (code 0xD9, empty payload); stops at the first byte that is no marker."""
     pos = 2  # after SOI
     while pos + 1 < len(data):
         if data[pos] != 0xFF:
-            return None
+            return
         code = data[pos + 1]
         if code == 0xFF:  # fill byte before a marker
             pos += 1
             continue
         if code == 0xD9:
-            return pos
+            yield code, pos, b""
+            return
         if code == 0x01 or 0xD0 <= code <= 0xD8:
             pos += 2
             continue
         end = pos + 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+        yield code, pos, bytes(data[pos + 4 : end])
         if code != 0xDA:
             pos = end
             continue
         pos = _next_marker(data, end)  # entropy-coded data: skip stuffed 0xFF00 and RSTn
         if pos is None:
-            return None
-    return None
+            return
+
+
+def _jpeg_scan_end(data: bytes) -> int | None:
+    """Offset of the EOI marker that ends the last scan, or None when there is none."""
+    return next((pos for code, pos, _ in _jpeg_segments(data) if code == 0xD9), None)
 
 
 def _next_marker(data: bytes, pos: int) -> int | None:

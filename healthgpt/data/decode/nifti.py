@@ -34,7 +34,7 @@ from nibabel.filebasedimages import ImageFileError
 
 from healthgpt.data.decode.imaging import percentile_normalize, scale_to_uint8
 from healthgpt.data.errors import BadInput
-from healthgpt.data.limits import Limits, check, exceeds
+from healthgpt.data.limits import Limits, check, check_working, exceeds
 from healthgpt.data.options import ReaderOptions
 
 FOREGROUND_MARGIN = 0.05
@@ -126,8 +126,35 @@ def check_header(header: nib.Nifti1Header, volume_index: int, limits: Limits) ->
         limits.max_volume_voxels,
         f"NIfTI header declares {' x '.join(map(str, shape[:3]))} =",
     )
-    needed = voxels * (volume_index + 1) * int(header.get_data_dtype().itemsize)
+    itemsize = int(header.get_data_dtype().itemsize)
+    needed = voxels * (volume_index + 1) * itemsize
     check("max_decompressed_bytes", needed, limits.max_decompressed_bytes, "NIfTI data bytes")
+    # Raw data, then float32 copies: get_fdata, the canonical reorientation, the uint8
+    # normalisation's float work (percentiles, clip, scale), and a possible resample input.
+    check_working(needed + voxels * 4 * _FLOAT_COPIES, limits, "NIfTI volume")
+
+
+_FLOAT_COPIES = 4  # float32 copies of a volume held at once while loading and normalising
+
+
+def declared_bytes(head: bytes, name: str, limits: Limits) -> int:
+    """Bytes a NIfTI file needs (header, extensions and first volume), from its first bytes
+    (`head`, gzip-compressed when `name` ends in .gz), checked against `limits`; lets a
+    caller refuse an archive member before reading its body."""
+    try:
+        data = (
+            zlib.decompressobj(31).decompress(head, 1024) if name.lower().endswith(".gz") else head
+        )
+        header = _parse_header(data)
+    except (zlib.error, ValueError) as exc:
+        raise BadInput(f"unreadable NIfTI: {type(exc).__name__}: {exc}") from exc
+    if header is None:
+        raise BadInput("unreadable NIfTI: not a NIfTI-1 or NIfTI-2 header")
+    check_header(header, 0, limits)
+    shape = header.get_data_shape()
+    return int(header.get_data_offset()) + math.prod(int(n) for n in shape) * int(
+        header.get_data_dtype().itemsize
+    )
 
 
 def _parse_header(data: bytes) -> nib.Nifti1Header | None:
@@ -186,17 +213,37 @@ def _canonical(image: nib.spatialimages.SpatialImage, volume_index: int) -> Volu
     return Volume(data=data, affine=np.asarray(image.affine, dtype=np.float64))
 
 
-def resample(volume: Volume, spacing: tuple[float, float, float], nearest: bool = False) -> Volume:
+def resample(
+    volume: Volume,
+    spacing: tuple[float, float, float],
+    nearest: bool = False,
+    limits: Limits | None = None,
+) -> Volume:
     """Resample to `spacing` (mm) on the same grid orientation with SimpleITK.
 
     The first voxel keeps its position, so the new affine is the old one with scaled axes.
-    `nearest` is for label masks; images use linear interpolation.
+    `nearest` is for label masks; images use linear interpolation. The output grid (extent
+    over spacing: 8 voxels of 250 mm at 1 mm are 2000^3) is checked against `limits` before
+    SimpleITK allocates it; a SimpleITK failure is a `BadInput`.
     """
     import SimpleITK as sitk
 
+    limits = limits or Limits.from_options()
     old = np.asarray(volume.spacing)
     new = np.asarray(spacing, dtype=np.float64)
     size = np.maximum(1, np.round(np.asarray(volume.shape) * old / new)).astype(int)
+    voxels = math.prod(int(n) for n in size)
+    shown = " x ".join(str(int(n)) for n in size)
+    check("max_volume_voxels", voxels, limits.max_volume_voxels, f"resampled grid {shown} =")
+    # Output image, its array copy and the contiguous transpose, all float32, plus the input.
+    check_working(voxels * 4 * 3 + volume.data.size * 4 * 2, limits, f"resample to {shown}")
+    try:
+        return _resample(volume, sitk, old, new, size, nearest)
+    except RuntimeError as exc:
+        raise BadInput(f"resample to {shown} failed: {str(exc).splitlines()[0][:200]}") from exc
+
+
+def _resample(volume: Volume, sitk, old, new, size, nearest: bool) -> Volume:  # noqa: ANN001
     # SimpleITK indexes arrays (z, y, x); transposing keeps voxel (i, j, k) at index (i, j, k).
     image = sitk.GetImageFromArray(np.ascontiguousarray(volume.data.transpose(2, 1, 0)))
     image.SetSpacing(tuple(float(s) for s in old))

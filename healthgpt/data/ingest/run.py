@@ -28,6 +28,7 @@ import pyarrow as pa
 from healthgpt.data.schema import QUARANTINE_SCHEMA, RECORD_SCHEMA
 from healthgpt.data.shards import (
     MANIFEST_NAME,
+    PUBLISHED_NAME,
     ShardInfo,
     ShardWriter,
     output_directory,
@@ -97,8 +98,8 @@ ProgressFn = Callable[[IngestSummary], None]
 # A new build with fewer records than this fraction below the previous output's does not
 # replace it unless forced (`--force`, the asset's `force` config).
 DEFAULT_MAX_DROP_FRACTION = 0.5
-# What an ingested output directory holds; anything else in `--out` was not written here.
-OUTPUT_ENTRIES = frozenset({MANIFEST_NAME, "quarantine.parquet", "data"})
+# What an ingested output directory holds beside the shards its manifest lists.
+OWN_FILES = frozenset({MANIFEST_NAME, "quarantine.parquet"})
 _CHUNK_DIR = re.compile(r"^chunk=\d+$")
 _VERSION_PREFIX = re.compile(r"^v-[0-9a-f]{16}$")
 
@@ -108,48 +109,116 @@ class OutputRefused(ValueError):
     output with far fewer records; nothing was changed."""
 
 
-def check_output_target(out: str | Path, root: str | Path) -> None:
-    """Refuse an output location that is the source root or contains it, or that holds
-    anything this tool did not write (the swap replaces the directory whole)."""
+def check_output_target(out: str | Path, root: str | Path, source: str) -> None:
+    """Refuse an output location that is the source root, inside it or contains it, that is
+    a symbolic link, or that holds anything but a previous output of `source` written by
+    this tool (the swap replaces the directory whole)."""
     location = output_path(out)
     if is_local(location):
-        target, source = Path(os.fspath(location)).resolve(), Path(root).resolve()
-        if target == source or target in source.parents:
+        given = Path(os.fspath(location))
+        if given.is_symlink():
             raise OutputRefused(
-                f"output {target} is the source root or contains it ({source}); "
+                f"output {given} is a symbolic link (to {os.readlink(given)}); replacing it "
+                "would put a real directory in its place: give the directory it points to"
+            )
+        target, source_root = given.resolve(), Path(root).resolve()
+        if target == source_root or target in source_root.parents:
+            raise OutputRefused(
+                f"output {target} is the source root or contains it ({source_root}); "
                 "choose an output directory outside the source"
             )
-    problem = foreign_content(location)
+        if source_root in target.parents:
+            raise OutputRefused(
+                f"output {target} is inside the source root ({source_root}); a later run "
+                "would read its own output: choose an output directory outside the source"
+            )
+    problem = foreign_content(location, source)
     if problem:
         raise OutputRefused(
-            f"output {location} {problem}: it is not a previous output of healthgpt ingest, "
-            "and replacing it would delete it; choose an empty or new directory"
+            f"output {location} {problem}: it is not a previous output of healthgpt ingest "
+            f"{source}, and replacing it would delete it; choose an empty or new directory"
         )
 
 
-def foreign_content(location: Path, nested: bool = False) -> str | None:
-    """Why `location` is not (empty, missing or) a previous ingest output, or None."""
+def foreign_content(location: Path, source: str, nested: bool = False) -> str | None:
+    """Why `location` is not (empty, missing or) a previous ingest output of `source`, or
+    None. An output is recognised by its manifest, not by file names: a `_manifest.json` of
+    this tool (JSON with `shards` and `summary`) naming `source`, and nothing beside it that
+    the manifest does not list (its shards, the quarantine table, a version prefix it names
+    as its root or an earlier one stamped by a publication, or chunk folders that are
+    outputs of `source` themselves)."""
     if not location.exists():
         return None
     if not location.is_dir():
         return "is a file"
-    names = {child.name: child for child in location.iterdir()}
-    for name, child in sorted(names.items()):
-        if name in OUTPUT_ENTRIES or _VERSION_PREFIX.match(name):
+    children = {child.name: child for child in location.iterdir()}
+    if not children:
+        return None
+    manifest = _own_manifest(location, source) if MANIFEST_NAME in children else None
+    if isinstance(manifest, str):
+        return manifest
+    listed = {str(s.get("path")) for s in (manifest or {}).get("shards", []) if isinstance(s, dict)}
+    current = (manifest or {}).get("root")
+    for name, child in sorted(children.items()):
+        if manifest is not None and name in OWN_FILES:
             continue
         if not nested and _CHUNK_DIR.match(name):
-            problem = foreign_content(child, nested=True)
+            problem = foreign_content(child, source, nested=True)
             if problem:
                 return f"has {name}/ that {problem}"
             continue
-        return f"holds {name!r}"
-    if names.keys() & {"data", "quarantine.parquet"} and MANIFEST_NAME not in names:
-        return f"has no {MANIFEST_NAME} beside its data"
-    data = names.get("data")
-    if data is not None and is_local(data):
-        stray = [p.name for p in data.iterdir() if not p.name.endswith(".parquet")]
-        if stray:
-            return f"holds data/{stray[0]!r}"
+        if manifest is not None and _VERSION_PREFIX.match(name):
+            problem = _version_problem(child, listed if name == current else None)
+            if problem:
+                return f"has {name}/ that {problem}"
+            continue
+        if manifest is not None and child.is_dir():
+            unlisted = _unlisted(child, f"{name}/", listed)
+            if unlisted is None:
+                continue
+            return f"holds {unlisted!r}, which its {MANIFEST_NAME} does not list"
+        return f"holds {name!r}" + ("" if manifest else f" and no {MANIFEST_NAME} of this tool")
+    return None
+
+
+def _own_manifest(location: Path, source: str) -> dict[str, Any] | str:
+    """The manifest at `location` if this tool wrote it for `source`, else why not."""
+    try:
+        manifest = read_manifest(location)
+    except (ValueError, OSError):
+        return f"holds a {MANIFEST_NAME} that is not valid JSON"
+    summary = manifest.get("summary") if isinstance(manifest, dict) else None
+    if not isinstance(summary, dict) or not isinstance(manifest.get("shards"), list):
+        return f"holds a {MANIFEST_NAME} that healthgpt ingest did not write"
+    if summary.get("source") != source:
+        return f"holds the output of source {summary.get('source')!r}"
+    return manifest
+
+
+def _unlisted(folder: Path, prefix: str, listed: set[str] | frozenset[str]) -> str | None:
+    """The first file under `folder` (named `prefix` + its relative path) not in `listed`."""
+    for path in sorted(folder.rglob("*")):
+        name = prefix + path.relative_to(folder).as_posix()
+        if not path.is_dir() and name not in listed:
+            return name
+    return None
+
+
+def _version_problem(version: Path, listed: set[str] | None) -> str | None:
+    """A version prefix of an object-store publication: the current one must hold only what
+    the manifest lists; an earlier one (kept for readers still on it) must carry the
+    publication stamp and hold only shards and the quarantine table."""
+    if listed is not None:
+        extra = _unlisted(version, "", listed | OWN_FILES | {PUBLISHED_NAME})
+        return f"holds {extra!r}, which the manifest does not list" if extra else None
+    if not (version / PUBLISHED_NAME).is_file():
+        return "was not written by a publication (no stamp)"
+    for path in version.rglob("*"):
+        rel = path.relative_to(version).as_posix()
+        if path.is_dir() or rel in OWN_FILES | {PUBLISHED_NAME}:
+            continue
+        if not (rel.startswith("data/") and rel.endswith(".parquet")):
+            return f"holds {rel!r}"
     return None
 
 
@@ -202,7 +271,7 @@ def ingest(
     (`check_output_target`), and a build with no records, or more than
     `max_drop_fraction` fewer than the previous output, does not replace it unless `force`.
     """
-    check_output_target(out, root)
+    check_output_target(out, root, source)
     reader = reader_class(source)(root, options)
     reader.validate_layout()
     summary = IngestSummary(source=source, chunk=reader.options.chunk)

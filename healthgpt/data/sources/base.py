@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 from healthgpt.data.decode.deid import salt_for_source, warn_if_public
 from healthgpt.data.errors import BadInput, LayoutError
+from healthgpt.data.json_rows import text_problem
 from healthgpt.data.options import ReaderOptions
 from healthgpt.data.schema import Quarantined
 from healthgpt.data.sources.chunks import chunk_of
@@ -140,9 +141,10 @@ class SourceReader(ABC):
         if chunked and not self.in_chunk(key if key is not None else self.item_key(item, rel_path)):
             return Outcome(item=item, records=[], elsewhere=True)
         outcome = _outcome_of(item, rel_path, build)
-        too_long = long_text(outcome.records, self.options.limits.max_text_chars)
-        if too_long:
-            outcome = Outcome.reject(item, too_long, rel_path)
+        problem = long_text(outcome.records, self.options.limits.max_text_chars)
+        problem = problem or unstorable_text(outcome.records)
+        if problem:
+            outcome = Outcome.reject(item, problem, rel_path)
         outcome.chunk_checked = True
         return outcome
 
@@ -209,6 +211,18 @@ def long_text(records: list[dict[str, Any]], max_chars: int) -> str | None:
                     f"{name} of {len(value):,} characters exceeds limit "
                     f"max_text_chars={max_chars:,}"
                 )
+    return None
+
+
+def unstorable_text(records: list[dict[str, Any]]) -> str | None:
+    """The quarantine reason for records holding text that cannot be written as UTF-8 (a
+    lone surrogate from a pickle, a JSON escape or a file name), or None. Every reader's
+    records pass here before the shard write, which would otherwise fail for the whole run."""
+    for record in records:
+        problem = text_problem(record)
+        if problem:
+            field = next(k for k, v in record.items() if text_problem(v))
+            return f"{field}: {problem}"
     return None
 
 

@@ -25,7 +25,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from healthgpt.data.decode.deid import pseudonym
-from healthgpt.data.decode.nifti import Volume, is_nifti, load_volume, load_volume_bytes, nifti_stem
+from healthgpt.data.decode.nifti import (
+    Volume,
+    declared_bytes,
+    is_nifti,
+    load_volume,
+    load_volume_bytes,
+    nifti_stem,
+)
 from healthgpt.data.limits import exceeds, read_capped
 from healthgpt.data.sources.base import BadInput, Outcome, SourceReader
 from healthgpt.data.sources.volumes import image_slice_records, prepare
@@ -37,6 +44,15 @@ NAME_PATTERN = re.compile(
 )
 TAR_PATTERN = re.compile(r"^IXI-[A-Za-z0-9]+\.tar(?:\.gz)?$")
 DEFAULT_SEQUENCES = ("T1", "T2", "PD")
+
+_MEMBER_KINDS = {
+    tarfile.DIRTYPE: "directory",
+    tarfile.FIFOTYPE: "FIFO",
+    tarfile.SYMTYPE: "symbolic link",
+    tarfile.LNKTYPE: "hard link",
+    tarfile.CHRTYPE: "character device",
+    tarfile.BLKTYPE: "block device",
+}
 
 
 class IxiReader(SourceReader):
@@ -89,7 +105,15 @@ class IxiReader(SourceReader):
         try:
             with tarfile.open(path, mode="r|*") as archive:
                 for member in archive:
-                    if not member.isfile() or not is_nifti(member.name):
+                    if not is_nifti(member.name):
+                        continue
+                    if not member.isfile():
+                        if self._selected(Path(member.name).name):
+                            kind = _MEMBER_KINDS.get(member.type, "special file")
+                            item = f"{rel}:{member.name}"
+                            yield Outcome.reject(
+                                item, f"tar member is a {kind}, not a regular file", item
+                            )
                         continue
                     count += 1
                     name = Path(member.name).name
@@ -104,14 +128,14 @@ class IxiReader(SourceReader):
                         yield Outcome.reject(item, str(reason), item)
                         continue
 
-                    data = b""
-                    if self._selected(name):  # others are judged by name, never read
-                        data = read_capped(
-                            archive.extractfile(member),
-                            limits.max_tar_member_bytes,
-                            "tar member",
-                            "max_tar_member_bytes",
-                        )
+                    if not self._selected(name):  # judged by name, never read
+                        yield from self._volume_item(name, item, lambda: None, seen)
+                        continue
+                    try:
+                        data = self._read_member(archive, member, name)
+                    except BadInput as exc:
+                        yield Outcome.reject(item, str(exc), item)
+                        continue
                     yield from self._volume_item(
                         name,
                         item,
@@ -124,6 +148,25 @@ class IxiReader(SourceReader):
                 f"truncated or corrupt tar archive: {type(exc).__name__}: {exc}",
                 rel,
             )
+
+    def _read_member(
+        self, archive: tarfile.TarFile, member: tarfile.TarInfo, name: str
+    ) -> bytearray:
+        """A selected member's bytes: its NIfTI header first, checked against the limits,
+        then at most the bytes that header needs (a member far larger than its header
+        declares is refused before its body is read)."""
+        limits = self.options.limits
+        stream = archive.extractfile(member)
+        head = stream.read(1 << 16)
+        needed = declared_bytes(head, name, limits)
+        # Compressed data may exceed the raw size by a little; a raw one may carry padding.
+        cap = min(limits.max_tar_member_bytes, needed + (needed >> 8) + (1 << 16))
+        if member.size > cap:
+            raise BadInput(
+                f"tar member skipped unread: size {member.size:,} is more than the "
+                f"{needed:,} bytes its NIfTI header declares"
+            )
+        return read_capped(stream, cap, "tar member", "max_tar_member_bytes", initial=head)
 
     def _selected(self, name: str) -> bool:
         """Is `name` an IXI volume of a selected sequence (one this run would read)?"""

@@ -178,7 +178,7 @@ def _rows(path: Path) -> Iterator[dict[str, str] | CsvRowError]:
     """The rows of a table; a row holding bytes that are not UTF-8 comes as a `CsvRowError`
     in its place, and a damaged file (bad gzip, a CSV error) is a `LayoutError` naming the
     file and the line."""
-    line = 0
+    reader = None
     try:
         with _open_table(path) as handle:
             reader = csv.DictReader(handle)
@@ -192,7 +192,9 @@ def _rows(path: Path) -> Iterator[dict[str, str] | CsvRowError]:
                     continue
                 yield row
     except _TABLE_ERRORS as exc:
-        raise _table_error(path, exc, line + 1) from exc
+        # the csv reader counts the lines read, the failing one included (the header is 1);
+        # DictReader.line_num stays at the last good row
+        raise _table_error(path, exc, reader.reader.line_num if reader else None) from exc
 
 
 def _label(value: str | None) -> int | None:

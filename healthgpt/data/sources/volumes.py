@@ -31,7 +31,9 @@ def target_spacing(options: ReaderOptions) -> tuple[float, float, float] | None:
 def prepare(volume: Volume, options: ReaderOptions, nearest: bool = False) -> Volume:
     """Resample when the options ask for a spacing; otherwise the volume as loaded."""
     spacing = target_spacing(options)
-    return volume if spacing is None else resample(volume, spacing, nearest=nearest)
+    if spacing is None:
+        return volume
+    return resample(volume, spacing, nearest=nearest, limits=options.limits)
 
 
 def slice_meta(volume: Volume, options: ReaderOptions, index: int) -> dict[str, Any]:
