@@ -153,7 +153,9 @@ def test_cli_reports_a_bad_salt_in_one_line(tmp_path, monkeypatch, capsys):
     from healthgpt.cli import main
 
     monkeypatch.setenv(SALT_ENV, "a")
-    argv = ["ingest", "dicom_folder", "--root", str(tmp_path), "--out", str(tmp_path / "o")]
+    root = tmp_path / "root"
+    root.mkdir()
+    argv = ["ingest", "dicom_folder", "--root", str(root), "--out", str(tmp_path / "o")]
     assert main([*argv, "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("healthgpt ingest: error: HEALTHGPT_DEID_SALT is 1 characters")

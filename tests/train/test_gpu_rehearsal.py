@@ -25,6 +25,7 @@ import torch
 
 from healthgpt.data.decode.imaging import decode_rgb
 from healthgpt.model import get_preset, load_model, load_trainable
+from healthgpt.storage import file_sha256
 from healthgpt.train.run import current_final
 from healthgpt.train.state import list_checkpoints
 from healthgpt.train.validation import held_out_rows
@@ -152,6 +153,7 @@ def test_gpu_configuration_rehearsed_on_cpu(tmp_path, mixture_dir, vq_dir):
     # Evaluation loads the stage-3 weights as it does on a GPU (a bf16 model) and generates.
     config = get_preset("tiny")
     config.vq.ckpt_path = str(Path(vq_dir) / "vq.safetensors")
+    config.vq.ckpt_sha256 = file_sha256(config.vq.ckpt_path)  # verified on load
     model = load_model(config, device="cpu", dtype=torch.bfloat16)
     load_trainable(model, Path(metrics["final_dir"]) / "model.safetensors", strict=True)
     row = held_out_rows(mixture_dir / "stage3", 1, "comprehension")[0]
