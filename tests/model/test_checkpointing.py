@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, LlamaConfig
+from transformers import LlamaConfig
 
 from healthgpt.model import COMPREHENSION, GENERATION, load_model
 from healthgpt.model.hlora import (
@@ -20,6 +20,7 @@ from healthgpt.model.hlora import (
     plugin_parameters,
     route,
 )
+from tests.model.test_hlora import _tiny_lm
 from tests.model.test_model import _samples
 
 
@@ -77,18 +78,7 @@ def test_checkpointed_bf16_base_with_fp32_master_weights(image):
 def _same_rank_lm():
     """Two plugins of the same shape: recomputing with the wrong one raises nothing."""
     torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=40,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-    )
-    lm = AutoModelForCausalLM.from_config(config)
+    lm = _tiny_lm(LlamaConfig)
     lm.requires_grad_(False)
     inject_hlora(lm, {"com": HLoRAConfig(4, 8, 2, 0.2), "gen": HLoRAConfig(4, 8, 2, 0.2)})
     with torch.no_grad():
