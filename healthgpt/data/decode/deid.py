@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from healthgpt import paths
+from healthgpt.storage import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ def seal_sample(root: str | Path, written: Iterable[Path]) -> Path:
     for path in sorted(Path(p) for p in written):
         relative = path.relative_to(root).as_posix()
         if relative != SAMPLE_MARKER:
-            lines.append(f"{_sha256(path)} {path.stat().st_size} {relative}")
+            lines.append(f"{file_sha256(path)} {path.stat().st_size} {relative}")
     marker.write_text(f"{text}\n\n{_MANIFEST_HEADER}\n" + "\n".join(lines) + "\n", "utf-8")
     return marker
 
@@ -175,7 +176,7 @@ def not_a_sample(root: str | Path) -> str | None:
             if path.is_symlink() or relative not in listed:
                 return f"a file not listed in {SAMPLE_MARKER}"
             digest, size = listed[relative]
-            if path.stat().st_size != size or _sha256(path) != digest:
+            if path.stat().st_size != size or file_sha256(path) != digest:
                 return f"a file whose hash differs from the one in {SAMPLE_MARKER}"
     return None
 
@@ -183,14 +184,6 @@ def not_a_sample(root: str | Path) -> str | None:
 def is_bundled_sample(root: str | Path) -> bool:
     """Is `root` a bundled sample source (made-up identifiers), rather than real data?"""
     return not_a_sample(root) is None
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def salt_for_source(root: str | Path) -> str:
