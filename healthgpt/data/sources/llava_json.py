@@ -10,11 +10,18 @@ source root, and the images they name. A sample is
 
 Image paths resolve against `options.extra["image_root"]` (relative to the source root) if
 set, else against the root, then `<root>/images/`. A path that leaves the source root
-(`../../etc/passwd`, `/etc/passwd`) or names no file is quarantined.
+(`../../etc/passwd`, `/etc/passwd`) or names no file is quarantined. Files that carry the
+absolute paths of the machine they were made on name that prefix in
+`options.extra["image_prefix"]`; it is removed before the path is resolved.
 
 One record per sample, kind "conversation", turns kept verbatim. Multi-image samples keep
 their first image; `meta.n_images` records how many the sample named, so the mixture can drop
 them (and count them) where a task takes one image.
+
+The readers of the paper's LLaVA-style datasets (`llava_sets`, `vl_health_generation`)
+subclass this one and change only what differs: which listing files (`listing_globs`, or
+`options.extra["files"]`), which rows are left out by configuration (`skip_reason`), the
+modality and extra meta of a row, and whether turns are scrubbed of PHI (`scrub_turns`).
 
 Duplicate `id`s in one file give duplicate record ids; the shard checks catch those (tracking
 ids here would make memory grow with the 1.3M-sample files).
@@ -24,8 +31,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from healthgpt.data.decode.deid import scrub_text
 from healthgpt.data.decode.imaging import image_file_to_png
 from healthgpt.data.json_rows import JsonRowError, iter_json_rows
 from healthgpt.data.schema import new_record
@@ -41,9 +49,18 @@ class LlavaJsonReader(SourceReader):
   *.jsonl  (one such sample a line)
   images named by the samples, relative to options.extra["image_root"], the root, or
   <root>/images/"""
+    # The listing files, as globs relative to the root (`options.extra["files"]` overrides).
+    listing_globs: ClassVar[tuple[str, ...]] = ("*.json", "*.jsonl")
+    # Run every turn through `deid.scrub_text` (line by line, so `<image>` placement and
+    # line breaks stay as they were).
+    scrub_turns: ClassVar[bool] = False
 
     def json_files(self) -> list[Path]:
-        return sorted(p for p in self.root.iterdir() if p.suffix in (".json", ".jsonl"))
+        globs = self.options.extra.get("files") or self.listing_globs
+        if isinstance(globs, str):
+            globs = [globs]
+        found = {p for pattern in globs for p in self.root.glob(str(pattern)) if p.is_file()}
+        return sorted(p for p in found if p.suffix in (".json", ".jsonl"))
 
     def image_roots(self) -> list[Path]:
         configured = self.options.extra.get("image_root")
@@ -53,7 +70,8 @@ class LlavaJsonReader(SourceReader):
 
     def layout_problem(self) -> str | None:
         if not self.json_files():
-            return "no *.json or *.jsonl files at the root"
+            globs = self.options.extra.get("files") or self.listing_globs
+            return f"no listing file matching {', '.join(map(str, globs))} under the root"
         configured = self.options.extra.get("image_root")
         if configured:
             try:
@@ -70,22 +88,45 @@ class LlavaJsonReader(SourceReader):
             for index, sample in enumerate(
                 iter_json_rows(self.listing(path), limits=self.options.limits)
             ):
-                item = f"{path.name}#{index}"
+                name = self.rel(path)
+                item = f"{name}#{index}"
                 if isinstance(sample, JsonRowError):
-                    yield Outcome.reject(item, f"unparseable JSON: {sample}", path.name)
+                    yield Outcome.reject(item, f"unparseable JSON: {sample}", name)
+                    continue
+                skip = self.skip_reason(sample)
+                if skip:
+                    self.skipped[skip] += 1
                     continue
                 yield self.guard(
                     item,
-                    _rel_path(sample) or path.name,
-                    lambda s=sample, f=path.name, i=index: self._records(s, f, i, roots),
+                    self.key_image(sample) or name,
+                    lambda s=sample, f=name, i=index: self._records(s, f, i, roots),
                     key=self._image_key(sample, roots) if self.options.chunk else None,
                 )
+
+    # --- what subclasses change ------------------------------------------------------------
+
+    def skip_reason(self, sample: Any) -> str | None:
+        """Why a row is left out by configuration (counted in `self.skipped`), or None."""
+        return None
+
+    def modality_of(self, sample: dict[str, Any]) -> str:
+        return modality_from_text(sample.get("modality")) or "Other"
+
+    def extra_meta(self, sample: dict[str, Any]) -> dict[str, Any]:
+        """Source-specific meta fields of a row, beside the ones every row gets."""
+        return {}
+
+    def key_image(self, sample: Any) -> str | None:
+        """The image path (as the row names it) that places the row in a chunk."""
+        return _rel_path(sample)
+
+    # --- shared steps ----------------------------------------------------------------------
 
     def _image_key(self, sample: Any, roots: list[Path]) -> str | None:
         """The chunk key of the sample's image as it lies on disk (found by a stat, not read):
         the JSON names it relative to an image root, the fingerprint by its path in the source."""
-        images = sample.get("image") if isinstance(sample, dict) else None
-        first = images[0] if isinstance(images, list) and images else images
+        first = self.key_image(sample)
         if not isinstance(first, str) or not first.strip():
             return None
         try:
@@ -99,52 +140,88 @@ class LlavaJsonReader(SourceReader):
     ) -> list[dict[str, Any]]:
         if not isinstance(sample, dict):
             raise BadInput("sample is not a JSON object")
-        conversations = _conversations(sample.get("conversations"))
-        images = sample.get("image")
-        images = images if isinstance(images, list) else [images] if images else []
-        if not images or not all(isinstance(i, str) and i.strip() for i in images):
+        conversations = self.turns(sample)
+        images = image_list(sample)
+        if not images:
             raise BadInput("sample names no image")
-        path = self._resolve(images[0].strip(), roots)
-        sample_id = sample.get("id")
-        orig_id = (
-            f"{file_name}:{sample_id}" if sample_id not in (None, "") else f"{file_name}#{index}"
-        )
-        try:
-            split = normalize_split(sample.get("split"))
-        except ValueError as exc:
-            raise BadInput(str(exc)) from exc
+        path = self._resolve(images[0], roots)
         return [
             new_record(
                 source=self.name,
-                orig_id=orig_id,
-                split=split,
+                orig_id=orig_id(sample, file_name, index),
+                split=row_split(sample),
                 kind="conversation",
-                modality=modality_from_text(sample.get("modality")) or "Other",
-                image=image_file_to_png(
-                    path,
-                    self.options.image_size,
-                    self.options.png_compress_level,
-                    self.options.limits,
-                ),
+                modality=self.modality_of(sample),
+                image=self.png(path),
                 body_part=normalize_body_part(sample.get("body_part")),
                 conversations=conversations,
-                orig_path=path.relative_to(self.root.resolve()).as_posix(),
+                orig_path=self.found_path(path),
                 meta=meta_json(
-                    sample_id=sample_id,
+                    sample_id=sample.get("id"),
                     file=file_name,
                     n_images=len(images),
                     modality_label=sample.get("modality"),
+                    **self.extra_meta(sample),
                 ),
             )
         ]
 
+    def turns(self, sample: dict[str, Any]) -> list[dict[str, str]]:
+        """The row's turns, checked for shape; scrubbed where `scrub_turns` says so."""
+        turns = _conversations(sample.get("conversations"))
+        if self.scrub_turns:
+            turns = [{"from": t["from"], "value": scrub_lines(t["value"])} for t in turns]
+        return turns
+
+    def png(self, path: Path) -> bytes:
+        """The image file as the normalized PNG every record carries."""
+        return image_file_to_png(
+            path, self.options.image_size, self.options.png_compress_level, self.options.limits
+        )
+
+    def found_path(self, path: Path) -> str:
+        """A resolved image's path relative to the source root (the record's `orig_path`)."""
+        return path.relative_to(self.root.resolve()).as_posix()
+
     def _resolve(self, relative: str, roots: list[Path]) -> Path:
         """The first existing file the path names under the image roots, refusing escapes."""
+        prefix = self.options.extra.get("image_prefix")
+        if prefix and relative.startswith(str(prefix)):
+            relative = relative[len(str(prefix)) :].lstrip("/")
         candidates = [self.safe_path(relative, root) for root in roots]
         for candidate in candidates:
             if candidate.is_file():
                 return candidate
         raise BadInput(f"image file missing: {relative}")
+
+
+def image_list(sample: dict[str, Any]) -> list[str]:
+    """The image paths a row names (`image` as a path or a list), stripped; [] when the
+    field is missing, and an error when it holds anything but non-empty strings."""
+    images = sample.get("image")
+    images = images if isinstance(images, list) else [images] if images else []
+    if not all(isinstance(i, str) and i.strip() for i in images):
+        raise BadInput("sample names no image")
+    return [i.strip() for i in images]
+
+
+def orig_id(sample: dict[str, Any], file_name: str, index: int) -> str:
+    """`<file>:<id>`, or `<file>#<row>` for a row without an id."""
+    sample_id = sample.get("id")
+    return f"{file_name}:{sample_id}" if sample_id not in (None, "") else f"{file_name}#{index}"
+
+
+def row_split(sample: dict[str, Any]) -> str:
+    try:
+        return normalize_split(sample.get("split"))
+    except ValueError as exc:
+        raise BadInput(str(exc)) from exc
+
+
+def scrub_lines(text: str) -> str:
+    """`deid.scrub_text` of each line: names, dates, numbers and phones go, while line
+    breaks (and so an `<image>` token on a line of its own) stay where they were."""
+    return "\n".join(scrub_text(line) for line in text.split("\n"))
 
 
 def _conversations(turns: Any) -> list[dict[str, str]]:
