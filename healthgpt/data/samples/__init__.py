@@ -10,7 +10,8 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-# source name -> module under healthgpt.data.samples with a `build(dest: Path) -> None`
+# source name -> module under healthgpt.data.samples with a `build(dest: Path) -> None`, or
+# `module:function` for a module that builds several sources
 BUILDERS: dict[str, str] = {
     "vqa_rad": "vqa_rad",
     "slake": "slake",
@@ -21,15 +22,23 @@ BUILDERS: dict[str, str] = {
     "synthrad2023": "synthrad",
     "dicom_folder": "dicom_folder",
     "nifti_folder": "nifti_folder",
+    "llava_558k": "llava_sets:build_llava_558k",
+    "pubmedvision": "llava_sets:build_pubmedvision",
+    "llava_med": "llava_sets:build_llava_med",
+    "vl_health_alignment": "vl_health:build_alignment",
+    "vl_health_reconstruction": "vl_health:build_reconstruction",
+    "vl_health_comprehension": "vl_health:build_comprehension",
+    "vl_health_generation": "vl_health:build_generation",
 }
 
 
 def build_sample_source(name: str, dest: Path) -> Path:
     """Build one source's sample layout at `dest / name` and return that path."""
-    module = importlib.import_module(f"healthgpt.data.samples.{BUILDERS[name]}")
+    module_name, _, function = BUILDERS[name].partition(":")
+    module = importlib.import_module(f"healthgpt.data.samples.{module_name}")
     target = Path(dest) / name
     target.mkdir(parents=True, exist_ok=True)
-    module.build(target)
+    getattr(module, function or "build")(target)
     return target
 
 

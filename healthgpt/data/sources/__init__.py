@@ -26,6 +26,15 @@ SOURCES: dict[str, str] = {
     "llava_json": "healthgpt.data.sources.llava_json:LlavaJsonReader",
     "dicom_folder": "healthgpt.data.sources.dicom_folder:DicomFolderReader",
     "nifti_folder": "healthgpt.data.sources.nifti_folder:NiftiFolderReader",
+    "llava_558k": "healthgpt.data.sources.llava_sets:Llava558kReader",
+    "pubmedvision": "healthgpt.data.sources.llava_sets:PubMedVisionReader",
+    "llava_med": "healthgpt.data.sources.llava_sets:LlavaMedReader",
+    "vl_health_alignment": "healthgpt.data.sources.llava_sets:VlHealthAlignmentReader",
+    "vl_health_comprehension": "healthgpt.data.sources.llava_sets:VlHealthComprehensionReader",
+    "vl_health_reconstruction": (
+        "healthgpt.data.sources.vl_health_generation:VlHealthReconstructionReader"
+    ),
+    "vl_health_generation": "healthgpt.data.sources.vl_health_generation:VlHealthGenerationReader",
 }
 
 
