@@ -65,6 +65,12 @@ _SUPER_RESOLUTION = re.compile(
 _RECONSTRUCTION = re.compile(r"\breconstruct|\breproduce the (?:input )?image", re.I)
 _CT = re.compile(r"\bct\b|computed tomography", re.I)
 _MR = re.compile(r"\bmri?\b|magnetic resonance", re.I)
+# The modality named right after "this" or "from" is the one the instruction starts from.
+_SOURCE = re.compile(
+    r"\b(?:this|from)\s+(?:[a-z\-]+\s+){0,3}?"
+    r"(?P<m>ct\b|computed tomography|mri?\b|magnetic resonance)",
+    re.I,
+)
 
 
 def normalize_task(value: Any) -> str:
@@ -78,8 +84,8 @@ def normalize_task(value: Any) -> str:
 
 def task_from_instruction(text: str, has_input: bool) -> str | None:
     """The task an instruction asks for: text_to_image when there is no input image, else
-    super-resolution, reconstruction, or a conversion whose source modality is the one the
-    instruction names first; None when it names none of these."""
+    super-resolution, reconstruction, or a conversion whose source modality is the one named
+    after "this" or "from" (else the one named first); None when it names none of these."""
     if not has_input:
         return "text_to_image"
     if _SUPER_RESOLUTION.search(text):
@@ -87,9 +93,12 @@ def task_from_instruction(text: str, has_input: bool) -> str | None:
     if _RECONSTRUCTION.search(text):
         return "reconstruction"
     ct, mr = _CT.search(text), _MR.search(text)
-    if ct and mr:
-        return "ct_to_mri" if ct.start() < mr.start() else "mri_to_ct"
-    return None
+    if not (ct and mr):
+        return None
+    source = _SOURCE.search(text)
+    if source:
+        return "ct_to_mri" if _CT.fullmatch(source["m"]) else "mri_to_ct"
+    return "ct_to_mri" if ct.start() < mr.start() else "mri_to_ct"
 
 
 def instruction_text(turns: list[dict[str, str]]) -> str:
