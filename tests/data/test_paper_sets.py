@@ -213,6 +213,27 @@ def test_generation_rows_become_pairs_images_and_reports_with_their_task(ingeste
     assert any(r.startswith("cannot tell the generation task") for r in reasons)
 
 
+def test_the_mixture_planners_build_each_generation_rows_task(ingested):
+    """The records take the shapes the mixture's planners read: each row's task is among the
+    samples planned from it. Super-resolution pairs (MRI to MRI) are left out: today's pair
+    planner knows only CT<->MRI and does not yet read the record's task."""
+    from healthgpt.data.mixture.config import MixtureConfig
+    from healthgpt.data.mixture.tasks import AnswerSets, TaskContext, plan_record
+
+    context = TaskContext(MixtureConfig(task_sources={}), AnswerSets())
+    _, out = ingested["vl_health_generation"]
+    planned = {
+        meta(r)["sample_id"]: (
+            r["task"],
+            [p.task for p in plan_record(r, "x", "train", context)[0]],
+        )
+        for r in records(out)
+    }
+    for sample_id in ("gen-ct2mri", "gen-mri2ct", "gen-recon", "gen-recon-no-output", "gen-t2i"):
+        task, tasks = planned[sample_id]
+        assert task in tasks, (sample_id, task, tasks)
+
+
 def test_reconstruction_file_rows_are_all_reconstructions(ingested):
     _, out = ingested["vl_health_reconstruction"]
     rows = records(out)

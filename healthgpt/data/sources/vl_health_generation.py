@@ -175,7 +175,8 @@ class VlHealthGenerationReader(LlavaJsonReader):
             "meta": meta_json(
                 sample_id=sample.get("id"),
                 file=file_name,
-                n_images=len(inputs) + bool(output),
+                n_images=len(inputs),  # input images: the mixture drops rows with more
+                has_output=bool(output),
                 task_from=task_from,
                 modality_label=sample.get("modality"),
             ),
