@@ -14,9 +14,9 @@ import sys
 import time
 from pathlib import Path
 
+from healthgpt import paths
 from healthgpt.data.decode.deid import SaltError
 from healthgpt.data.ingest.run import DEFAULT_MAX_DROP_FRACTION, OutputRefused
-from healthgpt import paths
 from healthgpt.data.sources import SOURCES, LayoutError, ReaderOptions
 from healthgpt.serve.inference import TASKS as GENERATION_TASKS
 from healthgpt.serve.inference import ServeError
