@@ -1,6 +1,6 @@
-"""A tiny model trained by the real stages (stage 1, then stage 3 from it), once per session,
-on the training tests' synthetic mixture and small VQ tokenizer (`tests/train/conftest.py`),
-with the mixture manifest a mixture build writes, so the model card has a composition."""
+"""A tiny model trained by the real stage 3 (one step, comprehension only, so no VQ tokenizer
+has to be trained first), once per session, on the training's synthetic mixture with the
+manifest a mixture build writes beside it, so the model card has a composition."""
 
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ from PIL import Image
 
 from healthgpt.data.shards import ShardInfo, open_shard, write_manifest
 from healthgpt.storage import file_sha256
-from healthgpt.train.run import RunSpec, current_final, run_stage
+from healthgpt.train.run import RunSpec, run_stage
 from healthgpt.train.synthetic import write_synthetic_mixture
-from tests.train.conftest import vq_dir  # noqa: F401 - a fixture, used by `trained_data`
 
 QUICK = {
-    "max_steps": 2,
-    "eval_samples": 2,
+    "families": {"generation": None},
+    "max_steps": 1,
+    "eval_samples": 1,
     "max_new_tokens": 1,
     "num_workers": 0,
     "checkpoint_every": 1000,
@@ -29,7 +29,7 @@ COMPOSITION = {"task": {"reconstruction": 16, "vqa_closed": 16}, "source": {"syn
 
 @pytest.fixture(scope="session")
 def mixture_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = write_synthetic_mixture(tmp_path_factory.mktemp("mixture"), train=16, test=4)
+    root = write_synthetic_mixture(tmp_path_factory.mktemp("mixture"), train=8, test=2)
     shards = [
         ShardInfo(p.relative_to(root).as_posix(), open_shard(p).metadata.num_rows,
                   p.stat().st_size, file_sha256(p))
@@ -41,24 +41,10 @@ def mixture_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def trained_data(
-    mixture_dir: Path,
-    vq_dir: Path,  # noqa: F811
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Path:
+def trained_data(mixture_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data directory whose `checkpoints/stage3` holds a finished stage 3 run."""
     data = tmp_path_factory.mktemp("data")
-    stage1 = data / "checkpoints" / "stage1"
-    run_stage(RunSpec("stage1", mixture_dir, stage1, vq_dir=vq_dir, overrides=QUICK))
-    spec = RunSpec(
-        "stage3",
-        mixture_dir,
-        data / "checkpoints" / "stage3",
-        init_dir=current_final(stage1),
-        vq_dir=vq_dir,
-        overrides=QUICK,
-    )
-    run_stage(spec)
+    run_stage(RunSpec("stage3", mixture_dir, data / "checkpoints" / "stage3", overrides=QUICK))
     return data
 
 

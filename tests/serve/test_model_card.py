@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from healthgpt.eval.run import run_report
-from healthgpt.train.model_card import CARD_NAME, NOT_EVALUATED, read_card
+from healthgpt.train.model_card import CARD_NAME, NOT_EVALUATED, read_card, write_model_card
 from healthgpt.train.run import current_final
 
 
@@ -25,7 +25,7 @@ def test_stage_writes_a_card_with_stages_mixture_and_no_scores(trained_data):
     assert meta["base_model"].startswith("none (randomly initialized llama")
     assert "medical" in meta["tags"] and meta["datasets"] == ["synthetic"]
     own = meta["healthgpt"]
-    assert own["stages"] == ["stage1", "stage3"]
+    assert own["stages"] == ["stage3"] and own["recipe"] == "cpu"
     assert own["mixture"]["subset"] == "stage3"
     assert len(own["mixture"]["version"]) == 16
     assert own["mixture"]["composition"]["task"] == {"reconstruction": 16, "vqa_closed": 16}
@@ -36,9 +36,18 @@ def test_stage_writes_a_card_with_stages_mixture_and_no_scores(trained_data):
         assert heading in body
     assert NOT_EVALUATED in body and "Not for clinical use" in body
     assert "| vqa_closed | 16 |" in body
-    # The stage 1 card lists only itself.
-    first = read_card(current_final(trained_data / "checkpoints" / "stage1"))
-    assert first["healthgpt"]["stages"] == ["stage1"]
+
+
+def test_stages_trained_follow_the_initializing_checkpoints_card(trained_data, tmp_path):
+    final = current_final(trained_data / "checkpoints" / "stage3")
+    state = json.loads((final / "state.json").read_text())
+    subset = Path(read_card(final)["healthgpt"]["mixture"]["path"]) / "stage3"
+    state["config"]["stage"] = "stage4"
+    write_model_card(tmp_path, state, subset, init_dir=final)
+    assert read_card(tmp_path)["healthgpt"]["stages"] == ["stage3", "stage4"]
+    write_model_card(tmp_path, state, subset, init_dir=tmp_path / "no-card")
+    stages = read_card(tmp_path)["healthgpt"]["stages"]
+    assert stages[0].startswith("unknown (initialized from") and stages[1] == "stage4"
 
 
 def test_report_records_scores_in_the_evaluated_checkpoints_card(trained_data, tmp_path):
