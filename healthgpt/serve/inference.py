@@ -178,9 +178,9 @@ class Inference:
 
     @classmethod
     def load(cls, choice: ModelChoice, data_dir: Path) -> Inference:
-        spec = model_spec(choice, data_dir)
         started = time.perf_counter()
         try:
+            spec = model_spec(choice, data_dir)
             model, notes = _load(choice, spec)
         except models.ModelUnavailable as error:
             raise ServeError(str(error)) from None
