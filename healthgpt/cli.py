@@ -105,8 +105,8 @@ def _generate(args: argparse.Namespace) -> int:
 
     if args.task == "text_to_image" and (args.image or not args.report):
         raise ServeError("text_to_image takes --report TEXT and no image")
-    if args.task != "text_to_image" and not args.image:
-        raise ServeError(f"task {args.task} needs an input IMAGE")
+    if args.task != "text_to_image" and (args.report or not args.image):
+        raise ServeError(f"task {args.task} needs an input IMAGE and no --report")
     if not args.out.parent.is_dir():
         raise ServeError(f"output directory does not exist: {args.out.parent}")
     image = read_image_file(args.image) if args.image else None

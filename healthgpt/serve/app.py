@@ -195,9 +195,10 @@ document.getElementById('ask').addEventListener('submit',async e=>{
 document.getElementById('generate').addEventListener('submit',async e=>{
   e.preventDefault();const out=document.getElementById('gen-status');
   const img=document.getElementById('gen-result');img.hidden=true;show(out,'Generating...');
-  try{const f=await readFile(document.getElementById('gen-image'));
-    const data=await post('/api/generate',{task:document.getElementById('gen-task').value,
-      image:f&&f.data,name:f&&f.name,report:document.getElementById('gen-report').value,
+  try{const task=document.getElementById('gen-task').value,fromText=task==='text_to_image';
+    const f=fromText?null:await readFile(document.getElementById('gen-image'));
+    const data=await post('/api/generate',{task:task,image:f&&f.data,name:f&&f.name,
+      report:fromText?document.getElementById('gen-report').value:'',
       body_part:document.getElementById('gen-body-part').value});
     img.src='data:image/png;base64,'+data.png;img.hidden=false;
     show(out,'Generated '+data.width+' x '+data.height+' ('+data.seconds+' s)');

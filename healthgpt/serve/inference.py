@@ -213,6 +213,8 @@ class Inference:
             raise ServeError(f"task {task} needs an input image")
         if task not in NEEDS_IMAGE and image is not None:
             raise ServeError(f"task {task} takes a report, not an image")
+        if task in NEEDS_IMAGE and report:
+            raise ServeError(f"task {task} takes an image, not a report")
         return self.image.generate_image([image], [prompt])[0]
 
 

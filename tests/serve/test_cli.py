@@ -59,6 +59,19 @@ def test_ask_in_a_subprocess_through_the_entry_point(trained_data, scan_png):
         (["ask", "{tmp}/bad.png", "q"], "bad.png: not a readable image"),
         (["generate", "--task", "text_to_image", "--out", "{tmp}/o.png"], "takes --report"),
         (["generate", "--task", "reconstruction", "--out", "{tmp}/o.png"], "needs an input"),
+        (
+            [
+                "generate",
+                "--task",
+                "reconstruction",
+                "{png}",
+                "--report",
+                "x",
+                "--out",
+                "{tmp}/o.png",
+            ],
+            "no --report",
+        ),
         (["generate", "--task", "reconstruction", "{png}", "--out", "{tmp}/no/o.png"], "output"),
     ],
 )
