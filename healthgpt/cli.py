@@ -1,4 +1,5 @@
-"""Command line: `healthgpt ingest`, `healthgpt sample-sources`.
+"""Command line: `healthgpt ingest`, `healthgpt sample-sources`, and using a trained model:
+`healthgpt ask`, `healthgpt generate`, `healthgpt app`.
 
 The Dagster assets call the same library functions, so a step run here and one run from the
 UI produce the same files.
@@ -7,13 +8,18 @@ UI produce the same files.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
+import time
 from pathlib import Path
 
+from healthgpt import paths
 from healthgpt.data.decode.deid import SaltError
 from healthgpt.data.ingest.run import DEFAULT_MAX_DROP_FRACTION, OutputRefused
 from healthgpt.data.sources import SOURCES, LayoutError, ReaderOptions
+from healthgpt.serve.inference import TASKS as GENERATION_TASKS
+from healthgpt.serve.inference import ServeError
 
 
 def _ingest(args: argparse.Namespace) -> int:
@@ -59,6 +65,112 @@ def _sample_sources(args: argparse.Namespace) -> int:
     built = build_sample_sources(Path(args.dest), args.only or None)
     print(json.dumps({name: str(path) for name, path in built.items()}, sort_keys=True))
     return 0
+
+
+def _model_choice(args: argparse.Namespace):
+    from healthgpt.serve.inference import ModelChoice
+
+    return ModelChoice(
+        checkpoint=args.checkpoint,
+        official=args.official,
+        preset=args.preset,
+        base_model=args.base_model,
+        vqgan=args.vqgan,
+        stage=args.stage,
+        max_new_tokens=args.max_new_tokens,
+    )
+
+
+def _load_inference(args: argparse.Namespace):
+    """The model the options name, with a line on stderr saying which and how long it took."""
+    from healthgpt.serve.inference import Inference
+
+    data_dir = args.data_dir or paths.data_dir()
+    inference = Inference.load(_model_choice(args), data_dir)
+    print(f"loaded {inference.label} in {inference.load_seconds:.1f} s", file=sys.stderr)
+    return inference
+
+
+def _ask(args: argparse.Namespace) -> int:
+    from healthgpt.serve.inference import read_image_file
+
+    image = read_image_file(args.image)
+    print(_load_inference(args).ask(image, args.question))
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from healthgpt.serve.inference import read_image_file
+    from healthgpt.storage import atomic_write_bytes
+
+    if args.task == "text_to_image" and (args.image or not args.report):
+        raise ServeError("text_to_image takes --report TEXT and no image")
+    if args.task != "text_to_image" and (args.report or not args.image):
+        raise ServeError(f"task {args.task} needs an input IMAGE and no --report")
+    if not args.out.parent.is_dir():
+        raise ServeError(f"output directory does not exist: {args.out.parent}")
+    image = read_image_file(args.image) if args.image else None
+    inference = _load_inference(args)
+    generated = inference.generate(
+        args.task, image, report=args.report, body_part=args.body_part, modality=args.modality
+    )
+    buffer = io.BytesIO()
+    generated.save(buffer, "PNG")
+    atomic_write_bytes(args.out, buffer.getvalue())
+    print(json.dumps({"out": str(args.out), "width": generated.width, "height": generated.height}))
+    return 0
+
+
+def _app(args: argparse.Namespace) -> int:
+    import logging
+
+    from healthgpt.serve.app import LOG, serve
+    from healthgpt.serve.inference import startup_line
+
+    started = time.perf_counter()
+    inference = _load_inference(args)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    LOG.info(startup_line(inference, time.perf_counter() - started))
+    serve(inference, host=args.host, port=args.port)
+    return 0
+
+
+def _serving(run):
+    """Run a model command; a `ServeError` becomes one line on stderr and exit status 2."""
+
+    def wrapped(args: argparse.Namespace) -> int:
+        try:
+            return run(args)
+        except ServeError as exc:
+            print(f"healthgpt {args.command}: error: {exc}", file=sys.stderr)
+            return 2
+
+    return wrapped
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model (default: the newest stage3 checkpoint)")
+    group.add_argument(
+        "--checkpoint", default=None, help="a training stage's checkpoint directory or file"
+    )
+    group.add_argument(
+        "--stage", default="stage3", help="without --checkpoint: the newest output of this stage"
+    )
+    group.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="where the pipeline wrote checkpoints (default: $HEALTHGPT_DATA_DIR, else ./data)",
+    )
+    group.add_argument(
+        "--official", default=None, metavar="DIR", help="the released HealthGPT weights (*.bin)"
+    )
+    group.add_argument(
+        "--preset", default="", help="model preset (default: the checkpoint's, or m3)"
+    )
+    group.add_argument("--base-model", default=None, help="--official: base LM name or path")
+    group.add_argument("--vqgan", default=None, help="--official: VQGAN checkpoint path")
+    group.add_argument("--max-new-tokens", type=int, default=128)
 
 
 def _chunk(text: str) -> tuple[int, int]:
@@ -124,6 +236,30 @@ def build_parser() -> argparse.ArgumentParser:
     samples.add_argument("dest", type=Path)
     samples.add_argument("--only", nargs="*", choices=sorted(SOURCES))
     samples.set_defaults(run=_sample_sources)
+
+    ask = commands.add_parser("ask", help="answer a question about an image")
+    ask.add_argument("image", type=Path)
+    ask.add_argument("question")
+    _model_options(ask)
+    ask.set_defaults(run=_serving(_ask))
+
+    generate = commands.add_parser("generate", help="run a generation task into a PNG")
+    generate.add_argument("--task", required=True, choices=list(GENERATION_TASKS))
+    generate.add_argument("image", type=Path, nargs="?", default=None)
+    generate.add_argument("--report", default=None, help="text_to_image: the report text")
+    generate.add_argument("--out", type=Path, required=True, help="the PNG to write")
+    generate.add_argument("--body-part", default=None, help="as the prompt names it (head...)")
+    generate.add_argument(
+        "--modality", default="MRI", help="super_resolution: the image's modality"
+    )
+    _model_options(generate)
+    generate.set_defaults(run=_serving(_generate))
+
+    app = commands.add_parser("app", help="the web app: ask about images, generate images")
+    app.add_argument("--host", default="127.0.0.1")
+    app.add_argument("--port", type=int, default=7860)
+    _model_options(app)
+    app.set_defaults(run=_serving(_app))
     return parser
 
 

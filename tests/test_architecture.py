@@ -33,6 +33,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("healthgpt.model",),
     ("healthgpt.train",),
     ("healthgpt.eval",),
+    ("healthgpt.serve",),  # the inference wrapper and the web app (ask, generate)
     ("healthgpt.cli",),
 ]
 # The one module allowed to rename files into place.

@@ -27,6 +27,7 @@ from healthgpt.eval.predict import (
     prediction_writer,
 )
 from healthgpt.storage import atomic_directory, atomic_write_bytes, atomic_write_text, write_json
+from healthgpt.train.model_card import record_evaluation
 
 FAMILIES = ("vqa", "mcq", "generation")
 SCORES_NAME = "scores.json"
@@ -240,4 +241,5 @@ def run_report(eval_dir: Path) -> ReportRun:
     atomic_write_text(path, markdown)
     png = report.render_png(scores["vqa"], scores["mcq"])
     atomic_write_bytes(eval_dir / REPORT_PNG, png)
+    record_evaluation(scores, path)  # the evaluated checkpoints' model cards
     return ReportRun(markdown, path, {f: scores[f] is not None for f in FAMILIES}, png)

@@ -43,6 +43,7 @@ from healthgpt.train.data import (
 from healthgpt.train.lengths import LengthReport, screen
 from healthgpt.train.loop import Progress, fit, peak_memory_bytes
 from healthgpt.train.model_api import ModelBundle, build_bundle
+from healthgpt.train.model_card import write_model_card
 from healthgpt.train.report import loss_curve_png, loss_summary
 from healthgpt.train.schedule import accumulation, family_order, steps_per_family
 from healthgpt.train.stages import build_optimizer, freeze_for_stage
@@ -377,6 +378,7 @@ def _finish(
         extra_files={"loss.png": png},
         writers={MODEL_FILE: lambda path: bundle.save_model(path, {"run_key": run_key})},
     )
+    write_model_card(final_dir, state, spec.subset_dir(config), spec.init_dir)
     _point_current(spec.out_dir, final_dir, run_key)
     ckpt.prune_checkpoints(final_dir.parent, keep=0)  # the final supersedes them
     return final_metrics(ckpt.load_checkpoint(saved, run_key))

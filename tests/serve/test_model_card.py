@@ -1,0 +1,79 @@
+"""The model card a training stage writes, and the scores the evaluation records in it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from healthgpt.eval.run import run_report
+from healthgpt.train.model_card import CARD_NAME, NOT_EVALUATED, read_card, write_model_card
+from healthgpt.train.run import current_final
+
+
+def _front_matter(path: Path) -> dict:
+    text = path.read_text()
+    assert text.startswith("---\n")
+    return yaml.safe_load(text.split("---\n")[1])
+
+
+def test_stage_writes_a_card_with_stages_mixture_and_no_scores(trained_data):
+    final = current_final(trained_data / "checkpoints" / "stage3")
+    meta = _front_matter(final / CARD_NAME)
+    assert meta["license"] == "other"
+    assert meta["base_model"].startswith("none (randomly initialized llama")
+    assert "medical" in meta["tags"] and meta["datasets"] == ["synthetic"]
+    own = meta["healthgpt"]
+    assert own["stages"] == ["stage3"] and own["recipe"] == "cpu"
+    assert own["mixture"]["subset"] == "stage3"
+    assert len(own["mixture"]["version"]) == 16
+    assert own["mixture"]["composition"]["task"] == {"reconstruction": 16, "vqa_closed": 16}
+    state = json.loads((final / "state.json").read_text())
+    assert own["mixture"]["subset_fingerprint"] == state["inputs"]["subset"]
+    body = (final / CARD_NAME).read_text()
+    for heading in ("## Base model", "## Training", "## Data", "## Evaluation", "## Limits"):
+        assert heading in body
+    assert NOT_EVALUATED in body and "Not for clinical use" in body
+    assert "| vqa_closed | 16 |" in body
+
+
+def test_stages_trained_follow_the_initializing_checkpoints_card(trained_data, tmp_path):
+    final = current_final(trained_data / "checkpoints" / "stage3")
+    state = json.loads((final / "state.json").read_text())
+    subset = Path(read_card(final)["healthgpt"]["mixture"]["path"]) / "stage3"
+    state["config"]["stage"] = "stage4"
+    write_model_card(tmp_path, state, subset, init_dir=final)
+    assert read_card(tmp_path)["healthgpt"]["stages"] == ["stage3", "stage4"]
+    write_model_card(tmp_path, state, subset, init_dir=tmp_path / "no-card")
+    stages = read_card(tmp_path)["healthgpt"]["stages"]
+    assert stages[0].startswith("unknown (initialized from") and stages[1] == "stage4"
+
+
+def test_report_records_scores_in_the_evaluated_checkpoints_card(trained_data, tmp_path):
+    final = current_final(trained_data / "checkpoints" / "stage3")
+    before = (final / CARD_NAME).read_text()
+    eval_dir = tmp_path / "eval"
+    vqa = {
+        "model": "stage3 checkpoint",
+        "notes": [f"checkpoint {final / 'model.safetensors'} into preset 'tiny': loaded"],
+        "benchmarks": {
+            "vqa_rad": {"close": {"value": 62.5, "n": 8, "ci": [1, 2]}, "open": None, "n": 8}
+        },
+    }
+    other = {"model": "official weights", "notes": ["official comprehension weights: ok"]}
+    for family, payload in (("vqa", vqa), ("mcq", other)):
+        (eval_dir / family).mkdir(parents=True)
+        (eval_dir / family / "scores.json").write_text(json.dumps(payload))
+    try:
+        run_report(eval_dir)
+        card = read_card(final)
+        evaluation = card["healthgpt"]["evaluation"]
+        assert evaluation["report"] == str(eval_dir / "report.md")
+        assert evaluation["families"] == {
+            "vqa": {"model": "stage3 checkpoint", "results": {"vqa_rad": {"close": 62.5, "n": 8}}}
+        }
+        body = (final / CARD_NAME).read_text()
+        assert NOT_EVALUATED not in body and "- vqa_rad: close 62.5, n 8" in body
+    finally:
+        (final / CARD_NAME).write_text(before)  # the session's checkpoint, as the others see it
