@@ -58,6 +58,25 @@ class DatasetEntry:
     options: ReaderOptions
     facts: Mapping[str, Any]  # the rest of the file: license, expected_counts, paper, ...
 
+    @classmethod
+    def for_reader(cls, reader: str) -> DatasetEntry:
+        """An unregistered dataset named after reader `reader`, with the default options
+        (a bare reader name on the command line, a reader under test)."""
+        if reader not in SOURCES:
+            raise RegistryError(
+                f"{reader!r} is neither a registered dataset nor a reader; readers: "
+                + ", ".join(sorted(SOURCES))
+            )
+        return cls(
+            name=reader,
+            reader=reader,
+            manifest_file=MANIFESTS_DIR / f"{reader}.yaml",
+            root_variable=source_root_variable(reader),
+            root_default=reader,
+            options=ReaderOptions(),
+            facts=MappingProxyType({}),
+        )
+
     def root(self) -> Path:
         """The dataset's root, as `healthgpt.paths.source_root` resolves it."""
         return source_root(self.name, variable=self.root_variable, default=self.root_default)
@@ -124,6 +143,17 @@ def dataset(name: str, registry: Mapping[str, DatasetEntry] | None = None) -> Da
         raise RegistryError(
             f"unknown dataset {name!r}; registered: {', '.join(sorted(registry))}"
         ) from None
+
+
+def resolve(
+    dataset: DatasetEntry | str, registry: Mapping[str, DatasetEntry] | None = None
+) -> DatasetEntry:
+    """`dataset` itself, or the dataset of that name: the registered one (in `registry`,
+    default the loaded registry), else `DatasetEntry.for_reader`."""
+    if isinstance(dataset, DatasetEntry):
+        return dataset
+    registry = load_registry() if registry is None else registry
+    return registry[dataset] if dataset in registry else DatasetEntry.for_reader(dataset)
 
 
 def load_entry(path: str | Path) -> DatasetEntry:
