@@ -5,23 +5,24 @@ variables (and the working directory, which relative paths resolve against). It 
 once per distinct snapshot and cached, so callers ask for it where they need a value
 (never at import time) and a changed environment, as in a test, is seen on the next call.
 
-| variable                      | default                          | meaning                              |
-|-------------------------------|----------------------------------|--------------------------------------|
-| `HEALTHGPT_DATA_DIR`          | `./data`                         | every output (shards, checkpoints)   |
-| `HEALTHGPT_SOURCES_DIR`       | `$HEALTHGPT_DATA_DIR/sample_sources` | one folder per dataset           |
-| `HEALTHGPT_SOURCE_<NAME>`     | `$HEALTHGPT_SOURCES_DIR/<name>`  | the root of one dataset              |
-| `HEALTHGPT_REGISTRY_DIRS`     | none                             | more dataset YAML folders (`os.pathsep`) |
-| `HEALTHGPT_SHARDS_URL`        | `$HEALTHGPT_DATA_DIR`            | ingested sources and mixture (or `s3://`) |
-| `HEALTHGPT_CHUNKS_<NAME>`     | none (ingested whole)            | chunk partitions of one dataset      |
-| `HEALTHGPT_LIMIT_<LIMIT>`     | `healthgpt.data.limits`          | limits on hostile input              |
-| `HEALTHGPT_DEID_SALT`         | none                             | secret salt of every pseudonym       |
-| `HEALTHGPT_DEID_SALT_FILE`    | `$HEALTHGPT_DATA_DIR/.secrets/deid_salt` | the generated private salt   |
-| `HEALTHGPT_MIXTURE_PRESET`    | `demo`                           | mixture preset of runs and evaluation |
-| `HEALTHGPT_OBSERVE_CRON`      | `0 3 * * *`                      | when the sources are observed        |
-| `HEALTHGPT_OBSERVE_TIMEZONE`  | `UTC`                            | that schedule's time zone            |
-| `HEALTHGPT_AUTOMATE_TRAINING` | off                              | `1`: training follows its data       |
-| `HEALTHGPT_<BENCH>_DIR`       | none                             | root of an external benchmark        |
-| `HEALTHGPT_PROFILE`, `HEALTHGPT_IMAGE`, `HEALTHGPT_K8S_NAMESPACE`, `HEALTHGPT_DATA_PVC`, `HEALTHGPT_MAX_STEP_PODS`, `HEALTHGPT_ENV_SECRET` | | the production profile (`pipelines.production`) |
+Variables (default; meaning):
+- `HEALTHGPT_DATA_DIR` (`./data`): every output (shards, checkpoints, reports).
+- `HEALTHGPT_SOURCES_DIR` (`$HEALTHGPT_DATA_DIR/sample_sources`): one folder per dataset.
+- `HEALTHGPT_SOURCE_<NAME>` (`$HEALTHGPT_SOURCES_DIR/<name>`): the root of one dataset.
+- `HEALTHGPT_REGISTRY_DIRS` (none): more dataset registry folders, `os.pathsep`-separated.
+- `HEALTHGPT_SHARDS_URL` (`$HEALTHGPT_DATA_DIR`): ingested datasets and the mixture.
+- `HEALTHGPT_CHUNKS_<NAME>` (none: ingested whole): chunk partitions of one dataset.
+- `HEALTHGPT_LIMIT_<LIMIT>` (`healthgpt.data.limits`): limits on hostile input.
+- `HEALTHGPT_DEID_SALT` (none): the secret salt of every pseudonym.
+- `HEALTHGPT_DEID_SALT_FILE` (`$HEALTHGPT_DATA_DIR/.secrets/deid_salt`): the private salt.
+- `HEALTHGPT_MIXTURE_PRESET` (`demo`): the mixture preset of runs and evaluations.
+- `HEALTHGPT_OBSERVE_CRON` (`0 3 * * *`), `HEALTHGPT_OBSERVE_TIMEZONE` (`UTC`): when the
+  sources are observed.
+- `HEALTHGPT_AUTOMATE_TRAINING` (off): `1` makes training follow its data.
+- `HEALTHGPT_<BENCHMARK>_DIR` (none): the root of an external benchmark.
+- `HEALTHGPT_PROFILE`, `HEALTHGPT_IMAGE`, `HEALTHGPT_K8S_NAMESPACE`, `HEALTHGPT_DATA_PVC`,
+  `HEALTHGPT_MAX_STEP_PODS`, `HEALTHGPT_ENV_SECRET`: the production profile
+  (`pipelines.production`).
 
 torchrun's `RANK`, `LOCAL_RANK`, `WORLD_SIZE` and Dagster's own variables are read by the
 code that needs them; they are not this project's settings.

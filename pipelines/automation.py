@@ -30,7 +30,8 @@ from collections.abc import Sequence
 import dagster as dg
 
 from healthgpt.data.sources.registry import DatasetEntry, resolve
-from healthgpt.settings import DEFAULT_OBSERVE_CRON, settings
+from healthgpt.settings import DEFAULT_OBSERVE_CRON as DEFAULT_OBSERVE_CRON  # re-exported
+from healthgpt.settings import settings
 from pipelines.partitions import chunk_count
 from pipelines.resources import DataLocations
 from pipelines.sources import source_key

@@ -37,8 +37,8 @@ from healthgpt.data.shards import (
     write_table_file,
 )
 from healthgpt.data.sources import ReaderOptions
-from healthgpt.data.sources.registry import open_reader
 from healthgpt.data.sources.chunks import ChunkPlan
+from healthgpt.data.sources.registry import open_reader
 from healthgpt.storage import is_local, output_path
 
 PREVIEW_COLUMNS = ("id", "split", "kind", "modality", "body_part", "task", "question", "answer")
