@@ -1,13 +1,14 @@
 """The dataset registry drives the graph: one YAML file adds a dataset, with no code change."""
 
+import json
 from pathlib import Path
 
 import dagster as dg
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 
 from healthgpt.data.options import ReaderOptions
-from healthgpt.data.samples import build_sample_source
 from healthgpt.data.shards import shard_paths
 from healthgpt.data.sources.registry import (
     REGISTRY_DIRS_ENV,
@@ -37,11 +38,11 @@ SECOND_CORPUS = """\
 name: Another LLaVA-style corpus
 source: my_llava
 reader: llava_json
-root: {default: llava_json}
+root: {default: corpora/mine}
 options:
   image_size: 64
 expected_counts:
-  sample: {items: 81, quarantined: 7, records_min: 74, records_max: 74}
+  full: {records_min: 2, records_max: 2}
 """
 
 
@@ -81,8 +82,20 @@ def test_a_registry_file_in_another_folder_adds_a_dataset_with_its_checks(extra_
     assert ingested_key("my_llava") not in defs.resolve_asset_graph().get_all_asset_keys()
 
 
+def write_corpus(root: Path) -> None:
+    """Two LLaVA-style samples on one small image, and one sample naming a missing image."""
+    root.mkdir(parents=True)
+    Image.new("RGB", (32, 32), (120, 30, 200)).save(root / "a.png")
+    turns = [{"from": "human", "value": "<image>\nWhat is shown?"}, {"from": "gpt", "value": "A."}]
+    samples = [
+        {"id": i, "image": image, "conversations": turns}
+        for i, image in enumerate(["a.png", "a.png", "missing.png"])
+    ]
+    (root / "data.json").write_text(json.dumps(samples))
+
+
 def test_a_registered_dataset_is_ingested_under_its_own_name(tmp_path, extra_registry):
-    build_sample_source("llava_json", tmp_path / "sources")
+    write_corpus(tmp_path / "sources" / "corpora" / "mine")
     entry = load_registry()["my_llava"]
     locations = DataLocations(data_dir=str(tmp_path / "out"), sources_dir=str(tmp_path / "sources"))
     result = dg.materialize(
@@ -93,8 +106,8 @@ def test_a_registered_dataset_is_ingested_under_its_own_name(tmp_path, extra_reg
     assert result.success
     checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
     assert all(c.passed for c in checks.values()), checks
-    # the counts come from the new file's expected_counts, for the sample profile
-    assert checks["counts_expected"].metadata["expected_min"].value == 74
+    # the counts come from the new file's expected_counts
+    assert checks["counts_expected"].metadata["expected_max"].value == 2
     out = tmp_path / "out" / "ingested" / "my_llava"
     table = pq.read_table(shard_paths(out)[0], columns=["source", "image"])
     assert set(table.column("source").to_pylist()) == {"my_llava"}
@@ -138,11 +151,11 @@ def test_a_duplicate_dataset_name_or_missing_folder_is_a_clear_error(tmp_path, m
 def test_a_dataset_root_follows_the_settings(tmp_path, monkeypatch, extra_registry):
     entry = load_registry()["my_llava"]
     monkeypatch.setenv("HEALTHGPT_SOURCES_DIR", str(tmp_path / "all"))
-    assert entry.root() == tmp_path / "all" / "llava_json"
+    assert entry.root() == tmp_path / "all" / "corpora" / "mine"
     monkeypatch.setenv("HEALTHGPT_SOURCE_MY_LLAVA", str(tmp_path / "mine"))
     assert entry.root() == tmp_path / "mine"
     assert DataLocations(sources_dir=str(tmp_path / "s")).source_root(entry) == (
-        tmp_path / "s" / "llava_json"
+        tmp_path / "s" / "corpora" / "mine"
     )
 
 
