@@ -49,9 +49,10 @@ def _data_volume() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     return volumes, mounts
 
 
-# Settings every pod must share with the code server: where shards go, and the chunk plans
-# (a step pod whose chunk count differed would not find the run's partition).
-FORWARDED_ENV = ("HEALTHGPT_SHARDS_URL", "HEALTHGPT_MIXTURE_PRESET")
+# Settings every pod must share with the code server: where shards go, the chunk plans (a
+# step pod whose chunk count differed would not find the run's partition) and the registry
+# folders (a pod must load the same datasets; put them in the image or under /data).
+FORWARDED_ENV = ("HEALTHGPT_SHARDS_URL", "HEALTHGPT_MIXTURE_PRESET", "HEALTHGPT_REGISTRY_DIRS")
 FORWARDED_PREFIXES = ("HEALTHGPT_CHUNKS_",)
 
 
