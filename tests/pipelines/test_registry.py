@@ -16,6 +16,7 @@ from healthgpt.data.sources.registry import (
     load_entry,
     load_registry,
 )
+from pipelines import production
 from pipelines.checks import CHECKS, _checks_factory
 from pipelines.definitions import build_definitions, defs
 from pipelines.mixture import MixtureBuildConfig
@@ -196,3 +197,8 @@ def test_the_mixture_preset_setting_is_read_when_the_config_is_used(monkeypatch)
     monkeypatch.setenv("HEALTHGPT_MIXTURE_PRESET", "nope")
     with pytest.raises(ValueError, match="'nope'"):
         config.mixture_config()
+
+
+def test_production_pods_load_the_same_registry_folders(monkeypatch):
+    monkeypatch.setenv(REGISTRY_DIRS_ENV, "/data/registry")
+    assert production.data_env()[REGISTRY_DIRS_ENV] == "/data/registry"
