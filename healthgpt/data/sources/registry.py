@@ -81,7 +81,9 @@ class DatasetEntry:
         """The dataset's root, as `healthgpt.paths.source_root` resolves it."""
         return source_root(self.name, variable=self.root_variable, default=self.root_default)
 
-    def open(self, root: str | Path | None = None, options: ReaderOptions | None = None):
+    def open(
+        self, root: str | Path | None = None, options: ReaderOptions | None = None
+    ) -> SourceReader:
         """A reader of this dataset (at `root`, default `self.root()`) with `options`
         (default the registry's); its records, ids and quarantine rows carry this name."""
         return open_reader(
@@ -244,7 +246,5 @@ def _option_value(path: Path, key: str, value: Any, default: Any) -> Any:
     else:
         ok = isinstance(value, type(default))
     if not ok:
-        raise RegistryError(
-            f"{path}: option {key} must be like {default!r}, got {value!r}"
-        )
+        raise RegistryError(f"{path}: option {key} must be like {default!r}, got {value!r}")
     return value
