@@ -66,7 +66,6 @@ class MixtureBuildConfig(dg.Config):
         return PRESETS[preset](**{k: v for k, v in overrides.items() if v is not None})
 
 
-
 def vl_health_mixture_asset(datasets: Sequence[str]) -> dg.AssetsDefinition:
     """The mixture multi-asset over the ingestion of every dataset in `datasets`."""
 
