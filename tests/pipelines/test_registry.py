@@ -1,5 +1,6 @@
 """The dataset registry drives the graph: one YAML file adds a dataset, with no code change."""
 
+import io
 import json
 from pathlib import Path
 
@@ -8,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from healthgpt import cli
 from healthgpt.data.options import ReaderOptions
 from healthgpt.data.shards import shard_paths
 from healthgpt.data.sources.registry import (
@@ -202,3 +204,15 @@ def test_the_mixture_preset_setting_is_read_when_the_config_is_used(monkeypatch)
 def test_production_pods_load_the_same_registry_folders(monkeypatch):
     monkeypatch.setenv(REGISTRY_DIRS_ENV, "/data/registry")
     assert production.data_env()[REGISTRY_DIRS_ENV] == "/data/registry"
+
+
+def test_the_cli_ingests_a_registered_dataset_with_its_reader_and_options(tmp_path, extra_registry):
+    root = tmp_path / "mine"
+    write_corpus(root)
+    out = tmp_path / "out"
+    assert cli.main(["ingest", "my_llava", "--root", str(root), "--out", str(out), "--quiet"]) == 0
+    table = pq.read_table(shard_paths(out)[0], columns=["source", "image"])
+    assert set(table.column("source").to_pylist()) == {"my_llava"}
+    png = table.column("image")[0].as_py()["bytes"]
+    assert Image.open(io.BytesIO(png)).size == (64, 64), "the registry's image_size: 64"
+    assert cli.main(["ingest", "nope", "--root", str(root), "--out", str(out)]) == 2
