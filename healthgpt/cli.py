@@ -12,12 +12,14 @@ import io
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from healthgpt import paths
 from healthgpt.data.decode.deid import SaltError
 from healthgpt.data.ingest.run import DEFAULT_MAX_DROP_FRACTION, OutputRefused
-from healthgpt.data.sources import SOURCES, LayoutError, ReaderOptions
+from healthgpt.data.sources import SOURCES, LayoutError
+from healthgpt.data.sources.registry import RegistryError
 from healthgpt.serve.inference import TASKS as GENERATION_TASKS
 from healthgpt.serve.inference import ServeError
 
@@ -26,15 +28,18 @@ def _ingest(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from healthgpt.data.ingest.run import chunk_dir, ingest
+    from healthgpt.data.sources.registry import resolve
 
-    options = ReaderOptions(
-        image_size=args.image_size,
-        language=args.language,
-        frontal_only=not args.all_views,
-        deid_salt=args.salt,
-        burned_in_reviewed=args.burned_in_reviewed,
-        chunk=args.chunk,
-    )
+    # A registered dataset brings its reader and options; a bare reader name reads with the
+    # defaults. Options given on the command line override either.
+    entry = resolve(args.source)
+    given = {"image_size": args.image_size, "language": args.language, "deid_salt": args.salt}
+    overrides = {name: value for name, value in given.items() if value is not None}
+    if args.all_views:
+        overrides["frontal_only"] = False
+    if args.burned_in_reviewed:
+        overrides["burned_in_reviewed"] = True
+    options = replace(entry.options, **overrides, chunk=args.chunk)
     bar = tqdm(desc=f"ingest {args.source}", unit="item", disable=args.quiet, file=sys.stderr)
 
     def progress(summary) -> None:
@@ -52,6 +57,7 @@ def _ingest(args: argparse.Namespace) -> int:
             progress_every_s=0.5,
             force=args.force,
             max_drop_fraction=args.max_drop,
+            reader_name=entry.reader,
         )
     finally:
         bar.close()
@@ -188,14 +194,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="healthgpt", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    ingest = commands.add_parser("ingest", help="read one source into Parquet shards")
-    ingest.add_argument("source", choices=sorted(SOURCES))
+    ingest = commands.add_parser("ingest", help="read one dataset into Parquet shards")
+    ingest.add_argument("source", help="a registered dataset (data_manifests/) or a reader")
     ingest.add_argument("--root", required=True, type=Path, help="the source's official layout")
     ingest.add_argument(
         "--out", required=True, help="output directory, or an object-store URL (s3://...)"
     )
-    ingest.add_argument("--image-size", type=int, default=256)
-    ingest.add_argument("--language", default="en", choices=["en", "zh", "all"])
+    ingest.add_argument("--image-size", type=int, default=None)
+    ingest.add_argument("--language", default=None, choices=["en", "zh", "all"])
     ingest.add_argument("--all-views", action="store_true", help="MIMIC-CXR: keep lateral views")
     ingest.add_argument(
         "--salt",
@@ -270,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (LayoutError, OutputRefused, SaltError, OSError) as exc:
+    except (LayoutError, OutputRefused, SaltError, OSError, RegistryError) as exc:
         print(f"healthgpt {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -25,16 +25,17 @@ daemon) keeps the data current with no clicks; either can be stopped in the UI
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import dagster as dg
 
+from healthgpt.data.sources.registry import DatasetEntry, resolve
+from healthgpt.settings import DEFAULT_OBSERVE_CRON as DEFAULT_OBSERVE_CRON  # re-exported
+from healthgpt.settings import settings
 from pipelines.partitions import chunk_count
 from pipelines.resources import DataLocations
 from pipelines.sources import source_key
 
-DEFAULT_OBSERVE_CRON = "0 3 * * *"
 OBSERVE_CRON_ENV = "HEALTHGPT_OBSERVE_CRON"
 OBSERVE_TIMEZONE_ENV = "HEALTHGPT_OBSERVE_TIMEZONE"
 AUTOMATE_TRAINING_ENV = "HEALTHGPT_AUTOMATE_TRAINING"
@@ -43,11 +44,11 @@ OBSERVE_JOB_NAME = "observe_sources"
 
 def observe_cron() -> str:
     """The observation schedule's cron string, from `HEALTHGPT_OBSERVE_CRON` (default daily)."""
-    return os.environ.get(OBSERVE_CRON_ENV, "").strip() or DEFAULT_OBSERVE_CRON
+    return settings().observe_cron
 
 
 def training_automation_enabled() -> bool:
-    return os.environ.get(AUTOMATE_TRAINING_ENV, "").strip().lower() in {"1", "true", "yes"}
+    return settings().automate_training
 
 
 def training_automation_condition() -> dg.AutomationCondition | None:
@@ -68,17 +69,21 @@ def observe_sources_job(
 
 
 def observe_sources_schedule(
-    job: dg.UnresolvedAssetJobDefinition, names: Sequence[str], cron: str | None = None
+    job: dg.UnresolvedAssetJobDefinition,
+    datasets: Sequence[DatasetEntry | str],
+    cron: str | None = None,
 ) -> dg.ScheduleDefinition:
-    """Observes, at each tick, the sources whose root exists (see `healthgpt.paths`).
+    """Observes, at each tick, the datasets whose root exists (see `healthgpt.paths`).
 
-    A source that is not on this machine is left out rather than observed as "missing":
+    A dataset that is not on this machine is left out rather than observed as "missing":
     a new data version would request its ingestion, which would fail on the missing root.
     """
     cron = cron or observe_cron()
+    entries = [resolve(d) for d in datasets]
+    names = [e.name for e in entries]
 
     def observe_present_sources(context: dg.ScheduleEvaluationContext, locations: DataLocations):
-        present = [n for n in names if locations.source_root(n).is_dir()]
+        present = [e.name for e in entries if locations.source_root(e).is_dir()]
         if not present:
             return dg.SkipReason(f"no source root exists (looked for: {', '.join(names)})")
         return dg.RunRequest(asset_selection=[source_key(n) for n in present])
@@ -88,7 +93,7 @@ def observe_sources_schedule(
             cron_schedule=cron,
             name=f"{job.name}_schedule",
             job=job,
-            execution_timezone=os.environ.get(OBSERVE_TIMEZONE_ENV, "UTC"),
+            execution_timezone=settings().observe_timezone,
             default_status=dg.DefaultScheduleStatus.RUNNING,
             description=f"Observe the sources present on disk (cron from {OBSERVE_CRON_ENV}).",
         )(observe_present_sources)
@@ -107,13 +112,16 @@ def automation_sensor() -> dg.AutomationConditionSensorDefinition:
     )
 
 
-def automation_definitions(names: Sequence[str]) -> dg.Definitions:
+def automation_definitions(datasets: Sequence[DatasetEntry | str]) -> dg.Definitions:
     """The observation jobs, their schedules and the automation sensor, to merge into `defs`:
-    one job for the sources ingested whole, one per source ingested in chunks."""
-    whole = [n for n in names if chunk_count(n) is None]
+    one job for the datasets ingested whole, one per dataset ingested in chunks."""
+    entries = [resolve(d) for d in datasets]
+    whole = [e for e in entries if chunk_count(e.name) is None]
     groups = [(OBSERVE_JOB_NAME, whole)] if whole else []
-    groups += [(f"observe_{n}", [n]) for n in names if chunk_count(n) is not None]
-    jobs = [observe_sources_job(members, job_name) for job_name, members in groups]
+    groups += [(f"observe_{e.name}", [e]) for e in entries if chunk_count(e.name) is not None]
+    jobs = [
+        observe_sources_job([e.name for e in members], job_name) for job_name, members in groups
+    ]
     return dg.Definitions(
         jobs=jobs,
         schedules=[

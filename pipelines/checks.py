@@ -5,6 +5,7 @@ expected counts are scaled to one chunk (`healthgpt.data.ingest.checks.check_cou
 """
 
 import warnings
+from collections.abc import Iterable
 
 import dagster as dg
 
@@ -14,14 +15,17 @@ from healthgpt.data.ingest.checks import (
     check_schema,
     check_unique_ids,
 )
-from healthgpt.paths import MANIFESTS_DIR
+from healthgpt.data.sources.registry import DatasetEntry, resolve
 from pipelines.resources import DataLocations
-from pipelines.sources import SOURCE_NAMES, ingested_key, partitions_for, running_chunk
+from pipelines.sources import ingested_key, partitions_for, running_chunk
 
 CHECKS = ("schema_valid", "ids_unique", "images_present", "counts_expected")
 
 
-def _checks_factory(name: str) -> dg.AssetChecksDefinition:
+def _checks_factory(dataset: DatasetEntry | str) -> dg.AssetChecksDefinition:
+    """The checks of one dataset's ingestion; its registry file holds the expected counts."""
+    entry = resolve(dataset)
+    name = entry.name
     key = ingested_key(name)
     partitions = partitions_for(name)
 
@@ -42,7 +46,7 @@ def _checks_factory(name: str) -> dg.AssetChecksDefinition:
             "ids_unique": check_unique_ids(directory),
             "images_present": check_images_present(directory),
             "counts_expected": check_counts(
-                directory, MANIFESTS_DIR / f"{name}.yaml", locations.source_root(name), chunk
+                directory, entry.manifest_file, locations.source_root(entry), chunk
             ),
         }
         for check, (passed, details) in results.items():
@@ -53,4 +57,6 @@ def _checks_factory(name: str) -> dg.AssetChecksDefinition:
     return checks
 
 
-ingest_checks = [_checks_factory(name) for name in SOURCE_NAMES]
+def ingest_checks(datasets: Iterable[DatasetEntry]) -> list[dg.AssetChecksDefinition]:
+    """The ingestion checks of every dataset in `datasets`."""
+    return [_checks_factory(entry) for entry in datasets]

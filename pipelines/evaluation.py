@@ -10,7 +10,6 @@ replacing the resource.
 """
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from healthgpt.data.shards import open_shard
 from healthgpt.eval import models, registry, run
 from healthgpt.eval.forms import QuestionForm, question_form
 from healthgpt.eval.predict import ImageModel, TextModel
+from healthgpt.settings import settings
 from healthgpt.storage import output_path
 from pipelines.automation import training_automation_condition
 from pipelines.metadata import png_markdown, records_table, shard_metadata
@@ -99,7 +99,7 @@ class TextEvalConfig(EvalModelConfig):
 
     benchmarks: list[str] = []
     roots: dict[str, str] = {}
-    mixture_preset: str = os.environ.get("HEALTHGPT_MIXTURE_PRESET", "demo")
+    mixture_preset: str | None = None  # None: HEALTHGPT_MIXTURE_PRESET, else demo
 
     def selected(self, family: str) -> list[registry.Benchmark]:
         for name in self.benchmarks:
@@ -114,21 +114,22 @@ class TextEvalConfig(EvalModelConfig):
                 found[bench.name] = Path(self.roots[bench.name])
             elif bench.root == "ingested":
                 found[bench.name] = locations.ingested_dir(bench.name)
-            elif os.environ.get(bench.env):
-                found[bench.name] = Path(os.environ[bench.env])
+            elif settings().value(bench.env):
+                found[bench.name] = Path(settings().value(bench.env))
         return found
 
     def question_form(self, locations: DataLocations, spec: models.ModelSpec) -> QuestionForm:
         """The question form of the evaluated model (`healthgpt.eval.forms`): official weights
         are asked plainly; a pipeline checkpoint in the mixture it recorded; else the mixture
         on disk, else `mixture_preset`, and the report says so."""
-        if self.mixture_preset not in PRESETS:
-            raise ValueError(f"mixture_preset must be one of {sorted(PRESETS)}")
+        preset = self.mixture_preset or settings().mixture_preset
+        if preset not in PRESETS:
+            raise ValueError(f"mixture_preset must be one of {sorted(PRESETS)}, got {preset!r}")
         return question_form(
             bool(spec.official_dir),
             spec.checkpoint,
             locations.mixture_dir(),
-            PRESETS[self.mixture_preset],
+            PRESETS[preset],
         )
 
 

@@ -5,8 +5,8 @@ One build writes all subsets at once (they are decided together: dedup and decon
 look across all of them), so the subsets are the outputs of one multi-asset.
 """
 
-import os
 import time
+from collections.abc import Sequence
 
 import dagster as dg
 
@@ -15,14 +15,17 @@ from healthgpt.data.mixture import checks as mixture_checks
 from healthgpt.data.mixture.build import SUBSETS, build_mixture, paper_preset, sample_preset
 from healthgpt.data.mixture.config import MixtureConfig, demo_preset
 from healthgpt.data.mixture.export import export_llava
+from healthgpt.settings import settings
 from pipelines.metadata import png_markdown
 from pipelines.resources import DataLocations
-from pipelines.sources import SOURCE_NAMES, ingested_key
+from pipelines.sources import ingested_key
 
 GROUP = "mixture"
 OWNERS = ["team:data"]
 PRESETS = {"demo": demo_preset, "sample": sample_preset, "paper": paper_preset}
 CHECKS = ("no_leakage", "ratios_within_tolerance", "tasks_present", "images_present")
+# Fields of the asset rather than of the mixture config.
+NOT_FORWARDED = frozenset({"preset", "sources", "ratio_tolerance"})
 
 
 def mixture_key(subset: str) -> dg.AssetKey:
@@ -30,11 +33,13 @@ def mixture_key(subset: str) -> dg.AssetKey:
 
 
 class MixtureBuildConfig(dg.Config):
-    """The mixture's knobs. `preset` picks the paper's composition or the small sample one;
-    the other fields override it (weights and caps are keyed `source/task`, globs allowed)."""
+    """The mixture's knobs. `preset` picks the paper's composition or the small sample one
+    (unset: `HEALTHGPT_MIXTURE_PRESET`, else demo); the other fields override the preset only
+    when run config names them (weights and caps are keyed `source/task`, globs allowed).
+    `sources`: the datasets to mix (empty: every registered dataset)."""
 
-    preset: str = os.environ.get("HEALTHGPT_MIXTURE_PRESET", "demo")
-    sources: list[str] = SOURCE_NAMES
+    preset: str | None = None
+    sources: list[str] = []
     seed: int = 0
     closed_question_style: str | None = None
     near_dup_hamming: int = 4
@@ -47,45 +52,57 @@ class MixtureBuildConfig(dg.Config):
     workers: int = 1
     ratio_tolerance: float = 0.02
 
+    def preset_name(self) -> str:
+        return self.preset or settings().mixture_preset
+
     def mixture_config(self) -> MixtureConfig:
-        overrides = {
-            "seed": self.seed,
-            "near_dup_hamming": self.near_dup_hamming,
-            "workers": self.workers,
-        }
-        for name in ("generation_test_fraction", "stage2_size", "closed_question_style"):
-            if getattr(self, name) is not None:
-                overrides[name] = getattr(self, name)
-        for name in ("stage1_weights", "stage1_caps", "stage3_weights", "stage3_caps"):
-            if getattr(self, name):
-                overrides[name] = getattr(self, name)
-        if self.preset not in PRESETS:
-            raise ValueError(f"preset must be one of {sorted(PRESETS)}")
-        return PRESETS[self.preset](**overrides)
+        """The preset with the fields named in run config (`model_fields_set`) replaced;
+        a field left out keeps the preset's value (the paper preset's `workers=0`)."""
+        preset = self.preset_name()
+        if preset not in PRESETS:
+            raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
+        named = self.model_fields_set - NOT_FORWARDED
+        overrides = {name: getattr(self, name) for name in sorted(named)}
+        return PRESETS[preset](**{k: v for k, v in overrides.items() if v is not None})
 
 
-@dg.multi_asset(
-    specs=[
-        dg.AssetSpec(
-            mixture_key(subset),
-            deps=[ingested_key(name) for name in SOURCE_NAMES],
-            group_name=GROUP,
-            kinds={"parquet", "polars"},
-            owners=OWNERS,
-            description=f"VL-Health mixture subset `{subset}`: shards in the sample schema.",
-            automation_condition=dg.AutomationCondition.eager(),
-            skippable=False,
-        )
-        for subset in SUBSETS
-    ],
-    check_specs=[dg.AssetCheckSpec(check, asset=mixture_key("stage3")) for check in CHECKS],
-    name="vl_health_mixture",
-)
-def vl_health_mixture(
-    context: dg.AssetExecutionContext, config: MixtureBuildConfig, locations: DataLocations
+def vl_health_mixture_asset(datasets: Sequence[str]) -> dg.AssetsDefinition:
+    """The mixture multi-asset over the ingestion of every dataset in `datasets`."""
+
+    @dg.multi_asset(
+        specs=[
+            dg.AssetSpec(
+                mixture_key(subset),
+                deps=[ingested_key(name) for name in datasets],
+                group_name=GROUP,
+                kinds={"parquet", "polars"},
+                owners=OWNERS,
+                description=f"VL-Health mixture subset `{subset}`: shards in the sample schema.",
+                automation_condition=dg.AutomationCondition.eager(),
+                skippable=False,
+            )
+            for subset in SUBSETS
+        ],
+        check_specs=[dg.AssetCheckSpec(check, asset=mixture_key("stage3")) for check in CHECKS],
+        name="vl_health_mixture",
+    )
+    def vl_health_mixture(
+        context: dg.AssetExecutionContext, config: MixtureBuildConfig, locations: DataLocations
+    ):
+        yield from build_vl_health_mixture(context, config, locations, config.sources or datasets)
+
+    return vl_health_mixture
+
+
+def build_vl_health_mixture(
+    context: dg.AssetExecutionContext,
+    config: MixtureBuildConfig,
+    locations: DataLocations,
+    datasets: Sequence[str],
 ):
+    """The mixture asset's body: build from the ingested `datasets`, report, check."""
     mixture_config = config.mixture_config()
-    inputs = {name: locations.ingested_dir(name) for name in config.sources}
+    inputs = {name: locations.ingested_dir(name) for name in datasets}
     out = locations.mixture_dir()
     started = time.perf_counter()
 
@@ -142,4 +159,6 @@ def llava_export(locations: DataLocations) -> dg.MaterializeResult:
     )
 
 
-mixture_assets = [vl_health_mixture, llava_export]
+def mixture_assets(datasets: Sequence[str]) -> list[dg.AssetsDefinition]:
+    """The mixture group's assets over `datasets` (the registered dataset names)."""
+    return [vl_health_mixture_asset(datasets), llava_export]

@@ -19,11 +19,10 @@ For a chunked source:
 
 from __future__ import annotations
 
-import os
-
 import dagster as dg
 
 from healthgpt.data.sources.chunks import ChunkPlan
+from healthgpt.settings import settings
 
 CHUNKS_ENV = "HEALTHGPT_CHUNKS_{}"
 
@@ -31,7 +30,7 @@ CHUNKS_ENV = "HEALTHGPT_CHUNKS_{}"
 def chunk_count(source: str) -> int | None:
     """The configured chunk count of `source`, or None when it is ingested whole."""
     variable = CHUNKS_ENV.format(source.upper())
-    value = os.environ.get(variable, "").strip()
+    value = settings().value(variable)
     if not value:
         return None
     if not value.isdigit() or int(value) < 1:

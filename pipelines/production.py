@@ -1,7 +1,8 @@
 """The production profile: steps as Kubernetes jobs, training as multi-GPU torchrun pods.
 
 `HEALTHGPT_PROFILE=production` selects it (default `local`: Dagster's multiprocess executor
-on one machine). Everything here is configuration built from environment variables; the
+on one machine). Everything here is configuration built from the settings
+(`healthgpt.settings`, which reads these variables); the
 instance side (PostgreSQL storage, `K8sRunLauncher`) lives in `deploy/dagster.yaml`.
 
 | variable                   | default            | meaning                                    |
@@ -19,11 +20,12 @@ not need it installed.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
 import dagster as dg
+
+from healthgpt.settings import settings
 
 PROFILE_ENV = "HEALTHGPT_PROFILE"
 PROFILES = ("local", "production")
@@ -33,7 +35,7 @@ GPU_RESOURCE = "nvidia.com/gpu"
 
 
 def profile() -> str:
-    value = os.environ.get(PROFILE_ENV, "local").strip().lower() or "local"
+    value = settings().profile
     if value not in PROFILES:
         raise ValueError(f"{PROFILE_ENV}={value!r}; expected one of {', '.join(PROFILES)}")
     return value
@@ -41,15 +43,16 @@ def profile() -> str:
 
 def _data_volume() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The shared data volume: every step pod and training pod sees the same `/data`."""
-    claim = os.environ.get("HEALTHGPT_DATA_PVC", "healthgpt-data")
+    claim = settings().data_pvc
     volumes = [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]
     mounts = [{"name": "data", "mountPath": DATA_MOUNT}]
     return volumes, mounts
 
 
-# Settings every pod must share with the code server: where shards go, and the chunk plans
-# (a step pod whose chunk count differed would not find the run's partition).
-FORWARDED_ENV = ("HEALTHGPT_SHARDS_URL", "HEALTHGPT_MIXTURE_PRESET")
+# Settings every pod must share with the code server: where shards go, the chunk plans (a
+# step pod whose chunk count differed would not find the run's partition) and the registry
+# folders (a pod must load the same datasets; put them in the image or under /data).
+FORWARDED_ENV = ("HEALTHGPT_SHARDS_URL", "HEALTHGPT_MIXTURE_PRESET", "HEALTHGPT_REGISTRY_DIRS")
 FORWARDED_PREFIXES = ("HEALTHGPT_CHUNKS_",)
 
 
@@ -58,7 +61,7 @@ def data_env() -> dict[str, str]:
     settings of this code location that the pods must agree with."""
     forwarded = {
         name: value
-        for name, value in sorted(os.environ.items())
+        for name, value in settings().variables.items()
         if name in FORWARDED_ENV or name.startswith(FORWARDED_PREFIXES)
     }
     return {
@@ -70,15 +73,15 @@ def data_env() -> dict[str, str]:
 
 def k8s_executor_config(image: str | None = None) -> dict[str, Any]:
     """Config of `dagster_k8s.k8s_job_executor`: one Kubernetes job per step."""
-    image = image or os.environ.get("HEALTHGPT_IMAGE")
+    image = image or settings().image
     volumes, mounts = _data_volume()
     config: dict[str, Any] = {
         "image_pull_policy": "IfNotPresent",
         "env_vars": [f"{k}={v}" for k, v in data_env().items()],
-        "env_secrets": [os.environ.get("HEALTHGPT_ENV_SECRET", "healthgpt-env")],
+        "env_secrets": [settings().env_secret],
         "volumes": volumes,
         "volume_mounts": mounts,
-        "max_concurrent": int(os.environ.get("HEALTHGPT_MAX_STEP_PODS", "8")),
+        "max_concurrent": settings().max_step_pods,
         "labels": {"app.kubernetes.io/part-of": "healthgpt"},
         "step_k8s_config": {
             # Ingestion and mixture steps are CPU-bound and stream: modest, bounded requests.
@@ -92,7 +95,7 @@ def k8s_executor_config(image: str | None = None) -> dict[str, Any]:
     }
     if image:
         config["job_image"] = image
-    if namespace := os.environ.get("HEALTHGPT_K8S_NAMESPACE"):
+    if namespace := settings().k8s_namespace:
         config["job_namespace"] = namespace
     return config
 
@@ -164,9 +167,7 @@ def training_pod_spec(
         "image": image,
         "command": torchrun_command(nproc_per_node, command),
         "env": [{"name": k, "value": v} for k, v in env.items()],
-        "envFrom": [
-            {"secretRef": {"name": os.environ.get("HEALTHGPT_ENV_SECRET", "healthgpt-env")}}
-        ],
+        "envFrom": [{"secretRef": {"name": settings().env_secret}}],
         "resources": {
             "requests": {**gpu, "cpu": cpu, "memory": memory},
             "limits": {**gpu, "memory": memory},
@@ -200,7 +201,7 @@ def training_pipes_client() -> dg.PipesClient:
 def training_pod_for(args: Sequence[str], nproc_per_node: int) -> dict[str, Any]:
     """The pod a training stage submits under the production profile: one GPU per process,
     the image from `HEALTHGPT_IMAGE`."""
-    image = os.environ.get("HEALTHGPT_IMAGE", "")
+    image = settings().image
     if not image:
         raise ValueError("HEALTHGPT_IMAGE must name the image of training pods")
     return training_pod_spec(nproc_per_node, nproc_per_node, image, args)

@@ -1,4 +1,4 @@
-"""Resources: where the data lives. Defaults come from the environment (healthgpt.paths)."""
+"""Resources: where the data lives. Defaults come from the settings (healthgpt.paths)."""
 
 from pathlib import Path
 
@@ -6,6 +6,7 @@ import dagster as dg
 
 from healthgpt import paths
 from healthgpt.data.ingest.run import chunk_dir
+from healthgpt.data.sources.registry import DatasetEntry, resolve
 from healthgpt.storage import output_path
 
 
@@ -29,10 +30,13 @@ class DataLocations(dg.ConfigurableResource):
             return output_path(self.shards_url)
         return output_path(self.data_dir or paths.shards_location())
 
-    def source_root(self, name: str) -> Path:
+    def source_root(self, dataset: DatasetEntry | str) -> Path:
+        """The root of a dataset (an entry or a name, see `registry.resolve`): under
+        `sources_dir` when it is set, else where the registry and settings put it."""
+        entry = resolve(dataset)
         if self.sources_dir:
-            return Path(self.sources_dir).absolute() / name
-        return paths.source_root(name)
+            return Path(self.sources_dir).absolute() / entry.root_default
+        return entry.root()
 
     def ingested_dir(self, name: str, chunk: tuple[int, int] | None = None) -> Path:
         """Where source `name` is ingested; `chunk` = (index, n_chunks) for one chunk of it."""

@@ -1,21 +1,26 @@
-"""Sources group: one observable source per public source, one ingestion asset per source.
+"""Sources group: one observable source and one ingestion asset per registered dataset.
 
-One asset per source (rather than one asset partitioned by source) so that the CLI and the
-UI can materialize any selection without partition arguments, each source carries its own
-checks, and automation rebuilds exactly the source whose files changed. A large source can
-also be split into chunk partitions (`pipelines.partitions`, `HEALTHGPT_CHUNKS_<NAME>`).
+The datasets are data: each file of the registry (`data_manifests/*.yaml`, plus the folders
+`HEALTHGPT_REGISTRY_DIRS` names; `healthgpt.data.sources.registry`) becomes `source/<name>`
+and `ingested/<name>`, read by the reader it names with the options it gives. One asset per
+dataset (rather than one asset partitioned by dataset) so that the CLI and the UI can
+materialize any selection without partition arguments, each dataset carries its own checks,
+and automation rebuilds exactly the dataset whose files changed. A large dataset can also be
+split into chunk partitions (`pipelines.partitions`, `HEALTHGPT_CHUNKS_<NAME>`).
 """
 
 import time
 import warnings
-from dataclasses import replace
+from collections.abc import Iterable
+from dataclasses import fields, replace
 
 import dagster as dg
 
 from healthgpt.data.decode.preview import thumbnail_grid
 from healthgpt.data.ingest.run import DEFAULT_MAX_DROP_FRACTION, IngestSummary, ingest
-from healthgpt.data.sources import SOURCES, ReaderOptions, reader_class
+from healthgpt.data.sources import ReaderOptions
 from healthgpt.data.sources.fingerprint import fingerprint
+from healthgpt.data.sources.registry import DatasetEntry, resolve
 from pipelines.metadata import counts_table, png_markdown, records_table, shard_metadata
 from pipelines.partitions import chunk_count, chunk_partitions, chunk_plan_for
 from pipelines.resources import DataLocations
@@ -24,7 +29,8 @@ OWNERS = ["team:data"]
 
 
 class IngestConfig(dg.Config):
-    """Reader options, overridable from run config."""
+    """Reader options from run config: a field named there overrides the dataset's registry
+    options (`options:` of its YAML), and an unnamed one leaves them as they are."""
 
     image_size: int = 256
     language: str = "en"
@@ -43,16 +49,17 @@ class IngestConfig(dg.Config):
     # (healthgpt.data.limits.Limits; unset ones keep their default or HEALTHGPT_LIMIT_*).
     limits: dict[str, int] = {}
 
-    def reader_options(self) -> ReaderOptions:
-        return ReaderOptions(
-            image_size=self.image_size,
-            language=self.language,
-            frontal_only=self.frontal_only,
-            slice_stride=self.slice_stride,
-            min_foreground_fraction=self.min_foreground_fraction,
-            burned_in_reviewed=self.burned_in_reviewed,
-            extra={"limits": dict(self.limits)} if self.limits else {},
-        )
+    def reader_options(self, base: ReaderOptions | None = None) -> ReaderOptions:
+        """`base` (default `ReaderOptions()`) with the reader fields set in run config;
+        `limits` named there are merged over the base's `extra["limits"]`."""
+        base = base or ReaderOptions()
+        named = self.model_fields_set
+        reader_fields = {spec.name for spec in fields(ReaderOptions)}
+        overrides = {name: getattr(self, name) for name in named & reader_fields}
+        if "limits" in named and self.limits:
+            limits = {**base.extra.get("limits", {}), **self.limits}
+            overrides["extra"] = {**base.extra, "limits": limits}
+        return replace(base, **overrides)
 
 
 def source_key(name: str) -> dg.AssetKey:
@@ -80,22 +87,24 @@ def running_chunk(name: str, context: dg.OpExecutionContext) -> tuple[int, int] 
     return keys.index(context.partition_key), len(keys)
 
 
-def _observe_factory(name: str) -> dg.SourceAsset:
+def _observe_factory(dataset: DatasetEntry | str) -> dg.SourceAsset:
+    entry = resolve(dataset)
+    name = entry.name
     partitions = partitions_for(name)
 
     @dg.observable_source_asset(
         key=source_key(name),
         group_name="sources",
         partitions_def=partitions,
-        description=f"The {name} source files on disk; data version = fingerprint of its files"
-        + (" (one per chunk)." if partitions else "."),
+        description=f"The {name} source files on disk (read by the {entry.reader} reader); "
+        "data version = fingerprint of its files" + (" (one per chunk)." if partitions else "."),
     )
     def observe(locations: DataLocations) -> dg.DataVersion | dg.DataVersionsByPartition:
-        root = locations.source_root(name)
+        root = locations.source_root(entry)
         if partitions is None:
             return dg.DataVersion(fingerprint(root))
         keys = partitions.get_partition_keys()
-        versions = reader_class(name)(root).chunk_versions(len(keys))
+        versions = entry.open(root).chunk_versions(len(keys))
         return dg.DataVersionsByPartition(dict(zip(keys, versions, strict=True)))
 
     return observe
@@ -109,7 +118,9 @@ def _log_progress(context: dg.AssetExecutionContext, summary: IngestSummary) -> 
     )
 
 
-def _ingest_factory(name: str) -> dg.AssetsDefinition:
+def _ingest_factory(dataset: DatasetEntry | str) -> dg.AssetsDefinition:
+    entry = resolve(dataset)
+    name = entry.name
     partitions = partitions_for(name)
 
     @dg.asset(
@@ -119,7 +130,8 @@ def _ingest_factory(name: str) -> dg.AssetsDefinition:
         group_name="sources",
         kinds={"parquet", "python"},
         owners=OWNERS,
-        description=f"{name} in the canonical record schema: Parquet shards plus quarantine.",
+        description=f"{name} in the canonical record schema ({entry.reader} reader): "
+        "Parquet shards plus quarantine.",
         automation_condition=dg.AutomationCondition.eager(),
     )
     def ingested(
@@ -130,13 +142,14 @@ def _ingest_factory(name: str) -> dg.AssetsDefinition:
         out = locations.ingested_dir(name, chunk)
         summary = ingest(
             name,
-            locations.source_root(name),
+            locations.source_root(entry),
             out,
-            replace(config.reader_options(), chunk=chunk),
+            replace(config.reader_options(entry.options), chunk=chunk),
             target_shard_bytes=config.target_shard_mb << 20,
             progress=lambda s: _log_progress(context, s),
             force=config.force,
             max_drop_fraction=config.max_drop_fraction,
+            reader_name=entry.reader,
         )
         metadata = {
             "records": dg.MetadataValue.int(summary.records),
@@ -157,9 +170,13 @@ def _ingest_factory(name: str) -> dg.AssetsDefinition:
     return ingested
 
 
-SOURCE_NAMES = sorted(SOURCES)
-with warnings.catch_warnings():
-    # Observable source assets are marked beta; the warning says nothing a user can act on.
-    warnings.simplefilter("ignore", dg.BetaWarning)
-    observed_sources = [_observe_factory(name) for name in SOURCE_NAMES]
-ingested_assets = [_ingest_factory(name) for name in SOURCE_NAMES]
+def source_assets(
+    datasets: Iterable[DatasetEntry],
+) -> tuple[list[dg.SourceAsset], list[dg.AssetsDefinition]]:
+    """The observable sources and the ingestion assets of `datasets`."""
+    datasets = list(datasets)
+    with warnings.catch_warnings():
+        # Observable source assets are marked beta; the warning says nothing a user can act on.
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        observed = [_observe_factory(entry) for entry in datasets]
+    return observed, [_ingest_factory(entry) for entry in datasets]

@@ -19,6 +19,7 @@ PACKAGE = ROOT / "healthgpt"
 
 # Lowest first. A module may import its own layer or any layer listed before it.
 LAYERS: list[tuple[str, ...]] = [
+    ("healthgpt.settings",),  # the environment, read in one place
     ("healthgpt.paths", "healthgpt.storage"),
     ("healthgpt.data.errors", "healthgpt.data.schema", "healthgpt.data.vocab"),
     ("healthgpt.data.limits",),
@@ -26,7 +27,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("healthgpt.data.json_rows",),
     ("healthgpt.data.shards",),
     ("healthgpt.data.decode",),  # image, DICOM, NIfTI decoding and de-identification
-    ("healthgpt.data.sources",),  # readers, chunks, fingerprints
+    ("healthgpt.data.sources", "healthgpt.data.sources.registry"),  # readers, the registry
     ("healthgpt.data.ingest",),  # a reader run into shards, and its checks
     ("healthgpt.data.mixture",),  # tasks, dedup, decontamination, sampling, build, card
     ("healthgpt.data.samples",),  # the bundled sample sources

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from healthgpt.data.errors import BadInput
+from healthgpt.settings import settings
 
 ENV_PREFIX = "HEALTHGPT_LIMIT_"
 
@@ -60,8 +61,9 @@ class Limits:
     def from_options(cls, extra: Mapping[str, Any] | None = None) -> Limits:
         """Defaults, then `HEALTHGPT_LIMIT_<NAME>` variables, then `extra["limits"]`."""
         values: dict[str, int] = {}
+        configured_env = settings().with_prefix(ENV_PREFIX)
         for spec in fields(cls):
-            env = os.environ.get(ENV_PREFIX + spec.name.upper())
+            env = configured_env.get(spec.name.upper())
             if env:
                 values[spec.name] = _positive(spec.name, env)
         configured = (extra or {}).get("limits") or {}

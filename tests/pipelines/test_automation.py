@@ -6,11 +6,11 @@ import dagster as dg
 import pytest
 
 from healthgpt.data import sources
+from healthgpt.data.sources.registry import load_registry
 from pipelines import automation
 from pipelines.definitions import defs as project_defs
 from pipelines.resources import DataLocations
 from pipelines.sources import (
-    SOURCE_NAMES,
     _ingest_factory,
     _observe_factory,
     ingested_key,
@@ -197,12 +197,10 @@ def test_observe_cron_comes_from_the_environment(monkeypatch):
 
 def test_project_definitions_with_automation_load_and_observe_every_source():
     defs = project_defs
-    if not any(s.name == "observe_sources_schedule" for s in defs.schedules or ()):
-        # Not wired into pipelines/definitions.py yet: check it as it would be.
-        defs = dg.Definitions.merge(defs, automation.automation_definitions(SOURCE_NAMES))
+    names = sorted(load_registry())
     dg.Definitions.validate_loadable(defs)
     job = defs.resolve_job_def(automation.OBSERVE_JOB_NAME)
-    assert sorted(node.name for node in job.nodes) == sorted(f"source__{n}" for n in SOURCE_NAMES)
+    assert sorted(node.name for node in job.nodes) == sorted(f"source__{n}" for n in names)
     schedule = defs.resolve_schedule_def("observe_sources_schedule")
     assert schedule.job_name == automation.OBSERVE_JOB_NAME
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
@@ -210,4 +208,4 @@ def test_project_definitions_with_automation_load_and_observe_every_source():
     assert isinstance(sensor, dg.AutomationConditionSensorDefinition)
     graph = defs.resolve_asset_graph()
     targeted = sensor.asset_selection.resolve(graph)
-    assert {ingested_key(n) for n in SOURCE_NAMES} <= targeted
+    assert {ingested_key(n) for n in names} <= targeted

@@ -6,7 +6,7 @@ import pytest
 from dagster._core.definitions.observe import observe as observe_assets  # no public export
 
 from healthgpt.data.shards import read_manifest
-from healthgpt.data.sources import SOURCES
+from healthgpt.data.sources.registry import load_registry
 from healthgpt.paths import MANIFESTS_DIR as MANIFESTS
 from pipelines.checks import _checks_factory
 from pipelines.definitions import defs
@@ -18,9 +18,9 @@ def test_definitions_load():
     dg.Definitions.validate_loadable(defs)
 
 
-def test_every_source_has_an_ingestion_asset_with_ui_metadata_and_a_manifest():
+def test_every_dataset_has_an_ingestion_asset_with_ui_metadata_and_a_manifest():
     graph = defs.resolve_asset_graph()
-    for name in SOURCES:
+    for name in load_registry():
         node = graph.get(ingested_key(name))
         assert node.group_name == "sources"
         assert node.owners == ["team:data"]

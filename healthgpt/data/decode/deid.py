@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from healthgpt import paths
+from healthgpt.settings import settings
 from healthgpt.storage import file_sha256
 
 log = logging.getLogger(__name__)
@@ -194,7 +195,7 @@ def salt_for_source(root: str | Path) -> str:
     installation's private salt file, created (0600) with a warning the first time. A marker
     that does not match is warned about: it is not enough to make data public.
     """
-    configured = os.environ.get(SALT_ENV, "")
+    configured = settings().deid_salt
     if configured:
         if len(configured.strip()) < MIN_SALT_CHARS:
             raise SaltError(

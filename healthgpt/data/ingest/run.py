@@ -36,8 +36,9 @@ from healthgpt.data.shards import (
     write_manifest,
     write_table_file,
 )
-from healthgpt.data.sources import ReaderOptions, reader_class
+from healthgpt.data.sources import ReaderOptions
 from healthgpt.data.sources.chunks import ChunkPlan
+from healthgpt.data.sources.registry import open_reader
 from healthgpt.storage import is_local, output_path
 
 PREVIEW_COLUMNS = ("id", "split", "kind", "modality", "body_part", "task", "question", "answer")
@@ -262,8 +263,11 @@ def ingest(
     progress_every_s: float = 5.0,
     force: bool = False,
     max_drop_fraction: float = DEFAULT_MAX_DROP_FRACTION,
+    reader_name: str | None = None,
 ) -> IngestSummary:
-    """Read `source` from `root` and write its shards, quarantine and manifest to `out`.
+    """Read dataset `source` from `root` with reader `reader_name` (default: the reader of
+    the same name) and write its shards, quarantine and manifest to `out`. Records, ids and the
+    manifest carry the dataset's name, so two datasets of one reader stay apart.
 
     The output directory is replaced atomically: a crash leaves the previous output in place,
     and a rerun with the same inputs writes byte-identical shards. `out` must not be the
@@ -272,7 +276,7 @@ def ingest(
     `max_drop_fraction` fewer than the previous output, does not replace it unless `force`.
     """
     check_output_target(out, root, source)
-    reader = reader_class(source)(root, options)
+    reader = open_reader(reader_name or source, root, options, dataset=source)
     reader.validate_layout()
     summary = IngestSummary(source=source, chunk=reader.options.chunk)
     started = last_report = time.perf_counter()
