@@ -12,8 +12,8 @@ import dagster as dg
 
 from healthgpt.data.mixture import card
 from healthgpt.data.mixture import checks as mixture_checks
-from healthgpt.data.mixture.build import SUBSETS, build_mixture, paper_preset, sample_preset
-from healthgpt.data.mixture.config import MixtureConfig, demo_preset
+from healthgpt.data.mixture.build import SUBSETS, build_mixture
+from healthgpt.data.mixture.config import PRESETS, MixtureConfig
 from healthgpt.data.mixture.export import export_llava
 from pipelines.metadata import png_markdown
 from pipelines.resources import DataLocations
@@ -21,7 +21,6 @@ from pipelines.sources import SOURCE_NAMES, ingested_key
 
 GROUP = "mixture"
 OWNERS = ["team:data"]
-PRESETS = {"demo": demo_preset, "sample": sample_preset, "paper": paper_preset}
 CHECKS = ("no_leakage", "ratios_within_tolerance", "tasks_present", "images_present")
 
 

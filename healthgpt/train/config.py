@@ -18,9 +18,9 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from healthgpt.data.tasks import STAGES
 from healthgpt.model.constants import COMPREHENSION, GENERATION, TASK_FAMILIES
 
-STAGES = ("stage1", "stage2", "stage3")
 PRESETS = ("m3", "l14", "cpu")
 
 COMP_PROJECTOR = "comprehension_projector"
