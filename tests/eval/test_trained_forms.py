@@ -114,7 +114,9 @@ def _record_for(task: str, split: str) -> dict:
         modality="X-Ray",
         image=png(3),
         body_part="chest",
-        text="FINDINGS: clear lungs. IMPRESSION: normal." if kind in ("caption", "report") else None,
+        text="FINDINGS: clear lungs. IMPRESSION: normal."
+        if kind in ("caption", "report")
+        else None,
         conversations=turns if kind == "conversation" else None,
     )
 
@@ -144,9 +146,11 @@ def test_every_other_task_is_asked_as_it_trains(preset, task):
     held_out = _rendered(config, _record_for(task, "test"), task)
     training = _rendered(config, _record_for(task, "train"), task)
     human = _human(held_out)
-    assert human.startswith(f"{IMAGE_TOKEN}\n") == spec.needs_image == _human(
-        training
-    ).startswith(f"{IMAGE_TOKEN}\n")
+    assert (
+        human.startswith(f"{IMAGE_TOKEN}\n")
+        == spec.needs_image
+        == _human(training).startswith(f"{IMAGE_TOKEN}\n")
+    )
     assert (held_out["conversations"][-1]["value"] == TARGET_IMAGE_TOKEN) == spec.needs_target
     if spec.prompt == TEMPLATE:
         template = json.loads(held_out["meta"])["template"]

@@ -216,7 +216,7 @@ def paper_comparison_markdown(summary: MixtureSummary, paper: dict[str, dict[str
                 stated["note"] or "-",
             ]
             if stated
-            else ["-", "-", "not in the paper's data", "-"]
+            else ["-", "-", "no `paper:` entry", "-"]
         )
         source_rows.append(f"| {name} | " + " | ".join(ours + theirs) + " |")
     return (
