@@ -13,7 +13,7 @@ from healthgpt.data.mixture.build import build_mixture
 from healthgpt.data.mixture.card import PAPER_TOTALS, paper_comparison_markdown, read_paper
 from healthgpt.data.mixture.config import PRESETS, paper_preset, paper_sample_preset
 from healthgpt.data.schema import new_record
-from healthgpt.data.tasks import TASK_FAMILIES
+from healthgpt.data.tasks import TASK_FAMILIES, TASKS
 from healthgpt.paths import MANIFESTS_DIR
 from tests.data.mixture_helpers import png, vqa, write_ingested
 
@@ -164,7 +164,8 @@ def _groups(mixture, subset):
 def paper_build(tmp_path_factory):
     root = tmp_path_factory.mktemp("paper")
     dirs = paper_sources(root / "in")
-    config = paper_sample_preset(manifests_dir=str(MANIFESTS_DIR))
+    # The paper's full task list, at the samples' size (the fakes have distinct images).
+    config = paper_sample_preset(tasks=list(TASKS), manifests_dir=str(MANIFESTS_DIR))
     summary = build_mixture(dirs, root / "mixture", config)
     return root / "mixture", summary
 

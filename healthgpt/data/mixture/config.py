@@ -263,12 +263,19 @@ def paper_preset(**overrides: Any) -> MixtureConfig:
     return _apply(config, overrides)
 
 
+# Tasks the bundled samples cannot show: the MIMIC-CXR sample has one real chest radiograph
+# under every study, so decontamination rightly removes every training report and
+# report-to-X-ray sample (see `demo_preset`).
+SAMPLE_DECONTAMINATED = ("report", "text_to_image")
+
+
 def paper_sample_preset(**overrides: Any) -> MixtureConfig:
-    """`paper_preset`'s routing at the size of the bundled miniatures: a small stage 2 and
-    the sample preset's held-out fraction and shard sizes, so the paper's composition runs
-    on the sample sources."""
+    """`paper_preset`'s routing at the size of the bundled miniatures: a small stage 2, the
+    sample preset's held-out fraction and shard sizes, and without the tasks the samples
+    cannot show (`SAMPLE_DECONTAMINATED`), so the paper's composition runs on the samples."""
     small = sample_preset()
     defaults: dict[str, Any] = {
+        "tasks": [t for t in TASKS if t not in SAMPLE_DECONTAMINATED],
         "stage2_size": small.stage2_size,
         "generation_test_fraction": small.generation_test_fraction,
         "target_shard_bytes": small.target_shard_bytes,
@@ -312,7 +319,7 @@ def demo_preset(**overrides: Any) -> MixtureConfig:
     embeddings and LM head on, as the paper's captions would.
     """
     defaults: dict[str, Any] = {
-        "tasks": [t for t in TASKS if t not in ("caption", "report", "text_to_image")],
+        "tasks": [t for t in TASKS if t != "caption" and t not in SAMPLE_DECONTAMINATED],
         "stage1_include": [*STAGE1_INCLUDE, "*/vqa_choice", "*/vqa_closed"],
         "stage2_size": 128,
         # Plain yes/no: a tiny model learns image-dependent answers from a few hundred
