@@ -242,3 +242,32 @@ def test_paper_presets_differ_only_in_size():
     assert small.generation_test_fraction == PRESETS["sample"]().generation_test_fraction
     for field in ("task_sources", "stage1_include", "stage3_include", "closed_question_style"):
         assert getattr(full, field) == getattr(small, field), field
+
+
+def test_a_declared_task_outside_the_vocabulary_is_refused_with_its_reason():
+    from healthgpt.data.mixture.tasks import AnswerSets, TaskContext, plan_record
+
+    ctx = TaskContext(paper_preset(), AnswerSets())
+    row = _image(
+        "vl_health_generation",
+        "odd",
+        "pair",
+        "CT",
+        target_image=png(next(_seed)),
+        target_modality="MRI",
+        meta=json.dumps({"task": "ct2pet"}),
+    )
+    assert plan_record(row, "vl_health_generation", "train", ctx) == ([], "unknown_declared_task")
+    text_only = _image(
+        "vl_health_generation",
+        "t2i",
+        "image",
+        question="Generate a chest X-ray.",
+        meta=json.dumps({"task": "text_to_image"}),
+    )
+    planned, reason = plan_record(text_only, "vl_health_generation", "train", ctx)
+    assert reason is None and [(p.task, p.input_col, p.output_col) for p in planned] == [
+        ("text_to_image", None, "image")
+    ]
+    # A paper dataset not routed to a task yields nothing for it.
+    assert plan_record(text_only, "ixi", "train", ctx) == ([], "no_task_for_kind")

@@ -211,20 +211,25 @@ def _planned(
 
 def declared_task(record: dict[str, Any]) -> str | None:
     """The generation task a record states it is (`meta.task`, as the released VL-Health
-    generation rows do), or None for records whose kind decides their tasks."""
+    generation rows do; an unknown name is kept, and refused when planned), or None for
+    records whose kind decides their tasks."""
     task = meta_of(record).get("task")
-    return task if TASK_FAMILIES.get(task) == "generation" else None
+    if task is None or TASK_FAMILIES.get(task) == "comprehension":
+        return None  # comprehension rows are planned from their kind (vqa, conversation, ...)
+    return str(task)
 
 
 def _plan_declared(record, source, split, config, task):
     """A record that is one generation sample already (input, target and instruction given):
     planned as that task, its own input and target, no degradation."""
+    if TASK_FAMILIES.get(task) != "generation":
+        return [], "unknown_declared_task"
     if task not in config.tasks or not task_allows_source(config, task, source):
         return [], "no_task_for_kind"
-    target = "target_image" if _has_image(record, "target_image") else None
-    if task == "reconstruction" and target is None:
-        target = "image"
     needs_input = TASK_SPECS[task].needs_image
+    target = "target_image" if _has_image(record, "target_image") else None
+    if target is None and (task == "reconstruction" or not needs_input):
+        target = "image" if _has_image(record) else None  # the one image is the output
     if target is None or (needs_input and not _has_image(record)):
         return [], "missing_image"
     text = _declared_prompt(record)
