@@ -7,7 +7,7 @@ export DAGSTER_HOME ?= $(CURDIR)/dagster_home
 export DAGSTER_CLI_ASSET_MATERIALIZE_MODULE_NAME ?= pipelines.definitions
 export HEALTHGPT_DATA_DIR ?= $(CURDIR)/data
 
-.PHONY: setup demo test test-fast e2e lint format bench dev gpu-check eval clean
+.PHONY: setup demo demo-paper test test-fast e2e lint format bench dev gpu-check eval clean
 
 setup: $(STAMP)
 
@@ -24,6 +24,11 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/healthgpt sample-sources $(HEALTHGPT_DATA_DIR)/sample_sources
 	$(BIN)/dagster asset materialize -m pipelines.definitions --select '*'
+
+# The same run with the paper's routing of datasets to stages, sized for the bundled samples.
+demo-paper: setup
+	$(BIN)/healthgpt sample-sources $(HEALTHGPT_DATA_DIR)/sample_sources
+	HEALTHGPT_MIXTURE_PRESET=paper_sample $(BIN)/dagster asset materialize -m pipelines.definitions --select '*'
 
 test: setup
 	$(BIN)/ruff check healthgpt pipelines tests benchmarks scripts

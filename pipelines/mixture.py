@@ -12,8 +12,8 @@ import dagster as dg
 
 from healthgpt.data.mixture import card
 from healthgpt.data.mixture import checks as mixture_checks
-from healthgpt.data.mixture.build import SUBSETS, build_mixture, paper_preset, sample_preset
-from healthgpt.data.mixture.config import MixtureConfig, demo_preset
+from healthgpt.data.mixture.build import SUBSETS, build_mixture
+from healthgpt.data.mixture.config import PRESETS, MixtureConfig
 from healthgpt.data.mixture.export import export_llava
 from healthgpt.settings import settings
 from pipelines.metadata import png_markdown
@@ -22,7 +22,6 @@ from pipelines.sources import ingested_key
 
 GROUP = "mixture"
 OWNERS = ["team:data"]
-PRESETS = {"demo": demo_preset, "sample": sample_preset, "paper": paper_preset}
 CHECKS = ("no_leakage", "ratios_within_tolerance", "tasks_present", "images_present")
 # Fields of the asset rather than of the mixture config.
 NOT_FORWARDED = frozenset({"preset", "sources", "ratio_tolerance"})

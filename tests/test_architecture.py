@@ -21,6 +21,7 @@ PACKAGE = ROOT / "healthgpt"
 LAYERS: list[tuple[str, ...]] = [
     ("healthgpt.settings",),  # the environment, read in one place
     ("healthgpt.paths", "healthgpt.storage"),
+    ("healthgpt.data.tasks",),  # the task vocabulary: tasks, stages, placeholders, prompts
     ("healthgpt.data.errors", "healthgpt.data.schema", "healthgpt.data.vocab"),
     ("healthgpt.data.limits",),
     ("healthgpt.data.options",),

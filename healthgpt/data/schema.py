@@ -13,6 +13,9 @@ from typing import Any
 
 import pyarrow as pa
 
+from healthgpt.data.tasks import TASK_FAMILIES as TASK_FAMILIES
+from healthgpt.data.tasks import TASKS as TASKS
+
 SPLITS = ("train", "validation", "test")
 
 # Normalized modality vocabulary. Readers map their source's labels onto these.
@@ -183,22 +186,8 @@ def new_record(
 
 # --- VL-Health mixture samples -------------------------------------------------------------
 
-# The closed task vocabulary of the mixture, each in its family. Comprehension tasks answer
-# in text; generation tasks answer with an image (`target_image`).
-TASK_FAMILIES: dict[str, str] = {
-    "vqa_open": "comprehension",
-    "vqa_closed": "comprehension",
-    "vqa_choice": "comprehension",
-    "caption": "comprehension",
-    "report": "comprehension",
-    "conversation": "comprehension",
-    "ct_to_mri": "generation",
-    "mri_to_ct": "generation",
-    "super_resolution": "generation",
-    "reconstruction": "generation",
-    "text_to_image": "generation",
-}
-TASKS = tuple(TASK_FAMILIES)
+# The closed task vocabulary of the mixture lives in `healthgpt.data.tasks` (one `TaskSpec`
+# per task); re-exported here beside the sample schema that stores it.
 
 SAMPLE_SCHEMA = pa.schema(
     [
@@ -230,6 +219,6 @@ SAMPLE_SCHEMA = pa.schema(
 - `direction`: what goes in and what comes out, e.g. `image->text`, `MRI->CT`, `text->X-Ray`.
 - `image`: the input image (none for text_to_image); `target_image`: the image a generation
   task must produce (none for comprehension).
-- `conversations`: LLaVA-style turns; generation answers are the `<target_image>` placeholder.
+- `conversations`: LLaVA-style turns; generation answers are the `TARGET_IMAGE_TOKEN` placeholder.
 - `meta`: JSON with task details (choice options, degradation, prompt template index).
 """

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 
 from healthgpt.data.schema import MODALITIES
+from healthgpt.data.tasks import OPTION_LETTERS as OPTION_LETTERS
 
 _MODALITY_ALIASES = {
     # DICOM (0008,0060) codes
@@ -133,23 +134,32 @@ def normalize_body_part(label: object) -> str | None:
     return re.sub(r"\s+", " ", text)
 
 
-# Words that name a modality inside free text (questions, answers, PubMedVision labels).
-_MODALITY_WORDS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+# Words that name a modality inside free text (questions, answers, PubMedVision labels,
+# benchmark modality labels such as OmniMedVQA's "MR (Mag-netic Resonance Imaging)" or MMMU's
+# "['Microscopic Images']"). One table, two readings: `modality_from_text` wants exactly one
+# modality named (a question naming two says nothing); `first_modality_in` takes the first
+# row that matches (a benchmark label names one modality, maybe with words of another).
+MODALITY_WORDS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     (modality, re.compile(pattern))
     for modality, pattern in (
+        ("OCT", r"optical coherence|\boct\b"),
         ("CT", r"\bct\b|computed tomograph|\bcta\b"),
-        ("MRI", r"\bmri?\b|magnetic resonance|\bt1\b|\bt2\b|\bflair\b|\bdwi\b|\badc\b"),
+        ("MRI", r"\bmri?\b|magnetic resonance|mag-?netic|\bt1\b|\bt2\b|\bflair\b|\bdwi\b|\badc\b"),
         ("X-Ray", r"x-?ray|radiograph|plain film|\bcxr\b|mammogra|fluorosc"),
         ("Ultrasound", r"ultrasound|sonogra|echocardiog|\bus\b"),
         ("Nuclear Medicine", r"\bpet\b|nuclear|scintigra|spect\b"),
         ("Fundus", r"fundus|retina"),
-        ("OCT", r"optical coherence|\boct\b"),
         ("Dermoscopy", r"dermoscop|dermatoscop"),
+        ("Microscopy", r"microscop"),
         ("Endoscopy", r"endoscop|colonoscop"),
         ("Pathology", r"patholog|histolog|histopatholog|\bh&e\b|immunohisto"),
-        ("Microscopy", r"microscop"),
     )
 )
+
+
+def _modalities_named(text: str) -> list[str]:
+    key = text.lower()
+    return [modality for modality, pattern in MODALITY_WORDS if pattern.search(key)]
 
 
 def modality_from_text(text: object) -> str | None:
@@ -159,11 +169,11 @@ def modality_from_text(text: object) -> str | None:
     direct = normalize_modality(str(text))
     if direct != "Other":
         return direct
-    key = str(text).lower()
-    found = {modality for modality, pattern in _MODALITY_WORDS if pattern.search(key)}
+    found = set(_modalities_named(str(text)))
     return found.pop() if len(found) == 1 else None
 
 
-# The letters of single-choice options: what training prompts write and evaluation parses,
-# so a config may not ask for more options than there are letters.
-OPTION_LETTERS = "ABCDEFGHIJ"
+def first_modality_in(label: object) -> str:
+    """The first modality (in `MODALITY_WORDS` order) a label names, "Other" if none."""
+    found = _modalities_named(str(label or ""))
+    return found[0] if found else "Other"

@@ -21,6 +21,7 @@ import pyarrow as pa
 from PIL import Image, ImageDraw
 
 from healthgpt.data.shards import ShardInfo, ShardWriter, listed_shards, open_shard
+from healthgpt.data.tasks import PLACEHOLDERS
 from healthgpt.eval.metrics import LpipsFn, image_metrics, to_gray_uint8
 from healthgpt.eval.predict import ImageModel, batched, decode_image
 from healthgpt.eval.stats import Running
@@ -34,7 +35,6 @@ DEFAULT_INSTRUCTIONS = {
 }
 _REGIONS = {"head": "brain", "brain": "brain", "pelvis": "pelvis"}
 _PREFIX = {"ct_to_mri": "ct2mri", "mri_to_ct": "mri2ct"}
-PLACEHOLDERS = ("<image>", "<target_image>")
 
 
 def table_column(task: str, body_part: str | None) -> str:

@@ -50,6 +50,8 @@ from typing import Any
 from healthgpt.data.errors import LayoutError
 from healthgpt.data.json_rows import JsonRowError, iter_json_rows
 from healthgpt.data.shards import open_shard
+from healthgpt.data.tasks import SINGLE_CHOICE
+from healthgpt.data.vocab import first_modality_in
 from healthgpt.eval.normalize import normalize_answer
 from healthgpt.eval.predict import (
     LETTERS,
@@ -199,33 +201,13 @@ def score_choice(item: TextItem, reply: str) -> tuple[Choice, float]:
 
 # ---------------------------------------------------------------------------- modality
 
-# Benchmark modality labels -> the schema's modality names, first match wins. OmniMedVQA
-# writes e.g. "CT(Computed Tomography)", "MR (Mag-netic Resonance Imaging)", "Fundus
-# Photography", "Microscopy Images"; MMMU's img_type e.g. "['CT Scans']", "['Microscopic Images']".
-_MODALITY_RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
-    (name, re.compile(pattern))
-    for name, pattern in (
-        ("OCT", r"\boct\b|optical coherence"),
-        ("CT", r"\bct\b|computed tomograph"),
-        ("MRI", r"\bmri?\b|magnetic|mag-netic"),
-        ("X-Ray", r"x-?ray|radiograph"),
-        ("Ultrasound", r"ultrasound|sonogra|\bus\b"),
-        ("Fundus", r"fundus"),
-        ("Dermoscopy", r"dermoscop|dermatoscop"),
-        ("Microscopy", r"microscop"),
-        ("Endoscopy", r"endoscop|colonoscop"),
-        ("Pathology", r"patholog|histolog"),
-    )
-)
-
 
 def normalize_benchmark_modality(label: object) -> str:
-    """A benchmark's modality label as one of the schema's modality names ("Other" if none)."""
-    text = str(label or "").lower()
-    for name, pattern in _MODALITY_RULES:
-        if pattern.search(text):
-            return name
-    return "Other"
+    """A benchmark's modality label as one of the schema's modality names ("Other" if none):
+    the first modality it names, by the one modality word table (`vocab.MODALITY_WORDS`).
+    OmniMedVQA writes e.g. "CT(Computed Tomography)", "MR (Mag-netic Resonance Imaging)",
+    "Fundus Photography"; MMMU's img_type e.g. "['CT Scans']", "['Microscopic Images']"."""
+    return first_modality_in(label)
 
 
 # ------------------------------------------------------------------------------- tally
@@ -334,7 +316,7 @@ def _mmmu_item(row: dict[str, Any], subject: str) -> TextItem:
         images=images,
         options=tuple(image_refs(str(o)) for o in options),
         source=f"MMMU/{subject}",
-        form="single choice" if is_choice else "short answer",
+        form=SINGLE_CHOICE if is_choice else "short answer",
         meta={"n_images": len(images), "subfield": row.get("subfield")},
     )
 
@@ -517,7 +499,7 @@ def _omni_item(root: Path, row: dict[str, Any], dataset: str, skips: OmniSkips) 
         images=(image_path.read_bytes(),),
         options=options,
         source=f"OmniMedVQA/{row.get('dataset') or dataset}",
-        form="single choice",
+        form=SINGLE_CHOICE,
         meta={"question_type": row.get("question_type")},
     )
 

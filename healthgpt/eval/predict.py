@@ -5,10 +5,10 @@ The evaluation code never sees a concrete model: it talks to two small protocols
 it any model. `HealthGPTText` / `HealthGPTImage` adapt the project's `HealthGPT` class
 (per-example `generate_text(image, question)` / `generate_image(image, instruction)`) to them.
 
-A question's prompt is the form its model was trained on where the training declaration
-(`healthgpt/data/tasks.py`) has one (VQA: `TextItem.prompt`, rendered by `vqa.trained_form`),
-else the stated template of its kind (`TEMPLATES`, whose single-choice instruction is the
-training one). A question with several images is shown all of them, in order, side by side
+A question's prompt is the form its model was trained on where the task vocabulary
+(`healthgpt.data.tasks`) has one (VQA: `TextItem.prompt`, rendered by `vqa.trained_form`),
+else the stated template of its kind (`TEMPLATES`, whose single-choice form is the training
+one). A question with several images is shown all of them, in order, side by side
 in one picture (`combine_images`), since the model takes one image per prompt. Every reply is
 written, with its prompt, parse and both scores, to a predictions Parquet table.
 """
@@ -25,9 +25,8 @@ import pyarrow as pa
 from PIL import Image, ImageDraw
 
 from healthgpt.data.decode.imaging import decode_rgb as decode_image
-from healthgpt.data.mixture.tasks import CHOICE_INSTRUCTION
 from healthgpt.data.shards import ShardInfo, ShardWriter
-from healthgpt.data.vocab import OPTION_LETTERS
+from healthgpt.data.tasks import CHOICE_TEMPLATE, OPTION_LETTERS, PLAIN, choice_prompt
 
 T = TypeVar("T")
 
@@ -54,7 +53,7 @@ class ImageModel(Protocol):
 # official configuration (LLaVA-1.5's), used for MMMU's open questions.
 TEMPLATES: dict[str, str] = {
     "vqa": "{question}",
-    "mcq": "{question}\n{options}\n" + CHOICE_INSTRUCTION,
+    "mcq": CHOICE_TEMPLATE,
     "open": "{question}\nAnswer the question using a single word or phrase.",
 }
 
@@ -94,7 +93,7 @@ class TextItem:
     options: tuple[str, ...] = ()
     prompt: str = ""
     source: str = ""
-    form: str = "plain"
+    form: str = PLAIN
     meta: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -109,8 +108,9 @@ def render_prompt(item: TextItem) -> str:
     if item.prompt:
         return item.prompt
     check_option_count(len(item.options), f"item {item.id}")
-    options = "\n".join(f"{LETTERS[i]}. {text}" for i, text in enumerate(item.options))
-    return TEMPLATES[item.template].format(question=item.question.strip(), options=options)
+    if item.template == "mcq":
+        return choice_prompt(item.question, item.options)
+    return TEMPLATES[item.template].format(question=item.question.strip())
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,13 @@
 """Medical VQA (VQA-RAD, SLAKE, PathVQA): the trained question form and two scorers.
 
 Form. A question is asked the way the evaluated model was trained on it: the training
-declaration (`healthgpt/data/tasks.py`: `plan_record` / `render_sample`, with the mixture
-config the model was trained from) renders the held-out record exactly as the mixture renders
-it, so a closed question is single choice (the same options, in the same seeded order, with
-the same instruction) when that config trains closed questions as single choice, and plain
-otherwise ("both": single choice). A reply to a single-choice prompt is parsed to an option
-(`mcq.parse_choice`) and the option's text is what both scorers judge; an unparsed reply is
-judged as it is.
+declaration (`healthgpt.data.tasks`, rendered by `mixture.tasks.plan_record` / `render_sample`,
+with the mixture config the model was trained from) renders the held-out record exactly as
+the mixture renders it, so a closed question is single choice (the same options, in the same
+seeded order, with the same instruction) when that config trains closed questions as single
+choice, and plain otherwise ("both": single choice). A reply to a single-choice prompt is
+parsed to an option (`mcq.parse_choice`) and the option's text is what both scorers judge;
+an unparsed reply is judged as it is.
 
 Scorers, both kept per question and per benchmark:
 
@@ -41,13 +41,14 @@ from typing import Any
 from healthgpt.data.ingest.run import ingested_parts
 from healthgpt.data.mixture.config import MixtureConfig
 from healthgpt.data.mixture.tasks import (
-    IMAGE_TOKEN,
     AnswerSets,
     TaskContext,
     plan_record,
     render_sample,
 )
 from healthgpt.data.shards import open_shard, shard_paths
+from healthgpt.data.tasks import EVAL_FORMS, SINGLE_CHOICE, strip_image
+from healthgpt.data.tasks import VQA_TASKS as VQA_SPECS
 from healthgpt.eval.mcq import parse_choice
 from healthgpt.eval.normalize import (
     YES_NO,
@@ -69,8 +70,10 @@ from healthgpt.eval.stats import Running
 _OR = re.compile(r"(\S+) or (\S+)")
 _COLUMNS = ["id", "split", "kind", "modality", "question", "answer", "answer_type", "image"]
 _COLUMNS += ["meta", "body_part", "subject_id"]
-VQA_TASKS = ("vqa_choice", "vqa_closed", "vqa_open")
-FORMS = {"vqa_choice": "single choice", "vqa_closed": "plain", "vqa_open": "plain"}
+# The VQA tasks in the order a record's planned samples are asked (single choice first:
+# under "both" the evaluation asks the paper's form), and the form each is asked in.
+VQA_TASKS = tuple(sorted(VQA_SPECS, key=lambda t: EVAL_FORMS[t] != SINGLE_CHOICE))
+FORMS = {task: EVAL_FORMS[task] for task in VQA_TASKS}
 
 
 @dataclass(frozen=True)
@@ -212,7 +215,7 @@ def trained_form(record: dict[str, Any], source: str, ctx: TaskContext) -> dict[
     if not tasks:
         return {"task": None, "prompt": "", "options": (), "form": f"plain ({reason or 'no task'})"}
     row = render_sample(record, tasks[0], source, ctx)
-    prompt = row["conversations"][0]["value"].removeprefix(f"{IMAGE_TOKEN}\n")
+    prompt = strip_image(row["conversations"][0]["value"])
     options = tuple(json.loads(row["meta"] or "{}").get("options") or ())
     task = tasks[0].task
     return {"task": task, "prompt": prompt, "options": options, "form": FORMS[task]}

@@ -18,9 +18,9 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from healthgpt.data.tasks import STAGE1, STAGE2, STAGE3, STAGES
 from healthgpt.model.constants import COMPREHENSION, GENERATION, TASK_FAMILIES
 
-STAGES = ("stage1", "stage2", "stage3")
 PRESETS = ("m3", "l14", "cpu")
 
 COMP_PROJECTOR = "comprehension_projector"
@@ -162,28 +162,28 @@ def _merge(base: dict[str, Any], over: dict[str, Any], path: str) -> None:
 def _paper(stage: str, model_preset: str, preset: str) -> StageConfig:
     """Tables 7/8 of the paper. L14 differs from M3 only in stage 1's generation H-LoRA LR."""
     gen_hlora_lr = 1e-4 if preset == "l14" else 2e-4
-    if stage == "stage1":
+    if stage == STAGE1:
         families = {
             COMPREHENSION: FamilyConfig(lr={COMP_PROJECTOR: 1e-3}, global_batch=256),
             GENERATION: FamilyConfig(
                 lr={GEN_PROJECTOR: 2e-5, HLORA_GEN: gen_hlora_lr}, global_batch=64
             ),
         }
-        return StageConfig(stage, preset, model_preset, "stage1", families)
-    if stage == "stage2":
+        return StageConfig(stage, preset, model_preset, STAGE1, families)
+    if stage == STAGE2:
         lr = {EMBEDDINGS: 2e-4, LM_HEAD: 2e-4}
         families = {
             COMPREHENSION: FamilyConfig(lr=dict(lr), global_batch=32),
             GENERATION: FamilyConfig(lr=dict(lr), global_batch=32),
         }
         return StageConfig(
-            stage, preset, model_preset, "stage2", families, schedule="constant", warmup_ratio=0.0
+            stage, preset, model_preset, STAGE2, families, schedule="constant", warmup_ratio=0.0
         )
     families = {
         COMPREHENSION: FamilyConfig(lr={COMP_PROJECTOR: 2e-5, HLORA_COMP: 2e-4}, global_batch=128),
         GENERATION: FamilyConfig(lr={GEN_PROJECTOR: 2e-5, HLORA_GEN: 2e-4}, global_batch=64),
     }
-    return StageConfig(stage, preset, model_preset, "stage3", families)
+    return StageConfig(stage, preset, model_preset, STAGE3, families)
 
 
 def _cpu(stage: str) -> StageConfig:
@@ -206,8 +206,8 @@ def _cpu(stage: str) -> StageConfig:
         "log_every": 5,
         "checkpoint_every": 50,
         "warmup_ratio": 0.05 if config.warmup_ratio else 0.0,
-        "epochs": {"stage1": 3.0, "stage2": 2.0, "stage3": 40.0}[stage],
-        "max_steps": {"stage1": 60, "stage2": 40, "stage3": 600}[stage],
+        "epochs": {STAGE1: 3.0, STAGE2: 2.0, STAGE3: 40.0}[stage],
+        "max_steps": {STAGE1: 60, STAGE2: 40, STAGE3: 600}[stage],
         "eval_samples": 64,
     }
     return dataclasses.replace(config, **overrides)

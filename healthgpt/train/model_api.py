@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from healthgpt.data.decode.imaging import decode_rgb
+from healthgpt.data.tasks import IMAGE_TOKEN, TARGET_IMAGE_TOKEN
 from healthgpt.model import (
     COMPREHENSION,
     GENERATION,
@@ -43,8 +44,8 @@ from healthgpt.train import config as C
 
 # Columns the workers read: everything else (lineage, subject) stays on disk.
 COLUMNS = ["id", "task", "task_family", "conversations", "image", "answer_type", "meta"]
-TARGET_PLACEHOLDER = "<target_image>"
-IMAGE_PLACEHOLDER = "<image>"
+TARGET_PLACEHOLDER = TARGET_IMAGE_TOKEN
+IMAGE_PLACEHOLDER = IMAGE_TOKEN
 VQ_FILE = "vq.safetensors"
 VQ_INFO = "vq.json"
 # A generation sample's answer is its target image: a cut answer is a cut image.

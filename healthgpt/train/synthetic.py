@@ -18,6 +18,7 @@ from PIL import Image
 
 from healthgpt.data.schema import SAMPLE_SCHEMA, image_value, stable_id
 from healthgpt.data.shards import ShardWriter
+from healthgpt.data.tasks import STAGES, TARGET_IMAGE_TOKEN, with_image
 
 QUESTION = "What modality is this image?"
 MODALITIES = ("CT", "X-Ray")
@@ -63,7 +64,7 @@ def synthetic_row(
             "direction": "image->text",
             "target_image": None,
             "conversations": [
-                {"from": "human", "value": f"<image>\n{QUESTION}"},
+                {"from": "human", "value": with_image(QUESTION)},
                 {"from": "gpt", "value": modality},
             ],
             "answer_type": "closed",
@@ -76,8 +77,8 @@ def synthetic_row(
         "target_modality": modality,
         "target_image": image_value(png),
         "conversations": [
-            {"from": "human", "value": "<image>\nReconstruct this image."},
-            {"from": "gpt", "value": "<target_image>"},
+            {"from": "human", "value": with_image("Reconstruct this image.")},
+            {"from": "gpt", "value": TARGET_IMAGE_TOKEN},
         ],
         "answer_type": None,
     }
@@ -87,7 +88,7 @@ def write_synthetic_mixture(
     root: Path,
     train: int = 64,
     test: int = 32,
-    subsets: tuple[str, ...] = ("stage1", "stage2", "stage3"),
+    subsets: tuple[str, ...] = STAGES,
     families: tuple[str, ...] = ("comprehension", "generation"),
     seed: int = 0,
     row_group_bytes: int = 64 << 10,

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from healthgpt.data.shards import open_shard
+from healthgpt.data.tasks import IMAGE_TOKEN
 from healthgpt.model.constants import COMPREHENSION
 from healthgpt.model.prompt import SampleDropped
 from healthgpt.train.data import split_files
@@ -76,7 +77,7 @@ def closed_accuracy(
         correct += hit
         chance += chance_level(row, reference, answers)
         if len(examples) < 8:
-            question = row["conversations"][0]["value"].replace("<image>", "").strip()
+            question = row["conversations"][0]["value"].replace(IMAGE_TOKEN, "").strip()
             examples.append(
                 {"question": question[:80], "answer": reference, "predicted": predicted}
             )

@@ -21,13 +21,14 @@ from typing import Any
 import torch
 from PIL import Image
 
+from healthgpt.data.tasks import STAGE1, STAGE3
 from healthgpt.model import VQTokenizer, get_preset, images_to_tensor, save_vq
 from healthgpt.model.vq import load_lightning_state_dict
 from healthgpt.storage import atomic_directory, file_sha256, output_path, write_json
 from healthgpt.train.data import iter_rows, split_files
 from healthgpt.train.model_api import VQ_FILE, VQ_INFO
 
-SUBSETS = ("stage1", "stage3")
+SUBSETS = (STAGE1, STAGE3)  # every training sample is in one of them (stage 2 is from 1)
 
 
 @dataclass(frozen=True)

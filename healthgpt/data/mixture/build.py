@@ -83,6 +83,7 @@ from healthgpt.data.shards import (
     write_manifest,
     write_table_file,
 )
+from healthgpt.data.tasks import STAGE1, STAGE2, STAGE3
 from healthgpt.storage import is_local, output_path
 
 __all__ = [
@@ -346,8 +347,8 @@ def _select(index: pl.DataFrame, config: MixtureConfig) -> _Selection:
     del near
 
     available = group_counts(train)
-    stage1_plans = plan_stage(config, "stage1", available)
-    stage3_plans = plan_stage(config, "stage3", available)
+    stage1_plans = plan_stage(config, STAGE1, available)
+    stage3_plans = plan_stage(config, STAGE3, available)
     stage1 = select(train, stage1_plans, "rank1")
     stage3 = select(train, stage3_plans, "rank3")
     stage1_frame = train.join(stage1.select("seq"), on="seq", how="semi")
@@ -362,9 +363,9 @@ def _select(index: pl.DataFrame, config: MixtureConfig) -> _Selection:
     n = index.height
     copies = {}
     for subset, chosen in (
-        ("stage1", stage1),
-        ("stage2", stage2),
-        ("stage3", stage3),
+        (STAGE1, stage1),
+        (STAGE2, stage2),
+        (STAGE3, stage3),
         ("eval", evals),
     ):
         array = np.zeros(n, dtype=np.uint32)

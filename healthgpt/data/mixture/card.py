@@ -17,21 +17,32 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from healthgpt.data.ingest.run import IncompleteSource, ingested_parts
-from healthgpt.data.mixture.records import SUBSETS, IngestedSource, MixtureSummary
-from healthgpt.data.mixture.tasks import DEGRADATION, TARGET_IMAGE_TOKEN
-from healthgpt.data.schema import TASK_FAMILIES, TASKS
+from healthgpt.data.mixture.records import IngestedSource, MixtureSummary
+from healthgpt.data.mixture.tasks import DEGRADATION
 from healthgpt.data.shards import read_manifest
+from healthgpt.data.tasks import (
+    FAMILIES,
+    IMAGE_TOKEN,
+    STAGE1,
+    STAGE3,
+    STAGE_ROLES,
+    STAGES,
+    SUBSETS,
+    TARGET_IMAGE_TOKEN,
+    TASK_FAMILIES,
+    TASKS,
+)
 from healthgpt.paths import MANIFESTS_DIR
 
 if TYPE_CHECKING:
     from healthgpt.data.mixture.config import MixtureConfig
 
-SUBSET_ROLES = {
-    "stage1": "alignment: captions/descriptions and image reconstruction",
-    "stage2": "heterogeneous fusion: a stratified draw from stage 1 (the paper's Mixed-47k)",
-    "stage3": "instruction tuning: comprehension and generation tasks",
-    "eval": "evaluation: benchmark test splits and the held-out generation subjects",
-}
+SUBSET_ROLES = STAGE_ROLES
+
+# The VL-Health totals the paper reports (arXiv 2502.09838), per task family. Per-dataset
+# figures come from the `paper:` block of each `data_manifests/<name>.yaml`.
+PAPER_TOTALS: dict[str, int] = {"comprehension": 765_802, "generation": 783_045}
+PAPER_REFERENCE = "HealthGPT, arXiv 2502.09838"
 
 
 def manifests_dir(configured: str | None) -> Path:
@@ -74,14 +85,41 @@ def _reader_source(ingested_dir: Path) -> str | None:
         return None
 
 
-def _license_of(path: Path) -> str | None:
+def _manifest(path: Path) -> dict[str, Any] | None:
+    """A registry YAML as a mapping; None when missing or unreadable (the card says so)."""
     if not path.is_file():
         return None
     try:
         data = yaml.safe_load(path.read_text())
     except (yaml.YAMLError, OSError):
         return None
-    if not isinstance(data, dict) or not data.get("license"):
+    return data if isinstance(data, dict) else None
+
+
+def read_paper(directory: Path) -> dict[str, dict[str, Any]]:
+    """The `paper:` block of every registry YAML in `directory` that has one, normalized:
+    `family` and `stages` as lists, `samples` an int or None, `note` a string."""
+    paths = sorted(directory.glob("*.yaml")) if directory.is_dir() else []
+    found: dict[str, dict[str, Any]] = {}
+    for path in paths:
+        block = (_manifest(path) or {}).get("paper")
+        if not isinstance(block, dict):
+            continue
+        family = block.get("family") or []
+        stages = block.get("stages") or []
+        samples = block.get("samples")
+        found[path.stem] = {
+            "family": [family] if isinstance(family, str) else [str(f) for f in family],
+            "stages": [stages] if isinstance(stages, str) else [str(s) for s in stages],
+            "samples": int(samples) if isinstance(samples, int | float) else None,
+            "note": str(block.get("note") or ""),
+        }
+    return found
+
+
+def _license_of(path: Path) -> str | None:
+    data = _manifest(path)
+    if not data or not data.get("license"):
         return None
     value = data["license"]
     if isinstance(value, dict):
@@ -106,6 +144,91 @@ def composition_markdown(summary: MixtureSummary) -> str:
     totals = " | ".join(f"**{summary.rows(s):,}**" for s in subsets)
     lines.append(f"| **total** | | {totals} |")
     return "\n".join(lines)
+
+
+def _fmt(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+def _training_groups(summary: MixtureSummary) -> dict[tuple[str, str], int]:
+    """Distinct training samples per (source, task): stage 2 is drawn from stage 1, so a group
+    counts its stage 1 and stage 3 draws, at most all it has available."""
+    drawn: dict[tuple[str, str], int] = {}
+    available: dict[tuple[str, str], int] = {}
+    for plan in summary.plan:
+        if plan["stage"] in (STAGE1, STAGE3):
+            group = (plan["source"], plan["task"])
+            drawn[group] = drawn.get(group, 0) + min(plan["target"], plan["available"])
+            available[group] = plan["available"]
+    return {group: min(n, available[group]) for group, n in drawn.items() if n}
+
+
+def paper_comparison_markdown(summary: MixtureSummary, paper: dict[str, dict[str, Any]]) -> str:
+    """This build's composition per stage, family and source beside the paper's VL-Health."""
+    family_rows = ["| family | " + " | ".join(STAGES) + " | this build | paper |"]
+    family_rows.append("|" + "---|" * (len(STAGES) + 3))
+    groups = _training_groups(summary)
+    built: dict[str, int] = dict.fromkeys(FAMILIES, 0)
+    for (_, task), n in groups.items():
+        built[TASK_FAMILIES[task]] += n
+    for family in FAMILIES:
+        cells = [
+            sum(n for t, n in _task_counts(summary, s).items() if TASK_FAMILIES[t] == family)
+            for s in STAGES
+        ]
+        family_rows.append(
+            f"| {family} | "
+            + " | ".join(f"{c:,}" for c in cells)
+            + f" | {built[family]:,} | {PAPER_TOTALS[family]:,} |"
+        )
+    totals = [summary.rows(s) for s in STAGES]
+    family_rows.append(
+        "| **total** | "
+        + " | ".join(f"{c:,}" for c in totals)
+        + f" | {sum(built.values()):,} | {sum(PAPER_TOTALS.values()):,} |"
+    )
+    stages_of: dict[str, set[str]] = {}
+    families_of: dict[str, set[str]] = {}
+    per_source: dict[str, int] = {}
+    for plan in summary.plan:
+        if plan["target"]:
+            stages_of.setdefault(plan["source"], set()).add(plan["stage"])
+            families_of.setdefault(plan["source"], set()).add(TASK_FAMILIES[plan["task"]])
+    for (source, _), n in groups.items():
+        per_source[source] = per_source.get(source, 0) + n
+    source_rows = [
+        "| dataset | family | stages | this build | paper: family | paper: stages | paper "
+        "| paper note |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name in sorted(set(stages_of) | set(paper)):
+        stated = paper.get(name)
+        ours = [
+            ", ".join(sorted(families_of.get(name, ()))) or "-",
+            ", ".join(sorted(stages_of.get(name, ()))) or "-",
+            _fmt(per_source.get(name, 0)),
+        ]
+        theirs = (
+            [
+                ", ".join(stated["family"]) or "-",
+                ", ".join(stated["stages"]) or "-",
+                _fmt(stated["samples"]) if stated["samples"] is not None else "not stated",
+                stated["note"] or "-",
+            ]
+            if stated
+            else ["-", "-", "no `paper:` entry", "-"]
+        )
+        source_rows.append(f"| {name} | " + " | ".join(ours + theirs) + " |")
+    return (
+        f"The paper ({PAPER_REFERENCE}) reports VL-Health as {PAPER_TOTALS['comprehension']:,} "
+        f"comprehension and {PAPER_TOTALS['generation']:,} generation samples. This build's "
+        "training samples per family (stage 1 and stage 3, each sample once: stage 2 is "
+        "drawn from stage 1):\n\n"
+        + "\n".join(family_rows)
+        + "\n\nPer dataset (the paper's side from the `paper:` block of "
+        '`data_manifests/<name>.yaml`; "not stated" where the paper gives no per-dataset '
+        "figure):\n\n" + "\n".join(source_rows)
+    )
 
 
 def _dimension_table(summary: MixtureSummary, dimension: str) -> str:
@@ -211,6 +334,8 @@ def render_card(summary: MixtureSummary, config: MixtureConfig) -> str:
         "decode as PIL images.\n",
         "## Composition by task\n",
         composition_markdown(summary) + "\n",
+        "## Beside the paper\n",
+        paper_comparison_markdown(summary, read_paper(manifests_dir(config.manifests_dir))) + "\n",
         "## By source\n",
         _dimension_table(summary, "source") + "\n",
         "## By modality\n",
@@ -249,7 +374,7 @@ def _how_built(config: MixtureConfig) -> str:
     }[config.closed_question_style]
     return "\n".join(
         [
-            "- **Comprehension.** VQA: `<image>` + question -> answer; "
+            f"- **Comprehension.** VQA: `{IMAGE_TOKEN}` + question -> answer; "
             f"{closed}; open questions stay open. Captions and reports become description "
             "tasks with a prompt chosen from a fixed list. LLaVA-style conversations pass "
             "through; samples with more than one image are dropped (`multi_image`).",

@@ -23,10 +23,10 @@ import pyarrow.compute as pc
 from healthgpt.data.mixture.config import MixtureConfig
 from healthgpt.data.mixture.dedup import ImageHasher, PhashIndex
 from healthgpt.data.mixture.sampling import group_target, plan_stage, plan_stage2
-from healthgpt.data.mixture.tasks import NEEDS_IMAGE, NEEDS_TARGET
 from healthgpt.data.shards import open_shard, read_manifest, shard_paths
+from healthgpt.data.tasks import NEEDS_IMAGE, NEEDS_TARGET, STAGE1, STAGE2, STAGE3, STAGES
 
-TRAIN_SUBSETS = ("stage1", "stage2", "stage3")
+TRAIN_SUBSETS = STAGES
 MAX_EXAMPLES = 20
 
 
@@ -120,13 +120,13 @@ def expected_rows(mixture: Path, config: MixtureConfig) -> dict[str, dict[tuple[
     manifest = read_manifest(mixture)
     available = {(a["source"], a["task"]): a["train_samples"] for a in manifest["available"]}
     expected: dict[str, dict[tuple[str, str], int]] = {}
-    for stage in ("stage1", "stage3"):
+    for stage in (STAGE1, STAGE3):
         expected[stage] = {
             (p.source, p.task): group_target(p.available, p.weight, p.cap)
             for p in plan_stage(config, stage, available)
         }
-    stage1_distinct = {g: min(n, available[g]) for g, n in expected["stage1"].items() if n > 0}
-    expected["stage2"] = {
+    stage1_distinct = {g: min(n, available[g]) for g, n in expected[STAGE1].items() if n > 0}
+    expected[STAGE2] = {
         (p.source, p.task): p.target for p in plan_stage2(config.stage2_size, stage1_distinct)
     }
     return expected

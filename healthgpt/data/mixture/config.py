@@ -9,14 +9,20 @@ either side; the most specific rule wins: `source/task` > `source/*` > `*/task` 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from healthgpt.data.schema import TASK_FAMILIES, TASKS
-from healthgpt.data.vocab import OPTION_LETTERS
-
-CLOSED_STYLES = ("plain", "choice", "both")
-STAGES = ("stage1", "stage2", "stage3")
+from healthgpt.data.tasks import (
+    CLOSED_STYLE_TASKS,
+    CLOSED_STYLES,
+    OPTION_LETTERS,
+    STAGE1,
+    STAGE3,
+    TASK_FAMILIES,
+    TASKS,
+    VQA_TASKS,
+)
 
 # Sources whose held-out split is made here, by subject: they publish no usable test split.
 SUBJECT_SPLIT_SOURCES = ["ixi", "synthrad2023", "nifti_folder", "dicom_folder"]
@@ -127,19 +133,16 @@ class MixtureConfig:
 
     def built_tasks(self) -> list[str]:
         """Tasks the builders may emit (the closed style decides between plain and choice)."""
-        tasks = set(self.tasks)
-        if self.closed_question_style == "choice":
-            tasks.discard("vqa_closed")
-        elif self.closed_question_style == "plain":
-            tasks.discard("vqa_choice")
-        return [t for t in TASKS if t in tasks]
+        styled = CLOSED_STYLE_TASKS[self.closed_question_style]
+        unstyled = {"vqa_closed", "vqa_choice"} - set(styled)
+        return [t for t in TASKS if t in self.tasks and t not in unstyled]
 
     def required_tasks(self) -> dict[str, list[str]]:
         """Per stage, the tasks this config asks for (stage 2 asks for what stage 1 has)."""
         built = self.built_tasks()
         return {
-            "stage1": [t for t in built if _includes_task(self.stage1_include, t)],
-            "stage3": [t for t in built if _includes_task(self.stage3_include, t)],
+            STAGE1: [t for t in built if _includes_task(self.stage1_include, t)],
+            STAGE3: [t for t in built if _includes_task(self.stage3_include, t)],
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -185,54 +188,101 @@ def task_allows_source(config: MixtureConfig, task: str, source: str) -> bool:
     return allowed is None or "*" in allowed or source in allowed
 
 
+# The paper's routing (arXiv 2502.09838, sec. 4 and appendix): per stage, the dataset names
+# of the shared registry and the tasks each feeds there. Stage 2 (Mixed-47k) is drawn from
+# stage 1. The released VL-Health files are an alternative route to the same stages; their
+# generation rows state their task (`meta.task`) and are routed by it.
+_CLOSED_AND_OPEN = VQA_TASKS
+_CONVERSION = ("ct_to_mri", "mri_to_ct")
+PAPER_ROUTES: dict[str, dict[str, tuple[str, ...]]] = {
+    STAGE1: {
+        # alignment: captions / alignment conversations, and reconstruction of their images
+        "llava_558k": ("caption", "conversation", "reconstruction"),
+        "pubmedvision": ("caption", "conversation"),
+        "vl_health_alignment": ("caption", "conversation"),
+        "vl_health_reconstruction": ("reconstruction",),
+    },
+    STAGE3: {
+        # comprehension instructions
+        "vqa_rad": _CLOSED_AND_OPEN,
+        "slake": _CLOSED_AND_OPEN,
+        "pathvqa": _CLOSED_AND_OPEN,
+        "llava_med": ("conversation",),
+        "pubmedvision": ("conversation",),
+        "mimic_cxr": ("report", "text_to_image"),
+        "vl_health_comprehension": (*_CLOSED_AND_OPEN, "caption", "conversation", "report"),
+        # generation instructions
+        "synthrad2023": _CONVERSION,
+        "ixi": ("super_resolution",),
+        "vl_health_generation": (*_CONVERSION, "super_resolution", "text_to_image"),
+    },
+}
+
+
+def routed_sources(routes: dict[str, dict[str, tuple[str, ...]]]) -> dict[str, list[str]]:
+    """task -> the datasets a routing table lets feed it (a task no route names has none)."""
+    sources: dict[str, list[str]] = {task: [] for task in TASKS}
+    for stage in routes.values():
+        for source, tasks in stage.items():
+            for task in tasks:
+                if source not in sources[task]:
+                    sources[task].append(source)
+    return {task: sorted(names) for task, names in sources.items()}
+
+
+def route_patterns(routes: dict[str, dict[str, tuple[str, ...]]], stage: str) -> list[str]:
+    """The `source/task` membership rules of one stage of a routing table."""
+    return [f"{source}/{task}" for source, tasks in routes[stage].items() for task in tasks]
+
+
 def paper_preset(**overrides: Any) -> MixtureConfig:
     """The paper's composition (arXiv 2502.09838, sec. 4 and appendix; VL-Health card).
 
-    - Stage 1 (alignment): image captioning from LLaVA-558k and PubMedVision (ingested from
-      their LLaVA JSON as conversations, multi-image instances removed) plus image
-      reconstruction of the LLaVA-558k images.
+    - Stage 1 (alignment): captions and alignment conversations of LLaVA-558k and
+      PubMedVision (multi-image instances removed) plus reconstruction of the LLaVA-558k
+      images; or the released VL-Health alignment and reconstruction files.
     - Stage 2 (fusion): Mixed-47k, 47k samples drawn from the alignment data.
     - Stage 3 (instruction): VQA-RAD, SLAKE, PathVQA (closed questions as single choice),
-      LLaVA-Med / PubMedVision instructions, MIMIC-CXR; generation: SynthRAD2023 CT<->MRI
-      (brain and pelvis), IXI 4x super-resolution, MIMIC-CXR report-to-X-ray.
+      LLaVA-Med and PubMedVision instructions, MIMIC-CXR reports; generation: SynthRAD2023
+      CT<->MRI (brain and pelvis), IXI 4x super-resolution, MIMIC-CXR report-to-X-ray; or the
+      released VL-Health comprehension and generation files.
 
-    The paper reports about 765k comprehension and 783k generation samples in total but no
-    per-source caps, so none are set: every available training sample is used once.
-    Dataset names `llava_558k`, `pubmedvision` and `llava_med` are the names to give the
-    corresponding `llava_json` ingestions in `build_mixture(ingested_dirs=...)`.
+    Only the datasets of `PAPER_ROUTES` feed it (`task_sources`); other ingested datasets
+    yield nothing (`no_task_for_kind`). The paper reports 765,802 comprehension and 783,045
+    generation samples (`card.PAPER_TOTALS`) but no per-source caps, so none are set: every
+    available training sample is used once.
     """
     config = MixtureConfig(
-        task_sources={
-            "reconstruction": ["llava_558k", "llava_json"],
-            "super_resolution": ["ixi"],
-            "text_to_image": ["mimic_cxr"],
-            "ct_to_mri": ["synthrad2023"],
-            "mri_to_ct": ["synthrad2023"],
-        },
+        task_sources=routed_sources(PAPER_ROUTES),
         closed_question_style="choice",
-        stage1_include=[
-            "llava_558k/conversation",
-            "pubmedvision/conversation",
-            "*/caption",
-            "*/reconstruction",
-        ],
+        stage1_include=route_patterns(PAPER_ROUTES, STAGE1),
         stage2_size=47_000,
         workers=0,
-        stage3_include=[
-            "*/vqa_open",
-            "*/vqa_closed",
-            "*/vqa_choice",
-            "llava_med/conversation",
-            "pubmedvision/conversation",
-            "llava_json/conversation",
-            "*/report",
-            "*/ct_to_mri",
-            "*/mri_to_ct",
-            "*/super_resolution",
-            "*/text_to_image",
-        ],
+        stage3_include=route_patterns(PAPER_ROUTES, STAGE3),
     )
     return _apply(config, overrides)
+
+
+# Tasks the bundled samples cannot show: the MIMIC-CXR sample has one real chest radiograph
+# under every study, so decontamination rightly removes every training report and
+# report-to-X-ray sample (see `demo_preset`).
+SAMPLE_DECONTAMINATED = ("report", "text_to_image")
+
+
+def paper_sample_preset(**overrides: Any) -> MixtureConfig:
+    """`paper_preset`'s routing at the size of the bundled miniatures: a small stage 2, the
+    sample preset's held-out fraction and shard sizes, and without the tasks the samples
+    cannot show (`SAMPLE_DECONTAMINATED`), so the paper's composition runs on the samples."""
+    small = sample_preset()
+    defaults: dict[str, Any] = {
+        "tasks": [t for t in TASKS if t not in SAMPLE_DECONTAMINATED],
+        "stage2_size": small.stage2_size,
+        "generation_test_fraction": small.generation_test_fraction,
+        "target_shard_bytes": small.target_shard_bytes,
+        "row_group_bytes": small.row_group_bytes,
+        "workers": 1,
+    }
+    return paper_preset(**{**defaults, **overrides})
 
 
 def sample_preset(**overrides: Any) -> MixtureConfig:
@@ -269,7 +319,7 @@ def demo_preset(**overrides: Any) -> MixtureConfig:
     embeddings and LM head on, as the paper's captions would.
     """
     defaults: dict[str, Any] = {
-        "tasks": [t for t in TASKS if t not in ("caption", "report", "text_to_image")],
+        "tasks": [t for t in TASKS if t != "caption" and t not in SAMPLE_DECONTAMINATED],
         "stage1_include": [*STAGE1_INCLUDE, "*/vqa_choice", "*/vqa_closed"],
         "stage2_size": 128,
         # Plain yes/no: a tiny model learns image-dependent answers from a few hundred
@@ -277,6 +327,22 @@ def demo_preset(**overrides: Any) -> MixtureConfig:
         "closed_question_style": "plain",
     }
     return sample_preset(**{**defaults, **overrides})
+
+
+PRESETS: dict[str, Callable[..., MixtureConfig]] = {
+    "demo": demo_preset,
+    "sample": sample_preset,
+    "paper": paper_preset,
+    "paper_sample": paper_sample_preset,
+}
+"""The presets by the name `HEALTHGPT_MIXTURE_PRESET` and the pipeline's config use."""
+
+
+def preset(name: str, **overrides: Any) -> MixtureConfig:
+    """The named preset with `overrides` applied."""
+    if name not in PRESETS:
+        raise ValueError(f"preset must be one of {sorted(PRESETS)}, not {name!r}")
+    return PRESETS[name](**overrides)
 
 
 def _apply(config: MixtureConfig, overrides: dict[str, Any]) -> MixtureConfig:

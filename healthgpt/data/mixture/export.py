@@ -6,8 +6,9 @@
 `image` is the path of the input image relative to `<out>` (the trainer's `image_folder`),
 absent for text-only inputs (text_to_image). Generation samples also carry `target_image`,
 the path of the image to generate, and their answer turn is the `<target_image>`
-placeholder: a HealthGPT trainer swaps it for the VQ codes of `target_image`; a plain LLaVA
-trainer, which ignores the extra key, should be given comprehension samples only.
+placeholder (`data.tasks.TARGET_IMAGE_TOKEN`): a HealthGPT trainer swaps it for the VQ codes
+of `target_image`; a plain LLaVA trainer, which ignores the extra key, should be given
+comprehension samples only.
 Entries are written as they are read (the JSON list is streamed), so memory stays flat.
 """
 
@@ -18,8 +19,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from healthgpt.data.mixture.records import SUBSETS
 from healthgpt.data.shards import open_shard, shard_paths
+from healthgpt.data.tasks import SUBSETS
 from healthgpt.storage import atomic_directory
 
 

@@ -14,10 +14,7 @@ from typing import Any, NamedTuple
 from healthgpt.data.mixture.dedup import ImageHash
 from healthgpt.data.mixture.tasks import PlannedSample
 from healthgpt.data.shards import ShardInfo
-
-SUBSETS = ("stage1", "stage2", "stage3", "eval")
-"""The mixture's output folders, in the order every listing of them uses."""
-
+from healthgpt.data.tasks import SUBSETS as SUBSETS  # the output folders, in listing order
 
 # --- input ---------------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 import polars as pl
 
 from healthgpt.data.mixture.config import MixtureConfig, includes, rule_value
+from healthgpt.data.tasks import STAGE1, STAGE2
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ def group_target(available: int, weight: float, cap: int | None) -> int:
 
 
 def stage_rules(config: MixtureConfig, stage: str) -> tuple[list[str], dict, dict]:
-    if stage == "stage1":
+    if stage == STAGE1:
         return config.stage1_include, config.stage1_weights, config.stage1_caps
     return config.stage3_include, config.stage3_weights, config.stage3_caps
 
@@ -79,7 +80,7 @@ def plan_stage2(size: int, stage1_sizes: dict[tuple[str, str], int]) -> list[Gro
     for g in by_remainder[:leftover]:
         alloc[g] += 1
     return [
-        GroupPlan("stage2", g[0], g[1], stage1_sizes[g], 1.0, None, alloc[g])
+        GroupPlan(STAGE2, g[0], g[1], stage1_sizes[g], 1.0, None, alloc[g])
         for g in sorted(stage1_sizes)
         if alloc[g] > 0
     ]

@@ -30,89 +30,35 @@ import io
 import json
 import random
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from PIL import Image
 
 from healthgpt.data.decode.imaging import encode_png, to_display
 from healthgpt.data.mixture.config import MixtureConfig, task_allows_source
-from healthgpt.data.schema import TASK_FAMILIES, image_value, stable_id
-from healthgpt.data.vocab import OPTION_LETTERS
-
-IMAGE_TOKEN = "<image>"
-TARGET_IMAGE_TOKEN = "<target_image>"
-"""The generation answer. Trainers replace it with the target image's VQ codes."""
-
-CHOICE_INSTRUCTION = "Answer with the option's letter from the given choices directly."
-
-CAPTION_PROMPTS = (
-    "Describe this image.",
-    "Can you describe the image for me?",
-    "What is shown in this image?",
-    "Provide a brief description of the given image.",
-    "Summarize the visual content of this medical image.",
-    "Write a short caption for this image.",
-)
-REPORT_PROMPTS = (
-    "Write the findings and impression for this {modality} image.",
-    "Generate a radiology report for this {modality} image.",
-    "Describe the findings in this {modality} image as a radiologist would.",
-    "What are the findings and the impression of this {modality} study?",
-    "Please write a report for this {modality} image.",
-)
-CONVERSION_PROMPTS = (
-    "Convert this {src} image of the {part} into the corresponding {dst} image.",
-    "Translate this {src} slice of the {part} into a {dst} slice.",
-    "Generate the {dst} image that corresponds to this {src} image of the {part}.",
-    "Synthesize a {dst} scan from this {src} scan of the {part}.",
-)
-SUPER_RESOLUTION_PROMPTS = (
-    "Increase the resolution of this {modality} image by a factor of {factor}.",
-    "This {modality} image is low resolution; reconstruct it at {factor}x higher resolution.",
-    "Super-resolve this {modality} image ({factor}x).",
-    "Restore the fine detail of this {factor}x downsampled {modality} image.",
-)
-RECONSTRUCTION_PROMPTS = (
-    "Reconstruct this image.",
-    "Reproduce the input image exactly.",
-    "Encode and then reproduce this {modality} image.",
-    "Output the same image as the input.",
-)
-TEXT_TO_IMAGE_PROMPTS = (
-    "Generate a {part} X-ray image that matches this report:\n{text}",
-    "Create a frontal {part} radiograph consistent with these findings and impression:\n{text}",
-    "Draw the {part} X-ray described by this radiology report:\n{text}",
+from healthgpt.data.schema import image_value, stable_id
+from healthgpt.data.tasks import (
+    CLOSED_STYLE_TASKS,
+    IMAGE_TOKEN,
+    OPTION_LETTERS,
+    PASSTHROUGH,
+    PLAIN,
+    PROMPTS,
+    SINGLE_CHOICE,
+    TARGET_IMAGE_TOKEN,
+    TASK_FAMILIES,
+    TASK_KINDS,
+    TASK_SPECS,
+    choice_prompt,
+    strip_image,
+    with_image,
 )
 
-PROMPTS: dict[str, tuple[str, ...]] = {
-    "caption": CAPTION_PROMPTS,
-    "report": REPORT_PROMPTS,
-    "ct_to_mri": CONVERSION_PROMPTS,
-    "mri_to_ct": CONVERSION_PROMPTS,
-    "super_resolution": SUPER_RESOLUTION_PROMPTS,
-    "reconstruction": RECONSTRUCTION_PROMPTS,
-    "text_to_image": TEXT_TO_IMAGE_PROMPTS,
-}
+# The templates by name, for callers that check a rendered prompt against its list.
+CAPTION_PROMPTS = PROMPTS["caption"]
+CONVERSION_PROMPTS = PROMPTS["ct_to_mri"]
 
-# Record kinds that may feed each task. Reconstruction skips vqa (many questions share one
-# image: they would all be duplicates) and pairs (their slices already feed conversion).
-TASK_KINDS: dict[str, tuple[str, ...]] = {
-    "vqa_open": ("vqa",),
-    "vqa_closed": ("vqa",),
-    "vqa_choice": ("vqa",),
-    "caption": ("caption",),
-    "report": ("report",),
-    "conversation": ("conversation",),
-    "ct_to_mri": ("pair",),
-    "mri_to_ct": ("pair",),
-    "super_resolution": ("image",),
-    "reconstruction": ("image", "caption", "conversation", "report"),
-    "text_to_image": ("report",),
-}
-# Which images a task needs: the input (`image`) and, for generation, the target.
-NEEDS_IMAGE = {t for t in TASK_FAMILIES if t != "text_to_image"}
-NEEDS_TARGET = {t for t, family in TASK_FAMILIES.items() if family == "generation"}
 YES_NO = ("yes", "no")
 DEGRADATION = "PIL BICUBIC down by {f}, then BICUBIC up by {f} to the original size"
 
@@ -135,6 +81,7 @@ class PlannedSample:
     output_col: str | None
     text_key: int
     degrade: bool = False
+    declared: bool = False  # the record states its task and its own prompt (VL-Health rows)
 
 
 @dataclass
@@ -223,6 +170,9 @@ def plan_record(
     kind = record["kind"]
     if config.drop_multi_image and _n_images(record) > 1:
         return [], "multi_image"
+    declared = declared_task(record)
+    if declared is not None:
+        return _plan_declared(record, source, split, config, declared)
     wanted = [
         t for t in config.tasks if kind in TASK_KINDS[t] and task_allows_source(config, t, source)
     ]
@@ -259,6 +209,60 @@ def _planned(
     )
 
 
+def declared_task(record: dict[str, Any]) -> str | None:
+    """The generation task a record states it is (`meta.task`, as the released VL-Health
+    generation rows do; an unknown name is kept, and refused when planned), or None for
+    records whose kind decides their tasks."""
+    task = meta_of(record).get("task")
+    if task is None or TASK_FAMILIES.get(task) == "comprehension":
+        return None  # comprehension rows are planned from their kind (vqa, conversation, ...)
+    return str(task)
+
+
+def _plan_declared(record, source, split, config, task):
+    """A record that is one generation sample already (input, target and instruction given):
+    planned as that task, its own input and target, no degradation."""
+    if TASK_FAMILIES.get(task) != "generation":
+        return [], "unknown_declared_task"
+    if task not in config.tasks or not task_allows_source(config, task, source):
+        return [], "no_task_for_kind"
+    needs_input = TASK_SPECS[task].needs_image
+    target = "target_image" if _has_image(record, "target_image") else None
+    if target is None and (task == "reconstruction" or not needs_input):
+        target = "image" if _has_image(record) else None  # the one image is the output
+    if target is None or (needs_input and not _has_image(record)):
+        return [], "missing_image"
+    text = _declared_prompt(record)
+    if not needs_input and not (text or (record.get("text") or "").strip()):
+        return [], "missing_text"
+    modality = record["modality"]
+    target_modality = record.get("target_modality") or modality
+    source_side = modality if needs_input else "text"
+    planned = _planned(
+        record,
+        task,
+        split,
+        input_col="image" if needs_input else None,
+        output_col=target,
+        text=text_key(text or record.get("text")),
+        target_modality=target_modality,
+        direction=f"{source_side}->{target_modality}",
+    )
+    return [replace(planned, declared=bool(text))], None
+
+
+def _declared_prompt(record: dict[str, Any]) -> str:
+    """The instruction a declared-task record carries: its question, else its first human
+    turn without the image placeholder; empty when it has none (a template is used)."""
+    question = (record.get("question") or "").strip()
+    if question:
+        return question
+    for turn in record.get("conversations") or []:
+        if turn.get("from") == "human":
+            return strip_image(turn.get("value") or "").replace(IMAGE_TOKEN, "").strip()
+    return ""
+
+
 def _plan_vqa(record, source, split, ctx, wanted):
     if not _has_image(record):
         return [], "missing_image"
@@ -269,12 +273,11 @@ def _plan_vqa(record, source, split, ctx, wanted):
     if not is_closed(record):
         tasks = ["vqa_open"] if "vqa_open" in wanted else []
     else:
-        style = ctx.config.closed_question_style
+        styled = CLOSED_STYLE_TASKS[ctx.config.closed_question_style]
         can_choose = len(ctx.answers.options(record, source)) >= 2
-        tasks = []
-        if style in ("choice", "both") and can_choose:
-            tasks.append("vqa_choice")
-        if style in ("plain", "both") or not can_choose:
+        # A question with fewer than two options cannot be single choice: asked plainly.
+        tasks = [t for t in styled if can_choose or t != "vqa_choice"]
+        if not can_choose and "vqa_closed" not in tasks:
             tasks.append("vqa_closed")
         tasks = [t for t in tasks if t in wanted]
     if not tasks:
@@ -464,12 +467,8 @@ def _choice_turns(record, planned, source, ctx) -> tuple[str, str, dict[str, Any
     distractors = rng.sample(distractors, min(len(distractors), config.max_choice_options - 1))
     options = [answer, *distractors]
     rng.shuffle(options)
-    letters = list(OPTION_LETTERS[: len(options)])
-    listed = "\n".join(
-        f"{letter}. {option}" for letter, option in zip(letters, options, strict=True)
-    )
-    letter = letters[options.index(answer)]
-    prompt = f"{record['question'].strip()}\n{listed}\n{CHOICE_INSTRUCTION}"
+    letter = OPTION_LETTERS[options.index(answer)]
+    prompt = choice_prompt(record["question"], options)
     return prompt, letter, {"options": options, "answer": answer, "answer_letter": letter}
 
 
@@ -495,7 +494,7 @@ def _passthrough_turns(conversations: list[dict[str, Any]]) -> list[dict[str, An
     if not any(IMAGE_TOKEN in (t["value"] or "") for t in turns):
         for turn in turns:
             if turn["from"] == "human":
-                turn["value"] = f"{IMAGE_TOKEN}\n{turn['value']}"
+                turn["value"] = with_image(turn["value"])
                 break
     return turns
 
@@ -513,23 +512,26 @@ def render_sample(
     worker process); otherwise it is computed here.
     """
     task = planned.task
+    spec = TASK_SPECS[task]
     meta: dict[str, Any] = {}
-    if task in ("vqa_open", "vqa_closed"):
+    if spec.prompt == PLAIN:
         human, gpt = record["question"].strip(), str(record["answer"]).strip()
-    elif task == "vqa_choice":
+    elif spec.prompt == SINGLE_CHOICE:
         human, gpt, meta = _choice_turns(record, planned, source, ctx)
-    elif task == "conversation":
+    elif spec.prompt == PASSTHROUGH:
         human = gpt = None
+    elif planned.declared:
+        human = _declared_prompt(record)
     else:
         human, meta["template"] = _prompt(task, planned, record, ctx.config)
-        gpt = (record.get("text") or "").strip() if task in ("caption", "report") else None
-    if task in NEEDS_TARGET:
+        gpt = None if spec.needs_target else (record.get("text") or "").strip()
+    if spec.needs_target:
         gpt = TARGET_IMAGE_TOKEN
     if human is None:
         turns = _passthrough_turns(record["conversations"])
     else:
-        prefix = f"{IMAGE_TOKEN}\n" if planned.input_col else ""
-        turns = [{"from": "human", "value": prefix + human}, {"from": "gpt", "value": gpt}]
+        human = with_image(human) if planned.input_col else human
+        turns = [{"from": "human", "value": human}, {"from": "gpt", "value": gpt}]
     image = record[planned.input_col]["bytes"] if planned.input_col else None
     if planned.degrade:
         image = degraded if degraded is not None else degrade(image, ctx.config.sr_factor)
