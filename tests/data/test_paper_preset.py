@@ -228,7 +228,10 @@ def test_card_shows_the_build_beside_the_paper(paper_build):
     beside = card[card.index("## Beside the paper") : card.index("## By source")]
     assert "| dicom_folder |" not in beside
     line = next(row for row in card.splitlines() if row.startswith("| llava_558k |"))
-    assert "stage1, stage2" in line and "no `paper:` entry" in line
+    assert "stage1, stage2" in line and "| stage1 |" in line and "not stated" in line
+    bare = paper_comparison_markdown(summary, {})
+    line = next(row for row in bare.splitlines() if row.startswith("| llava_558k |"))
+    assert "no `paper:` entry" in line
     paper = read_paper(MANIFESTS_DIR)
     assert {"vqa_rad", "slake", "pathvqa", "mimic_cxr", "ixi", "synthrad2023"} <= set(paper)
     assert paper["mimic_cxr"]["family"] == ["comprehension", "generation"]

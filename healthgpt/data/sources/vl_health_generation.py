@@ -177,6 +177,8 @@ class VlHealthGenerationReader(LlavaJsonReader):
                 file=file_name,
                 n_images=len(inputs),  # input images: the mixture drops rows with more
                 has_output=bool(output),
+                # The mixture plans a row that states its task as that one sample.
+                task=task,
                 task_from=task_from,
                 modality_label=sample.get("modality"),
             ),
