@@ -208,6 +208,22 @@ class ConversationFormatter:
             ids += self.tokenizer.encode(answer_prefix)
         return torch.tensor(ids, dtype=torch.long)
 
+    def official_prompt(self, question: str, answer_prefix: str = "") -> torch.Tensor:
+        """The inference prompt tokenized as the official scripts do (llava/mm_utils.py
+        ``tokenizer_image_token``): the whole prompt string (``conv.get_prompt()`` plus the
+        prefix) is split at ``<image>``, each chunk tokenized on its own with BOS, the BOS of
+        later chunks dropped, and one ``IMAGE_TOKEN_ID`` (-200) between chunks, which the
+        model expands to ``num_image_tokens`` patch positions here."""
+        style = self.style
+        text = style.system + style.sep + style.user + question + style.sep + style.assistant
+        bos = self.tokenizer.bos_token_id
+        ids = [] if bos is None else [bos]
+        for i, chunk in enumerate((text + answer_prefix).split(IMAGE_PLACEHOLDER)):
+            if i:
+                ids.extend([IMAGE_TOKEN_ID] * self.num_image_tokens)
+            ids.extend(self.tokenizer.encode(chunk))
+        return torch.tensor(ids, dtype=torch.long)
+
 
 def _count_labels(labels: list[int]) -> int:
     """Answer labels the loss sees (the first position is never a target)."""
