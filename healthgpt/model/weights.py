@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from healthgpt.model.constants import COMPREHENSION, GENERATION
@@ -121,7 +121,13 @@ def load_trainable(model: HealthGPT, path: str | Path, strict: bool = True) -> L
     report = LoadReport()
     parts = part_names(model)
     params = dict(model.named_parameters())
-    with safe_open(str(path), framework="pt") as f:
+    try:
+        handle = safe_open(str(path), framework="pt")
+    except SafetensorError as exc:  # a pickle or anything else: parsed as safetensors only
+        raise CheckpointRefused(
+            f"{Path(path).name}: not a safetensors checkpoint ({exc}); nothing in it was run"
+        ) from None
+    with handle as f:
         saved_parts = (f.metadata() or {}).get("parts", ",".join(PARTS)).split(",")
         for key in f.keys():  # noqa: SIM118 (safe_open is not a mapping)
             if key not in parts:
