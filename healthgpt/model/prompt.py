@@ -217,11 +217,18 @@ class ConversationFormatter:
         style = self.style
         text = style.system + style.sep + style.user + question + style.sep + style.assistant
         bos = self.tokenizer.bos_token_id
-        ids = [] if bos is None else [bos]
-        for i, chunk in enumerate((text + answer_prefix).split(IMAGE_PLACEHOLDER)):
+        head = [] if bos is None else [bos]
+        parts = (text + answer_prefix).split(IMAGE_PLACEHOLDER)
+        chunks = [head + self.tokenizer.encode(part) for part in parts]
+        # The official drops the first id of every later chunk when the first chunk starts
+        # with the tokenizer's declared BOS id, even one it does not prepend (text may hold it).
+        declared = getattr(self.tokenizer, "declared_bos_token_id", bos)
+        offset = int(bool(chunks[0]) and chunks[0][0] == declared)
+        ids = chunks[0][:offset]
+        for i, chunk in enumerate(chunks):
             if i:
                 ids.extend([IMAGE_TOKEN_ID] * self.num_image_tokens)
-            ids.extend(self.tokenizer.encode(chunk))
+            ids.extend(chunk[offset:])
         return torch.tensor(ids, dtype=torch.long)
 
 
