@@ -45,6 +45,12 @@ class ModelSpec:
     allow_partial_weights: bool = False
     # Let a preset that needs a trained VQGAN (m3, l14) generate with a random one.
     vq_dry_run: bool = False
+    # The VQGAN that decodes official-weight images (taming `last.ckpt` + `model.yaml`, or a
+    # `save_vq` safetensors file), each with the sha256 recorded when it was registered.
+    vq_path: str | None = None
+    vq_sha256: str | None = None
+    vq_yaml_path: str | None = None
+    vq_yaml_sha256: str | None = None
 
     @property
     def label(self) -> str:
@@ -117,6 +123,9 @@ def load_healthgpt(spec: ModelSpec) -> tuple[Any, list[str]]:
     if spec.official_dir:
         config = get_preset(spec.preset or DEFAULT_OFFICIAL_PRESET)
         config.official_weights = OfficialWeights(**official_files(spec.official_dir))
+        if spec.vq_path:
+            config.vq.ckpt_path, config.vq.ckpt_sha256 = spec.vq_path, spec.vq_sha256
+            config.vq.yaml_path, config.vq.yaml_sha256 = spec.vq_yaml_path, spec.vq_yaml_sha256
         try:
             model = load_model(
                 config, allow_partial=spec.allow_partial_weights, vq_dry_run=spec.vq_dry_run
