@@ -14,7 +14,10 @@ The official release has three ``torch.save``d state dicts of a peft-wrapped LLa
   ``base_model.model.lm_head.weight`` after the vocabulary resize.
 
 Which family a plugin file holds is not in its keys; it comes from the caller (or the file
-name). Every key that does not land on a trainable tensor is reported with the reason.
+name). The fusion file's tables become the generation family's own rows (the official
+comprehension model never loads it; see :mod:`healthgpt.model.family_rows`). Every key that
+does not land on a model tensor is reported with the reason, and every expected key a file
+did not fill is listed (:func:`load_official_release` refuses such files unless told).
 """
 
 from __future__ import annotations
