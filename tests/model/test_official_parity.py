@@ -120,6 +120,11 @@ def _double(model, release):
     release["gen"].double()
 
 
+def _collapse(ids: list[int]) -> list[int]:
+    """The official ids: one IMAGE_TOKEN_INDEX where ours hold one position per patch."""
+    return [t for i, t in enumerate(ids) if t != IMAGE_TOKEN_ID or ids[i - 1] != IMAGE_TOKEN_ID]
+
+
 @torch.no_grad()
 def _ours(model, family, ids, pixels):
     with model.active_plugin(family):
@@ -140,17 +145,23 @@ def test_released_files_give_the_official_logits_per_family(release, image):
     for family, official in ((COMPREHENSION, release["com"]), (GENERATION, release["gen"])):
         ours_ids = model.formatter.official_prompt(QUESTION, "<start_index>")
         ours_ids = torch.cat([ours_ids, torch.tensor(codes[1:])])
-        # The official ids: one IMAGE_TOKEN_INDEX where ours hold one position per patch.
-        official_ids = [
-            t
-            for i, t in enumerate(ours_ids.tolist())
-            if t != IMAGE_TOKEN_ID or ours_ids[i - 1] != IMAGE_TOKEN_ID
-        ]
+        official_ids = _collapse(ours_ids.tolist())
         select = model.vision.select_layers[family]
         expected = official_logits(official, model.vision.tower, select, official_ids, pixels)
         got = _ours(model, family, ours_ids, pixels)
         # The official splice puts the n patch features where its one index is: same length.
         torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-9)
+    # Cached decoding (what generation runs) picks the official greedy tokens too.
+    for family, official in ((COMPREHENSION, release["com"]), (GENERATION, release["gen"])):
+        prompt = model.formatter.official_prompt(QUESTION, "<start_index>")
+        official_ids = _collapse(prompt.tolist())
+        for _ in range(3):
+            select = model.vision.select_layers[family]
+            logits = official_logits(official, model.vision.tower, select, official_ids, pixels)
+            official_ids.append(int(logits[-1].argmax()))
+        with model._inference(family):
+            ours = model._decode(prompt, pixels, family, 3)
+        assert ours == official_ids[-3:]
     # The families really differ (plugins, projector, HVP layer and rows).
     ids = model.formatter.official_prompt(QUESTION)
     assert not torch.allclose(
