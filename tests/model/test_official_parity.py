@@ -19,17 +19,8 @@ from tests.model.official_layout import (
     official_logits,
     official_model,
 )
+from tests.model.test_checkpoints import PHI3_TOY
 
-# Phi-3 (the M3 base) at toy size, so the adapted module names are the real ones.
-PHI3_TOY = {
-    "hidden_size": 32,
-    "intermediate_size": 64,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 4,
-    "max_position_embeddings": 256,
-    "tie_word_embeddings": False,
-}
 QUESTION = "<image>\nWhat is shown?"
 
 
