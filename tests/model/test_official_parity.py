@@ -197,3 +197,19 @@ def test_an_empty_fusion_file_fails(tmp_path):
     torch.save({}, path)
     with pytest.raises(IncompleteWeights, match="embed_tokens"):
         _load({"fusion": path})
+
+
+def test_a_mixed_batch_uses_each_family_rows_per_sample(release, image):
+    model = _load(release["files"])
+    conversation = [{"from": "human", "value": QUESTION}, {"from": "gpt", "value": "A CT scan."}]
+    pixels = model.preprocess_image(image)
+    sample = model.format_conversation(conversation) | {"pixel_values": pixels}
+    alone = {
+        family: model(model.collate([sample | {"task_family": family}])).family_losses[family]
+        for family in (COMPREHENSION, GENERATION)
+    }
+    mixed = model.collate(
+        [sample | {"task_family": COMPREHENSION}, sample | {"task_family": GENERATION}]
+    )
+    out = model(mixed).family_losses
+    assert out == pytest.approx(alone, rel=1e-5) and alone[COMPREHENSION] != alone[GENERATION]
