@@ -41,6 +41,16 @@ class ModelSpec:
     official_dir: str | None = None
     max_new_tokens: int = 64
     name: str = ""
+    # Load official files that leave expected tensors unfilled (named in the notes).
+    allow_partial_weights: bool = False
+    # Let a preset that needs a trained VQGAN (m3, l14) generate with a random one.
+    vq_dry_run: bool = False
+    # The VQGAN that decodes official-weight images (taming `last.ckpt` + `model.yaml`, or a
+    # `save_vq` safetensors file), each with the sha256 recorded when it was registered.
+    vq_path: str | None = None
+    vq_sha256: str | None = None
+    vq_yaml_path: str | None = None
+    vq_yaml_sha256: str | None = None
 
     @property
     def label(self) -> str:
@@ -108,13 +118,23 @@ def load_healthgpt(spec: ModelSpec) -> tuple[Any, list[str]]:
     """The project's `HealthGPT` for `spec`, and notes on how its weights loaded."""
     from healthgpt.model import get_preset, load_model, load_trainable
     from healthgpt.model.presets import OfficialWeights
+    from healthgpt.model.weights import IncompleteWeights
 
     if spec.official_dir:
         config = get_preset(spec.preset or DEFAULT_OFFICIAL_PRESET)
         config.official_weights = OfficialWeights(**official_files(spec.official_dir))
-        model = load_model(config)
+        if spec.vq_path:
+            config.vq.ckpt_path, config.vq.ckpt_sha256 = spec.vq_path, spec.vq_sha256
+            config.vq.yaml_path, config.vq.yaml_sha256 = spec.vq_yaml_path, spec.vq_yaml_sha256
+        try:
+            model = load_model(
+                config, allow_partial=spec.allow_partial_weights, vq_dry_run=spec.vq_dry_run
+            )
+        except IncompleteWeights as exc:
+            raise ModelUnavailable(str(exc)) from exc
         reports = getattr(model, "load_reports", {})
-        return model, [f"official {name} weights: {r.summary()}" for name, r in reports.items()]
+        notes = [f"official {k} weights: {r.summary()}" for k, r in reports.items() if k != "vq"]
+        return model, [*notes, vq_note(model)]
     if not spec.checkpoint:
         raise ModelUnavailable(
             "no model to evaluate: no training checkpoint was found and no official weights "
@@ -128,12 +148,18 @@ def load_healthgpt(spec: ModelSpec) -> tuple[Any, list[str]]:
     if metadata.get("vq_path") and Path(metadata["vq_path"]).exists():
         config.vq.ckpt_path = metadata["vq_path"]
         config.vq.ckpt_sha256 = metadata.get("vq_sha256") or None  # verified on load
-    model = load_model(config)
+    model = load_model(config, vq_dry_run=spec.vq_dry_run)
     try:
         report = load_trainable(model, file)
     except (ValueError, KeyError) as exc:
         raise ModelUnavailable(f"{file} does not load into preset {preset!r}: {exc}") from exc
-    return model, [f"checkpoint {file} into preset {preset!r}: {report.summary()}"]
+    return model, [f"checkpoint {file} into preset {preset!r}: {report.summary()}", vq_note(model)]
+
+
+def vq_note(model: Any) -> str:
+    """How the evaluation metadata names the VQ weights: path and sha256, or "random (dry
+    run)"."""
+    return f"VQ weights: {model.vq_weights}"
 
 
 def text_model(spec: ModelSpec) -> TextModel:
@@ -142,5 +168,13 @@ def text_model(spec: ModelSpec) -> TextModel:
 
 
 def image_model(spec: ModelSpec) -> ImageModel:
+    """The model for image generation; refused up front when its preset needs a trained
+    VQGAN and has a random one (unless `spec.vq_dry_run`)."""
+    from healthgpt.model.healthgpt import VQNotTrained
+
     model, notes = load_healthgpt(spec)
+    try:
+        model.check_vq_ready()
+    except VQNotTrained as exc:
+        raise ModelUnavailable(str(exc)) from exc
     return HealthGPTImage(model, notes=notes)

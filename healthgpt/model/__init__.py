@@ -32,8 +32,10 @@ from healthgpt.model.vq import (
     tensor_to_images,
 )
 from healthgpt.model.weights import (
+    IncompleteWeights,
     LoadReport,
     SavedCheckpoint,
+    load_official_release,
     load_official_weights,
     load_trainable,
     save_trainable,
@@ -52,6 +54,7 @@ __all__ = [
     "HLoRAConfig",
     "HealthGPT",
     "HealthGPTOutput",
+    "IncompleteWeights",
     "LoadReport",
     "ModelConfig",
     "SavedCheckpoint",
@@ -63,6 +66,7 @@ __all__ = [
     "get_preset",
     "images_to_tensor",
     "load_model",
+    "load_official_release",
     "load_official_weights",
     "load_trainable",
     "load_vq",

@@ -19,6 +19,7 @@ from healthgpt.model.constants import (
     IMAGE_PLACEHOLDER,
     IMAGE_TOKEN_ID,
 )
+from healthgpt.model.family_rows import family_row_modules
 from healthgpt.model.hlora import (
     checkpoint_context,
     hlora_layers,
@@ -26,13 +27,31 @@ from healthgpt.model.hlora import (
     route,
     set_active_plugin,
 )
-from healthgpt.model.image_tokens import START, ImageCodeConstraint, ImageTokenVocab, codes_to_text
+from healthgpt.model.image_tokens import (
+    START,
+    ImageCodeConstraint,
+    ImageTokenVocab,
+    codes_from_text,
+    codes_to_text,
+)
 from healthgpt.model.load_report import LoadReport
 from healthgpt.model.presets import ModelConfig
 from healthgpt.model.prompt import PROMPT_STYLES, ConversationFormatter, collate
 from healthgpt.model.tokenizer import TextTokenizer
 from healthgpt.model.vision import ClipImageProcessor, HierarchicalVisionEncoder, build_projector
 from healthgpt.model.vq import VQTokenizer, images_to_tensor, tensor_to_images
+
+# Decoding limits of the official inference scripts (DCDmllm/HealthGPT llava/demo):
+# com_infer.py `--max_new_tokens` default 1024; gen_infer.py default 1100 (a 32x32 code grid
+# is 1024 tokens, plus room for the end marker and stray tokens).
+COM_MAX_NEW_TOKENS = 1024
+GEN_MAX_NEW_TOKENS = 1100
+RANDOM_VQ = "random (dry run)"  # how reports name a VQ tokenizer without trained weights
+IMAGE_DECODING = ("constrained", "official")
+
+
+class VQNotTrained(RuntimeError):
+    """A preset that needs a trained VQGAN was asked for images with a random one."""
 
 
 @dataclass
@@ -103,6 +122,7 @@ class HealthGPT(nn.Module):
         )
         self.image_processor = ClipImageProcessor(vision.image_size)
         self.load_reports: dict[str, LoadReport] = {}  # official weights loaded by load_model
+        self.vq_dry_run = False  # allow images from a random VQ for a preset that needs one
         self.autocast_dtype: torch.dtype | None = None  # see the class docstring
 
     def train(self, mode: bool = True) -> HealthGPT:
@@ -119,9 +139,12 @@ class HealthGPT(nn.Module):
         return tuple(self.config.plugins)
 
     def set_active_plugin(self, family: str | None) -> None:
-        """Switch every H-LoRA layer to ``family``'s plugin outside of any route (None: the bare
-        base LM). Module state: prefer :meth:`active_plugin`, which the forward uses."""
+        """Switch every H-LoRA layer (and the family rows) to ``family``'s plugin outside of
+        any route (None: the bare base LM). Module state: prefer :meth:`active_plugin`, which
+        the forward uses."""
         set_active_plugin(self.lm, family)
+        for module in family_row_modules(self.lm):
+            module.active_plugin = family
 
     def active_plugin(self, family: str | None) -> AbstractContextManager[None]:
         """Context manager: ``family``'s plugin inside the block (a checkpoint-safe route)."""
@@ -138,9 +161,17 @@ class HealthGPT(nn.Module):
         return torch.autocast(self._device.type, dtype=self.autocast_dtype)
 
     def embedding_parameters(self) -> list[nn.Parameter]:
-        """Input embeddings and LM head (one tensor if tied): HealthGPT's 'fusion' layers."""
+        """Input embeddings and LM head (one tensor if tied): HealthGPT's 'fusion' layers,
+        and the rows a family keeps of its own (:mod:`healthgpt.model.family_rows`)."""
         params = [self.lm.get_input_embeddings().weight, self.lm.get_output_embeddings().weight]
+        for module in family_row_modules(self.lm):
+            params += list(module.families.parameters())
         return list({id(p): p for p in params}.values())
+
+    @property
+    def tied_embeddings(self) -> bool:
+        """True when the LM head shares the input embedding's table."""
+        return self.lm.get_input_embeddings().weight is self.lm.get_output_embeddings().weight
 
     def set_trainable(
         self,
@@ -178,6 +209,24 @@ class HealthGPT(nn.Module):
         else:
             self.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
+    # ----- VQ weights -----
+
+    @property
+    def vq_weights(self) -> str:
+        """The VQ weights images are decoded with: "path (sha256 ...)" or "random (dry run)"."""
+        report = self.load_reports.get("vq")
+        return report.source if report is not None else RANDOM_VQ
+
+    def check_vq_ready(self) -> None:
+        """Refuse image generation with a random VQGAN for a preset that needs a trained one
+        (m3, l14), unless the model was loaded as a dry run (``vq_dry_run``)."""
+        if self.config.requires_trained_vq and self.vq_weights == RANDOM_VQ and not self.vq_dry_run:
+            raise VQNotTrained(
+                f"preset {self.config.name!r} decodes images with a randomly initialized VQGAN; "
+                "set its VQ checkpoint (config.vq.ckpt_path, yaml_path and their sha256) or "
+                "load the model with vq_dry_run=True for a dry run"
+            )
+
     # ----- inputs -----
 
     @property
@@ -196,10 +245,18 @@ class HealthGPT(nn.Module):
         """One PIL image -> [3, S, S] CLIP input (padded to square with the CLIP mean)."""
         return self.image_processor.one(image)
 
-    def image_to_codes(self, images: Image.Image | list[Image.Image]) -> torch.Tensor:
-        """PIL image(s) -> VQ codes [B, h, w] (the targets of generation samples)."""
-        pixels = images_to_tensor(images, self.vq.config.resolution)
-        return self.vq.encode(pixels.to(self._device))
+    def image_to_codes(
+        self,
+        images: Image.Image | list[Image.Image],
+        *,
+        sample: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """PIL image(s) -> VQ codes [B, h, w] (the targets of generation samples), resized as
+        ``config.vq_preprocess`` says; ``sample`` draws Gumbel codes as the official
+        ``img2idx`` does (see :meth:`VQTokenizer.encode`; argmax by default)."""
+        pixels = images_to_tensor(images, self.vq.config.resolution, self.config.vq_preprocess)
+        return self.vq.encode(pixels.to(self._device), sample=sample, generator=generator)
 
     def image_to_answer(self, image: Image.Image) -> str:
         """The answer text of a generation sample whose target is ``image``."""
@@ -274,9 +331,10 @@ class HealthGPT(nn.Module):
 
     @torch.no_grad()
     def generate_text(
-        self, image: Image.Image | None, question: str, max_new_tokens: int = 256
+        self, image: Image.Image | None, question: str, max_new_tokens: int = COM_MAX_NEW_TOKENS
     ) -> str:
-        """Greedy answer of the comprehension plugin to ``question`` about ``image``."""
+        """Greedy answer of the comprehension plugin to ``question`` about ``image``
+        (``max_new_tokens``: com_infer.py's default, :data:`COM_MAX_NEW_TOKENS`)."""
         prompt, pixels = self._prompt(image, question)
         with self._inference(COMPREHENSION), self.autocast():
             ids = self._decode(prompt, pixels, COMPREHENSION, max_new_tokens, stop=self._stop_ids)
@@ -293,11 +351,19 @@ class HealthGPT(nn.Module):
         temperature: float = 0.0,
         top_k: int | None = None,
         generator: torch.Generator | None = None,
+        decoding: str = "constrained",
+        max_new_tokens: int = GEN_MAX_NEW_TOKENS,
     ) -> Image.Image:
-        """An image from the generation plugin: VQ code tokens, constrained so they always
-        parse into a full grid, decoded by the VQ tokenizer. Greedy unless ``temperature`` > 0."""
+        """An image from the generation plugin: VQ code tokens decoded by the VQ tokenizer
+        (see :meth:`generate_image_codes`). Greedy unless ``temperature`` > 0."""
         codes = self.generate_image_codes(
-            image, instruction, temperature=temperature, top_k=top_k, generator=generator
+            image,
+            instruction,
+            temperature=temperature,
+            top_k=top_k,
+            generator=generator,
+            decoding=decoding,
+            max_new_tokens=max_new_tokens,
         )
         return tensor_to_images(self.vq.decode(codes[None].to(self._device)))[0]
 
@@ -310,30 +376,54 @@ class HealthGPT(nn.Module):
         temperature: float = 0.0,
         top_k: int | None = None,
         generator: torch.Generator | None = None,
+        decoding: str = "constrained",
+        max_new_tokens: int = GEN_MAX_NEW_TOKENS,
     ) -> torch.Tensor:
-        """The [h, w] code grid of a generated image."""
+        """The [h, w] code grid of a generated image, after ``<start_index>``.
+
+        ``decoding="constrained"``: only code tokens (and newlines at row ends) are allowed
+        until the grid is full, so every sequence parses. ``"official"``: as gen_infer.py,
+        free decoding up to ``max_new_tokens`` (its default 1100) or a stop token, then the
+        code numbers are read back from the decoded text (:func:`codes_from_text`:
+        ``<pixel_newline>``, markers and stray text tokens are tolerated)."""
+        if decoding not in IMAGE_DECODING:
+            raise ValueError(f"decoding must be one of {IMAGE_DECODING}, got {decoding!r}")
+        self.check_vq_ready()
         prompt, pixels = self._prompt(image, instruction, answer_prefix=START)
-        constraint = ImageCodeConstraint(
-            self.image_vocab, self.vq.grid_size, newlines=self.config.image_newlines
-        )
+        constraint = None
+        if decoding == "constrained":
+            constraint = ImageCodeConstraint(
+                self.image_vocab, self.vq.grid_size, newlines=self.config.image_newlines
+            )
+            max_new_tokens = constraint.length
         with self._inference(GENERATION), self.autocast():
             ids = self._decode(
                 prompt,
                 pixels,
                 GENERATION,
-                constraint.length,
+                max_new_tokens,
+                stop=frozenset() if constraint else self._stop_ids,
                 constraint=constraint,
                 temperature=temperature,
                 top_k=top_k,
                 generator=generator,
             )
-        return self.image_vocab.ids_to_codes(ids, self.vq.grid_size)
+        if constraint is not None:
+            return self.image_vocab.ids_to_codes(ids, self.vq.grid_size)
+        ids = [i for i in ids if i not in self._stop_ids]
+        text = self.tokenizer.decode(ids)
+        return codes_from_text(text, self.vq.grid_size, self.image_vocab.num_codes)
 
     def _prompt(
         self, image: Image.Image | None, text: str, answer_prefix: str = ""
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         question = f"{IMAGE_PLACEHOLDER}\n{text}" if image is not None else text
-        prompt = self.formatter.prompt(question, answer_prefix).to(self._device)
+        build = (
+            self.formatter.official_prompt
+            if self.config.prompt_tokenization == "official"
+            else self.formatter.prompt
+        )
+        prompt = build(question, answer_prefix).to(self._device)
         pixels = None if image is None else self.image_processor(image).to(self._device)
         return prompt, pixels
 

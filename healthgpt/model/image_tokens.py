@@ -8,6 +8,7 @@ matrices its ``fusion_layer_weights.bin`` holds).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
@@ -73,6 +74,22 @@ def codes_to_text(codes: torch.Tensor, *, newlines: bool = False) -> str:
             parts.append(NEWLINE)
     parts.append(END)
     return "".join(parts)
+
+
+def codes_from_text(text: str, grid: int, num_codes: int) -> torch.Tensor:
+    """A [grid, grid] code tensor read from decoded generation text, as gen_infer.py does:
+    every run of digits is a code (``re.findall(r"\\d+", ...)``), so ``<pixel_newline>``,
+    the markers and stray tokens without digits are skipped. Codes past the grid are
+    dropped; too few codes, or a number that is no code, is an error (the official script
+    fails there too, on the reshape or the codebook lookup)."""
+    codes = [int(n) for n in re.findall(r"\d+", text)]
+    if len(codes) < grid * grid:
+        raise ValueError(f"generated text holds {len(codes)} codes, {grid * grid} needed")
+    codes = codes[: grid * grid]
+    bad = [c for c in codes if c >= num_codes]
+    if bad:
+        raise ValueError(f"{len(bad)} numbers are not codes of a {num_codes}-entry codebook")
+    return torch.tensor(codes, dtype=torch.long).view(grid, grid)
 
 
 def add_image_tokens(tokenizer: TextTokenizer, lm: nn.Module, num_codes: int) -> ImageTokenVocab:

@@ -16,6 +16,8 @@ class LoadReport:
     loaded: list[str] = field(default_factory=list)
     unmapped: dict[str, str] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
+    source: str = ""  # the file loaded: its path and sha256 (or "random (dry run)")
+    rows_kept: int = 0  # fusion file: embedding + head rows kept apart for their family
 
     @property
     def ok(self) -> bool:
@@ -26,5 +28,8 @@ class LoadReport:
         for reason in self.unmapped.values():
             reasons[reason] = reasons.get(reason, 0) + 1
         parts = [f"{len(self.loaded)} loaded", f"{len(self.missing)} missing"]
+        if self.rows_kept:
+            parts.append(f"{self.rows_kept} family rows")
         parts += [f"{n} unmapped: {reason}" for reason, n in reasons.items()]
-        return "; ".join(parts)
+        text = "; ".join(parts)
+        return f"{self.source}: {text}" if self.source else text

@@ -66,12 +66,23 @@ class ModelConfig:
     local_files_only: bool = True  # never download from a model hub unless asked to
     official_weights: OfficialWeights = field(default_factory=OfficialWeights)
     seed: int = 0  # for randomly initialized parts
+    # Parity with the official inference (DCDmllm/HealthGPT llava/demo), on for m3 and l14:
+    # images for VQ codes stretched to the VQ resolution (idx2img.py's img2idx) or padded to
+    # square; the inference prompt tokenized as one string split at <image> (mm_utils'
+    # tokenizer_image_token) or segment by segment as in training; and image generation
+    # refused with a random VQGAN (unless the model is loaded as a dry run).
+    vq_preprocess: Literal["pad", "stretch"] = "pad"
+    prompt_tokenization: Literal["segments", "official"] = "segments"
+    requires_trained_vq: bool = False
 
 
 def m3() -> ModelConfig:
     """HealthGPT-M3: Phi-3-mini-4k-instruct (3.8B) + CLIP ViT-L/14-336 + VQGAN f8/8192."""
     return ModelConfig(
         name="m3",
+        vq_preprocess="stretch",
+        prompt_tokenization="official",
+        requires_trained_vq=True,
         lm=LMConfig(source="hf", name_or_path="microsoft/Phi-3-mini-4k-instruct"),
         vision=VisionConfig(name_or_path=CLIP_L14_336),
         vq=VQConfig(),
@@ -88,6 +99,9 @@ def l14() -> ModelConfig:
     k=4 (M3's) is an assumption."""
     return ModelConfig(
         name="l14",
+        vq_preprocess="stretch",
+        prompt_tokenization="official",
+        requires_trained_vq=True,
         lm=LMConfig(source="hf", name_or_path="microsoft/phi-4"),
         vision=VisionConfig(name_or_path=CLIP_L14_336),
         vq=VQConfig(),

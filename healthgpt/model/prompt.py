@@ -208,6 +208,29 @@ class ConversationFormatter:
             ids += self.tokenizer.encode(answer_prefix)
         return torch.tensor(ids, dtype=torch.long)
 
+    def official_prompt(self, question: str, answer_prefix: str = "") -> torch.Tensor:
+        """The inference prompt tokenized as the official scripts do (llava/mm_utils.py
+        ``tokenizer_image_token``): the whole prompt string (``conv.get_prompt()`` plus the
+        prefix) is split at ``<image>``, each chunk tokenized on its own with BOS, the BOS of
+        later chunks dropped, and one ``IMAGE_TOKEN_ID`` (-200) between chunks, which the
+        model expands to ``num_image_tokens`` patch positions here."""
+        style = self.style
+        text = style.system + style.sep + style.user + question + style.sep + style.assistant
+        bos = self.tokenizer.bos_token_id
+        head = [] if bos is None else [bos]
+        parts = (text + answer_prefix).split(IMAGE_PLACEHOLDER)
+        chunks = [head + self.tokenizer.encode(part) for part in parts]
+        # The official drops the first id of every later chunk when the first chunk starts
+        # with the tokenizer's declared BOS id, even one it does not prepend (text may hold it).
+        declared = getattr(self.tokenizer, "declared_bos_token_id", bos)
+        offset = int(bool(chunks[0]) and chunks[0][0] == declared)
+        ids = chunks[0][:offset]
+        for i, chunk in enumerate(chunks):
+            if i:
+                ids.extend([IMAGE_TOKEN_ID] * self.num_image_tokens)
+            ids.extend(chunk[offset:])
+        return torch.tensor(ids, dtype=torch.long)
+
 
 def _count_labels(labels: list[int]) -> int:
     """Answer labels the loss sees (the first position is never a target)."""

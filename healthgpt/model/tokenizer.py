@@ -113,6 +113,8 @@ class HFTokenizer:
             probe = tokenizer("a").input_ids
             add_bos = bool(probe) and probe[0] == tokenizer.bos_token_id
         self.bos_token_id = tokenizer.bos_token_id if add_bos else None
+        # The BOS the tokenizer declares, prepended or not (the official prompt code reads it).
+        self.declared_bos_token_id = tokenizer.bos_token_id
 
     def encode(self, text: str) -> list[int]:
         return self.tok(text, add_special_tokens=False).input_ids

@@ -263,8 +263,18 @@ class GumbelQuantize(nn.Module):
         self.proj = nn.Conv2d(in_channels, n_embed, 1)
         self.embed = nn.Embedding(n_embed, embed_dim)
 
-    def codes(self, z: torch.Tensor) -> torch.Tensor:
-        return self.proj(z).argmax(dim=1)
+    def codes(
+        self, z: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Argmax codes; with ``sample``, taming's eval-mode draw instead: its
+        ``GumbelQuantize.forward`` runs ``F.gumbel_softmax(logits, tau=1, hard=True)`` even in
+        eval, so the official ``img2idx`` gives the argmax of logits plus Gumbel noise, a
+        different grid on each call."""
+        logits = self.proj(z)
+        if sample:
+            u = torch.rand(logits.shape, generator=generator, device="cpu").to(logits.device)
+            logits = logits - torch.log(-torch.log(u.clamp(1e-20, 1.0)).clamp(min=1e-20))
+        return logits.argmax(dim=1)
 
     def lookup(self, codes: torch.Tensor) -> torch.Tensor:
         return self.embed(codes).permute(0, 3, 1, 2)
@@ -279,7 +289,11 @@ class NearestQuantize(nn.Module):
         self.embedding = nn.Embedding(n_embed, embed_dim)
         nn.init.uniform_(self.embedding.weight, -1.0 / n_embed, 1.0 / n_embed)
 
-    def codes(self, z: torch.Tensor) -> torch.Tensor:
+    def codes(
+        self, z: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        if sample:
+            raise ValueError("the nearest quantizer has no Gumbel sampling")
         flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
         book = self.embedding.weight
         dist = flat.pow(2).sum(1, keepdim=True) - 2 * flat @ book.t() + book.pow(2).sum(1)
@@ -341,10 +355,21 @@ class VQTokenizer(nn.Module):
         return self.config.n_embed
 
     @torch.no_grad()
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """[B, 3, H, W] in [-1, 1] -> codes [B, h, w]."""
+    def encode(
+        self,
+        images: torch.Tensor,
+        *,
+        sample: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """[B, 3, H, W] in [-1, 1] -> codes [B, h, w].
+
+        Argmax by default: the same image always gives the same codes, so data shards are
+        reproducible and a target is the quantizer's most likely grid. ``sample`` (Gumbel
+        quantizer only) draws codes as the official ``img2idx`` does (see
+        :meth:`GumbelQuantize.codes`)."""
         z = self.quant_conv(self.encoder(images.to(self._dtype)))
-        return self.quantize.codes(z)
+        return self.quantize.codes(z, sample=sample, generator=generator)
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
@@ -542,15 +567,27 @@ def build_vq_tokenizer(cfg: VQConfig) -> tuple[VQTokenizer, VQLoadReport | None]
 # ----- PIL <-> tensor -----
 
 
-def images_to_tensor(images: list[Image.Image] | Image.Image, resolution: int) -> torch.Tensor:
-    """PIL images -> [B, 3, R, R] in [-1, 1]: pad to square with black, then resize."""
+VQ_PREPROCESS = ("pad", "stretch")
+
+
+def images_to_tensor(
+    images: list[Image.Image] | Image.Image, resolution: int, mode: str = "pad"
+) -> torch.Tensor:
+    """PIL images -> [B, 3, R, R] in [-1, 1], LANCZOS-resized.
+
+    ``mode="pad"``: pad to square with black first (keeps the aspect ratio). ``"stretch"``:
+    resize straight to R x R, as the official ``img2idx`` (taming_transformers/idx2img.py:
+    ``TF.resize(img, (256, 256), LANCZOS)``) does; the released weights were trained on codes
+    made that way."""
+    if mode not in VQ_PREPROCESS:
+        raise ValueError(f"mode must be one of {VQ_PREPROCESS}, got {mode!r}")
     if isinstance(images, Image.Image):
         images = [images]
     out = []
     for image in images:
         image = image.convert("RGB")
         side = max(image.size)
-        if image.size != (side, side):
+        if mode == "pad" and image.size != (side, side):
             square = Image.new("RGB", (side, side))
             square.paste(image, ((side - image.size[0]) // 2, (side - image.size[1]) // 2))
             image = square

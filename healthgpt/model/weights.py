@@ -14,23 +14,30 @@ The official release has three ``torch.save``d state dicts of a peft-wrapped LLa
   ``base_model.model.lm_head.weight`` after the vocabulary resize.
 
 Which family a plugin file holds is not in its keys; it comes from the caller (or the file
-name). Every key that does not land on a trainable tensor is reported with the reason.
+name). The fusion file's tables become the generation family's own rows (the official
+comprehension model never loads it; see :mod:`healthgpt.model.family_rows`). Every key that
+does not land on a model tensor is reported with the reason, and every expected key a file
+did not fill is listed (:func:`load_official_release` refuses such files unless told).
 """
 
 from __future__ import annotations
 
 import json
+import pickle
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from healthgpt.model.constants import COMPREHENSION, GENERATION
+from healthgpt.model.family_rows import set_family_rows
+from healthgpt.model.hlora import hlora_layers
 from healthgpt.model.load_report import LoadReport
+from healthgpt.model.vq import CheckpointRefused
 from healthgpt.storage import atomic_path, file_sha256
 
 if TYPE_CHECKING:
@@ -117,7 +124,13 @@ def load_trainable(model: HealthGPT, path: str | Path, strict: bool = True) -> L
     report = LoadReport()
     parts = part_names(model)
     params = dict(model.named_parameters())
-    with safe_open(str(path), framework="pt") as f:
+    try:
+        handle = safe_open(str(path), framework="pt")
+    except SafetensorError as exc:  # a pickle or anything else: parsed as safetensors only
+        raise CheckpointRefused(
+            f"{Path(path).name}: not a safetensors checkpoint ({exc}); nothing in it was run"
+        ) from None
+    with handle as f:
         saved_parts = (f.metadata() or {}).get("parts", ",".join(PARTS)).split(",")
         for key in f.keys():  # noqa: SIM118 (safe_open is not a mapping)
             if key not in parts:
@@ -141,31 +154,147 @@ def family_from_filename(path: str | Path) -> str | None:
     return None
 
 
+FUSION = "fusion"
+EMBED_KEY = "model.embed_tokens.weight"
+HEAD_KEY = "lm_head.weight"
+
+
+class IncompleteWeights(ValueError):
+    """Official weight files that leave expected model tensors unfilled (listed in ``missing``)."""
+
+    def __init__(self, message: str, missing: Sequence[str]) -> None:
+        super().__init__(message)
+        self.missing = list(missing)
+
+
+def read_official_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """A released ``.bin`` state dict, read with ``torch.load(weights_only=True)``: a pickle
+    that names anything but tensors (a ``__reduce__`` calling ``os.system``) is refused unrun."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointRefused(
+            f"{Path(path).name}: refused: it is not a plain state dict of tensors "
+            f"({str(exc).splitlines()[0]}); nothing in it was run"
+        ) from None
+    if not isinstance(state, Mapping) or not all(
+        isinstance(v, torch.Tensor) for v in state.values()
+    ):
+        raise CheckpointRefused(f"{Path(path).name}: holds no state dict of tensors")
+    return dict(state)
+
+
+def expected_official_keys(model: HealthGPT, kind: str) -> list[str]:
+    """The official keys a file of ``kind`` (a family, or ``"fusion"``) must hold to fill its
+    part of ``model``: every plugin tensor of every adapted layer and the projector for a
+    family file; the embedding and (unless tied) the LM head for the fusion file."""
+    if kind == FUSION:
+        keys = [OFFICIAL_PREFIX + EMBED_KEY]
+        if not model.tied_embeddings:
+            keys.append(OFFICIAL_PREFIX + HEAD_KEY)
+        return keys
+    keys = []
+    for name, layer in hlora_layers(model.lm):
+        if kind not in layer.plugins:
+            raise KeyError(f"no plugin {kind!r}; have {sorted(layer.plugins)}")
+        keys += [f"{OFFICIAL_PREFIX}{name}.{param}" for param in _LORA_PARAMS]
+    keys += [
+        f"{OFFICIAL_PREFIX}model.mm_projector.{name}"
+        for name, _ in model.projectors[kind].named_parameters()
+    ]
+    return keys
+
+
 def load_official_weights(
     model: HealthGPT,
     source: str | Path | Mapping[str, torch.Tensor],
     family: str | None = None,
+    *,
+    fusion_family: str = GENERATION,
 ) -> LoadReport:
-    """Map an official HealthGPT state dict (a ``.bin`` path or the dict) onto ``model``.
+    """Map one official HealthGPT state dict (a ``.bin`` path or the dict) onto ``model``.
 
-    ``family`` names the plugin/projector the file holds; for a path it defaults to what the
-    file name says (``com_*`` comprehension, ``gen_*`` generation).
+    ``family`` names the plugin/projector a plugin file holds; for a path it defaults to what
+    the file name says (``com_*`` comprehension, ``gen_*`` generation). The fusion file's
+    embedding and LM head become ``fusion_family``'s own rows (:mod:`family_rows`): the
+    official comprehension model never loads that file, so the other families keep the
+    base rows. ``report.missing`` lists the expected keys (:func:`expected_official_keys`)
+    the file did not fill; this function does not raise for them (see
+    :func:`load_official_release`).
     """
     if not isinstance(source, Mapping):
         family = family or family_from_filename(source)
-        source = torch.load(source, map_location="cpu", weights_only=True)
+        source = read_official_file(source)
     params = dict(model.named_parameters())
     parts = part_names(model)
     report = LoadReport()
+    fused: dict[str, torch.Tensor] = {}
     for key, value in source.items():
         target, reason = official_target(key, family, model)
         if target is None:
             report.unmapped[key] = reason
+        elif target in (f"lm.{EMBED_KEY}", f"lm.{HEAD_KEY}"):
+            shape = tuple(model.lm.get_input_embeddings().weight.shape)
+            if tuple(value.shape) != shape:
+                report.unmapped[key] = f"shape {tuple(value.shape)} != model {shape}"
+                continue
+            fused[target] = value
+            report.loaded.append(key)
         elif target not in parts:
             report.unmapped[key] = f"maps to {target}, which is not a trainable tensor here"
         else:
             _copy(params[target], value, key, report)
+    if fused:
+        embed = fused.get(f"lm.{EMBED_KEY}", model.lm.get_input_embeddings().weight)
+        head = fused.get(f"lm.{HEAD_KEY}", model.lm.get_output_embeddings().weight)
+        if model.tied_embeddings:  # one table for both
+            head = embed
+        report.rows_kept = set_family_rows(model.lm, fusion_family, embed.detach(), head.detach())
+    kind = FUSION if fused else family
+    if kind is not None:
+        loaded = set(report.loaded)
+        report.missing = [k for k in expected_official_keys(model, kind) if k not in loaded]
     return report
+
+
+def load_official_release(
+    model: HealthGPT,
+    files: Mapping[str, str | Path | None],
+    *,
+    allow_partial: bool = False,
+) -> dict[str, LoadReport]:
+    """Load the released files as the official scripts do, into one model.
+
+    ``files``: ``comprehension`` (``com_hlora_weights*.bin``), ``generation``
+    (``gen_hlora_weights*.bin``), ``fusion`` (``fusion_layer_weights*.bin``, the generation
+    family's embedding and LM head); absent ones are skipped. Raises
+    :class:`IncompleteWeights` naming every expected key a given file did not fill (each
+    plugin tensor of each adapted layer, each projector tensor, the fused rows), unless
+    ``allow_partial``."""
+    reports: dict[str, LoadReport] = {}
+    for kind in (COMPREHENSION, GENERATION, FUSION):
+        path = files.get(kind)
+        if not path:
+            continue
+        family = None if kind == FUSION else kind
+        report = load_official_weights(model, path, family)
+        if kind == FUSION and not report.loaded:
+            report.missing = expected_official_keys(model, FUSION)
+        report.source = f"{path} (sha256 {file_sha256(Path(path))})"
+        reports[kind] = report
+    missing = {kind: r.missing for kind, r in reports.items() if r.missing}
+    if missing and not allow_partial:
+        lines = [
+            f"{kind} ({reports[kind].source}): {len(keys)} expected keys missing: "
+            + ", ".join(keys)
+            for kind, keys in missing.items()
+        ]
+        raise IncompleteWeights(
+            "official weights incomplete (pass allow_partial to load them anyway):\n"
+            + "\n".join(lines),
+            [k for keys in missing.values() for k in keys],
+        )
+    return reports
 
 
 def official_target(key: str, family: str | None, model: HealthGPT) -> tuple[str | None, str]:
@@ -182,7 +311,7 @@ def official_target(key: str, family: str | None, model: HealthGPT) -> tuple[str
         return f"projectors.{family}.{k.split('.mm_projector.', 1)[1]}", ""
     if ".vision_tower." in k:
         return None, "vision tower weight (comes from the CLIP checkpoint)"
-    if k == "lm_head.weight" and len(model.embedding_parameters()) == 1:
+    if k == "lm_head.weight" and model.tied_embeddings:
         return None, "lm_head is tied to embed_tokens in this model"
     if k in ("model.embed_tokens.weight", "lm_head.weight"):
         return f"lm.{k}", ""

@@ -11,6 +11,7 @@ through `ReaderOptions.extra["limits"]` and the file declares or inflates to far
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -197,9 +198,24 @@ def test_vq_checkpoint_with_reduce_is_refused_without_running(tmp_path):
     assert not marker.exists() and not (tmp_path / "vq").exists()
 
 
-@pytest.mark.parametrize("loader", ["vq", "official_weights", "pathvqa_pickle"])
+LOADERS = [
+    "vq",
+    "vq_registered",
+    "vq_safetensors",
+    "official_weights",
+    "official_release",
+    "trained_checkpoint",
+    "pathvqa_pickle",
+]
+
+
+@pytest.mark.parametrize("loader", LOADERS)
 def test_every_loader_refuses_a_code_running_pickle(tmp_path, loader):
-    """Every place that unpickles (grep torch.load, pickle, Unpickler): none runs the file."""
+    """Every place that reads weights or unpickles (grep torch.load, pickle, Unpickler): the
+    official .bin files, trained checkpoints, the VQGAN (taming `last.ckpt` and our own
+    safetensors) and the PathVQA pickle. None runs the file."""
+    from healthgpt.model import load_model, load_trainable, load_vq
+    from healthgpt.model.presets import OfficialWeights, tiny
     from healthgpt.model.weights import load_official_weights
 
     marker = tmp_path / "ran"
@@ -208,13 +224,34 @@ def test_every_loader_refuses_a_code_running_pickle(tmp_path, loader):
         path.write_bytes(pickle.dumps([{"image": "x", "question": Exploit(marker)}]))
         with pytest.raises(UnsafePickleError):
             load_restricted_pickle(path)
-    else:
-        torch.save({"w": torch.zeros(1), "x": Exploit(marker)}, path)
-        with pytest.raises(pickle.UnpicklingError if loader != "vq" else CheckpointRefused):
-            if loader == "vq":
-                load_lightning_state_dict(path)
-            else:
-                load_official_weights(None, path)  # type: ignore[arg-type]
+        assert not marker.exists()
+        return
+    torch.save({"w": torch.zeros(1), "x": Exploit(marker)}, path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    (tmp_path / "model.yaml").write_text(MODEL_YAML)
+    yaml_digest = hashlib.sha256(MODEL_YAML.encode()).hexdigest()
+    with pytest.raises((CheckpointRefused, ValueError)):
+        if loader == "vq":
+            load_lightning_state_dict(path)
+        elif loader == "vq_registered":
+            build_vq_tokenizer(
+                VQConfig(
+                    ckpt_path=str(path),
+                    ckpt_sha256=digest,
+                    yaml_path=str(tmp_path / "model.yaml"),
+                    yaml_sha256=yaml_digest,
+                )
+            )
+        elif loader == "vq_safetensors":
+            load_vq(path, digest)
+        elif loader == "official_weights":
+            load_official_weights(None, path, "comprehension")  # type: ignore[arg-type]
+        elif loader == "official_release":
+            config = tiny()
+            config.official_weights = OfficialWeights(comprehension=str(path))
+            load_model(config, device="cpu")
+        else:
+            load_trainable(load_model("tiny", device="cpu"), path)
     assert not marker.exists()
 
 

@@ -43,3 +43,28 @@ def test_no_checkpoint_and_no_official_weights_is_refused():
     with pytest.raises(ModelUnavailable, match="train_stage3"):
         load_healthgpt(ModelSpec())
     assert ModelSpec(checkpoint="/x/final").label == "checkpoint final"
+
+
+def _real_like_preset(monkeypatch):
+    """The tiny preset marked as needing a trained VQGAN, as m3 and l14 are."""
+    from dataclasses import replace
+
+    from healthgpt.model import presets
+
+    monkeypatch.setitem(
+        presets.PRESETS, "tiny_real", lambda: replace(presets.tiny(), requires_trained_vq=True)
+    )
+
+
+def test_generation_with_a_random_vqgan_needs_a_dry_run(monkeypatch, tmp_path):
+    from healthgpt.eval.models import image_model, text_model
+    from healthgpt.model import load_model, save_trainable
+
+    _real_like_preset(monkeypatch)
+    file = save_trainable(load_model("tiny", device="cpu"), tmp_path / "model.safetensors").path
+    spec = ModelSpec(preset="tiny_real", checkpoint=str(file))
+    with pytest.raises(ModelUnavailable, match="dry run"):
+        image_model(spec)
+    assert "VQ weights: random (dry run)" in text_model(spec).notes  # comprehension is fine
+    dry = image_model(ModelSpec(preset="tiny_real", checkpoint=str(file), vq_dry_run=True))
+    assert dry.notes[-1] == "VQ weights: random (dry run)"

@@ -164,10 +164,14 @@ def test_official_fusion_file_and_unknown_family(phi3_model):
         "base_model.model.model.embed_tokens.weight": torch.randn(vocab, 32),
         "base_model.model.lm_head.weight": torch.randn(vocab, 32),
     }
+    base_head = phi3_model.lm.get_output_embeddings().weight.clone()
     report = load_official_weights(phi3_model, fusion)
     assert report.ok and len(report.loaded) == 2
+    # The fused rows are the generation family's; the base (comprehension) rows stay.
+    head = phi3_model.lm.get_output_embeddings()
+    torch.testing.assert_close(head.weight, base_head)
     torch.testing.assert_close(
-        phi3_model.lm.lm_head.weight, fusion["base_model.model.lm_head.weight"]
+        head.families["generation"].rows, fusion["base_model.model.lm_head.weight"]
     )
     # A plugin key without a family cannot be placed: reported.
     orphan = {"base_model.model.model.layers.0.self_attn.o_proj.lora_A.weight": torch.zeros(8, 32)}
