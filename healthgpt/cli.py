@@ -82,6 +82,9 @@ def _model_choice(args: argparse.Namespace):
         preset=args.preset,
         base_model=args.base_model,
         vqgan=args.vqgan,
+        vqgan_yaml=args.vqgan_yaml,
+        vq_dry_run=args.vq_dry_run,
+        allow_partial_weights=args.allow_partial_weights,
         stage=args.stage,
         max_new_tokens=args.max_new_tokens,
     )
@@ -89,11 +92,15 @@ def _model_choice(args: argparse.Namespace):
 
 def _load_inference(args: argparse.Namespace):
     """The model the options name, with a line on stderr saying which and how long it took."""
+    from healthgpt.eval.models import VQ_NOTE
     from healthgpt.serve.inference import Inference
 
     data_dir = args.data_dir or paths.data_dir()
     inference = Inference.load(_model_choice(args), data_dir)
     print(f"loaded {inference.label} in {inference.load_seconds:.1f} s", file=sys.stderr)
+    for note in inference.notes:
+        if note.startswith(VQ_NOTE):
+            print(note, file=sys.stderr)  # the VQGAN file and the sha256 it was loaded with
     return inference
 
 
@@ -175,8 +182,29 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
         "--preset", default="", help="model preset (default: the checkpoint's, or m3)"
     )
     group.add_argument("--base-model", default=None, help="--official: base LM name or path")
-    group.add_argument("--vqgan", default=None, help="--official: VQGAN checkpoint path")
-    group.add_argument("--max-new-tokens", type=int, default=128)
+    group.add_argument(
+        "--vqgan",
+        default=None,
+        help="--official: the VQGAN (taming last.ckpt, or a save_vq .safetensors); its sha256 "
+        "is taken now and checked on load",
+    )
+    group.add_argument("--vqgan-yaml", default=None, help="--vqgan last.ckpt: its model.yaml")
+    group.add_argument(
+        "--vq-dry-run",
+        action="store_true",
+        help="let a preset that needs a trained VQGAN (m3, l14) generate with a random one",
+    )
+    group.add_argument(
+        "--allow-partial-weights",
+        action="store_true",
+        help="--official: load files that leave expected tensors unfilled",
+    )
+    group.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=None,
+        help="answer length cap (default: the model's, 1024 for m3/l14 as the official scripts)",
+    )
 
 
 def _chunk(text: str) -> tuple[int, int]:

@@ -59,6 +59,21 @@ class EvalModels(dg.ConfigurableResource):
         return True if builds_healthgpt else None
 
 
+# Run config fields passed on to `models.ModelSpec` only when the run config sets them
+# (`model_fields_set`), so that an unset one keeps the model's default; "" means None.
+MODEL_SPEC_FIELDS = frozenset(
+    {
+        "max_new_tokens",
+        "vq_path",
+        "vq_sha256",
+        "vq_yaml_path",
+        "vq_yaml_sha256",
+        "vq_dry_run",
+        "allow_partial_weights",
+    }
+)
+
+
 class EvalModelConfig(dg.Config):
     """Which model to evaluate and how to run it (shared by every evaluation asset)."""
 
@@ -67,8 +82,18 @@ class EvalModelConfig(dg.Config):
     official_weights_dir: str = ""  # official HealthGPT files (overrides both)
     preset: str = ""  # model preset; "" = the checkpoint's own, or "m3" for official weights
     batch_size: int = 8
-    max_new_tokens: int = 32
+    # Answer length cap; unset = the model's own (1024 for m3/l14 as the official scripts, a
+    # short one for the small presets): see `models.default_max_new_tokens`.
+    max_new_tokens: int | None = None
     limit: int = 0  # at most this many items per benchmark (0 = all), for smoke runs
+    # Official weights: the VQGAN that decodes images (taming last.ckpt + model.yaml, or a
+    # save_vq safetensors file), each with the sha256 recorded when it was registered.
+    vq_path: str = ""
+    vq_sha256: str = ""
+    vq_yaml_path: str = ""
+    vq_yaml_sha256: str = ""
+    vq_dry_run: bool = False  # let m3/l14 generate with a random VQGAN (a dry run)
+    allow_partial_weights: bool = False  # load official files that leave tensors unfilled
 
     def run_options(self, label: str, medical: bool | None = None) -> run.RunOptions:
         return run.RunOptions(self.batch_size, self.limit, label, self.model_dump(), medical)
@@ -79,12 +104,15 @@ class EvalModelConfig(dg.Config):
             name = f"official weights {Path(self.official_weights_dir).name}"
         else:
             name = f"{self.stage} checkpoint" if not self.checkpoint_dir else "checkpoint"
+        # Only what the run config sets overrides the model's own defaults.
+        named = sorted(self.model_fields_set & MODEL_SPEC_FIELDS)
+        overrides = {f: None if getattr(self, f) == "" else getattr(self, f) for f in named}
         return models.ModelSpec(
             preset=self.preset,
             checkpoint=str(checkpoint) if checkpoint else None,
             official_dir=self.official_weights_dir or None,
-            max_new_tokens=self.max_new_tokens,
             name=name + (f" ({self.preset})" if self.preset else ""),
+            **overrides,
         )
 
 

@@ -25,6 +25,8 @@ OFFICIAL_FILES = {
 }
 DEFAULT_CHECKPOINT_PRESET = "tiny"
 DEFAULT_OFFICIAL_PRESET = "m3"
+# A small preset's answer budget when none is given: short, so that the demo stays fast.
+DEMO_MAX_NEW_TOKENS = 32
 
 
 class ModelUnavailable(RuntimeError):
@@ -34,13 +36,16 @@ class ModelUnavailable(RuntimeError):
 @dataclass(frozen=True)
 class ModelSpec:
     """A model to evaluate. `official_dir` wins over `checkpoint`. An empty `preset` means the
-    checkpoint's own (its `preset` metadata), or "m3" for official weights."""
+    checkpoint's own (its `preset` metadata), or "m3" for official weights. No
+    `max_new_tokens` means the model's own (`default_max_new_tokens`)."""
 
     preset: str = ""
     checkpoint: str | None = None
     official_dir: str | None = None
-    max_new_tokens: int = 64
+    max_new_tokens: int | None = None
     name: str = ""
+    # The base LM (hub name or local path) in place of the preset's (official weights only).
+    base_model: str | None = None
     # Load official files that leave expected tensors unfilled (named in the notes).
     allow_partial_weights: bool = False
     # Let a preset that needs a trained VQGAN (m3, l14) generate with a random one.
@@ -114,15 +119,26 @@ def official_files(directory: str | Path) -> dict[str, str]:
     return found
 
 
+def evaluated_checkpoint(spec: ModelSpec) -> str | None:
+    """The pipeline checkpoint file `spec` loads (None for official weights), as the
+    evaluation records it in `scores.json` and the model card looks it up."""
+    if spec.official_dir or not spec.checkpoint:
+        return None
+    return str(checkpoint_file(spec.checkpoint))
+
+
 def load_healthgpt(spec: ModelSpec) -> tuple[Any, list[str]]:
     """The project's `HealthGPT` for `spec`, and notes on how its weights loaded."""
     from healthgpt.model import get_preset, load_model, load_trainable
     from healthgpt.model.presets import OfficialWeights
+    from healthgpt.model.vq import CheckpointRefused
     from healthgpt.model.weights import IncompleteWeights
 
     if spec.official_dir:
         config = get_preset(spec.preset or DEFAULT_OFFICIAL_PRESET)
         config.official_weights = OfficialWeights(**official_files(spec.official_dir))
+        if spec.base_model:
+            config.lm.name_or_path = spec.base_model
         if spec.vq_path:
             config.vq.ckpt_path, config.vq.ckpt_sha256 = spec.vq_path, spec.vq_sha256
             config.vq.yaml_path, config.vq.yaml_sha256 = spec.vq_yaml_path, spec.vq_yaml_sha256
@@ -130,7 +146,7 @@ def load_healthgpt(spec: ModelSpec) -> tuple[Any, list[str]]:
             model = load_model(
                 config, allow_partial=spec.allow_partial_weights, vq_dry_run=spec.vq_dry_run
             )
-        except IncompleteWeights as exc:
+        except (IncompleteWeights, CheckpointRefused) as exc:
             raise ModelUnavailable(str(exc)) from exc
         reports = getattr(model, "load_reports", {})
         notes = [f"official {k} weights: {r.summary()}" for k, r in reports.items() if k != "vq"]
@@ -156,15 +172,31 @@ def load_healthgpt(spec: ModelSpec) -> tuple[Any, list[str]]:
     return model, [f"checkpoint {file} into preset {preset!r}: {report.summary()}", vq_note(model)]
 
 
+VQ_NOTE = "VQ weights: "
+
+
 def vq_note(model: Any) -> str:
     """How the evaluation metadata names the VQ weights: path and sha256, or "random (dry
     run)"."""
-    return f"VQ weights: {model.vq_weights}"
+    return f"{VQ_NOTE}{model.vq_weights}"
+
+
+def default_max_new_tokens(model: Any) -> int:
+    """The answer budget when none is given: a preset run as the official inference is
+    (m3, l14: `prompt_tokenization="official"`) gets com_infer.py's `COM_MAX_NEW_TOKENS`;
+    the small presets `DEMO_MAX_NEW_TOKENS`."""
+    from healthgpt.model.healthgpt import COM_MAX_NEW_TOKENS
+
+    official = getattr(model.config, "prompt_tokenization", "") == "official"
+    return COM_MAX_NEW_TOKENS if official else DEMO_MAX_NEW_TOKENS
 
 
 def text_model(spec: ModelSpec) -> TextModel:
     model, notes = load_healthgpt(spec)
-    return HealthGPTText(model, max_new_tokens=spec.max_new_tokens, notes=notes)
+    budget = spec.max_new_tokens or default_max_new_tokens(model)
+    return HealthGPTText(
+        model, max_new_tokens=budget, notes=notes, checkpoint=evaluated_checkpoint(spec)
+    )
 
 
 def image_model(spec: ModelSpec) -> ImageModel:
@@ -177,4 +209,4 @@ def image_model(spec: ModelSpec) -> ImageModel:
         model.check_vq_ready()
     except VQNotTrained as exc:
         raise ModelUnavailable(str(exc)) from exc
-    return HealthGPTImage(model, notes=notes)
+    return HealthGPTImage(model, notes=notes, checkpoint=evaluated_checkpoint(spec))

@@ -261,11 +261,16 @@ class HealthGPTText:
     """
 
     def __init__(
-        self, model: Any, max_new_tokens: int = 64, notes: list[str] | None = None
+        self,
+        model: Any,
+        max_new_tokens: int = 64,
+        notes: list[str] | None = None,
+        checkpoint: str | None = None,
     ) -> None:
         self.model = model
         self.max_new_tokens = max_new_tokens
         self.notes = list(notes or [])  # how the weights were loaded, for the report
+        self.checkpoint = checkpoint  # the pipeline checkpoint file, for its model card
 
     def generate_text(self, images: list[Image.Image | None], prompts: list[str]) -> list[str]:
         batch_fn = getattr(self.model, "generate_text_batch", None)
@@ -282,9 +287,12 @@ class HealthGPTText:
 class HealthGPTImage:
     """`ImageModel` over a model with `generate_image(image, instruction) -> image`."""
 
-    def __init__(self, model: Any, notes: list[str] | None = None) -> None:
+    def __init__(
+        self, model: Any, notes: list[str] | None = None, checkpoint: str | None = None
+    ) -> None:
         self.model = model
         self.notes = list(notes or [])
+        self.checkpoint = checkpoint  # the pipeline checkpoint file, for its model card
 
     def generate_image(
         self, images: list[Image.Image | None], instructions: list[str]

@@ -49,6 +49,7 @@ class FamilyRun:
     out: Path
     shards: list[ShardInfo] = field(default_factory=list)
     grid_png: bytes | None = None
+    checkpoint: str | None = None  # the pipeline checkpoint file evaluated (None: another model)
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,13 @@ def model_notes(model: object) -> list[str]:
     return list(getattr(model, "notes", []))
 
 
+def model_checkpoint(model: object) -> str | None:
+    """The pipeline checkpoint file the model was loaded from, when its adapter says
+    (HealthGPTText/Image do; None for official weights or any other model)."""
+    checkpoint = getattr(model, "checkpoint", None)
+    return str(checkpoint) if checkpoint else None
+
+
 def _build(model_factory: Callable[[], M], notes: list[str]) -> M:
     """The model, with its loading notes appended to `notes`."""
     model = model_factory()
@@ -93,6 +101,7 @@ def _counts(scores: Mapping[str, Mapping[str, Any]], unit: str) -> str:
 def _scores_payload(run: FamilyRun, key: str, options: RunOptions, **extra: Any) -> dict:
     return {
         "model": run.model,
+        "checkpoint": run.checkpoint,
         "medical": options.medical,
         key: run.scores,
         "notes": run.notes,
@@ -158,9 +167,11 @@ def run_benchmarks(
     with atomic_directory(out) as staging:
         summaries: dict[str, dict[str, Any]] = {}
         writer = prediction_writer(staging)
+        checkpoint = None
         with writer:
             if runnable:
                 model = _build(model_factory, notes)
+                checkpoint = model_checkpoint(model)
             for bench in runnable:
                 tally = TALLIES[family]()
                 read = registry.ReadOptions(limit=options.limit, trained=trained)
@@ -174,6 +185,7 @@ def run_benchmarks(
                 notes += [f"{bench.name}: {n} rows skipped: {reason}" for reason, n in skipped]
         result = EvalResult(summaries, writer.shards, notes)
         run = _text_run(options.label, result, out)
+        run.checkpoint = checkpoint
         payload = _scores_payload(
             run,
             "benchmarks",
@@ -206,12 +218,15 @@ def run_generation(
     with atomic_directory(out) as staging:
         pairs = generation.read_pairs(pairs_dir, split, limit=options.limit)
         first = next(pairs, None)
+        checkpoint = None
         if first is None:
             notes.append(f"no held-out {split} generation pairs under {pairs_dir}")
             result = generation.GenerationResult({}, [], None)
         else:
+            model = _build(model_factory, notes)
+            checkpoint = model_checkpoint(model)
             result = generation.evaluate_generation(
-                _build(model_factory, notes),
+                model,
                 itertools.chain([first], pairs),
                 staging,
                 batch_size=options.batch_size,
@@ -224,7 +239,14 @@ def run_generation(
             (staging / "grid.png").write_bytes(result.grid_png)
         counts = _counts(result.scores, "pairs")
         run = FamilyRun(
-            options.label, result.scores, notes, counts, out, result.shards, result.grid_png
+            options.label,
+            result.scores,
+            notes,
+            counts,
+            out,
+            result.shards,
+            result.grid_png,
+            checkpoint,
         )
         payload = _scores_payload(run, "columns", options, ssim_window=ssim_window)
         write_json(staging / SCORES_NAME, payload)

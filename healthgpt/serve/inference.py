@@ -6,7 +6,9 @@ decoded or how a prompt is worded:
 
 - the model: the evaluation's loader (`healthgpt.eval.models.load_healthgpt`), given a
   pipeline checkpoint (a path, or the newest stage output under `<data>/checkpoints/`, found
-  as the evaluation assets find it: `resolve_checkpoint`) or the released weights directory;
+  as the evaluation assets find it: `resolve_checkpoint`) or the released weights directory
+  (with its base LM and VQGAN when given), so strict loading and the VQ checks are the
+  evaluation's too;
 - the image: decoded by the project's guarded decoder (`load_image_bytes`: declared size
   checked before any pixel is allocated, truncated files refused), then RGB as the
   evaluation shows images to the model;
@@ -21,17 +23,18 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from PIL import Image
 
 from healthgpt.data.decode.imaging import load_image_bytes
 from healthgpt.data.errors import BadInput
 from healthgpt.data.mixture.config import MixtureConfig
-from healthgpt.data.mixture.tasks import NEEDS_IMAGE, PROMPTS
+from healthgpt.data.mixture.tasks import PROMPTS
+from healthgpt.data.tasks import NEEDS_IMAGE
 from healthgpt.data.vocab import normalize_body_part
 from healthgpt.eval import models
 from healthgpt.eval.predict import HealthGPTImage, HealthGPTText
+from healthgpt.storage import file_sha256
 
 TASKS = ("ct_to_mri", "mri_to_ct", "super_resolution", "reconstruction", "text_to_image")
 # Source and target modality of the conversions, as the mixture writes them in prompts.
@@ -50,15 +53,21 @@ class ServeError(ValueError):
 class ModelChoice:
     """Which model to load. `official` (the released weights directory) wins over
     `checkpoint`; no checkpoint means the newest `stage` output under the checkpoints root.
-    `base_model` / `vqgan` replace the preset's base LM and VQGAN (released weights only)."""
+    `base_model` and the VQGAN (`vqgan`: a taming `last.ckpt` with its `vqgan_yaml`, or a
+    `save_vq` safetensors file) replace the preset's (released weights only);
+    `vq_dry_run` lets a preset that needs a trained VQGAN generate with a random one. No
+    `max_new_tokens` means the model's own (`models.default_max_new_tokens`)."""
 
     checkpoint: str | None = None
     official: str | None = None
     preset: str = ""
     base_model: str | None = None
     vqgan: str | None = None
+    vqgan_yaml: str | None = None
+    vq_dry_run: bool = False
+    allow_partial_weights: bool = False
     stage: str = "stage3"
-    max_new_tokens: int = 128
+    max_new_tokens: int | None = None
 
 
 def checkpoints_root(data_dir: Path) -> Path:
@@ -66,14 +75,54 @@ def checkpoints_root(data_dir: Path) -> Path:
     return Path(data_dir) / "checkpoints"
 
 
+def vq_files(choice: ModelChoice) -> dict[str, str | None]:
+    """The `ModelSpec` VQ fields of `choice`: each file with the sha256 of its bytes now.
+
+    The VQ loader loads a file only with a recorded sha256, so that a file swapped between
+    its registration and its load is refused. Here the user names the file at the moment it
+    is loaded, so hashing it now records exactly what they chose; the loader checks the bytes
+    it parses against that hash."""
+    if not choice.vqgan:
+        if choice.vqgan_yaml:
+            raise ServeError("--vqgan-yaml is the model.yaml of a --vqgan checkpoint; give both")
+        return {}
+    taming = not choice.vqgan.endswith(".safetensors")
+    if taming and not choice.vqgan_yaml:
+        raise ServeError(f"{choice.vqgan}: a taming checkpoint needs its --vqgan-yaml model.yaml")
+    named = {"vq_path": choice.vqgan, "vq_yaml_path": choice.vqgan_yaml if taming else None}
+    found: dict[str, str | None] = {}
+    for key, path in named.items():
+        if path is None:
+            continue
+        if not Path(path).is_file():
+            raise ServeError(f"VQGAN file not found: {path}")
+        found[key] = path
+        found[key.replace("_path", "_sha256")] = file_sha256(Path(path))
+    return found
+
+
 def model_spec(choice: ModelChoice, data_dir: Path) -> models.ModelSpec:
     """The evaluation's `ModelSpec` for `choice`, refusing a missing checkpoint early."""
+    common = {
+        "preset": choice.preset,
+        "max_new_tokens": choice.max_new_tokens,
+        "vq_dry_run": choice.vq_dry_run,
+    }
     if choice.official:
         if not Path(choice.official).is_dir():
             raise ServeError(f"released weights directory not found: {choice.official}")
         models.official_files(choice.official)  # names the files it expected when absent
         return models.ModelSpec(
-            preset=choice.preset, official_dir=choice.official, max_new_tokens=choice.max_new_tokens
+            official_dir=choice.official,
+            base_model=choice.base_model,
+            allow_partial_weights=choice.allow_partial_weights,
+            **vq_files(choice),
+            **common,
+        )
+    if choice.base_model or choice.vqgan or choice.vqgan_yaml:
+        raise ServeError(
+            "--base-model and --vqgan replace parts of the released model: use them with "
+            "--official DIR (a pipeline checkpoint records its own)"
         )
     if choice.checkpoint:
         path = Path(choice.checkpoint)
@@ -90,28 +139,7 @@ def model_spec(choice: ModelChoice, data_dir: Path) -> models.ModelSpec:
                 "--official DIR"
             )
     models.checkpoint_file(checkpoint)  # a directory without weights is named here
-    return models.ModelSpec(
-        preset=choice.preset, checkpoint=str(checkpoint), max_new_tokens=choice.max_new_tokens
-    )
-
-
-def _load(choice: ModelChoice, spec: models.ModelSpec) -> tuple[Any, list[str]]:
-    """The model and its loading notes, through the evaluation's loader. A base model or
-    VQGAN override goes through the same model package calls with the preset changed."""
-    if not (spec.official_dir and (choice.base_model or choice.vqgan)):
-        return models.load_healthgpt(spec)
-    from healthgpt.model import get_preset, load_model
-    from healthgpt.model.presets import OfficialWeights
-
-    config = get_preset(spec.preset or models.DEFAULT_OFFICIAL_PRESET)
-    if choice.base_model:
-        config.lm.name_or_path = choice.base_model
-    if choice.vqgan:
-        config.vq.ckpt_path = choice.vqgan
-    config.official_weights = OfficialWeights(**models.official_files(spec.official_dir))
-    model = load_model(config)
-    reports = getattr(model, "load_reports", {})
-    return model, [f"official {name} weights: {r.summary()}" for name, r in reports.items()]
+    return models.ModelSpec(checkpoint=str(checkpoint), **common)
 
 
 def read_image(data: bytes, name: str = "image") -> Image.Image:
@@ -181,12 +209,13 @@ class Inference:
         started = time.perf_counter()
         try:
             spec = model_spec(choice, data_dir)
-            model, notes = _load(choice, spec)
+            model, notes = models.load_healthgpt(spec)
         except models.ModelUnavailable as error:
             raise ServeError(str(error)) from None
         seconds = time.perf_counter() - started
+        budget = spec.max_new_tokens or models.default_max_new_tokens(model)
         return cls(
-            HealthGPTText(model, max_new_tokens=spec.max_new_tokens, notes=notes),
+            HealthGPTText(model, max_new_tokens=budget, notes=notes),
             HealthGPTImage(model, notes=notes),
             spec.label,
             notes,
@@ -215,7 +244,12 @@ class Inference:
             raise ServeError(f"task {task} takes a report, not an image")
         if task in NEEDS_IMAGE and report:
             raise ServeError(f"task {task} takes an image, not a report")
-        return self.image.generate_image([image], [prompt])[0]
+        from healthgpt.model.healthgpt import VQNotTrained
+
+        try:
+            return self.image.generate_image([image], [prompt])[0]
+        except VQNotTrained as error:
+            raise ServeError(f"{error} (--vq-dry-run)") from None
 
 
 def startup_line(inference: Inference, startup_seconds: float) -> str:

@@ -42,8 +42,6 @@ LIMITS = (
     "the evaluation, which covers only the benchmarks listed. Use it under the terms of every "
     "source dataset and of the base model."
 )
-# How the evaluation's loader names the file it loaded (`healthgpt.eval.models`).
-_LOADED = re.compile(r"^checkpoint (?P<path>.+?) into preset ")
 _FAMILY_KEYS = {"vqa": "benchmarks", "mcq": "benchmarks", "generation": "columns"}
 
 
@@ -128,8 +126,9 @@ def record_evaluation(
     scores: Mapping[str, Mapping[str, Any] | None], report_path: Path
 ) -> list[Path]:
     """Record each family's scores (`scores.json` payloads by family) in the card of the
-    checkpoint it evaluated; return the cards updated. A model that is not a pipeline
-    checkpoint with a card (official weights, a stub) has no card to update."""
+    checkpoint it evaluated (the payload's `checkpoint`: the file the evaluation loaded);
+    return the cards updated. A model that is not a pipeline checkpoint with a card
+    (official weights, a stub: no `checkpoint`) has no card to update."""
     by_dir: dict[Path, dict[str, Any]] = {}
     for family, payload in scores.items():
         directory = _evaluated_dir(payload)
@@ -153,12 +152,12 @@ def record_evaluation(
 
 
 def _evaluated_dir(payload: Mapping[str, Any] | None) -> Path | None:
-    for note in (payload or {}).get("notes") or []:
-        match = _LOADED.match(str(note))
-        if match:
-            path = Path(match.group("path"))
-            return path if path.is_dir() else path.parent
-    return None
+    """The directory of the checkpoint a family evaluated (its card's place), if any."""
+    checkpoint = (payload or {}).get("checkpoint")
+    if not checkpoint:
+        return None
+    path = Path(checkpoint)
+    return path if path.is_dir() else path.parent
 
 
 def _cells(table: Mapping[str, Any]) -> dict[str, dict[str, float]]:

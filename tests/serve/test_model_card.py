@@ -56,12 +56,13 @@ def test_report_records_scores_in_the_evaluated_checkpoints_card(trained_data, t
     eval_dir = tmp_path / "eval"
     vqa = {
         "model": "stage3 checkpoint",
-        "notes": [f"checkpoint {final / 'model.safetensors'} into preset 'tiny': loaded"],
+        "checkpoint": str(final / "model.safetensors"),
+        "notes": ["the wording of the notes does not matter"],
         "benchmarks": {
             "vqa_rad": {"close": {"value": 62.5, "n": 8, "ci": [1, 2]}, "open": None, "n": 8}
         },
     }
-    other = {"model": "official weights", "notes": ["official comprehension weights: ok"]}
+    other = {"model": "official weights", "checkpoint": None, "notes": ["official: ok"]}
     for family, payload in (("vqa", vqa), ("mcq", other)):
         (eval_dir / family).mkdir(parents=True)
         (eval_dir / family / "scores.json").write_text(json.dumps(payload))
