@@ -142,6 +142,21 @@ def model_spec(choice: ModelChoice, data_dir: Path) -> models.ModelSpec:
     return models.ModelSpec(checkpoint=str(checkpoint), **common)
 
 
+def _one_line(error: models.ModelUnavailable) -> str:
+    """The loader's refusal as one line: incomplete official weights by their count and the
+    first few keys (the full list is thousands of keys long), anything else as it reads."""
+    from healthgpt.model.weights import IncompleteWeights
+
+    cause = error.__cause__
+    if isinstance(cause, IncompleteWeights):
+        first = ", ".join(cause.missing[:3])
+        return (
+            f"official weights incomplete: {len(cause.missing)} expected tensors missing "
+            f"({first}, ...); pass --allow-partial-weights to load them anyway"
+        )
+    return " ".join(str(error).split())
+
+
 def read_image(data: bytes, name: str = "image") -> Image.Image:
     """Encoded image bytes (PNG, JPEG...) as the RGB image the model is shown; size-capped and
     decoded by the project's guarded decoder. Nothing is written anywhere."""
@@ -211,7 +226,7 @@ class Inference:
             spec = model_spec(choice, data_dir)
             model, notes = models.load_healthgpt(spec)
         except models.ModelUnavailable as error:
-            raise ServeError(str(error)) from None
+            raise ServeError(_one_line(error)) from None
         seconds = time.perf_counter() - started
         budget = spec.max_new_tokens or models.default_max_new_tokens(model)
         return cls(
@@ -248,8 +263,12 @@ class Inference:
 
         try:
             return self.image.generate_image([image], [prompt])[0]
-        except VQNotTrained as error:
-            raise ServeError(f"{error} (--vq-dry-run)") from None
+        except VQNotTrained:
+            raise ServeError(
+                f"preset {self.image.model.config.name!r} needs a trained VQGAN to generate "
+                "images: give --vqgan (a taming last.ckpt with --vqgan-yaml, or a .safetensors "
+                "file), or --vq-dry-run to generate with a random one"
+            ) from None
 
 
 def startup_line(inference: Inference, startup_seconds: float) -> str:

@@ -19,7 +19,7 @@ from tests.eval.fakes import (
 
 CONFIG = {"batch_size": 2, "limit": 0, "marker": "echoed"}
 TEXT_FIELDS = {"model", "medical", "benchmarks", "notes", "summary", "configured", "prompt_forms"}
-TEXT_FIELDS |= {"config"}
+TEXT_FIELDS |= {"config", "checkpoint"}
 
 
 class Factory:
@@ -155,6 +155,7 @@ def test_generation_without_pairs_builds_no_model_and_writes_no_grid(tmp_path):
     payload = scores(out)
     assert set(payload) == {
         "model",
+        "checkpoint",
         "medical",
         "columns",
         "notes",
@@ -167,6 +168,7 @@ def test_generation_without_pairs_builds_no_model_and_writes_no_grid(tmp_path):
         f"no held-out test generation pairs under {tmp_path / 'empty'}",
     ]
     assert done.grid_png is None and not (out / "grid.png").exists()
+    assert payload["checkpoint"] is None  # no model was built, so no checkpoint was evaluated
 
 
 def test_generation_writes_scores_and_the_grid_it_returns(tmp_path):
