@@ -78,3 +78,36 @@ def test_report_records_scores_in_the_evaluated_checkpoints_card(trained_data, t
         assert NOT_EVALUATED not in body and "- vqa_rad: close 62.5, n 8" in body
     finally:
         (final / CARD_NAME).write_text(before)  # the session's checkpoint, as the others see it
+
+
+def test_an_evaluation_records_the_checkpoint_file_it_loaded(trained_data, tmp_path):
+    """The card is found from the checkpoint `scores.json` records, not from note wording:
+    a real evaluation of the trained checkpoint updates its card; scores without a
+    checkpoint (whatever their notes say) update none."""
+    from healthgpt.eval import models, run
+    from tests.eval.fakes import VQA_CASES, write_ingested_vqa
+
+    final = current_final(trained_data / "checkpoints" / "stage3")
+    before = (final / CARD_NAME).read_text()
+    eval_dir = tmp_path / "eval"
+    root = write_ingested_vqa(tmp_path / "data", "vqa_rad", VQA_CASES["vqa_rad"][:1])
+    spec = models.ModelSpec(checkpoint=str(final), max_new_tokens=2)
+    options = run.RunOptions(batch_size=1, limit=1, label="stage3 checkpoint")
+    try:
+        done = run.run_benchmarks(
+            "vqa", lambda: models.text_model(spec), {"vqa_rad": root}, eval_dir / "vqa", options
+        )
+        payload = json.loads((eval_dir / "vqa" / "scores.json").read_text())
+        assert payload["checkpoint"] == done.checkpoint == str(final / "model.safetensors")
+        assert "VQ weights: random (dry run)" in payload["notes"]  # the VQ weights it used
+        run_report(eval_dir)
+        families = read_card(final)["healthgpt"]["evaluation"]["families"]
+        assert families["vqa"]["results"]["vqa_rad"]["n"] == 1
+        (final / CARD_NAME).write_text(before)
+        payload["checkpoint"] = None  # the loader's notes still name the file
+        assert any(str(final) in note for note in payload["notes"])
+        (eval_dir / "vqa" / "scores.json").write_text(json.dumps(payload))
+        run_report(eval_dir)
+        assert read_card(final)["healthgpt"]["evaluation"] is None
+    finally:
+        (final / CARD_NAME).write_text(before)  # the session's checkpoint, as the others see it
