@@ -164,7 +164,10 @@ def load_healthgpt(spec: ModelSpec) -> tuple[Any, list[str]]:
     if metadata.get("vq_path") and Path(metadata["vq_path"]).exists():
         config.vq.ckpt_path = metadata["vq_path"]
         config.vq.ckpt_sha256 = metadata.get("vq_sha256") or None  # verified on load
-    model = load_model(config, vq_dry_run=spec.vq_dry_run)
+    try:
+        model = load_model(config, vq_dry_run=spec.vq_dry_run)
+    except CheckpointRefused as exc:  # its VQ tokenizer changed since the stage recorded it
+        raise ModelUnavailable(str(exc)) from exc
     try:
         report = load_trainable(model, file)
     except (ValueError, KeyError) as exc:
