@@ -19,7 +19,7 @@ PACKAGE = ROOT / "healthgpt"
 
 # Lowest first. A module may import its own layer or any layer listed before it.
 LAYERS: list[tuple[str, ...]] = [
-    ("healthgpt.paths", "healthgpt.storage"),
+    ("healthgpt.paths", "healthgpt.storage", "healthgpt.progress"),
     ("healthgpt.data.errors", "healthgpt.data.schema", "healthgpt.data.vocab"),
     ("healthgpt.data.limits",),
     ("healthgpt.data.options",),

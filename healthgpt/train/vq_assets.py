@@ -23,6 +23,7 @@ from PIL import Image
 
 from healthgpt.model import VQTokenizer, get_preset, images_to_tensor, save_vq
 from healthgpt.model.vq import load_lightning_state_dict
+from healthgpt.progress import Progress
 from healthgpt.storage import atomic_directory, file_sha256, output_path, write_json
 from healthgpt.train.data import iter_rows, split_files
 from healthgpt.train.model_api import VQ_FILE, VQ_INFO
@@ -74,9 +75,11 @@ def train_small_vq(
     _init_codebook(vq, images[: 4 * batch], generator)
     optimizer = torch.optim.Adam(vq.parameters(), lr=lr)
     losses = []
-    for _ in range(steps):
-        index = torch.randint(0, len(images), (min(batch, len(images)),), generator=generator)
-        losses.append(vq.train_step(images[index], optimizer)["loss"])
+    with Progress(f"vq_tokenizer training ({len(images)} images)", steps, "steps") as progress:
+        for _ in range(steps):
+            index = torch.randint(0, len(images), (min(batch, len(images)),), generator=generator)
+            losses.append(vq.train_step(images[index], optimizer)["loss"])
+            progress.update(loss=losses[-1])
     vq.eval()
     codes = vq.encode(images[:512])
     with atomic_directory(Path(out_dir)) as staging:
