@@ -56,7 +56,7 @@ def generation_images(mixture_dir: Path, resolution: int, limit: int) -> torch.T
 def train_small_vq(
     mixture_dir: Path,
     out_dir: Path,
-    steps: int = 300,
+    steps: int = 150,
     limit: int = 2048,
     seed: int = 0,
     model_preset: str = "tiny",
