@@ -30,3 +30,26 @@ def test_a_long_interval_logs_only_the_end(caplog):
 
 def test_duration():
     assert [duration(5), duration(185), duration(3725)] == ["5s", "3m05s", "1h02m"]
+
+
+def test_dagster_run_log_receives_progress_lines():
+    """The shipped instance config makes Dagster capture the `healthgpt` loggers."""
+    from pathlib import Path
+
+    import dagster as dg
+    import yaml
+    from dagster._core.test_utils import instance_for_test
+
+    shipped = yaml.safe_load(
+        (Path(__file__).parents[1] / "dagster_home" / "dagster.yaml").read_text()
+    )
+
+    @dg.asset
+    def long_step() -> None:
+        with Progress("long step", total=2, unit="steps", every=0.0, bar=False) as progress:
+            progress.update(2)
+
+    with instance_for_test(overrides={"python_logs": shipped["python_logs"]}) as instance:
+        run = dg.materialize([long_step], instance=instance)
+        messages = [e.user_message or "" for e in instance.all_logs(run.run_id)]
+    assert any(m.startswith("long step: 2/2 steps") and "done in" in m for m in messages)
