@@ -51,8 +51,9 @@ format:
 bench: setup
 	$(BIN)/python -m benchmarks.run_all
 
+# GPU_CHECK_ARGS="--preset l14 --gradient-checkpointing" for the 14B model.
 gpu-check: setup
-	$(BIN)/python scripts/gpu_check
+	$(BIN)/python scripts/gpu_check $(GPU_CHECK_ARGS)
 
 eval: setup
 	$(BIN)/dagster asset materialize -m pipelines.definitions --select 'group:evaluation'

@@ -1,9 +1,10 @@
 """Training-step time of H-LoRA and of a naive MoE-LoRA, as ratios to plain LoRA of the same rank.
 
 Every variant is a plugin of the same H-LoRA-wrapped model (one shared frozen base), so the
-runs differ only in the adapter; they are interleaved round-robin so that machine drift hits
-each alike, and the medians of the repeats are compared. Two clocks: wall time, and the CPU
-time of the (single) compute thread, which other processes on a shared machine barely disturb.
+runs differ only in the adapter. Timing follows `benchmarks.timing`: variants interleaved
+A B C A B C, at least 5 repeats each, medians compared with their spread, two clocks (wall,
+and the CPU time of the single compute thread, which other processes barely disturb), and the
+machine load printed with the JSON result.
 
 Two models:
 - ``main``: a Llama-like model, hidden 512, 4 layers, batch 4 x seq 256, rank 64 (M3's
@@ -23,10 +24,7 @@ the goal here is H-LoRA <= 1.03x LoRA for k up to 32.
 from __future__ import annotations
 
 import argparse
-import os
 import platform
-import statistics
-import time
 import warnings
 from dataclasses import asdict, dataclass, replace
 
@@ -37,6 +35,7 @@ from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from benchmarks import write_result
+from benchmarks.timing import MIN_REPEATS, interleave_both, machine_load, print_result, summary
 from healthgpt.model.hlora import HLoRAConfig, hlora_layers, inject_hlora, set_active_plugin
 
 LLAMA_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -58,8 +57,7 @@ class BenchConfig:
     moe: bool = True
     peft: bool = True
     warmup: int = 1
-    repeats: int = 5
-    moe_repeats: int = 3  # MoE-LoRA is 1.1-8x slower: fewer repeats keep the run short
+    repeats: int = MIN_REPEATS
 
 
 MAIN = BenchConfig()
@@ -72,7 +70,6 @@ M3_LAYER = BenchConfig(
     batch=1,
     moe=False,
     peft=False,
-    repeats=3,
 )
 
 
@@ -185,17 +182,15 @@ def build(cfg: BenchConfig) -> tuple[dict[Variant, tuple[nn.Module, str | None, 
     return runs, variants
 
 
-def step(run: tuple[nn.Module, str | None, object], ids: torch.Tensor) -> tuple[float, float]:
-    """(wall, CPU) seconds of one forward + backward + optimizer step."""
+def step(run: tuple[nn.Module, str | None, object], ids: torch.Tensor) -> None:
+    """One forward + backward + optimizer step."""
     lm, plugin, opt = run
     if plugin is not None:
         set_active_plugin(lm, plugin)
-    wall, cpu = time.perf_counter(), time.process_time()
     loss = lm(input_ids=ids, labels=ids).loss
     loss.backward()
     opt.step()
     opt.zero_grad(set_to_none=True)
-    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 NAMES = {"lora": "LoRA", "peft": "peft LoRA", "hlora": "H-LoRA", "moe": "MoE-LoRA"}
@@ -206,41 +201,42 @@ def measure(cfg: BenchConfig) -> list[dict]:
     ids = torch.randint(
         3, cfg.vocab, (cfg.batch, cfg.seq), generator=torch.Generator().manual_seed(0)
     )
-    wall: dict[Variant, list[float]] = {v: [] for v in variants}
-    cpu: dict[Variant, list[float]] = {v: [] for v in variants}
-    for rep in range(cfg.warmup + cfg.repeats):
-        order = variants[rep % len(variants) :] + variants[: rep % len(variants)]
-        for v in order:
-            if v[0] == "moe" and rep >= cfg.warmup + cfg.moe_repeats:
-                continue
-            w, c = step(runs[v], ids)
-            if rep >= cfg.warmup:
-                wall[v].append(w)
-                cpu[v].append(c)
-    base_wall = statistics.median(wall[("lora", 1)])
-    base_cpu = statistics.median(cpu[("lora", 1)])
-    return [
-        {
-            "variant": NAMES[v[0]],
-            "k": v[1],
-            "wall_median_s": round(statistics.median(wall[v]), 4),
-            "wall_ratio": round(statistics.median(wall[v]) / base_wall, 3),
-            "cpu_median_s": round(statistics.median(cpu[v]), 4),
-            "cpu_ratio": round(statistics.median(cpu[v]) / base_cpu, 3),
-        }
-        for v in variants
-    ]
+    names = {f"{kind}{k}": (kind, k) for kind, k in variants}
+    times = interleave_both(
+        {name: (lambda v=v: step(runs[v], ids)) for name, v in names.items()},
+        repeats=cfg.repeats,
+        warmup=cfg.warmup,
+        what=f"hlora benchmark, hidden {cfg.hidden}",
+    )
+    base = times["lora1"]
+    rows = []
+    for name, (kind, k) in names.items():
+        wall, cpu = summary(times[name]["wall"]), summary(times[name]["cpu"])
+        rows.append(
+            {
+                "variant": NAMES[kind],
+                "k": k,
+                "repeats": wall["n"],
+                "wall_median_s": round(wall["median"], 4),
+                "wall_spread": round(wall["spread"], 3),
+                "wall_ratio": round(wall["median"] / summary(base["wall"])["median"], 3),
+                "cpu_median_s": round(cpu["median"], 4),
+                "cpu_spread": round(cpu["spread"], 3),
+                "cpu_ratio": round(cpu["median"] / summary(base["cpu"])["median"], 3),
+            }
+        )
+    return rows
 
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| variant | k | step, wall (s) | x LoRA (wall) | x LoRA (CPU time) |",
-        "|---|---|---|---|---|",
+        "| variant | k | step, wall (s) | spread | x LoRA (wall) | x LoRA (CPU time) | spread |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['variant']} | {r['k']} | {r['wall_median_s']:.3f} | {r['wall_ratio']:.3f} "
-            f"| {r['cpu_ratio']:.3f} |"
+            f"| {r['variant']} | {r['k']} | {r['wall_median_s']:.3f} | {r['wall_spread']:.1%} "
+            f"| {r['wall_ratio']:.3f} | {r['cpu_ratio']:.3f} | {r['cpu_spread']:.1%} |"
         )
     return "\n".join(lines)
 
@@ -265,29 +261,29 @@ def run(args: argparse.Namespace) -> None:
         del configs["m3_layer"]
     if args.quick:
         small = {"hidden": 128, "intermediate": 384, "heads": 4, "seq": 64, "repeats": 2}
-        small["moe_repeats"] = 2
         configs = {name: replace(cfg, **small) for name, cfg in configs.items()}
     result = {
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "machine": platform.processor() or platform.machine(),
-        "load_average_before": os.getloadavg(),
     }
+    load_before = machine_load()
     tables = []
     for name, cfg in configs.items():
         rows = measure(cfg)
         result[name] = {"config": asdict(cfg), "rows": rows}
         title = (
             f"{name}: hidden {cfg.hidden}, {cfg.layers} layer(s), batch {cfg.batch} x seq "
-            f"{cfg.seq}, rank {cfg.rank}, dropout {cfg.dropout}, {cfg.repeats} repeats"
-            + (f" ({cfg.moe_repeats} for MoE-LoRA)" if cfg.moe else "")
+            f"{cfg.seq}, rank {cfg.rank}, dropout {cfg.dropout}, {cfg.repeats} repeats "
+            "interleaved, medians"
         )
         tables.append(f"{title}\n\n{markdown(rows)}")
         print(tables[-1] + "\n", flush=True)
-    result["load_average_after"] = os.getloadavg()
-    print(f"load average before {result['load_average_before']}, after {os.getloadavg()}")
     result["markdown"] = "\n\n".join(tables)
-    print(f"wrote {write_result('hlora', result)}")
+    result["load_before"], result["load_after"] = load_before, machine_load()
+    path = write_result("hlora", result)
+    print_result("hlora", {k: v for k, v in result.items() if k != "markdown"}, load_before)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,15 @@
 """Run every benchmark in turn (`make bench`); each prints a markdown table and writes JSON
-to benchmarks/results/. Pass names to run a subset: `python -m benchmarks.run_all ingest`."""
+to benchmarks/results/. Pass names to run a subset: `python -m benchmarks.run_all ingest`.
+The machine load is printed before each one; `benchmarks/timing.py` is how they time."""
 
 from __future__ import annotations
 
 import importlib
+import json
 import sys
 import time
+
+from benchmarks.timing import machine_load
 
 BENCHMARKS = ("ingest", "mixture", "hlora", "train")
 
@@ -13,6 +17,7 @@ BENCHMARKS = ("ingest", "mixture", "hlora", "train")
 def main(names: list[str]) -> None:
     for name in names or BENCHMARKS:
         print(f"\n## {name}\n", flush=True)
+        print(json.dumps({"benchmark": name, "load_at_start": machine_load()}), flush=True)
         started = time.perf_counter()
         module = importlib.import_module(f"benchmarks.bench_{name}")
         saved = sys.argv

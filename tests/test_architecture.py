@@ -20,7 +20,7 @@ PACKAGE = ROOT / "healthgpt"
 # Lowest first. A module may import its own layer or any layer listed before it.
 LAYERS: list[tuple[str, ...]] = [
     ("healthgpt.settings",),  # the environment, read in one place
-    ("healthgpt.paths", "healthgpt.storage"),
+    ("healthgpt.paths", "healthgpt.storage", "healthgpt.progress"),
     ("healthgpt.data.tasks",),  # the task vocabulary: tasks, stages, placeholders, prompts
     ("healthgpt.data.errors", "healthgpt.data.schema", "healthgpt.data.vocab"),
     ("healthgpt.data.limits",),

@@ -25,6 +25,7 @@ from healthgpt.data.tasks import PLACEHOLDERS
 from healthgpt.eval.metrics import LpipsFn, image_metrics, to_gray_uint8
 from healthgpt.eval.predict import ImageModel, batched, decode_image
 from healthgpt.eval.stats import Running
+from healthgpt.progress import Progress
 
 GENERATION_TASKS = ("ct_to_mri", "mri_to_ct", "super_resolution", "reconstruction")
 DEFAULT_INSTRUCTIONS = {
@@ -205,13 +206,14 @@ def evaluate_generation(
     tally = GenerationTally()
     examples: dict[str, list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]] = {}
     writer = ShardWriter(Path(out_dir), GENERATION_SCHEMA, prefix="predictions", hf_images=False)
-    with writer:
+    with writer, Progress("eval generation", unit="pairs") as progress:
         for batch in batched(pairs, batch_size):
             outputs = model.generate_image(
                 [decode_image(p.image) for p in batch], [p.instruction for p in batch]
             )
             if len(outputs) != len(batch):
                 raise RuntimeError(f"model returned {len(outputs)} images for {len(batch)} pairs")
+            progress.update(len(batch))
             for pair, output in zip(batch, outputs, strict=True):
                 target = to_gray_uint8(Image.open(io.BytesIO(pair.target)))
                 generated = to_gray_uint8(output)

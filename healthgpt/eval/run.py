@@ -26,6 +26,7 @@ from healthgpt.eval.predict import (
     predict_and_score,
     prediction_writer,
 )
+from healthgpt.progress import Progress
 from healthgpt.storage import atomic_directory, atomic_write_bytes, atomic_write_text, write_json
 from healthgpt.train.model_card import record_evaluation
 
@@ -176,10 +177,12 @@ def run_benchmarks(
                 tally = TALLIES[family]()
                 read = registry.ReadOptions(limit=options.limit, trained=trained)
                 items = bench.reader(roots[bench.name], read)
-                for item, scored in predict_and_score(
-                    model, items, bench.scorer, writer, options.batch_size
-                ):
-                    tally.add(item, scored)
+                with Progress(f"eval {bench.name}", unit="items") as progress:
+                    for item, scored in predict_and_score(
+                        model, items, bench.scorer, writer, options.batch_size
+                    ):
+                        tally.add(item, scored)
+                        progress.update()
                 summaries[bench.name] = tally.summary()
                 skipped = sorted(read.skips.items())
                 notes += [f"{bench.name}: {n} rows skipped: {reason}" for reason, n in skipped]

@@ -3,6 +3,7 @@
 Entry points for the training and evaluation code::
 
     model = load_model("tiny" | "smollm2" | "m3" | "l14" | ModelConfig, device=...)
+    model = load_model(with_random_weights(get_preset("m3")))   # real shapes, no files
     sample = model.format_conversation(conversations)          # input_ids, labels
     batch = model.collate([sample | {"task_family": ..., "pixel_values": ...}, ...])
     model(batch).loss.backward()
@@ -21,7 +22,7 @@ from healthgpt.model.healthgpt import HealthGPT, HealthGPTOutput
 from healthgpt.model.hlora import HLoRAConfig, active_plugin, route, set_active_plugin
 from healthgpt.model.image_tokens import codes_to_text
 from healthgpt.model.loading import load_model
-from healthgpt.model.presets import PRESETS, ModelConfig, get_preset
+from healthgpt.model.presets import PRESETS, ModelConfig, get_preset, with_random_weights
 from healthgpt.model.prompt import ConversationFormatter, collate
 from healthgpt.model.vq import (
     VQConfig,
@@ -76,4 +77,5 @@ __all__ = [
     "set_active_plugin",
     "tensor_to_images",
     "trainable_state_dict",
+    "with_random_weights",
 ]

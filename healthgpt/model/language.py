@@ -68,13 +68,16 @@ def build_language_model(
     tokenizers already know their own chat markers.
     """
     if cfg.source == "random":
-        tokenizer = ByteTokenizer(special_tokens)
+        # A `vocab_size` in random_config is the real tokenizer's length: the byte-level
+        # tokenizer is padded to it, so embeddings and image-token ids are the real ones.
+        shapes = dict(cfg.random_config)
+        tokenizer = ByteTokenizer(special_tokens, size=shapes.pop("vocab_size", None))
         config = _RANDOM_ARCHS[cfg.arch](
             vocab_size=len(tokenizer),
             bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,
-            **cfg.random_config,
+            **shapes,
         )
         lm = AutoModelForCausalLM.from_config(config, dtype=dtype)
         return lm, tokenizer

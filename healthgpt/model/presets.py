@@ -15,6 +15,50 @@ from healthgpt.model.vq import VQConfig
 
 CLIP_L14_336 = "openai/clip-vit-large-patch14-336"
 
+# The released architectures, as their config.json files state them, so a preset can be built
+# with random weights and no files (`with_random_weights`). `vocab_size` is the tokenizer's
+# length: HealthGPT resizes the embeddings to it before adding the 8192 + 3 image tokens
+# (`add_special_tokens_and_resize_model`), so M3 has 32011 + 8195 = 40206 rows (of Phi-3's
+# 32064) and L14 100352 + 8195 = 108547.
+PHI3_MINI_4K_SHAPES: dict[str, Any] = {
+    "hidden_size": 3072,
+    "intermediate_size": 8192,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 32,
+    "max_position_embeddings": 4096,
+    "original_max_position_embeddings": 4096,
+    "sliding_window": 2047,
+    "rope_theta": 10000.0,
+    "rms_norm_eps": 1e-5,
+    "tie_word_embeddings": False,
+    "vocab_size": 32011,
+}
+PHI4_SHAPES: dict[str, Any] = {
+    "hidden_size": 5120,
+    "intermediate_size": 17920,
+    "num_hidden_layers": 40,
+    "num_attention_heads": 40,
+    "num_key_value_heads": 10,
+    "max_position_embeddings": 16384,
+    "original_max_position_embeddings": 16384,
+    "sliding_window": None,
+    "rope_theta": 250000.0,
+    "rms_norm_eps": 1e-5,
+    "tie_word_embeddings": False,
+    "vocab_size": 100352,
+}
+CLIP_L14_336_SHAPES: dict[str, Any] = {
+    "hidden_size": 1024,
+    "intermediate_size": 4096,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 16,
+    "image_size": 336,
+    "patch_size": 14,
+    "projection_dim": 768,
+    "hidden_act": "quick_gelu",
+}
+
 
 @dataclass
 class LMConfig:
@@ -22,7 +66,9 @@ class LMConfig:
 
     ``source``: ``hf`` (name or local path, via AutoModelForCausalLM), ``gguf`` (a GGUF file in
     ``name_or_path`` or inside the installed package ``gguf_package``), or ``random`` (an
-    ``arch`` config built from ``random_config`` with a byte-level tokenizer).
+    ``arch`` config built from ``random_config`` with a byte-level tokenizer). An ``hf`` preset
+    may record its architecture in ``arch`` and ``random_config`` too, for
+    :func:`with_random_weights`.
     """
 
     source: Literal["hf", "gguf", "random"] = "hf"
@@ -83,8 +129,13 @@ def m3() -> ModelConfig:
         vq_preprocess="stretch",
         prompt_tokenization="official",
         requires_trained_vq=True,
-        lm=LMConfig(source="hf", name_or_path="microsoft/Phi-3-mini-4k-instruct"),
-        vision=VisionConfig(name_or_path=CLIP_L14_336),
+        lm=LMConfig(
+            source="hf",
+            name_or_path="microsoft/Phi-3-mini-4k-instruct",
+            arch="phi3",
+            random_config=dict(PHI3_MINI_4K_SHAPES),
+        ),
+        vision=VisionConfig(name_or_path=CLIP_L14_336, random_config=dict(CLIP_L14_336_SHAPES)),
         vq=VQConfig(),
         plugins={
             COMPREHENSION: HLoRAConfig(r=64, alpha=128, num_experts=4, dropout=0.05),
@@ -102,8 +153,13 @@ def l14() -> ModelConfig:
         vq_preprocess="stretch",
         prompt_tokenization="official",
         requires_trained_vq=True,
-        lm=LMConfig(source="hf", name_or_path="microsoft/phi-4"),
-        vision=VisionConfig(name_or_path=CLIP_L14_336),
+        lm=LMConfig(
+            source="hf",
+            name_or_path="microsoft/phi-4",
+            arch="phi3",
+            random_config=dict(PHI4_SHAPES),
+        ),
+        vision=VisionConfig(name_or_path=CLIP_L14_336, random_config=dict(CLIP_L14_336_SHAPES)),
         vq=VQConfig(),
         plugins={
             COMPREHENSION: HLoRAConfig(r=32, alpha=64, num_experts=4, dropout=0.05),
@@ -183,6 +239,29 @@ def smollm2() -> ModelConfig:
 
 
 PRESETS = {"m3": m3, "l14": l14, "tiny": tiny, "smollm2": smollm2}
+
+
+def with_random_weights(config: ModelConfig, layers: int | None = None) -> ModelConfig:
+    """A copy of ``config`` whose LM and vision tower are built from the shapes the preset
+    records, with random weights and without reading or downloading any file.
+
+    For throughput and memory checks of the real architectures (``scripts/gpu_check``): a
+    byte-level tokenizer padded to the real vocabulary size stands in for the real one, and
+    the VQ tokenizer is random unless the config names a checkpoint. ``layers`` keeps the
+    first N layers of the LM and of the vision tower, at the same widths.
+    """
+    if not config.lm.random_config or not config.vision.random_config:
+        raise ValueError(f"preset {config.name!r} records no architecture to build randomly")
+    lm_shapes = dict(config.lm.random_config)
+    vision_shapes = dict(config.vision.random_config)
+    if layers is not None:
+        if layers < 1:
+            raise ValueError(f"layers must be at least 1, got {layers}")
+        lm_shapes["num_hidden_layers"] = min(layers, lm_shapes["num_hidden_layers"])
+        vision_shapes["num_hidden_layers"] = min(layers, vision_shapes["num_hidden_layers"])
+    lm = replace(config.lm, source="random", name_or_path=None, random_config=lm_shapes)
+    vision = replace(config.vision, name_or_path=None, random_config=vision_shapes)
+    return replace(config, lm=lm, vision=vision, official_weights=OfficialWeights())
 
 
 def get_preset(name: str) -> ModelConfig:

@@ -41,7 +41,10 @@ class ByteTokenizer:
     SPECIALS = ("<pad>", "<s>", "</s>")
     _special = re.compile(r"<[^<>\s]+>")
 
-    def __init__(self, extra_special_tokens: Sequence[str] = ()) -> None:
+    def __init__(self, extra_special_tokens: Sequence[str] = (), size: int | None = None) -> None:
+        """``size``: pad the vocabulary with ``<reserved_N>`` tokens up to this length, so a
+        randomly initialized model has a real tokenizer's vocabulary size (its embedding rows,
+        and the ids the image tokens get after it)."""
         self._id_of: dict[str, int] = {}
         self._token_of: list[str] = []
         for token in self.SPECIALS:
@@ -50,6 +53,10 @@ class ByteTokenizer:
         self._token_of.extend(f"<0x{b:02X}>" for b in range(256))
         self.pad_token_id, self.bos_token_id, self.eos_token_id = 0, 1, 2
         self.add_special_tokens(extra_special_tokens)
+        if size is not None:
+            if size < len(self):
+                raise ValueError(f"vocabulary size {size} < the {len(self)} byte-level tokens")
+            self.add_special_tokens([f"<reserved_{i}>" for i in range(size - len(self))])
 
     def _add(self, token: str) -> bool:
         if token in self._id_of:

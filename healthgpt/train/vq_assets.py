@@ -24,6 +24,7 @@ from PIL import Image
 from healthgpt.data.tasks import STAGE1, STAGE3
 from healthgpt.model import VQTokenizer, get_preset, images_to_tensor, save_vq
 from healthgpt.model.vq import load_lightning_state_dict
+from healthgpt.progress import Progress
 from healthgpt.storage import atomic_directory, file_sha256, output_path, write_json
 from healthgpt.train.data import iter_rows, split_files
 from healthgpt.train.model_api import VQ_FILE, VQ_INFO
@@ -56,7 +57,7 @@ def generation_images(mixture_dir: Path, resolution: int, limit: int) -> torch.T
 def train_small_vq(
     mixture_dir: Path,
     out_dir: Path,
-    steps: int = 300,
+    steps: int = 150,
     limit: int = 2048,
     seed: int = 0,
     model_preset: str = "tiny",
@@ -75,9 +76,11 @@ def train_small_vq(
     _init_codebook(vq, images[: 4 * batch], generator)
     optimizer = torch.optim.Adam(vq.parameters(), lr=lr)
     losses = []
-    for _ in range(steps):
-        index = torch.randint(0, len(images), (min(batch, len(images)),), generator=generator)
-        losses.append(vq.train_step(images[index], optimizer)["loss"])
+    with Progress(f"vq_tokenizer training ({len(images)} images)", steps, "steps") as progress:
+        for _ in range(steps):
+            index = torch.randint(0, len(images), (min(batch, len(images)),), generator=generator)
+            losses.append(vq.train_step(images[index], optimizer)["loss"])
+            progress.update(loss=losses[-1])
     vq.eval()
     codes = vq.encode(images[:512])
     with atomic_directory(Path(out_dir)) as staging:
