@@ -75,6 +75,8 @@ from healthgpt.data.mixture.sampling import (
 from healthgpt.data.mixture.tasks import AnswerSets, TaskContext, plan_record, render_sample
 from healthgpt.data.schema import RECORD_SCHEMA, SAMPLE_SCHEMA, SPLITS, TASKS
 from healthgpt.data.shards import (
+    IMAGES_FOLDER,
+    ImageTableWriter,
     ShardInfo,
     ShardWriter,
     open_shard,
@@ -398,10 +400,20 @@ def _select(index: pl.DataFrame, config: MixtureConfig) -> _Selection:
 
 
 class _Writers:
+    """The sample shards of every (subset, split), and the images table they reference: an
+    image is written once however many samples, tasks and subsets use it."""
+
     def __init__(self, root: Path, config: MixtureConfig) -> None:
         self.root, self.config = root, config
         self.writers: dict[tuple[str, str], ShardWriter] = {}
+        self.images = ImageTableWriter(root, config.target_shard_bytes)
         self.counts: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
+
+    def stored(self, row: dict[str, Any]) -> dict[str, Any]:
+        """`row` with its images in the images table and references in their place."""
+        row["image"] = self.images.ref(row["image"])
+        row["target_image"] = self.images.ref(row["target_image"])
+        return row
 
     def write(self, subset: str, row: dict[str, Any]) -> None:
         key = (subset, row["split"])
@@ -412,21 +424,23 @@ class _Writers:
                 prefix=row["split"],
                 target_shard_bytes=self.config.target_shard_bytes,
                 row_group_bytes=self.config.row_group_bytes,
+                hf_images=False,  # image columns hold references: see `resolve_images`
             )
         self.writers[key].write(row)
         for dim in DIMENSIONS:
             self.counts[subset][dim][row[dim]] += 1
 
-    def close(self) -> dict[str, list[ShardInfo]]:
+    def close(self) -> tuple[dict[str, list[ShardInfo]], list[ShardInfo]]:
         shards: dict[str, list[ShardInfo]] = {}
         for subset, split in sorted(self.writers):
             for info in self.writers[(subset, split)].close():
                 shards.setdefault(subset, []).append(info.under(f"{subset}/data"))
-        return shards
+        return shards, self.images.close()
 
     def abort(self) -> None:
         for writer in self.writers.values():
             writer.abort()
+        self.images.abort()
 
 
 def _render_batches(
@@ -469,6 +483,7 @@ def _write_jobs(
     source = batch.source
     for record, sample, copies in batch.jobs:
         row = render_sample(record, sample, source, ctx, next(pending) if sample.degrade else None)
+        row = writers.stored(row)
         for subset in SUBSETS:
             for copy in range(copies[subset]):
                 writers.write(subset, row if copy == 0 else {**row, "id": f"{row['id']}-r{copy}"})
@@ -532,7 +547,7 @@ def build_mixture(
                     _write_jobs(batch, degraded, ctx, writers)
                     done += batch.n_records
                     tick("write", done)
-                summary.shards = writers.close()
+                summary.shards, summary.images = writers.close()
             except BaseException:
                 writers.abort()
                 raise
@@ -582,12 +597,16 @@ def _finish(
     )
     (staging / "composition.png").write_bytes(card_module.composition_chart_png(summary))
     (staging / "README.md").write_text(card_module.render_card(summary, config))
-    all_shards = [info for subset in SUBSETS for info in summary.shards.get(subset, [])]
+    all_shards = [
+        *(info for subset in SUBSETS for info in summary.shards.get(subset, [])),
+        *summary.images,
+    ]
     out = output_path(summary.out)
     summary.paths = {"root": summary.out, "manifest": str(out / "_manifest.json")}
     if is_local(out):  # on an object store the files sit under a version prefix: use the manifest
         summary.paths.update(
             {s: str(out / s / "data") for s in SUBSETS if s in summary.shards},
+            images=str(out / IMAGES_FOLDER / "data"),
             removed=str(out / "removed.parquet"),
             card=str(out / "README.md"),
             chart=str(out / "composition.png"),

@@ -146,6 +146,7 @@ class MixtureSummary:
     not_selected: int = 0
     plan: list[dict[str, Any]] = field(default_factory=list)
     shards: dict[str, list[ShardInfo]] = field(default_factory=dict)
+    images: list[ShardInfo] = field(default_factory=list)  # the images table the shards use
     paths: dict[str, str] = field(default_factory=dict)
     licenses: dict[str, str | None] = field(default_factory=dict)
     seconds: float = 0.0
