@@ -237,13 +237,18 @@ class ImageTableWriter:
         """The reference for an IMAGE_TYPE value (None and empty images stay as they are)."""
         if not value or not value.get("bytes"):
             return value
-        data = value["bytes"]
-        name = hashlib.sha256(data).hexdigest()
+        name = hashlib.sha256(value["bytes"]).hexdigest()
+        self.put(name, value["bytes"])
+        return {"bytes": None, "path": IMAGE_REF_PREFIX + name}
+
+    def put(self, name: str, data: bytes) -> None:
+        """Store `data` under hex sha256 `name` unless that name is stored already (a caller
+        may key an image by another image's sha256: the build keeps each super-resolution
+        input under its original's)."""
         key = bytes.fromhex(name[:32])
         if key not in self._seen:
             self._seen.add(key)
             self.writer.write({"sha256": name, "image": {"bytes": data, "path": None}})
-        return {"bytes": None, "path": IMAGE_REF_PREFIX + name}
 
     def close(self) -> list[ShardInfo]:
         return [info.under(f"{IMAGES_FOLDER}/data") for info in self.writer.close()]

@@ -26,6 +26,8 @@ tasks in a fixed order), so the same inputs and config give byte-identical shard
 
 from __future__ import annotations
 
+import hashlib
+import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
@@ -47,11 +49,10 @@ from healthgpt.data.mixture.config import (
 from healthgpt.data.mixture.decontam import effective_split, find_contaminated
 from healthgpt.data.mixture.dedup import REMOVED_SCHEMA as DEDUP_REMOVED
 from healthgpt.data.mixture.dedup import ImageHasher, find_duplicates, near_pairs
-from healthgpt.data.mixture.parallel import OrderedPool, degrade_many, hash_many
+from healthgpt.data.mixture.parallel import OrderedPool, hash_many
 from healthgpt.data.mixture.records import (
     SUBSETS,
     ColumnHashes,
-    DegradeJob,
     HashJob,
     HashKey,
     HashResult,
@@ -76,6 +77,7 @@ from healthgpt.data.mixture.tasks import AnswerSets, TaskContext, plan_record, r
 from healthgpt.data.schema import RECORD_SCHEMA, SAMPLE_SCHEMA, SPLITS, TASKS
 from healthgpt.data.shards import (
     IMAGES_FOLDER,
+    ImageStore,
     ImageTableWriter,
     ShardInfo,
     ShardWriter,
@@ -275,12 +277,16 @@ def _index_entries(
     ctx: TaskContext,
     hasher: ImageHasher,
     index: _Index,
+    spill: ImageTableWriter,
 ) -> None:
+    """Add the batch's samples to the index; keep the degraded PNGs the workers encoded in
+    `spill` (keyed by the sha256 of the original) for the write pass."""
     fresh = dict(zip(batch.jobs, results, strict=True))
     for (digest, _), result in fresh.items():
         hasher.put(HashKey(digest), result.original)
         if result.degraded is not None:
             hasher.put(HashKey(digest, degraded=True), result.degraded)
+            spill.put(digest.hex(), result.degraded_png)
     rows: dict[str, list[Any]] = {name: [] for name in INDEX_SCHEMA}
     for source, planned, hashes in batch.records:
         resolved: dict[str, HashResult] = {}
@@ -449,14 +455,12 @@ def _render_batches(
     selection: _Selection,
     rank1: np.ndarray,
     names: dict[int, SampleName],
-) -> Iterator[tuple[RenderBatch, DegradeJob]]:
-    """Plan each batch again (checked against pass 2); yield the selected samples with the
-    super-resolution inputs to degrade. Fills `names` (seq -> sample id, record id) for the
-    samples the removed table names."""
+) -> Iterator[RenderBatch]:
+    """Plan each batch again (checked against pass 2); yield the selected samples. Fills
+    `names` (seq -> sample id, record id) for the samples the removed table names."""
     seq = 0
     for source, records in iter_records(files, RECORD_SCHEMA.names, ctx.config.batch_rows):
         jobs: list[RenderJob] = []
-        to_degrade: list[bytes] = []
         for record in records:
             split = _split_of(record, source, ctx.config)
             planned, reason = plan_record(record, source, split, ctx)
@@ -471,18 +475,21 @@ def _render_batches(
                 seq += 1
                 if any(copies.values()):
                     jobs.append(RenderJob(record, sample, copies))
-                    if sample.degrade:
-                        to_degrade.append(record[sample.input_col]["bytes"])
-        yield RenderBatch(source, jobs, len(records)), DegradeJob(to_degrade, ctx.config.sr_factor)
+        yield RenderBatch(source, jobs, len(records))
 
 
 def _write_jobs(
-    batch: RenderBatch, degraded: list[bytes], ctx: TaskContext, writers: _Writers
+    batch: RenderBatch, degraded: ImageStore, ctx: TaskContext, writers: _Writers
 ) -> None:
-    pending = iter(degraded)
+    """Render and write the batch's samples. A super-resolution input comes from the PNGs
+    pass 2 encoded when it hashed them (`degraded`, keyed by the sha256 of the original), so
+    no image is decoded again here."""
     source = batch.source
     for record, sample, copies in batch.jobs:
-        row = render_sample(record, sample, source, ctx, next(pending) if sample.degrade else None)
+        png = None
+        if sample.degrade:
+            png = degraded.get(hashlib.sha256(record[sample.input_col]["bytes"]).hexdigest())
+        row = render_sample(record, sample, source, ctx, png)
         row = writers.stored(row)
         for subset in SUBSETS:
             for copy in range(copies[subset]):
@@ -521,12 +528,19 @@ def build_mixture(
     ctx = TaskContext(config, answers)
 
     index, hasher, done = _Index(), ImageHasher(), 0
-    with OrderedPool(config.workers) as pool:
-        batches = _plan_batches(files, ctx, hasher, index)
-        for batch, results in pool.map(hash_many, batches):
-            _index_entries(batch, results, ctx, hasher, index)
-            done += batch.n_records
-            tick("index", done)
+    with tempfile.TemporaryDirectory(prefix="healthgpt-mixture-") as tmp:
+        spill = ImageTableWriter(Path(tmp))
+        try:
+            with OrderedPool(config.workers) as pool:
+                batches = _plan_batches(files, ctx, hasher, index)
+                for batch, results in pool.map(hash_many, batches):
+                    _index_entries(batch, results, ctx, hasher, index, spill)
+                    done += batch.n_records
+                    tick("index", done)
+            spill.close()
+        except BaseException:
+            spill.abort()
+            raise
         frame = (
             pl.concat(index.frames, rechunk=True)
             if index.frames
@@ -538,12 +552,12 @@ def build_mixture(
         summary = MixtureSummary(out=str(out), records=done, candidates=frame.height)
         del frame
 
+        degraded = ImageStore(tmp)
         with output_directory(out) as staging:
             writers, done = _Writers(staging, config), 0
             try:
                 names: dict[int, SampleName] = {}
-                batches = _render_batches(files, ctx, selection, rank1, names)
-                for batch, degraded in pool.map(degrade_many, batches):
+                for batch in _render_batches(files, ctx, selection, rank1, names):
                     _write_jobs(batch, degraded, ctx, writers)
                     done += batch.n_records
                     tick("write", done)

@@ -100,7 +100,7 @@ class ImageHasher:
 
     @staticmethod
     def digest(data: bytes) -> bytes:
-        return hashlib.sha256(data).digest()[:16]
+        return hashlib.sha256(data).digest()
 
     def get(self, digest: Hashable) -> ImageHash | None:
         hit = self._cache.get(digest)

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from PIL import Image
 
 from healthgpt.data.mixture.dedup import hash_image
-from healthgpt.data.mixture.records import DegradeJob, HashJob, HashResult
+from healthgpt.data.mixture.records import HashJob, HashResult
 
 T = TypeVar("T")
 
@@ -67,20 +67,18 @@ class OrderedPool:
 
 
 def hash_many(jobs: list[HashJob]) -> list[HashResult]:
-    """Per job: the image's hashes and, for factor > 0, those of its super-resolution input
-    (hashing what will be written, from one decode)."""
+    """Per job: the image's hashes and, for factor > 0, its super-resolution input encoded
+    as written and hashed (one decode per image for the whole build)."""
+    from healthgpt.data.decode.imaging import encode_png
     from healthgpt.data.mixture.tasks import degraded_image
 
     results = []
     for data, factor in jobs:
         image = Image.open(io.BytesIO(data))
         image.load()
-        degraded = hash_image(degraded_image(image, factor)) if factor else None
-        results.append(HashResult(hash_image(image), degraded))
+        if not factor:
+            results.append(HashResult(hash_image(image), None))
+            continue
+        small = degraded_image(image, factor)
+        results.append(HashResult(hash_image(image), hash_image(small), encode_png(small, None)))
     return results
-
-
-def degrade_many(job: DegradeJob) -> list[bytes]:
-    from healthgpt.data.mixture.tasks import degrade
-
-    return [degrade(data, job.factor) for data in job.pngs]

@@ -1,7 +1,7 @@
 """The small typed values the mixture build passes between its passes, its worker processes
 and its card: named fields instead of positional tuples, so each hand-over reads as what it is.
 
-Worker payloads (`HashJob`, `DegradeJob`) are named tuples defined at module level, so they
+Worker payloads (`HashJob`) are named tuples defined at module level, so they
 pickle to the spawned workers as plain tuples do.
 """
 
@@ -64,6 +64,7 @@ class HashJob(NamedTuple):
 class HashResult(NamedTuple):
     original: ImageHash
     degraded: ImageHash | None
+    degraded_png: bytes | None = None  # the super-resolution input as the mixture writes it
 
 
 class ColumnHashes(NamedTuple):
@@ -115,13 +116,6 @@ class RenderBatch(NamedTuple):
     source: str
     jobs: list[RenderJob]
     n_records: int
-
-
-class DegradeJob(NamedTuple):
-    """Degrade these PNGs by `factor` in a worker (the super-resolution inputs of a batch)."""
-
-    pngs: list[bytes]
-    factor: int
 
 
 class SampleName(NamedTuple):
