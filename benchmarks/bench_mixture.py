@@ -42,10 +42,9 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import write_result
+from benchmarks import REPO, baseline_code, spread, write_result
 
 SIDE, BANDS, POOL = 256, 8, 64
-REPO = Path(__file__).resolve().parents[1]
 
 
 class ImageFactory:
@@ -324,30 +323,6 @@ def _run(mode: str, root: Path, arg: str, workers: int, code: Path | None = None
     return {**result, "load_1min": [round(load, 2), round(os.getloadavg()[0], 2)]}
 
 
-def baseline_code(ref: str, into: Path) -> Path:
-    """`healthgpt` (and the data manifests) as of git `ref`, beside this `benchmarks`
-    package, so the baseline builds the same input through the same harness."""
-    into.mkdir(parents=True)
-    archive = subprocess.run(
-        ["git", "archive", ref, "healthgpt", "data_manifests"],
-        cwd=REPO,
-        check=True,
-        capture_output=True,
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
-    shutil.copytree(REPO / "benchmarks", into / "benchmarks")
-    return into
-
-
-def _spread(runs: list[dict], key: str) -> dict:
-    values = [run[key] for run in runs]
-    return {
-        "median": round(statistics.median(values), 2),
-        "min": round(min(values), 2),
-        "max": round(max(values), 2),
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--records", type=int, default=10_000)
@@ -393,8 +368,8 @@ def main() -> None:
         "records_large": large["records"],
         "repeats": args.repeats,
         "workers": small["workers"],
-        "records_per_cpu_s": _spread(current, "records_per_cpu_s"),
-        "records_per_s": _spread(current, "records_per_s"),
+        "records_per_cpu_s": spread(current, "records_per_cpu_s"),
+        "records_per_s": spread(current, "records_per_s"),
         "output_to_input": small["output_to_input"],
         "records_per_cpu_s_large": large["records_per_cpu_s"],
         "peak_rss_mb_small": small["peak_rss_mb"],
@@ -408,14 +383,14 @@ def main() -> None:
         base = runs["baseline"]
         result["baseline"] = {
             "ref": args.baseline_ref,
-            "records_per_cpu_s": _spread(base, "records_per_cpu_s"),
-            "records_per_s": _spread(base, "records_per_s"),
+            "records_per_cpu_s": spread(base, "records_per_cpu_s"),
+            "records_per_s": spread(base, "records_per_s"),
             "output_to_input": base[0]["output_to_input"],
             "peak_rss_mb": statistics.median(run["peak_rss_mb"] for run in base),
             "load_1min": [load for run in base for load in run["load_1min"]],
         }
         # Ratios of the pairs measured back to back, then their median.
-        result["cpu_speedup_vs_baseline"] = _spread(
+        result["cpu_speedup_vs_baseline"] = spread(
             [
                 {"r": c["records_per_cpu_s"] / b["records_per_cpu_s"]}
                 for b, c in zip(base, current, strict=True)

@@ -76,6 +76,14 @@ def test_images_are_stored_once_and_referenced(standard_build):
     assert pair["image"]["bytes"] in by_name.values() and pair["target_image"]["bytes"]
 
 
+def test_training_loader_gets_image_bytes(standard_build):
+    from healthgpt.train.data import iter_rows, split_files
+
+    files = split_files(standard_build.out / "stage3", "train")
+    rows = list(iter_rows(files, ["task_family", "target_image"], "generation"))
+    assert rows and all(row["target_image"]["bytes"].startswith(b"\x89PNG") for row in rows)
+
+
 def test_hf_load_names_splits_and_joins_images(standard_build):
     datasets = pytest.importorskip("datasets")
     from PIL import Image
