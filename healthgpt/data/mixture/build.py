@@ -6,12 +6,17 @@ but never the images of more than one batch:
 1. answers: the closed answers per (source, question type), for single-choice options (text
    columns only).
 2. index: plan every record's samples (`tasks.plan_record`), hash the images they use (pixel
-   sha256 and phash), keep a small per-sample index. Then, in memory on the index:
-   near-duplicate pairs (LSH banding), decontamination against the evaluation splits, dedup,
-   the seeded stage plans.
+   sha256 and phash), keep a small per-sample index. Each image is decoded here, once; a
+   super-resolution input is degraded, hashed and encoded from that decode, and its PNG kept
+   in a temporary images table for pass 3. Then, in memory on the index: near-duplicate
+   pairs (LSH banding), decontamination against the evaluation splits, dedup, the seeded
+   stage plans.
 3. write: plan again (same function, same order: checked), render only the selected samples
-   and write them with `ShardWriter` into the output layout:
+   and write them with `ShardWriter` into the output layout. No image is decoded: images go
+   once into `images/`, the samples hold references (`healthgpt.data.shards.resolve_images`
+   puts the bytes back):
 
+    <out>/images/data/images-NNNNN.parquet    every image the samples use, once, by sha256
     <out>/stage1/data/train-NNNNN.parquet     alignment (captions/descriptions, reconstruction)
     <out>/stage2/data/train-NNNNN.parquet     fusion set drawn from stage 1 ("Mixed-47k")
     <out>/stage3/data/train-NNNNN.parquet     instruction data (comprehension and generation)
