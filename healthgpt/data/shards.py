@@ -93,15 +93,19 @@ def _column_codecs(schema: pa.Schema) -> dict[str, str]:
 
 
 def _row_bytes(row: dict[str, Any]) -> int:
-    """Cheap size estimate of a row: the byte length of its binary and string values."""
+    """Cheap size estimate of a row: the byte length of its binary and string values.
+    (Called once per row written: exact type tests, no isinstance chain.)"""
     total = 64
     for value in row.values():
-        if isinstance(value, (bytes, str)):
+        kind = type(value)
+        if kind is bytes or kind is str:
             total += len(value)
-        elif isinstance(value, dict):
+        elif kind is dict:
             total += _row_bytes(value)
-        elif isinstance(value, list):
-            total += sum(_row_bytes(v) if isinstance(v, dict) else 16 for v in value)
+        elif kind is list:
+            total += sum(_row_bytes(v) if type(v) is dict else 16 for v in value)
+        elif isinstance(value, (bytes, str)):  # subclasses
+            total += len(value)
     return total
 
 
@@ -230,6 +234,9 @@ class ImageTableWriter:
             prefix="images",
             target_shard_bytes=target_shard_bytes,
             row_group_bytes=IMAGES_ROW_GROUP_BYTES,
+            # No `datasets` Image feature: `image` loads as {bytes, path} and the build does
+            # not pay the `datasets` import (seconds of CPU per run) for it.
+            hf_images=False,
         )
         self._seen: set[bytes] = set()
 

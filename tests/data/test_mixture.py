@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import shutil
 from collections import Counter
@@ -99,7 +100,8 @@ def test_hf_load_names_splits_and_joins_images(standard_build):
     images = datasets.load_dataset("parquet", data_dir=data_dir, split="train")
     png = dict(zip(images["sha256"], images["image"], strict=True))
     for key in ("image", "target_image"):
-        assert isinstance(png[row[key]["path"].removeprefix("sha256:")], Image.Image)
+        data = png[row[key]["path"].removeprefix("sha256:")]["bytes"]
+        assert Image.open(io.BytesIO(data)).size[0] > 0
     assert row["conversations"][-1]["value"] == TARGET_IMAGE_TOKEN
     by_config = datasets.load_dataset(str(standard_build.out), "eval")
     assert set(by_config) == {"test", "validation"}

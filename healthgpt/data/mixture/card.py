@@ -213,7 +213,7 @@ def render_card(summary: MixtureSummary, config: MixtureConfig) -> str:
         "```python\n"
         'images = load_dataset("parquet", data_dir="<this dir>/images/data", split="train")\n'
         'png = dict(zip(images["sha256"], images["image"]))  # then, for a row of a subset:\n'
-        '# png[row["image"]["path"].removeprefix("sha256:")] is the PIL image\n'
+        '# png[row["image"]["path"].removeprefix("sha256:")]["bytes"] is the PNG\n'
         "```\n",
         "## Composition by task\n",
         composition_markdown(summary) + "\n",
