@@ -83,6 +83,10 @@ def test_training_loader_gets_image_bytes(standard_build):
     files = split_files(standard_build.out / "stage3", "train")
     rows = list(iter_rows(files, ["task_family", "target_image"], "generation"))
     assert rows and all(row["target_image"]["bytes"].startswith(b"\x89PNG") for row in rows)
+    from healthgpt.train.validation import held_out_rows
+
+    [held_out] = held_out_rows(standard_build.out / "stage3", 1, "comprehension")
+    assert held_out["image"]["bytes"].startswith(b"\x89PNG")
 
 
 def test_hf_load_names_splits_and_joins_images(standard_build):
