@@ -55,12 +55,11 @@ from healthgpt.data.mixture.decontam import effective_split, find_contaminated
 from healthgpt.data.mixture.dedup import REMOVED_SCHEMA as DEDUP_REMOVED
 from healthgpt.data.mixture.dedup import ImageHasher, find_duplicates, near_pairs
 from healthgpt.data.mixture.parallel import OrderedPool, hash_many
+from healthgpt.data.mixture.pixels import HashJob, HashResult
 from healthgpt.data.mixture.records import (
     SUBSETS,
     ColumnHashes,
-    HashJob,
     HashKey,
-    HashResult,
     IndexBatch,
     IngestedPart,
     IngestedSource,

@@ -18,8 +18,7 @@ from typing import Any, TypeVar
 
 from PIL import Image
 
-from healthgpt.data.mixture.dedup import hash_image
-from healthgpt.data.mixture.records import HashJob, HashResult
+from healthgpt.data.mixture.pixels import HashJob, HashResult, hash_image
 
 T = TypeVar("T")
 

@@ -1,8 +1,8 @@
 """The small typed values the mixture build passes between its passes, its worker processes
 and its card: named fields instead of positional tuples, so each hand-over reads as what it is.
 
-Worker payloads (`HashJob`) are named tuples defined at module level, so they
-pickle to the spawned workers as plain tuples do.
+Worker payloads (`HashJob`, `HashResult`) live in `pixels`, which a worker imports without
+polars or pyarrow.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from healthgpt.data.mixture.dedup import ImageHash
+from healthgpt.data.mixture.pixels import ImageHash
 from healthgpt.data.mixture.tasks import PlannedSample
 from healthgpt.data.shards import ShardInfo
 
@@ -52,19 +52,6 @@ class HashKey(NamedTuple):
 
     digest: bytes
     degraded: bool = False
-
-
-class HashJob(NamedTuple):
-    """Hash one PNG in a worker; with `factor` > 0 also its degraded version."""
-
-    png: bytes
-    factor: int
-
-
-class HashResult(NamedTuple):
-    original: ImageHash
-    degraded: ImageHash | None
-    degraded_png: bytes | None = None  # the super-resolution input as the mixture writes it
 
 
 class ColumnHashes(NamedTuple):
