@@ -1,6 +1,7 @@
-"""An ordered process pool for the mixture's CPU-bound steps (image hashing, degradation).
+"""An ordered process pool for the mixture's CPU-bound step: decoding and hashing images (and
+encoding the degraded super-resolution inputs, from the same decode).
 
-The main process streams batches in input order; workers hash or degrade the batch's images
+The main process streams batches in input order; workers hash the batch's images
 while the main process reads and plans the next ones. Results come back in submission order,
 so the output does not depend on the number of workers. At most `lookahead` batches are in
 flight, which bounds memory. With one worker nothing is spawned: the function runs inline.
