@@ -11,18 +11,27 @@ blocks compressed once per base row (a valid PNG that PIL decodes like any other
 mixes differ, so pixel hashes and perceptual hashes differ; a few records deliberately
 repeat an image to give dedup and decontamination work.
 
-Each size is generated in one subprocess and built in another, so the peak RSS
-(`resource.getrusage`) of a build belongs to that build alone.
+Each size is generated in one subprocess and every build runs in its own, so the peak RSS
+and the CPU time (`resource.getrusage`, the build's process and its workers) belong to that
+build alone. Throughput is records per CPU-second, which holds on a shared machine where
+wall time does not: the small input is built `--repeats` times and the median reported with
+its range; with `--baseline-ref` the same input is also built by that git version of the
+library, interleaved (A B A B), and the speedup is the median of the back-to-back ratios.
+The 1-minute load average before and after each build is recorded. The large input
+(`--growth` times more records) is built once, for peak memory.
 
-    python -m benchmarks.bench_mixture [--records 10000] [--growth 10]
+    python -m benchmarks.bench_mixture [--records 10000] [--growth 10] [--repeats 5]
+        [--baseline-ref <commit>]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
+import statistics
 import struct
 import subprocess
 import sys
@@ -33,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import write_result
+from benchmarks import REPO, baseline_code, spread, write_result
 
 SIDE, BANDS, POOL = 256, 8, 64
 
@@ -260,16 +269,20 @@ def run_build(root: Path, out: Path, workers: int) -> dict:
     started, cpu = time.perf_counter(), _cpu_seconds()
     summary = build_mixture(dirs, out, _config(workers))
     seconds, cpu = time.perf_counter() - started, _cpu_seconds() - cpu
+    # A build from before the images table has no `images`: its shards hold the bytes.
+    shards = [i for v in summary.shards.values() for i in v] + getattr(summary, "images", [])
+    output_bytes = sum(i.bytes for i in shards)
     return {
         "records": summary.records,
         "candidates": summary.candidates,
         "rows": {s: summary.rows(s) for s in ("stage1", "stage2", "stage3", "eval")},
         "removed": summary.removed,
         "input_mb": round(input_bytes / 2**20, 1),
-        "output_mb": round(sum(i.bytes for v in summary.shards.values() for i in v) / 2**20, 1),
+        "output_mb": round(output_bytes / 2**20, 1),
+        "output_to_input": round(output_bytes / input_bytes, 3),
         "seconds": round(seconds, 1),
         "records_per_s": round(summary.records / seconds, 1),
-        "cpu_s": round(cpu, 1),
+        "cpu_s": round(cpu, 2),
         "records_per_cpu_s": round(summary.records / cpu, 1),
         "workers": resolve_workers(workers),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -288,7 +301,9 @@ def _child(mode: str, root: str, arg: str, workers: int) -> None:
         print(json.dumps(run_build(Path(root), Path(arg), workers)))
 
 
-def _run(mode: str, root: Path, arg: str, workers: int) -> dict:
+def _run(mode: str, root: Path, arg: str, workers: int, code: Path | None = None) -> dict:
+    """One generation or build in a fresh process; `code`: a directory holding another
+    version of `healthgpt` to build with (the baseline), else this checkout's."""
     command = [
         sys.executable,
         "-m",
@@ -300,14 +315,25 @@ def _run(mode: str, root: Path, arg: str, workers: int) -> dict:
         "--workers",
         str(workers),
     ]
-    completed = subprocess.run(command, check=True, capture_output=True, text=True)
-    return json.loads(completed.stdout.strip().splitlines()[-1])
+    load = os.getloadavg()[0]
+    completed = subprocess.run(
+        command, check=True, capture_output=True, text=True, cwd=code or REPO
+    )
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    return {**result, "load_1min": [round(load, 2), round(os.getloadavg()[0], 2)]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--records", type=int, default=10_000)
     parser.add_argument("--growth", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--baseline-ref",
+        default=None,
+        help="a git ref to build the same input with, interleaved with this checkout "
+        "(A B A B), e.g. the commit before a change",
+    )
     parser.add_argument("--child", nargs=3, metavar=("MODE", "ROOT", "ARG"))
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--workers", type=int, default=0, help="0: one per core")
@@ -315,48 +341,71 @@ def main() -> None:
     if args.child:
         _child(*args.child, args.workers)
         return
-    runs = {}
+    variants: dict[str, Path | None] = {"current": None}
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
-        for n in (args.records, args.records * args.growth):
-            root = Path(tmp) / f"in{n}"
-            generated = _run("generate", root, str(n), args.workers)
-            built = _run("build", root, str(root) + "-out", args.workers)
-            runs[n] = {"generate_s": generated["seconds"], **built}
-            shutil.rmtree(root, ignore_errors=True)
-            shutil.rmtree(str(root) + "-out", ignore_errors=True)
-            print(f"{n} records: {json.dumps(runs[n])}", flush=True)
-    small, large = runs[args.records], runs[args.records * args.growth]
+        if args.baseline_ref:
+            variants = {"baseline": baseline_code(args.baseline_ref, Path(tmp) / "baseline")}
+            variants["current"] = None
+        small_root = Path(tmp) / f"in{args.records}"
+        _run("generate", small_root, str(args.records), args.workers)
+        runs: dict[str, list[dict]] = {name: [] for name in variants}
+        for repeat in range(args.repeats):
+            for name, code in variants.items():  # interleaved: A B A B ...
+                out = Path(tmp) / f"out-{name}-{repeat}"
+                runs[name].append(_run("build", small_root, str(out), args.workers, code))
+                shutil.rmtree(out, ignore_errors=True)
+                print(f"{name} #{repeat}: {json.dumps(runs[name][-1])}", flush=True)
+        shutil.rmtree(small_root, ignore_errors=True)
+        n_large = args.records * args.growth
+        large_root = Path(tmp) / f"in{n_large}"
+        _run("generate", large_root, str(n_large), args.workers)
+        large = _run("build", large_root, str(large_root) + "-out", args.workers)
+        print(f"current, {n_large:,} records: {json.dumps(large)}", flush=True)
+    current = runs["current"]
+    small = sorted(current, key=lambda run: run["cpu_s"])[len(current) // 2]
     result = {
         "records_small": small["records"],
         "records_large": large["records"],
-        "records_per_s_small": small["records_per_s"],
-        "records_per_s_large": large["records_per_s"],
-        "records_per_cpu_s_small": small["records_per_cpu_s"],
+        "repeats": args.repeats,
+        "workers": small["workers"],
+        "records_per_cpu_s": spread(current, "records_per_cpu_s"),
+        "records_per_s": spread(current, "records_per_s"),
+        "output_to_input": small["output_to_input"],
         "records_per_cpu_s_large": large["records_per_cpu_s"],
-        "workers": large["workers"],
         "peak_rss_mb_small": small["peak_rss_mb"],
         "peak_rss_mb_large": large["peak_rss_mb"],
         "rss_growth_ratio": round(large["peak_rss_mb"] / small["peak_rss_mb"], 3),
         "worker_peak_rss_mb_small": small["worker_peak_rss_mb"],
         "worker_peak_rss_mb_large": large["worker_peak_rss_mb"],
-        "runs": {str(k): v for k, v in runs.items()},
+        "load_1min": [load for run in [*current, large] for load in run["load_1min"]],
     }
+    if "baseline" in runs:
+        base = runs["baseline"]
+        result["baseline"] = {
+            "ref": args.baseline_ref,
+            "records_per_cpu_s": spread(base, "records_per_cpu_s"),
+            "records_per_s": spread(base, "records_per_s"),
+            "output_to_input": base[0]["output_to_input"],
+            "peak_rss_mb": statistics.median(run["peak_rss_mb"] for run in base),
+            "load_1min": [load for run in base for load in run["load_1min"]],
+        }
+        # Ratios of the pairs measured back to back, then their median.
+        result["cpu_speedup_vs_baseline"] = spread(
+            [
+                {"r": c["records_per_cpu_s"] / b["records_per_cpu_s"]}
+                for b, c in zip(base, current, strict=True)
+            ],
+            "r",
+        )
+        result["output_vs_baseline"] = round(
+            small["output_mb"] / statistics.median(run["output_mb"] for run in base), 3
+        )
+    result["runs"] = {"small": runs, "large": large}
     write_result("mixture", result)
     print("| metric | value |\n|---|---|")
     for key, value in result.items():
         if key != "runs":
             print(f"| {key} | {value} |")
-    print(
-        "\n| records | input MB | output MB | build s | records/s | records/CPU-s "
-        "| peak RSS MB (main / worker) |"
-    )
-    print("|---|---|---|---|---|---|---|")
-    for run in runs.values():
-        print(
-            f"| {run['records']:,} | {run['input_mb']} | {run['output_mb']} | {run['seconds']} "
-            f"| {run['records_per_s']} | {run['records_per_cpu_s']} "
-            f"| {run['peak_rss_mb']} / {run['worker_peak_rss_mb']} |"
-        )
 
 
 if __name__ == "__main__":

@@ -20,7 +20,13 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image, ImageDraw
 
-from healthgpt.data.shards import ShardInfo, ShardWriter, listed_shards, open_shard
+from healthgpt.data.shards import (
+    ShardInfo,
+    ShardWriter,
+    listed_shards,
+    open_shard,
+    resolve_images,
+)
 from healthgpt.data.tasks import PLACEHOLDERS
 from healthgpt.eval.metrics import LpipsFn, image_metrics, to_gray_uint8
 from healthgpt.eval.predict import ImageModel, batched, decode_image
@@ -92,7 +98,7 @@ def read_pairs(
         wanted = ["id", "split", "task", "source", "body_part", "image", "target_image"]
         columns = [c for c in [*wanted, "conversations", "question"] if c in names]
         for batch in parquet.iter_batches(columns=columns, batch_size=64):
-            for row in batch.to_pylist():
+            for row in resolve_images(batch, path).to_pylist():
                 if row["split"] != split or row["task"] not in tasks:
                     continue
                 image, target = row.get("image") or {}, row.get("target_image") or {}

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from healthgpt.data.shards import listed_shards, open_shard
+from healthgpt.data.shards import listed_shards, open_shard, resolve_images
 
 SampleEncoder = Callable[[dict[str, Any]], dict[str, Any]]
 Collator = Callable[[list[dict[str, Any]]], dict[str, Any]]
@@ -121,7 +121,8 @@ def iter_rows(
     for path in files:
         parquet = open_shard(path)
         for group in range(parquet.metadata.num_row_groups):
-            for row in parquet.read_row_group(group, columns=columns).to_pylist():
+            table = resolve_images(parquet.read_row_group(group, columns=columns), path)
+            for row in table.to_pylist():
                 if family is None or row["task_family"] == family:
                     yield row
 
@@ -220,7 +221,8 @@ class ShardStream(IterableDataset):
         key = (int(self.index.file[position]), int(self.index.group[position]))
         if key not in cache:
             parquet = open_shard(self.index.files[key[0]])
-            cache[key] = parquet.read_row_group(key[1], columns=self.columns)
+            table = parquet.read_row_group(key[1], columns=self.columns)
+            cache[key] = resolve_images(table, self.index.files[key[0]])
             while len(cache) > self.cache_row_groups:
                 cache.popitem(last=False)
         cache.move_to_end(key)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from healthgpt.data.shards import open_shard
+from healthgpt.data.shards import open_shard, resolve_images
 from healthgpt.data.tasks import IMAGE_TOKEN
 from healthgpt.model.constants import COMPREHENSION
 from healthgpt.model.prompt import SampleDropped
@@ -38,7 +38,7 @@ def held_out_rows(subset_dir: Path, limit: int, family: str | None = None) -> li
     for path in held_out_files(subset_dir):
         parquet = open_shard(path)
         for group in range(parquet.metadata.num_row_groups):
-            for row in parquet.read_row_group(group).to_pylist():
+            for row in resolve_images(parquet.read_row_group(group), path).to_pylist():
                 if family is None or row["task_family"] == family:
                     rows.append(row)
                     if len(rows) >= limit:

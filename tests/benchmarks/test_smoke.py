@@ -13,8 +13,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 CASES = {
-    "ingest": (["--images", "12", "--growth", "2"], "ratio_to_floor"),
-    "mixture": (["--records", "120", "--growth", "2", "--workers", "1"], "rss_growth_ratio"),
+    "ingest": (["--images", "12", "--growth", "2", "--repeats", "1"], "ratio_to_floor"),
+    "mixture": (
+        ["--records", "120", "--growth", "2", "--workers", "1", "--repeats", "1"],
+        "rss_growth_ratio",
+    ),
     "hlora": (["--quick", "--no-m3-layer"], "markdown"),
     "train": (["--quick"], "train_samples_per_s"),
 }

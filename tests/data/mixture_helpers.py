@@ -21,7 +21,13 @@ from PIL import Image
 
 from healthgpt.data.decode.imaging import encode_png
 from healthgpt.data.schema import RECORD_SCHEMA, SAMPLE_SCHEMA, new_record
-from healthgpt.data.shards import ShardInfo, ShardWriter, read_manifest, write_manifest
+from healthgpt.data.shards import (
+    ShardInfo,
+    ShardWriter,
+    read_manifest,
+    resolve_images,
+    write_manifest,
+)
 from healthgpt.storage import atomic_directory
 
 
@@ -234,7 +240,11 @@ class Built:
 
     def rows(self, subset: str, columns: list[str] | None = None) -> list[dict[str, Any]]:
         shards = sorted((self.out / subset / "data").glob("*.parquet"))
-        return [row for path in shards for row in pq.read_table(path, columns=columns).to_pylist()]
+        return [
+            row
+            for path in shards
+            for row in resolve_images(pq.read_table(path, columns=columns), path).to_pylist()
+        ]
 
 
 def build_standard(root: Path, **overrides: Any) -> Built:

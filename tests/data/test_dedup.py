@@ -49,14 +49,15 @@ def test_fast_phash_equals_imagehash():
 
 
 def test_super_resolution_inputs_are_hashed_as_written():
-    """The index hashes the degraded input the mixture will write, from one decode."""
+    """The index hashes the degraded input the mixture will write, and encodes it once, from
+    one decode."""
     from healthgpt.data.mixture.parallel import hash_many
     from healthgpt.data.mixture.tasks import degrade
 
     data = png(7)
-    (original, degraded), (alone, none) = hash_many([(data, 4), (data, 0)])
-    assert original == alone == hash_png(data) and none is None
-    assert degraded == hash_png(degrade(data, 4))
+    (original, degraded, written), (alone, none, unwritten) = hash_many([(data, 4), (data, 0)])
+    assert original == alone == hash_png(data) and none is None and unwritten is None
+    assert written == degrade(data, 4) and degraded == hash_png(written)
 
 
 def test_hasher_decodes_each_distinct_file_once():

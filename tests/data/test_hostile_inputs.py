@@ -39,7 +39,7 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian, RLELossless, generate_ui
 from healthgpt.cli import main
 from healthgpt.data.errors import BadInput
 from healthgpt.data.ingest.run import OutputRefused, ingest
-from healthgpt.data.limits import Limits
+from healthgpt.data.limits import Confinement, Limits, confine
 from healthgpt.data.shards import MANIFEST_NAME, output_directory, read_manifest, write_manifest
 from healthgpt.data.sources import LayoutError
 from healthgpt.data.sources.pathvqa import UnsafePickleError, load_restricted_pickle
@@ -512,6 +512,22 @@ def test_swap_killed_midway_leaves_a_complete_version(tmp_path, mode):
 
 
 # -------------------------------------------------------------------- path confinement
+
+
+def test_the_cached_confinement_agrees_with_confine(tmp_path):
+    root, outside = tmp_path / "root", tmp_path / "outside.jpg"
+    (root / "images").mkdir(parents=True)
+    (root / "images" / "a.jpg").write_bytes(b"a")
+    outside.write_bytes(b"secret")
+    (root / "images" / "link.jpg").symlink_to(outside)
+    (root / "images" / "inside.jpg").symlink_to(root / "images" / "a.jpg")
+    confinement = Confinement(root)
+    folder = root / "images"
+    for name in ("a.jpg", "missing.jpg", "inside.jpg", "a.jpg"):  # twice: the cached folder
+        assert confinement(name, folder) == confine(root, name, folder)
+    for name in ("link.jpg", "../../outside.jpg", "/etc/passwd"):
+        with pytest.raises(BadInput, match="outside the source root"):
+            confinement(name, folder)
 
 
 def test_mimic_ids_with_dot_dot_are_quarantined_not_read(tmp_path):

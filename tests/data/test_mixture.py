@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import shutil
 from collections import Counter
@@ -39,7 +41,8 @@ def test_layout_and_summary(standard_build):
     }
     assert (out / "removed.parquet").is_file() and (out / "README.md").is_file()
     manifest = read_manifest(out)
-    assert sum(s["rows"] for s in manifest["shards"]) == sum(summary.rows(s) for s in SUBSETS)
+    samples = [s for s in manifest["shards"] if not s["path"].startswith("images/")]
+    assert sum(s["rows"] for s in samples) == sum(summary.rows(s) for s in SUBSETS)
     assert pq.read_schema(next((out / "stage3" / "data").glob("*.parquet"))).names == (
         SAMPLE_SCHEMA.names
     )
@@ -51,7 +54,42 @@ def test_layout_and_summary(standard_build):
     assert {r["id"] for r in standard_build.rows("stage2", ["id"])} <= stage1_ids
 
 
-def test_hf_load_decodes_images_and_names_splits(standard_build):
+def test_images_are_stored_once_and_referenced(standard_build):
+    out = standard_build.out
+    images = pq.read_table(out / "images" / "data" / "images-00000.parquet").to_pylist()
+    names = [row["sha256"] for row in images]
+    assert len(names) == len(set(names))
+    for row in images:
+        assert hashlib.sha256(row["image"]["bytes"]).hexdigest() == row["sha256"]
+    referenced = set()
+    for subset in SUBSETS:
+        for path in (out / subset / "data").glob("*.parquet"):
+            for row in pq.read_table(path, columns=["image", "target_image"]).to_pylist():
+                for value in row.values():
+                    if value:
+                        assert value["bytes"] is None and value["path"].startswith("sha256:")
+                        referenced.add(value["path"].removeprefix("sha256:"))
+    assert referenced == set(names)
+    # The images a sample uses come back with `resolve_images` (`Built.rows` uses it).
+    by_name = {row["sha256"]: row["image"]["bytes"] for row in images}
+    stage3 = standard_build.rows("stage3", ["task", "image", "target_image"])
+    pair = next(r for r in stage3 if r["task"] == "mri_to_ct")
+    assert pair["image"]["bytes"] in by_name.values() and pair["target_image"]["bytes"]
+
+
+def test_training_loader_gets_image_bytes(standard_build):
+    from healthgpt.train.data import iter_rows, split_files
+
+    files = split_files(standard_build.out / "stage3", "train")
+    rows = list(iter_rows(files, ["task_family", "target_image"], "generation"))
+    assert rows and all(row["target_image"]["bytes"].startswith(b"\x89PNG") for row in rows)
+    from healthgpt.train.validation import held_out_rows
+
+    [held_out] = held_out_rows(standard_build.out / "stage3", 1, "comprehension")
+    assert held_out["image"]["bytes"].startswith(b"\x89PNG")
+
+
+def test_hf_load_names_splits_and_joins_images(standard_build):
     datasets = pytest.importorskip("datasets")
     from PIL import Image
 
@@ -61,7 +99,13 @@ def test_hf_load_decodes_images_and_names_splits(standard_build):
     assert list(stage3) == ["train"]
     generation = stage3["train"].filter(lambda row: row["task"] == "mri_to_ct")
     row = generation[0]
-    assert isinstance(row["image"], Image.Image) and isinstance(row["target_image"], Image.Image)
+    # The card's two-line join.
+    data_dir = str(standard_build.out / "images" / "data")
+    images = datasets.load_dataset("parquet", data_dir=data_dir, split="train")
+    png = dict(zip(images["sha256"], images["image"], strict=True))
+    for key in ("image", "target_image"):
+        data = png[row[key]["path"].removeprefix("sha256:")]["bytes"]
+        assert Image.open(io.BytesIO(data)).size[0] > 0
     assert row["conversations"][-1]["value"] == TARGET_IMAGE_TOKEN
     by_config = datasets.load_dataset(str(standard_build.out), "eval")
     assert set(by_config) == {"test", "validation"}
@@ -82,6 +126,7 @@ def test_output_does_not_depend_on_the_number_of_workers(tmp_path, standard_buil
         standard_build.dirs, tmp_path / "m", sample_preset(workers=2, batch_rows=8)
     )
     assert parallel.shards == standard_build.summary.shards
+    assert parallel.images == standard_build.summary.images
 
 
 def test_a_different_seed_changes_the_draw_but_not_the_eval_split(tmp_path, standard_build):

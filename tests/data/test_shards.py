@@ -4,8 +4,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from healthgpt.data.schema import QUARANTINE_SCHEMA
-from healthgpt.data.shards import ShardWriter, read_manifest
+from healthgpt.data.schema import IMAGE_TYPE, QUARANTINE_SCHEMA
+from healthgpt.data.shards import (
+    ImageTableWriter,
+    ShardWriter,
+    read_manifest,
+    resolve_images,
+    write_manifest,
+)
 from healthgpt.storage import atomic_directory, clean_stale
 
 
@@ -91,3 +97,45 @@ def test_failed_swap_removes_its_staging_directory(tmp_path, monkeypatch):
 def test_read_manifest_of_incomplete_directory_fails(tmp_path):
     with pytest.raises(FileNotFoundError, match="never completed"):
         read_manifest(tmp_path)
+
+
+REF_SCHEMA = pa.schema([pa.field("id", pa.string()), pa.field("image", IMAGE_TYPE)])
+
+
+def _dataset_with_refs(root, images: list[bytes]):
+    """A dataset whose one sample shard references `images` through its images table."""
+    table = ImageTableWriter(root)
+    rows = [
+        {"id": str(i), "image": table.ref({"bytes": data, "path": None})}
+        for i, data in enumerate(images)
+    ]
+    rows.append({"id": "none", "image": None})
+    with ShardWriter(root / "stage" / "data", REF_SCHEMA, prefix="train", hf_images=False) as w:
+        for row in rows:
+            w.write(row)
+    write_manifest(root, [*(s.under("stage/data") for s in w.shards), *table.close()])
+    return root / "stage" / "data" / "train-00000.parquet"
+
+
+def test_images_are_stored_once_and_resolved(tmp_path):
+    images = [b"first png", b"second png", b"first png"]
+    shard = _dataset_with_refs(tmp_path, images)
+    stored = pq.read_table(tmp_path / "images" / "data" / "images-00000.parquet")
+    assert stored.num_rows == 2
+    raw = pq.read_table(shard)
+    assert all(v["bytes"] is None for v in raw["image"].to_pylist() if v)
+    resolved = resolve_images(raw, shard).to_pylist()
+    assert [r["image"]["bytes"] if r["image"] else None for r in resolved] == [*images, None]
+    # Inline bytes pass through untouched.
+    assert resolve_images(pa.Table.from_pylist(resolved, REF_SCHEMA), shard).to_pylist() == resolved
+
+
+def test_a_rebuilt_dataset_is_reindexed_and_a_dangling_reference_named(tmp_path):
+    shard = _dataset_with_refs(tmp_path, [b"old"])
+    assert resolve_images(pq.read_table(shard), shard)["image"][0]["bytes"].as_py() == b"old"
+    shard = _dataset_with_refs(tmp_path, [b"new"])  # same paths, other images
+    assert resolve_images(pq.read_table(shard), shard)["image"][0]["bytes"].as_py() == b"new"
+    dangling = pq.read_table(shard).to_pylist()
+    dangling[0]["image"] = {"bytes": None, "path": "sha256:" + "0" * 64}
+    with pytest.raises(KeyError, match="not in"):
+        resolve_images(pa.Table.from_pylist(dangling, REF_SCHEMA), shard)

@@ -6,12 +6,17 @@ but never the images of more than one batch:
 1. answers: the closed answers per (source, question type), for single-choice options (text
    columns only).
 2. index: plan every record's samples (`tasks.plan_record`), hash the images they use (pixel
-   sha256 and phash), keep a small per-sample index. Then, in memory on the index:
-   near-duplicate pairs (LSH banding), decontamination against the evaluation splits, dedup,
-   the seeded stage plans.
+   sha256 and phash), keep a small per-sample index. Each image is decoded here, once; a
+   super-resolution input is degraded, hashed and encoded from that decode, and its PNG kept
+   in a temporary images table for pass 3. Then, in memory on the index: near-duplicate
+   pairs (LSH banding), decontamination against the evaluation splits, dedup, the seeded
+   stage plans.
 3. write: plan again (same function, same order: checked), render only the selected samples
-   and write them with `ShardWriter` into the output layout:
+   and write them with `ShardWriter` into the output layout. No image is decoded: images go
+   once into `images/`, the samples hold references (`healthgpt.data.shards.resolve_images`
+   puts the bytes back):
 
+    <out>/images/data/images-NNNNN.parquet    every image the samples use, once, by sha256
     <out>/stage1/data/train-NNNNN.parquet     alignment (captions/descriptions, reconstruction)
     <out>/stage2/data/train-NNNNN.parquet     fusion set drawn from stage 1 ("Mixed-47k")
     <out>/stage3/data/train-NNNNN.parquet     instruction data (comprehension and generation)
@@ -26,6 +31,8 @@ tasks in a fixed order), so the same inputs and config give byte-identical shard
 
 from __future__ import annotations
 
+import hashlib
+import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
@@ -47,14 +54,12 @@ from healthgpt.data.mixture.config import (
 from healthgpt.data.mixture.decontam import effective_split, find_contaminated
 from healthgpt.data.mixture.dedup import REMOVED_SCHEMA as DEDUP_REMOVED
 from healthgpt.data.mixture.dedup import ImageHasher, find_duplicates, near_pairs
-from healthgpt.data.mixture.parallel import OrderedPool, degrade_many, hash_many
+from healthgpt.data.mixture.parallel import OrderedPool, hash_many
+from healthgpt.data.mixture.pixels import HashJob, HashResult
 from healthgpt.data.mixture.records import (
     SUBSETS,
     ColumnHashes,
-    DegradeJob,
-    HashJob,
     HashKey,
-    HashResult,
     IndexBatch,
     IngestedPart,
     IngestedSource,
@@ -75,6 +80,9 @@ from healthgpt.data.mixture.sampling import (
 from healthgpt.data.mixture.tasks import AnswerSets, TaskContext, plan_record, render_sample
 from healthgpt.data.schema import RECORD_SCHEMA, SAMPLE_SCHEMA, SPLITS, TASKS
 from healthgpt.data.shards import (
+    IMAGES_FOLDER,
+    ImageStore,
+    ImageTableWriter,
     ShardInfo,
     ShardWriter,
     open_shard,
@@ -274,12 +282,16 @@ def _index_entries(
     ctx: TaskContext,
     hasher: ImageHasher,
     index: _Index,
+    spill: ImageTableWriter,
 ) -> None:
+    """Add the batch's samples to the index; keep the degraded PNGs the workers encoded in
+    `spill` (keyed by the sha256 of the original) for the write pass."""
     fresh = dict(zip(batch.jobs, results, strict=True))
     for (digest, _), result in fresh.items():
         hasher.put(HashKey(digest), result.original)
         if result.degraded is not None:
             hasher.put(HashKey(digest, degraded=True), result.degraded)
+            spill.put(digest.hex(), result.degraded_png)
     rows: dict[str, list[Any]] = {name: [] for name in INDEX_SCHEMA}
     for source, planned, hashes in batch.records:
         resolved: dict[str, HashResult] = {}
@@ -399,10 +411,20 @@ def _select(index: pl.DataFrame, config: MixtureConfig) -> _Selection:
 
 
 class _Writers:
+    """The sample shards of every (subset, split), and the images table they reference: an
+    image is written once however many samples, tasks and subsets use it."""
+
     def __init__(self, root: Path, config: MixtureConfig) -> None:
         self.root, self.config = root, config
         self.writers: dict[tuple[str, str], ShardWriter] = {}
+        self.images = ImageTableWriter(root, config.target_shard_bytes)
         self.counts: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
+
+    def stored(self, row: dict[str, Any]) -> dict[str, Any]:
+        """`row` with its images in the images table and references in their place."""
+        row["image"] = self.images.ref(row["image"])
+        row["target_image"] = self.images.ref(row["target_image"])
+        return row
 
     def write(self, subset: str, row: dict[str, Any]) -> None:
         key = (subset, row["split"])
@@ -413,21 +435,23 @@ class _Writers:
                 prefix=row["split"],
                 target_shard_bytes=self.config.target_shard_bytes,
                 row_group_bytes=self.config.row_group_bytes,
+                hf_images=False,  # image columns hold references: see `resolve_images`
             )
         self.writers[key].write(row)
         for dim in DIMENSIONS:
             self.counts[subset][dim][row[dim]] += 1
 
-    def close(self) -> dict[str, list[ShardInfo]]:
+    def close(self) -> tuple[dict[str, list[ShardInfo]], list[ShardInfo]]:
         shards: dict[str, list[ShardInfo]] = {}
         for subset, split in sorted(self.writers):
             for info in self.writers[(subset, split)].close():
                 shards.setdefault(subset, []).append(info.under(f"{subset}/data"))
-        return shards
+        return shards, self.images.close()
 
     def abort(self) -> None:
         for writer in self.writers.values():
             writer.abort()
+        self.images.abort()
 
 
 def _render_batches(
@@ -436,14 +460,12 @@ def _render_batches(
     selection: _Selection,
     rank1: np.ndarray,
     names: dict[int, SampleName],
-) -> Iterator[tuple[RenderBatch, DegradeJob]]:
-    """Plan each batch again (checked against pass 2); yield the selected samples with the
-    super-resolution inputs to degrade. Fills `names` (seq -> sample id, record id) for the
-    samples the removed table names."""
+) -> Iterator[RenderBatch]:
+    """Plan each batch again (checked against pass 2); yield the selected samples. Fills
+    `names` (seq -> sample id, record id) for the samples the removed table names."""
     seq = 0
     for source, records in iter_records(files, RECORD_SCHEMA.names, ctx.config.batch_rows):
         jobs: list[RenderJob] = []
-        to_degrade: list[bytes] = []
         for record in records:
             split = _split_of(record, source, ctx.config)
             planned, reason = plan_record(record, source, split, ctx)
@@ -458,18 +480,22 @@ def _render_batches(
                 seq += 1
                 if any(copies.values()):
                     jobs.append(RenderJob(record, sample, copies))
-                    if sample.degrade:
-                        to_degrade.append(record[sample.input_col]["bytes"])
-        yield RenderBatch(source, jobs, len(records)), DegradeJob(to_degrade, ctx.config.sr_factor)
+        yield RenderBatch(source, jobs, len(records))
 
 
 def _write_jobs(
-    batch: RenderBatch, degraded: list[bytes], ctx: TaskContext, writers: _Writers
+    batch: RenderBatch, degraded: ImageStore, ctx: TaskContext, writers: _Writers
 ) -> None:
-    pending = iter(degraded)
+    """Render and write the batch's samples. A super-resolution input comes from the PNGs
+    pass 2 encoded when it hashed them (`degraded`, keyed by the sha256 of the original), so
+    no image is decoded again here."""
     source = batch.source
     for record, sample, copies in batch.jobs:
-        row = render_sample(record, sample, source, ctx, next(pending) if sample.degrade else None)
+        png = None
+        if sample.degrade:
+            png = degraded.get(hashlib.sha256(record[sample.input_col]["bytes"]).hexdigest())
+        row = render_sample(record, sample, source, ctx, png)
+        row = writers.stored(row)
         for subset in SUBSETS:
             for copy in range(copies[subset]):
                 writers.write(subset, row if copy == 0 else {**row, "id": f"{row['id']}-r{copy}"})
@@ -507,12 +533,19 @@ def build_mixture(
     ctx = TaskContext(config, answers)
 
     index, hasher, done = _Index(), ImageHasher(), 0
-    with OrderedPool(config.workers) as pool:
-        batches = _plan_batches(files, ctx, hasher, index)
-        for batch, results in pool.map(hash_many, batches):
-            _index_entries(batch, results, ctx, hasher, index)
-            done += batch.n_records
-            tick("index", done)
+    with tempfile.TemporaryDirectory(prefix="healthgpt-mixture-") as tmp:
+        spill = ImageTableWriter(Path(tmp))
+        try:
+            with OrderedPool(config.workers) as pool:
+                batches = _plan_batches(files, ctx, hasher, index)
+                for batch, results in pool.map(hash_many, batches):
+                    _index_entries(batch, results, ctx, hasher, index, spill)
+                    done += batch.n_records
+                    tick("index", done)
+            spill.close()
+        except BaseException:
+            spill.abort()
+            raise
         frame = (
             pl.concat(index.frames, rechunk=True)
             if index.frames
@@ -524,16 +557,16 @@ def build_mixture(
         summary = MixtureSummary(out=str(out), records=done, candidates=frame.height)
         del frame
 
+        degraded = ImageStore(tmp)
         with output_directory(out) as staging:
             writers, done = _Writers(staging, config), 0
             try:
                 names: dict[int, SampleName] = {}
-                batches = _render_batches(files, ctx, selection, rank1, names)
-                for batch, degraded in pool.map(degrade_many, batches):
+                for batch in _render_batches(files, ctx, selection, rank1, names):
                     _write_jobs(batch, degraded, ctx, writers)
                     done += batch.n_records
                     tick("write", done)
-                summary.shards = writers.close()
+                summary.shards, summary.images = writers.close()
             except BaseException:
                 writers.abort()
                 raise
@@ -583,12 +616,16 @@ def _finish(
     )
     (staging / "composition.png").write_bytes(card_module.composition_chart_png(summary))
     (staging / "README.md").write_text(card_module.render_card(summary, config))
-    all_shards = [info for subset in SUBSETS for info in summary.shards.get(subset, [])]
+    all_shards = [
+        *(info for subset in SUBSETS for info in summary.shards.get(subset, [])),
+        *summary.images,
+    ]
     out = output_path(summary.out)
     summary.paths = {"root": summary.out, "manifest": str(out / "_manifest.json")}
     if is_local(out):  # on an object store the files sit under a version prefix: use the manifest
         summary.paths.update(
             {s: str(out / s / "data") for s in SUBSETS if s in summary.shards},
+            images=str(out / IMAGES_FOLDER / "data"),
             removed=str(out / "removed.parquet"),
             card=str(out / "README.md"),
             chart=str(out / "composition.png"),

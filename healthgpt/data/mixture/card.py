@@ -329,9 +329,15 @@ def render_card(summary: MixtureSummary, config: MixtureConfig) -> str:
         "![composition](composition.png)\n",
         "## Subsets\n",
         "| subset | splits | rows | role |\n|---|---|---|---|\n" + "\n".join(subset_lines) + "\n",
-        'Load one with `datasets.load_dataset("parquet", data_dir="<this dir>/stage3/data")` '
-        'or `datasets.load_dataset("<this dir>", "stage3")`; `image` and `target_image` '
-        "decode as PIL images.\n",
+        "Each image is stored once, in `images/data/` (`sha256`, `image`); in the subsets "
+        '`image` and `target_image` hold a reference, `{"path": "sha256:<hex>"}`. '
+        "`healthgpt.data.shards.resolve_images(table, shard_path)` puts the bytes back; with "
+        "`datasets` it is a two-line join:\n\n"
+        "```python\n"
+        'images = load_dataset("parquet", data_dir="<this dir>/images/data", split="train")\n'
+        'png = dict(zip(images["sha256"], images["image"]))  # then, for a row of a subset:\n'
+        '# png[row["image"]["path"].removeprefix("sha256:")]["bytes"] is the PNG\n'
+        "```\n",
         "## Composition by task\n",
         composition_markdown(summary) + "\n",
         "## Beside the paper\n",

@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 from healthgpt.data.mixture.config import MixtureConfig
 from healthgpt.data.mixture.dedup import ImageHasher, PhashIndex
 from healthgpt.data.mixture.sampling import group_target, plan_stage, plan_stage2
-from healthgpt.data.shards import open_shard, read_manifest, shard_paths
+from healthgpt.data.shards import open_shard, read_manifest, resolve_images, shard_paths
 from healthgpt.data.tasks import NEEDS_IMAGE, NEEDS_TARGET, STAGE1, STAGE2, STAGE3, STAGES
 
 TRAIN_SUBSETS = STAGES
@@ -39,7 +39,7 @@ def _batches(mixture: Path, subsets, columns: list[str]) -> Iterator[tuple[str, 
         for path in _shards(mixture, subset):
             parquet = open_shard(path)
             for batch in parquet.iter_batches(batch_size=256, columns=columns, use_threads=False):
-                yield subset, batch.to_pylist()
+                yield subset, resolve_images(batch, path).to_pylist()
 
 
 def _group_rows(mixture: Path, subset: str) -> Counter:
@@ -204,6 +204,7 @@ def check_images_present(mixture: Path) -> tuple[bool, dict]:
             for batch in parquet.iter_batches(
                 batch_size=1024, columns=["id", "task", "image", "target_image"]
             ):
+                batch = resolve_images(batch, path)
                 checked += batch.num_rows
                 tasks = batch.column("task").to_pylist()
                 missing = {c: _missing(batch.column(c)) for c in ("image", "target_image")}

@@ -19,64 +19,19 @@ import hashlib
 import io
 from collections import OrderedDict
 from collections.abc import Hashable
-from dataclasses import dataclass
 
 import imagehash
 import numpy as np
 import polars as pl
 from PIL import Image
 
-
-@dataclass(frozen=True)
-class ImageHash:
-    """An image's identity: `key` (hex of the pixel sha256, 128 bits kept) and its phash."""
-
-    key: str
-    phash: int
-
-    @property
-    def key64(self) -> int:
-        """The first 64 bits of the pixel sha256: the compact exact key of the sample index
-        (a chance collision among 10^7 images has probability ~3e-6)."""
-        return int(self.key[:16], 16)
-
-
-def pixel_key(image: Image.Image) -> str:
-    digest = hashlib.sha256(f"{image.mode}:{image.size[0]}x{image.size[1]}:".encode())
-    digest.update(image.tobytes())
-    return digest.hexdigest()[:32]
-
-
-def _dct_matrix(n: int = 32, k: int = 8) -> np.ndarray:
-    """The first `k` rows of the unnormalized DCT-II of size `n` (scipy.fftpack's type 2)."""
-    grid = np.arange(n)
-    return 2.0 * np.cos(np.pi * np.arange(k)[:, None] * (2 * grid[None, :] + 1) / (2 * n))
-
-
-_DCT = _dct_matrix()
-
-
-def phash64(image: Image.Image) -> int:
-    """`imagehash.phash(image)` as an unsigned 64-bit integer, computed 5x faster.
-
-    Same steps as imagehash (grayscale, LANCZOS to 32x32, 2D DCT-II, the 8x8 lowest
-    frequencies against their median, row-major bits, first bit most significant), but only
-    the 8 needed DCT rows are computed, as two small matrix products.
-    """
-    small = image.convert("L").resize((32, 32), Image.Resampling.LANCZOS)
-    # Rounding absorbs float noise where the reference computes exact zeros (flat images).
-    low = np.round(_DCT @ np.asarray(small, dtype=np.float64) @ _DCT.T, 6)
-    bits = (low > np.median(low)).ravel()
-    return int.from_bytes(np.packbits(bits).tobytes(), "big")
+# Defined in `pixels` (light enough for a worker to import), used from here too.
+from healthgpt.data.mixture.pixels import ImageHash, hash_image, phash64, pixel_key  # noqa: F401
 
 
 def phash64_reference(image: Image.Image) -> int:
     """`imagehash.phash` itself, for tests that pin `phash64` to it."""
     return int(str(imagehash.phash(image)), 16)
-
-
-def hash_image(image: Image.Image) -> ImageHash:
-    return ImageHash(pixel_key(image), phash64(image))
 
 
 def hash_png(data: bytes) -> ImageHash:
@@ -100,7 +55,7 @@ class ImageHasher:
 
     @staticmethod
     def digest(data: bytes) -> bytes:
-        return hashlib.sha256(data).digest()[:16]
+        return hashlib.sha256(data).digest()
 
     def get(self, digest: Hashable) -> ImageHash | None:
         hit = self._cache.get(digest)

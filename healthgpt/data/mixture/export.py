@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from healthgpt.data.shards import open_shard, shard_paths
+from healthgpt.data.shards import open_shard, resolve_images, shard_paths
 from healthgpt.data.tasks import SUBSETS
 from healthgpt.storage import atomic_directory
 
@@ -69,7 +69,7 @@ def _write_json(path: Path, shards: list[Path], images: Path) -> int:
         for shard in shards:
             parquet = open_shard(shard)
             for batch in parquet.iter_batches(batch_size=256, use_threads=False):
-                for row in batch.to_pylist():
+                for row in resolve_images(batch, shard).to_pylist():
                     handle.write(",\n" if written else "\n")
                     handle.write(json.dumps(_entry(row, images), ensure_ascii=False))
                     written += 1

@@ -1,6 +1,7 @@
-"""An ordered process pool for the mixture's CPU-bound steps (image hashing, degradation).
+"""An ordered process pool for the mixture's CPU-bound step: decoding and hashing images (and
+encoding the degraded super-resolution inputs, from the same decode).
 
-The main process streams batches in input order; workers hash or degrade the batch's images
+The main process streams batches in input order; workers hash the batch's images
 while the main process reads and plans the next ones. Results come back in submission order,
 so the output does not depend on the number of workers. At most `lookahead` batches are in
 flight, which bounds memory. With one worker nothing is spawned: the function runs inline.
@@ -18,8 +19,7 @@ from typing import Any, TypeVar
 
 from PIL import Image
 
-from healthgpt.data.mixture.dedup import hash_image
-from healthgpt.data.mixture.records import DegradeJob, HashJob, HashResult
+from healthgpt.data.mixture.pixels import HashJob, HashResult, hash_image
 
 T = TypeVar("T")
 
@@ -67,20 +67,18 @@ class OrderedPool:
 
 
 def hash_many(jobs: list[HashJob]) -> list[HashResult]:
-    """Per job: the image's hashes and, for factor > 0, those of its super-resolution input
-    (hashing what will be written, from one decode)."""
+    """Per job: the image's hashes and, for factor > 0, its super-resolution input encoded
+    as written and hashed (one decode per image for the whole build)."""
+    from healthgpt.data.decode.imaging import encode_png
     from healthgpt.data.mixture.tasks import degraded_image
 
     results = []
     for data, factor in jobs:
         image = Image.open(io.BytesIO(data))
         image.load()
-        degraded = hash_image(degraded_image(image, factor)) if factor else None
-        results.append(HashResult(hash_image(image), degraded))
+        if not factor:
+            results.append(HashResult(hash_image(image), None))
+            continue
+        small = degraded_image(image, factor)
+        results.append(HashResult(hash_image(image), hash_image(small), encode_png(small, None)))
     return results
-
-
-def degrade_many(job: DegradeJob) -> list[bytes]:
-    from healthgpt.data.mixture.tasks import degrade
-
-    return [degrade(data, job.factor) for data in job.pngs]

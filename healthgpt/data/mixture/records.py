@@ -1,8 +1,8 @@
 """The small typed values the mixture build passes between its passes, its worker processes
 and its card: named fields instead of positional tuples, so each hand-over reads as what it is.
 
-Worker payloads (`HashJob`, `DegradeJob`) are named tuples defined at module level, so they
-pickle to the spawned workers as plain tuples do.
+Worker payloads (`HashJob`, `HashResult`) live in `pixels`, which a worker imports without
+polars or pyarrow.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from healthgpt.data.mixture.dedup import ImageHash
+from healthgpt.data.mixture.pixels import ImageHash
 from healthgpt.data.mixture.tasks import PlannedSample
 from healthgpt.data.shards import ShardInfo
 from healthgpt.data.tasks import SUBSETS as SUBSETS  # the output folders, in listing order
@@ -49,18 +49,6 @@ class HashKey(NamedTuple):
 
     digest: bytes
     degraded: bool = False
-
-
-class HashJob(NamedTuple):
-    """Hash one PNG in a worker; with `factor` > 0 also its degraded version."""
-
-    png: bytes
-    factor: int
-
-
-class HashResult(NamedTuple):
-    original: ImageHash
-    degraded: ImageHash | None
 
 
 class ColumnHashes(NamedTuple):
@@ -114,13 +102,6 @@ class RenderBatch(NamedTuple):
     n_records: int
 
 
-class DegradeJob(NamedTuple):
-    """Degrade these PNGs by `factor` in a worker (the super-resolution inputs of a batch)."""
-
-    pngs: list[bytes]
-    factor: int
-
-
 class SampleName(NamedTuple):
     """The ids the removed table prints for a sample named by its input position."""
 
@@ -143,6 +124,7 @@ class MixtureSummary:
     not_selected: int = 0
     plan: list[dict[str, Any]] = field(default_factory=list)
     shards: dict[str, list[ShardInfo]] = field(default_factory=dict)
+    images: list[ShardInfo] = field(default_factory=list)  # the images table the shards use
     paths: dict[str, str] = field(default_factory=dict)
     licenses: dict[str, str | None] = field(default_factory=dict)
     seconds: float = 0.0

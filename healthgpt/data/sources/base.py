@@ -8,6 +8,7 @@ exactly one outcome, counts reconcile by construction: items = accepted + quaran
 
 from __future__ import annotations
 
+import functools
 import json
 from abc import ABC, abstractmethod
 from collections import Counter
@@ -19,6 +20,7 @@ from typing import Any, ClassVar
 from healthgpt.data.decode.deid import salt_for_source, warn_if_public
 from healthgpt.data.errors import BadInput, LayoutError
 from healthgpt.data.json_rows import text_problem
+from healthgpt.data.limits import Confinement
 from healthgpt.data.options import ReaderOptions
 from healthgpt.data.schema import Quarantined
 from healthgpt.data.sources.chunks import chunk_of
@@ -173,9 +175,13 @@ class SourceReader(ABC):
     def safe_path(self, relative: str, base: Path | None = None) -> Path:
         """Resolve a path named by the source's metadata, or a listed file, symlinks
         included; refuse one that leads out of the root (`healthgpt.data.limits.confine`)."""
-        from healthgpt.data.limits import confine  # limits.py imports this module
+        return self.confinement(relative, base)
 
-        return confine(self.root, relative, base)
+    @functools.cached_property
+    def confinement(self) -> Confinement:
+        """The root's confinement rule, with the directories it resolved (`.root`: the
+        resolved root)."""
+        return Confinement(self.root)
 
 
 def _outcome_of(

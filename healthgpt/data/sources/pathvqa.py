@@ -169,7 +169,7 @@ or the Hugging Face Parquet copy:
         if not image:
             raise BadInput("QA row has no image")
         path = self._image_path(split, image)
-        rel = path.relative_to(self.root.resolve()).as_posix()
+        rel = path.relative_to(self.confinement.root).as_posix()
         record = self._record(row, f"{split}:{index}", normalize_split(split), cache.get(path), rel)
         return [record]
 
