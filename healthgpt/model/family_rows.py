@@ -113,11 +113,29 @@ class FamilyHead(_FamilyRowsMixin):
         return logits.index_copy(-1, rows.index, own)
 
 
+def unusable_weights(tensor: torch.Tensor) -> str | None:
+    """Why ``tensor`` cannot be loaded as model weights (None when it can): it must be
+    floating point, hold data (not a meta tensor) and be finite; a file failing any of these
+    would otherwise load and break later (meta), or quietly cast integers / spread NaN."""
+    if tensor.is_meta:
+        return "is a meta tensor (a shape without data)"
+    if not tensor.is_floating_point():
+        return f"has dtype {tensor.dtype}, not floating point"
+    if not bool(torch.isfinite(tensor).all()):
+        return "holds NaN or infinite values"
+    return None
+
+
 def set_family_rows(lm: nn.Module, family: str, embed: torch.Tensor, head: torch.Tensor) -> int:
     """Make ``embed`` / ``head`` (full tables, the base's shapes) ``family``'s rows of ``lm``.
 
     Only the rows that differ from the base are kept. The embedding and head of ``lm`` are
-    wrapped the first time. Returns how many rows (embedding + head) the family keeps."""
+    wrapped the first time. Returns how many rows (embedding + head) the family keeps.
+    A table `unusable_weights` refuses raises ValueError, before anything is changed."""
+    for what, table in (("embedding", embed), ("head", head)):
+        reason = unusable_weights(table)
+        if reason:
+            raise ValueError(f"{family} {what} table {reason}")
     kept = 0
     for table, getter, setter, wrapper in (
         (embed, lm.get_input_embeddings, lm.set_input_embeddings, FamilyEmbedding),

@@ -22,7 +22,7 @@ import io
 import json
 import pickle
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -526,16 +526,113 @@ def save_vq(vq: VQTokenizer, path: str | Path) -> Path:
     return path
 
 
+# Bounds on the config a `save_vq` file declares, far above any real VQGAN (HealthGPT's: 128
+# channels, multipliers (1, 1, 2, 4), 8192 codes of 256 dimensions, 256 pixels), so that the
+# metadata of a small file cannot make the loader build a huge model.
+VQ_INT_BOUNDS = {
+    "ch": (1, 1024),
+    "num_res_blocks": (0, 16),
+    "z_channels": (1, 4096),
+    "resolution": (1, 4096),
+    "in_channels": (1, 16),
+    "out_ch": (1, 16),
+    "n_embed": (1, 1 << 18),
+    "embed_dim": (1, 4096),
+}
+VQ_MAX_LEVELS = 8  # entries of ch_mult and of attn_resolutions
+VQ_MAX_CH_MULT = 16
+_SAVED_FIELDS = (*VQ_INT_BOUNDS, "ch_mult", "attn_resolutions", "dropout", "quantizer", "beta")
+
+
+def checked_vq_config(values: Any, name: str) -> VQConfig:
+    """The `VQConfig` a file declares, each field type-checked and bounded
+    (`VQ_INT_BOUNDS`); anything else is a `CheckpointRefused` naming the file and field.
+    A field the file leaves out takes the `VQConfig` default."""
+
+    def refuse(why: str) -> CheckpointRefused:
+        return CheckpointRefused(f"{name}: refused: its vq_config {why}")
+
+    if not isinstance(values, Mapping):
+        raise refuse(f"is a {type(values).__name__}, not a mapping")
+    unknown = sorted(set(values) - set(_SAVED_FIELDS))
+    if unknown:
+        raise refuse(f"has unknown fields {unknown}")
+    config: dict[str, Any] = {}
+    for key, (low, high) in VQ_INT_BOUNDS.items():
+        value = values.get(key, getattr(VQConfig, key))
+        if type(value) is not int or not low <= value <= high:
+            raise refuse(f"{key}={value!r}: must be an integer in {low}..{high}")
+        config[key] = value
+    for key, bound in (("ch_mult", VQ_MAX_CH_MULT), ("attn_resolutions", config["resolution"])):
+        value = values.get(key, getattr(VQConfig, key))
+        if (
+            not isinstance(value, list | tuple)
+            or len(value) > VQ_MAX_LEVELS
+            or not all(type(v) is int and 0 < v <= bound for v in value)
+        ):
+            raise refuse(f"{key}={value!r}: must be at most {VQ_MAX_LEVELS} integers in 1..{bound}")
+        config[key] = tuple(value)
+    if not config["ch_mult"]:
+        raise refuse("ch_mult is empty")
+    for key, low, high in (("dropout", 0.0, 1.0), ("beta", 0.0, 100.0)):
+        value = values.get(key, getattr(VQConfig, key))
+        if type(value) not in (int, float) or not low <= value < high:
+            raise refuse(f"{key}={value!r}: must be a number in [{low}, {high})")
+        config[key] = float(value)
+    quantizer = values.get("quantizer", VQConfig.quantizer)
+    if quantizer not in ("gumbel", "nearest"):
+        raise refuse(f"quantizer={quantizer!r}: must be 'gumbel' or 'nearest'")
+    return VQConfig(**config, quantizer=quantizer)
+
+
+def _safetensors_header(data: bytes, name: str) -> dict[str, Any]:
+    """The JSON header of safetensors bytes, refused when it does not parse as one."""
+    size = int.from_bytes(data[:8], "little") if len(data) >= 8 else -1
+    if not 0 < size <= len(data) - 8:
+        raise CheckpointRefused(f"{name}: not a safetensors file (header of {size} bytes)")
+    try:
+        header = json.loads(data[8 : 8 + size])
+    except (ValueError, RecursionError):
+        raise CheckpointRefused(f"{name}: not a safetensors file (header is not JSON)") from None
+    if not isinstance(header, dict):
+        raise CheckpointRefused(f"{name}: not a safetensors file (header is not an object)")
+    return header
+
+
 def load_vq(path: str | Path, sha256: str | None = None) -> VQTokenizer:
     """A tokenizer written by :func:`save_vq` (frozen, eval mode), loaded from the bytes
-    whose `sha256` (when given) was checked."""
+    whose `sha256` (when given) was checked.
+
+    Before any weight is allocated, the config in the file's metadata is bounded
+    (`checked_vq_config`) and the tensor shapes its header declares must be exactly those of
+    that config's model (built on the meta device, which allocates nothing): the model built
+    is then no larger than the tensors the file really holds."""
+    name = Path(path).name
     data = read_verified(path, sha256)
-    header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])
-    config = json.loads(header["__metadata__"]["vq_config"])
+    header = _safetensors_header(data, name)
+    metadata = header.pop("__metadata__", None) or {}
+    try:
+        declared = json.loads(metadata["vq_config"])
+    except (TypeError, KeyError, ValueError, RecursionError):
+        raise CheckpointRefused(
+            f"{name}: refused: no readable vq_config in its metadata (not written by save_vq)"
+        ) from None
+    config = checked_vq_config(declared, name)
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in VQTokenizer(config).state_dict().items()}
+    shapes = {
+        key: tuple(info.get("shape", ())) if isinstance(info, dict) else None
+        for key, info in header.items()
+    }
+    if shapes != expected:
+        wrong = sorted(k for k in set(shapes) | set(expected) if shapes.get(k) != expected.get(k))
+        shown = ", ".join(f"{k} {shapes.get(k)} != {expected.get(k)}" for k in wrong[:3])
+        raise CheckpointRefused(
+            f"{name}: refused: {len(wrong)} tensors do not match the model its vq_config "
+            f"describes (file != model: {shown})"
+        )
     tensors = load_safetensors(data)
-    for key in ("ch_mult", "attn_resolutions"):
-        config[key] = tuple(config[key])
-    vq = VQTokenizer(VQConfig(**config, ckpt_path=str(path)))
+    vq = VQTokenizer(replace(config, ckpt_path=str(path)))
     vq.load_state_dict(tensors, strict=True)
     return vq.eval().requires_grad_(False)
 

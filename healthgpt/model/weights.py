@@ -34,7 +34,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from healthgpt.model.constants import COMPREHENSION, GENERATION
-from healthgpt.model.family_rows import set_family_rows
+from healthgpt.model.family_rows import set_family_rows, unusable_weights
 from healthgpt.model.hlora import hlora_layers
 from healthgpt.model.load_report import LoadReport
 from healthgpt.model.vq import CheckpointRefused
@@ -169,13 +169,20 @@ class IncompleteWeights(ValueError):
 
 def read_official_file(path: str | Path) -> dict[str, torch.Tensor]:
     """A released ``.bin`` state dict, read with ``torch.load(weights_only=True)``: a pickle
-    that names anything but tensors (a ``__reduce__`` calling ``os.system``) is refused unrun."""
+    that names anything but tensors (a ``__reduce__`` calling ``os.system``) is refused unrun;
+    a file torch cannot read (truncated, not a torch file) is refused with its name."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise CheckpointRefused(
             f"{Path(path).name}: refused: it is not a plain state dict of tensors "
             f"({str(exc).splitlines()[0]}); nothing in it was run"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise CheckpointRefused(
+            f"{Path(path).name}: refused: not a readable PyTorch file (truncated or damaged?): "
+            f"{first}"
         ) from None
     if not isinstance(state, Mapping) or not all(
         isinstance(v, torch.Tensor) for v in state.values()
@@ -222,7 +229,9 @@ def load_official_weights(
     the file did not fill; this function does not raise for them (see
     :func:`load_official_release`).
     """
+    where = "state dict"
     if not isinstance(source, Mapping):
+        where = Path(source).name
         family = family or family_from_filename(source)
         source = read_official_file(source)
     params = dict(model.named_parameters())
@@ -231,6 +240,9 @@ def load_official_weights(
     fused: dict[str, torch.Tensor] = {}
     for key, value in source.items():
         target, reason = official_target(key, family, model)
+        unusable = unusable_weights(value) if target is not None else None
+        if unusable:
+            raise CheckpointRefused(f"{where}: refused: {key} {unusable}")
         if target is None:
             report.unmapped[key] = reason
         elif target in (f"lm.{EMBED_KEY}", f"lm.{HEAD_KEY}"):

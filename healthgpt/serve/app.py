@@ -5,7 +5,10 @@ app adds no dependency): `GET /` is the page, `POST /api/ask` and `POST /api/gen
 a JSON body (the image as base64, read in the browser), run `Inference` and answer JSON (the
 text, or the PNG as base64). An upload is capped while it streams in
 (`MAX_REQUEST_BYTES`), decoded in memory by the project's guarded decoder and never written
-to disk. Requests run one at a time on a worker thread, so one model serves them in order.
+to disk. Requests run one at a time on a worker thread, so one model serves them in order;
+an upload is decoded there too, under the same lock, so requests waiting their turn hold
+only their encoded bytes, and its header may declare at most `MAX_UPLOAD_PIXELS` (far below
+the ingest limit). Every field is type-checked and length-capped before anything runs.
 """
 
 from __future__ import annotations
@@ -26,7 +29,16 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
 
-from healthgpt.serve.inference import MAX_IMAGE_BYTES, TASKS, Inference, ServeError, read_image
+from healthgpt.serve.inference import (
+    MAX_FIELD_CHARS,
+    MAX_IMAGE_BYTES,
+    MAX_TEXT_CHARS,
+    MAX_UPLOAD_PIXELS,
+    TASKS,
+    Inference,
+    ServeError,
+    read_image,
+)
 
 LOG = logging.getLogger("healthgpt.app")
 # Base64 adds a third; the rest is the JSON around it and the question or report.
@@ -50,26 +62,46 @@ async def _json_body(request: Request) -> dict[str, Any]:
             raise TooLarge(f"request larger than {MAX_REQUEST_BYTES} bytes")
     try:
         payload = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # bad JSON or bytes; nesting too deep to parse
         raise ServeError("the request is not JSON") from None
     if not isinstance(payload, dict):
         raise ServeError("the request is not a JSON object")
     return payload
 
 
-def _image(payload: dict[str, Any]) -> Image.Image | None:
-    """The uploaded image (base64 in `image`, its file name in `name`), or None."""
-    encoded = payload.get("image")
-    if not encoded:
+def _field(payload: dict[str, Any], key: str, limit: int = MAX_FIELD_CHARS) -> str | None:
+    """The string in `payload[key]` (None when absent, null or empty); anything but a string,
+    or a string over `limit` characters, is refused."""
+    value = payload.get(key)
+    if value is None or value == "":
         return None
-    if not isinstance(encoded, str):
-        raise ServeError("image must be a base64 string")
+    if not isinstance(value, str):
+        raise ServeError(f"{key} must be a string, not {type(value).__name__}")
+    if len(value) > limit:
+        raise ServeError(f"{key} has {len(value)} characters, more than {limit}")
+    return value
+
+
+def _upload(payload: dict[str, Any]) -> tuple[str, str] | None:
+    """The uploaded image as sent (base64 in `image`) and its file name (`name`, escaped), or
+    None; type-checked here, decoded later by `_decode` on the worker thread."""
+    encoded = _field(payload, "image", MAX_REQUEST_BYTES)
+    if encoded is None:
+        return None
+    return encoded, html.escape(_field(payload, "name", 255) or "upload")
+
+
+def _decode(upload: tuple[str, str] | None, max_pixels: int) -> Image.Image | None:
+    """The image of an `_upload`: base64 decoded, its header checked against `max_pixels`,
+    then decoded by the guarded decoder."""
+    if upload is None:
+        return None
+    encoded, name = upload
     try:
         data = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
         raise ServeError("image is not valid base64") from None
-    name = str(payload.get("name") or "upload")[:100]
-    return read_image(data, html.escape(name))
+    return read_image(data, name, max_pixels)
 
 
 def _png_base64(image: Image.Image) -> str:
@@ -78,8 +110,8 @@ def _png_base64(image: Image.Image) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def create_app(inference: Inference) -> Starlette:
-    """The app around one loaded model."""
+def create_app(inference: Inference, max_upload_pixels: int = MAX_UPLOAD_PIXELS) -> Starlette:
+    """The app around one loaded model; an upload may declare at most `max_upload_pixels`."""
     lock = asyncio.Lock()
 
     async def run(fn, *args: Any, **kwargs: Any) -> Any:
@@ -103,24 +135,30 @@ def create_app(inference: Inference) -> Starlette:
 
     async def ask(request: Request) -> JSONResponse:
         async def action(payload: dict[str, Any]) -> dict[str, Any]:
-            image = _image(payload)
-            answer = await run(inference.ask, image, str(payload.get("question") or ""))
-            return {"answer": answer}
+            upload = _upload(payload)
+            question = _field(payload, "question", MAX_TEXT_CHARS) or ""
+
+            def work() -> str:
+                return inference.ask(_decode(upload, max_upload_pixels), question)
+
+            return {"answer": await run(work)}
 
         return await handle(request, action)
 
     async def generate(request: Request) -> JSONResponse:
         async def action(payload: dict[str, Any]) -> dict[str, Any]:
-            task = str(payload.get("task") or "")
-            image = _image(payload)
-            out = await run(
-                inference.generate,
-                task,
-                image,
-                report=payload.get("report") or None,
-                body_part=payload.get("body_part") or None,
-                modality=str(payload.get("modality") or "MRI"),
-            )
+            task = _field(payload, "task") or ""
+            upload = _upload(payload)
+            fields = {
+                "report": _field(payload, "report", MAX_TEXT_CHARS),
+                "body_part": _field(payload, "body_part"),
+                "modality": _field(payload, "modality") or "MRI",
+            }
+
+            def work() -> Image.Image:
+                return inference.generate(task, _decode(upload, max_upload_pixels), **fields)
+
+            out = await run(work)
             return {"png": _png_base64(out), "width": out.width, "height": out.height}
 
         return await handle(request, action)
@@ -209,8 +247,14 @@ document.getElementById('generate').addEventListener('submit',async e=>{
 """
 
 
-def serve(inference: Inference, host: str = "127.0.0.1", port: int = 7860) -> None:
+def serve(
+    inference: Inference,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    max_upload_pixels: int = MAX_UPLOAD_PIXELS,
+) -> None:
     """Run the app with uvicorn until interrupted."""
     import uvicorn
 
-    uvicorn.run(create_app(inference), host=host, port=port, log_level="info")
+    app = create_app(inference, max_upload_pixels)
+    uvicorn.run(app, host=host, port=port, log_level="info")

@@ -21,13 +21,14 @@ decoded or how a prompt is worded:
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from PIL import Image
 
 from healthgpt.data.decode.imaging import load_image_bytes
 from healthgpt.data.errors import BadInput
+from healthgpt.data.limits import Limits
 from healthgpt.data.mixture.config import MixtureConfig
 from healthgpt.data.mixture.tasks import PROMPTS
 from healthgpt.data.tasks import NEEDS_IMAGE
@@ -42,6 +43,10 @@ CONVERSIONS = {"ct_to_mri": ("CT", "MRI"), "mri_to_ct": ("MRI", "CT")}
 DEFAULT_BODY_PART = {"ct_to_mri": "head", "mri_to_ct": "head", "text_to_image": "chest"}
 MAX_IMAGE_BYTES = 20 << 20  # an upload or an image file larger than this is refused unread
 MAX_TEXT_CHARS = 20_000  # a question or a report longer than this is refused
+MAX_FIELD_CHARS = 200  # a task, modality, body part or file name longer than this is refused
+# Width x height an uploaded image may declare (checked from its header, before decoding):
+# far below the ingest limit, since each request decodes while others wait.
+MAX_UPLOAD_PIXELS = 4096 * 4096
 
 
 class ServeError(ValueError):
@@ -157,15 +162,19 @@ def _one_line(error: models.ModelUnavailable) -> str:
     return " ".join(str(error).split())
 
 
-def read_image(data: bytes, name: str = "image") -> Image.Image:
+def read_image(data: bytes, name: str = "image", max_pixels: int | None = None) -> Image.Image:
     """Encoded image bytes (PNG, JPEG...) as the RGB image the model is shown; size-capped and
-    decoded by the project's guarded decoder. Nothing is written anywhere."""
+    decoded by the project's guarded decoder. `max_pixels` lowers the pixel limit the header
+    is checked against (never raises it). Nothing is written anywhere."""
     if not data:
         raise ServeError(f"{name}: empty file")
     if len(data) > MAX_IMAGE_BYTES:
         raise ServeError(f"{name}: {len(data)} bytes, more than the {MAX_IMAGE_BYTES} allowed")
+    limits = Limits.from_options()
+    if max_pixels is not None and max_pixels < limits.max_image_pixels:
+        limits = replace(limits, max_image_pixels=max_pixels)
     try:
-        return load_image_bytes(data, name).convert("RGB")
+        return load_image_bytes(data, name, limits).convert("RGB")
     except BadInput as error:
         raise ServeError(f"{name}: not a readable image: {error}") from None
 
@@ -180,12 +189,15 @@ def read_image_file(path: str | Path) -> Image.Image:
     return read_image(path.read_bytes(), path.name)
 
 
-def _text(value: str | None, what: str) -> str:
+def _text(value: str | None, what: str, limit: int = MAX_TEXT_CHARS) -> str:
+    """`value` stripped; refused when it is not a string, is empty or is over `limit`."""
+    if value is not None and not isinstance(value, str):
+        raise ServeError(f"{what} must be text, not {type(value).__name__}")
     text = (value or "").strip()
     if not text:
         raise ServeError(f"{what} is empty")
-    if len(text) > MAX_TEXT_CHARS:
-        raise ServeError(f"{what} has {len(text)} characters, more than {MAX_TEXT_CHARS}")
+    if len(text) > limit:
+        raise ServeError(f"{what} has {len(text)} characters, more than {limit}")
     return text
 
 
@@ -199,8 +211,12 @@ def instruction(
 ) -> str:
     """The instruction of a generation task, worded as the mixture's first training template
     of that task (`tasks.PROMPTS[task][0]`) with the fields it fills."""
-    if task not in TASKS:
-        raise ServeError(f"unknown task {task!r}; one of {', '.join(TASKS)}")
+    if not isinstance(task, str) or task not in TASKS:
+        shown = repr(task[:MAX_FIELD_CHARS]) if isinstance(task, str) else type(task).__name__
+        raise ServeError(f"unknown task {shown}; one of {', '.join(TASKS)}")
+    modality = _text(modality, "the modality", MAX_FIELD_CHARS)
+    if body_part:
+        body_part = _text(body_part, "the body part", MAX_FIELD_CHARS)
     src, dst = CONVERSIONS.get(task, (modality, None))
     part = normalize_body_part(body_part) or DEFAULT_BODY_PART.get(task, "body")
     text = _text(report, "the report") if task == "text_to_image" else ""

@@ -14,6 +14,7 @@ from it, so an update reads the front matter, changes one key and renders the ca
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,6 +24,8 @@ import yaml
 
 from healthgpt.data.shards import MANIFEST_NAME, read_manifest
 from healthgpt.storage import atomic_write_text, file_sha256, output_path
+
+log = logging.getLogger(__name__)
 
 CARD_NAME = "README.md"
 WEIGHTS_NAME = "model.safetensors"
@@ -80,12 +83,25 @@ def mixture_record(subset_dir: Path, fingerprint: str) -> dict[str, Any]:
 
 
 def read_card(directory: Path) -> dict[str, Any] | None:
-    """The front matter of the card in `directory`, or None when there is none."""
+    """The front matter of the pipeline's card in `directory`, or None when there is none.
+
+    A README.md that is not one (a Hugging Face download's own card: no `healthgpt` block,
+    front matter that is not a mapping or not YAML) counts as none: it is left as it is,
+    and a log line says so."""
     path = Path(directory) / CARD_NAME
     if not path.is_file():
         return None
     match = re.match(r"^---\n(.*?)\n---\n", path.read_text(), re.DOTALL)
-    return yaml.safe_load(match.group(1)) if match else None
+    try:
+        meta = yaml.safe_load(match.group(1)) if match else None
+    except yaml.YAMLError:
+        meta = None
+    own = meta.get("healthgpt") if isinstance(meta, dict) else None
+    stages = own.get("stages") if isinstance(own, dict) else None
+    if not isinstance(stages, list) or not all(isinstance(s, str) for s in stages):
+        log.info("%s is not a HealthGPT model card (no healthgpt block); left as it is", path)
+        return None
+    return meta
 
 
 def write_model_card(
@@ -179,10 +195,17 @@ def _write(directory: Path, meta: dict[str, Any]) -> Path:
     return Path(atomic_write_text(Path(directory) / CARD_NAME, f"---\n{front}---\n{render(meta)}"))
 
 
+def md_text(value: Any) -> str:
+    """`value` as inline Markdown text: on one line (any run of whitespace, newlines included,
+    becomes one space, so a name cannot start a heading or a block) and with `|` escaped (so
+    it stays inside its table cell)."""
+    return " ".join(str(value).split()).replace("|", "\\|")
+
+
 def render(meta: Mapping[str, Any]) -> str:
-    """The card's body from its front matter."""
-    own = meta["healthgpt"]
-    mixture = own["mixture"]
+    """The card's body from its front matter; every value from it goes through `md_text`."""
+    own = {k: md_text(v) if isinstance(v, str) else v for k, v in meta["healthgpt"].items()}
+    mixture = {k: md_text(v) if isinstance(v, str) else v for k, v in own["mixture"].items()}
     lines = [
         f"# HealthGPT checkpoint ({own['preset']}, {own['stage']})",
         "",
@@ -192,11 +215,11 @@ def render(meta: Mapping[str, Any]) -> str:
         "",
         "## Base model",
         "",
-        f"`{meta['base_model']}` (model preset `{own['preset']}`).",
+        f"`{md_text(meta['base_model'])}` (model preset `{own['preset']}`).",
         "",
         "## Training",
         "",
-        f"Stages trained, in order: {', '.join(own['stages'])}. This checkpoint: "
+        f"Stages trained, in order: {', '.join(map(md_text, own['stages']))}. This checkpoint: "
         f"{own['stage']} ({own['recipe']} recipe), {own['steps']} steps, run key "
         f"`{own['run_key'][:16]}`.",
         "",
@@ -209,20 +232,20 @@ def render(meta: Mapping[str, Any]) -> str:
         counts = (mixture.get("composition") or {}).get(dimension) or {}
         if counts:
             lines += ["", f"| {dimension} | samples |", "|---|---:|"]
-            lines += [f"| {name} | {n} |" for name, n in sorted(counts.items())]
+            lines += [f"| {md_text(name)} | {md_text(n)} |" for name, n in sorted(counts.items())]
     lines += ["", "## Evaluation", ""]
     evaluation = own.get("evaluation")
     if not evaluation:
         lines.append(NOT_EVALUATED)
     else:
-        lines.append(f"From the evaluation report `{evaluation['report']}`.")
+        lines.append(f"From the evaluation report `{md_text(evaluation['report'])}`.")
         for family, result in sorted(evaluation["families"].items()):
-            lines += ["", f"### {family}", ""]
+            lines += ["", f"### {md_text(family)}", ""]
             rows = result["results"]
             if not rows:
                 lines.append("No scores (nothing of this family was evaluated).")
             for name, values in sorted(rows.items()):
-                cells = ", ".join(f"{k} {v}" for k, v in values.items())
-                lines.append(f"- {name}: {cells}")
+                cells = ", ".join(f"{md_text(k)} {md_text(v)}" for k, v in values.items())
+                lines.append(f"- {md_text(name)}: {cells}")
     lines += ["", "## Intended use", "", INTENDED_USE, "", "## Limits", "", LIMITS, ""]
     return "\n".join(lines)

@@ -16,6 +16,7 @@ import io
 import json
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -49,6 +50,7 @@ from healthgpt.model.vq import (
     VQTokenizer,
     build_vq_tokenizer,
     load_lightning_state_dict,
+    load_vq,
 )
 from healthgpt.train.vq_assets import register_pretrained_vq
 from tests.data.outputs import quarantine, records
@@ -294,6 +296,85 @@ def test_vq_checkpoint_changed_after_registration_is_refused(tmp_path):
     path.write_bytes(path.read_bytes() + b"\0")
     with pytest.raises(CheckpointRefused, match="sha256"):
         build_vq_tokenizer(VQConfig(ckpt_path=str(path), ckpt_sha256=good))
+
+
+def _vq_file(path: Path, config: object, tensors: dict[str, torch.Tensor] | None = None) -> str:
+    """A safetensors file holding `tensors` (none by default) and `config` as its vq_config;
+    its sha256."""
+    from safetensors.torch import save_file
+
+    save_file(tensors or {}, str(path), metadata={"vq_config": json.dumps(config)})
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+SMALL_VQ = {"ch": 32, "ch_mult": [1], "num_res_blocks": 0, "attn_resolutions": [],
+            "z_channels": 32, "resolution": 16, "n_embed": 16, "embed_dim": 4,
+            "quantizer": "nearest"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"n_embed": (1 << 18) + 1}, "n_embed=262145: must be an integer in 1..262144"),
+        ({"ch": 0}, "ch=0"),
+        ({"ch": True}, "ch=True"),
+        ({"ch_mult": [1, 64]}, "ch_mult=[1, 64]"),
+        ({"ch_mult": 4}, "ch_mult=4"),
+        ({"quantizer": "lfq"}, "quantizer='lfq'"),
+        ({"beta": "0.25"}, "beta='0.25'"),
+        ({"ckpt_path": "/etc/passwd"}, "unknown fields ['ckpt_path']"),
+    ],
+)
+def test_vq_safetensors_config_fields_are_bounded(tmp_path, change, message):
+    path = tmp_path / "vq.safetensors"
+    digest = _vq_file(path, {**SMALL_VQ, **change})
+    with pytest.raises(CheckpointRefused, match=re.escape(message)):
+        load_vq(path, digest)
+
+
+def test_vq_safetensors_shapes_are_checked_before_the_model_is_built(tmp_path, monkeypatch):
+    """A small file whose config describes a large codebook, or whose tensors do not match
+    its config, is refused from the header: the model is only ever built on the meta
+    device, where nothing is allocated."""
+    import healthgpt.model.vq as vq_module
+
+    built_on = []
+    real_init = vq_module.VQTokenizer.__init__
+
+    def recording_init(self, config):
+        built_on.append(torch.empty(0).device.type)
+        real_init(self, config)
+
+    monkeypatch.setattr(vq_module.VQTokenizer, "__init__", recording_init)
+    path = tmp_path / "vq.safetensors"
+    digest = _vq_file(path, {**SMALL_VQ, "n_embed": 1 << 16, "embed_dim": 64})
+    with pytest.raises(CheckpointRefused, match="tensors do not match"):
+        load_vq(path, digest)
+    assert built_on == ["meta"]
+    real = vq_module.VQTokenizer(vq_module.VQConfig(**{**SMALL_VQ, "ch_mult": (1,)}))
+    tensors = {k: v.contiguous() for k, v in real.state_dict().items()}
+    tensors["quantize.embedding.weight"] = torch.zeros(17, 4)
+    digest = _vq_file(path, SMALL_VQ, tensors)
+    with pytest.raises(
+        CheckpointRefused, match=r"quantize.embedding.weight \(17, 4\) != \(16, 4\)"
+    ):
+        load_vq(path, digest)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"\x00" * 4, "not a safetensors file"),
+        ((1 << 40).to_bytes(8, "little") + b"{}", "not a safetensors file"),
+        (len(b"[1]").to_bytes(8, "little") + b"[1]", "header is not an object"),
+        (len(b"{}").to_bytes(8, "little") + b"{}", "no readable vq_config"),
+    ],
+)
+def test_vq_safetensors_that_is_not_one_is_refused(tmp_path, data, message):
+    path = tmp_path / "vq.safetensors"
+    path.write_bytes(data)
+    with pytest.raises(CheckpointRefused, match=message):
+        load_vq(path, hashlib.sha256(data).hexdigest())
 
 
 def test_registered_checkpoint_needs_its_sha256_and_yaml_hash_and_loads_the_bytes_it_hashed(

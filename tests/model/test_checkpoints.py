@@ -189,3 +189,50 @@ def test_tied_head_is_reported():
         model, {"base_model.model.lm_head.weight": torch.zeros(vocab, hidden)}
     )
     assert "tied" in report.unmapped["base_model.model.lm_head.weight"]
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda v: torch.empty(v, 32, device="meta"), "is a meta tensor"),
+        (lambda v: torch.zeros(v, 32, dtype=torch.int64), "dtype torch.int64, not floating"),
+        (lambda v: torch.full((v, 32), float("nan")), "NaN or infinite"),
+        (lambda v: torch.zeros(v, 32).index_fill_(0, torch.tensor([3]), float("inf")), "NaN"),
+    ],
+)
+def test_unusable_official_tensors_are_refused_with_the_file_named(
+    phi3_model, tmp_path, make, message
+):
+    """A tensor of the right shape must also hold usable weights: data (not meta), floating
+    point, finite. Checked from the file, before anything is copied into the model."""
+    from healthgpt.model.vq import CheckpointRefused
+
+    vocab = phi3_model.lm.get_input_embeddings().num_embeddings
+    fusion = tmp_path / "fusion_layer_weights.bin"
+    torch.save({"base_model.model.model.embed_tokens.weight": make(vocab)}, fusion)
+    with pytest.raises(CheckpointRefused, match=f"fusion_layer_weights.bin: .*{message}"):
+        load_official_weights(phi3_model, fusion)
+    plugin = tmp_path / "com_hlora_weights.bin"
+    r = phi3_model.config.plugins["comprehension"].r
+    key = "base_model.model.model.layers.0.self_attn.o_proj.lora_A.weight"
+    torch.save({key: make(r)}, plugin)
+    with pytest.raises(CheckpointRefused, match=f"com_hlora_weights.bin: refused: {key} "):
+        load_official_weights(phi3_model, plugin)
+
+
+def test_family_rows_refuse_an_unusable_table(phi3_model):
+    from healthgpt.model.family_rows import set_family_rows
+
+    table = phi3_model.lm.get_input_embeddings().weight.detach()
+    with pytest.raises(ValueError, match="generation head table has dtype torch.int64"):
+        set_family_rows(phi3_model.lm, "generation", table, table.long())
+
+
+def test_a_truncated_official_file_is_refused_with_its_name(tmp_path):
+    from healthgpt.model.vq import CheckpointRefused
+
+    path = tmp_path / "gen_hlora_weights.bin"
+    torch.save({"a": torch.ones(1000)}, path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(CheckpointRefused, match="gen_hlora_weights.bin: refused: not a readable"):
+        load_official_weights(None, path)  # type: ignore[arg-type]

@@ -7,6 +7,7 @@ import asyncio
 import base64
 import io
 import json
+import threading
 from typing import Any
 
 import pytest
@@ -123,3 +124,67 @@ def test_bad_requests_are_refused_before_the_model(model, body, status, message)
 def test_a_model_refusal_is_shown_as_an_error(model):
     got, reply = _call(create_app(model), "/api/generate", b'{"task": "ct_to_pet"}')
     assert got == 400 and "unknown task 'ct_to_pet'" in json.loads(reply)["error"]
+
+
+@pytest.mark.parametrize(
+    ("path", "payload", "message"),
+    [
+        ("/api/ask", {"question": ["x"], "image": _png()}, "question must be a string, not list"),
+        ("/api/generate", {"task": "text_to_image", "report": ["a"]}, "report must be a string"),
+        ("/api/generate", {"task": "text_to_image", "report": {"a": 1}}, "report must be a"),
+        ("/api/generate", {"task": ["ct_to_mri"]}, "task must be a string"),
+        ("/api/generate", {"task": "ct_to_mri", "image": _png(), "body_part": {"x": 1}},
+         "body_part must be a string"),
+        ("/api/generate", {"task": "super_resolution", "image": _png(), "modality": "M" * 5000},
+         "modality has 5000 characters"),
+        ("/api/ask", {"question": "q" * 20_001}, "question has 20001 characters"),
+        ("/api/ask", {"question": "q", "image": _png(), "name": 7}, "name must be a string"),
+        ("/api/ask", {"question": "q", "image": 12}, "image must be a string"),
+    ],
+)  # fmt: skip
+def test_fields_of_the_wrong_type_or_length_are_refused(model, path, payload, message):
+    got, reply = _call(create_app(model), path, json.dumps(payload).encode())
+    assert got == 400 and message in json.loads(reply)["error"]
+    assert model.calls == []
+
+
+def test_json_nested_too_deep_is_refused_as_not_json(model):
+    got, reply = _call(create_app(model), "/api/ask", b"[" * 100_000 + b"]" * 100_000)
+    assert got == 400 and "not JSON" in json.loads(reply)["error"]
+
+
+def _png_bytes(size: tuple[int, int], mode: str = "L") -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, size).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_an_upload_is_capped_far_below_the_ingest_limit(model):
+    """A small file declaring 4097 x 4096 pixels is refused from its header by default, and
+    the cap is the app's to set."""
+    big = base64.b64encode(_png_bytes((4097, 4096), "1")).decode()
+    body = json.dumps({"question": "q", "image": big}).encode()
+    got, reply = _call(create_app(model), "/api/ask", body)
+    assert got == 400 and "max_image_pixels" in json.loads(reply)["error"]
+    small = json.dumps({"question": "q", "image": _png((20, 10))}).encode()
+    got, reply = _call(create_app(model, max_upload_pixels=199), "/api/ask", small)
+    assert got == 400 and "20 x 10" in json.loads(reply)["error"]
+    assert model.calls == []
+    assert _call(create_app(model, max_upload_pixels=200), "/api/ask", small)[0] == 200
+
+
+def test_uploads_are_decoded_on_the_worker_thread(model, monkeypatch):
+    """Decoding waits for the model's turn, off the event loop."""
+    import healthgpt.serve.app as app_module
+
+    threads = []
+    real = app_module.read_image
+
+    def recording(*args: Any, **kwargs: Any) -> Image.Image:
+        threads.append(threading.current_thread() is threading.main_thread())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(app_module, "read_image", recording)
+    body = json.dumps({"question": "q", "image": _png()}).encode()
+    assert _call(create_app(model), "/api/ask", body)[0] == 200
+    assert threads == [False]

@@ -13,7 +13,7 @@ from PIL import Image
 
 from healthgpt.cli import main
 from healthgpt.model import get_preset
-from healthgpt.serve.inference import TASKS, instruction
+from healthgpt.serve.inference import TASKS, ServeError, instruction
 from healthgpt.train.run import current_final
 
 REPO = Path(__file__).resolve().parents[2]
@@ -108,3 +108,19 @@ def test_instructions_are_the_first_training_template_of_each_task():
         "Generate a chest X-ray image that matches this report:\nNo acute findings."
     )
     assert set(TASKS) <= set(PROMPTS)
+
+
+@pytest.mark.parametrize(
+    ("task", "fields", "message"),
+    [
+        ("text_to_image", {"report": ["a", "b"]}, "the report must be text, not list"),
+        ("text_to_image", {"report": {"a": 1}}, "the report must be text, not dict"),
+        ("super_resolution", {"modality": "M" * 1000}, "the modality has 1000 characters"),
+        ("ct_to_mri", {"body_part": "x" * 1000}, "the body part has 1000 characters"),
+        ("ct_to_mri", {"body_part": {"x": 1}}, "the body part must be text"),
+        (["ct_to_mri"], {}, "unknown task list"),
+    ],
+)
+def test_instruction_fields_of_the_wrong_type_or_length_are_refused(task, fields, message):
+    with pytest.raises(ServeError, match=message):
+        instruction(task, **fields)

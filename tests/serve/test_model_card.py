@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
+import pytest
 import yaml
 
 from healthgpt.eval.run import run_report
-from healthgpt.train.model_card import CARD_NAME, NOT_EVALUATED, read_card, write_model_card
+from healthgpt.train.model_card import (
+    CARD_NAME,
+    NOT_EVALUATED,
+    _write,
+    read_card,
+    record_evaluation,
+    write_model_card,
+)
 from healthgpt.train.run import current_final
 
 
@@ -111,3 +120,53 @@ def test_an_evaluation_records_the_checkpoint_file_it_loaded(trained_data, tmp_p
         assert read_card(final)["healthgpt"]["evaluation"] is None
     finally:
         (final / CARD_NAME).write_text(before)  # the session's checkpoint, as the others see it
+
+
+@pytest.mark.parametrize(
+    "front",
+    [
+        "license: mit",
+        "- a list",
+        "healthgpt: a string",
+        "healthgpt: {stages: [1, 2]}",
+        "healthgpt: {stages: stage3}",
+        "a: b: c",
+    ],
+)
+def test_evaluation_leaves_a_foreign_card_alone_and_says_so(tmp_path, caplog, front):
+    """A checkpoint folder whose README.md is someone else's card (a Hugging Face download)
+    has no pipeline card to update: it is skipped with a log line, unchanged."""
+    card = tmp_path / CARD_NAME
+    card.write_text(f"---\n{front}\n---\n# someone else's model\n")
+    (tmp_path / "model.safetensors").write_bytes(b"x")
+    payload = {"model": "m", "checkpoint": str(tmp_path / "model.safetensors"),
+               "benchmarks": {"vqa_rad": {"acc": {"value": 1.0}, "n": 3}}}  # fmt: skip
+    with caplog.at_level(logging.INFO, logger="healthgpt.train.model_card"):
+        assert record_evaluation({"vqa": payload}, tmp_path / "report.md") == []
+    assert card.read_text() == f"---\n{front}\n---\n# someone else's model\n"
+    assert "is not a HealthGPT model card" in caplog.text
+
+
+def test_names_cannot_inject_markdown_into_the_card(tmp_path):
+    """Source and benchmark names are data: a newline or `|` in one cannot add a heading,
+    a table row or a cell to the card's body."""
+    evil_source = "evil | 1 |\n## Injected heading\n| a"
+    meta = {
+        "license": "other", "base_model": "b\n# base", "tags": [], "datasets": [evil_source],
+        "healthgpt": {
+            "preset": "p", "stage": "s", "stages": ["s"], "run_key": "r" * 16, "steps": 1,
+            "recipe": "r",
+            "mixture": {"version": "v", "subset": "s", "subset_fingerprint": "f" * 16,
+                        "composition": {"source": {evil_source: 3}}},
+            "evaluation": {"report": "r", "families": {
+                "vqa\n# family": {"model": "m", "results": {"bench\n# INJECTED": {"acc": 1}}}}},
+        },
+    }  # fmt: skip
+    _write(tmp_path, meta)
+    body = (tmp_path / CARD_NAME).read_text().split("\n---\n", 1)[1]
+    headings = [line for line in body.splitlines() if line.startswith("#")]
+    assert not any("INJECTED" in h or "Injected" in h or "# base" in h for h in headings)
+    rows = [line for line in body.splitlines() if line.startswith("| evil")]
+    assert rows == ["| evil \\| 1 \\| ## Injected heading \\| a | 3 |"]
+    assert "- bench # INJECTED: acc 1" in body and "### vqa # family" in body
+    assert read_card(tmp_path)["datasets"] == [evil_source]  # the front matter keeps it
