@@ -7,7 +7,7 @@ import importlib
 import sys
 import time
 
-BENCHMARKS = ("ingest", "mixture", "hlora", "train")
+BENCHMARKS = ("ingest", "mixture", "hlora", "train", "vq_codes", "padding")
 
 
 def main(names: list[str]) -> None:

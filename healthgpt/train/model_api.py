@@ -239,6 +239,7 @@ class ModelBundle:
         is encoded once). Counted in `images_encoded`."""
         pending: dict[str, list[str]] = {}  # image sha256 -> sample ids
         datas: dict[str, bytes] = {}
+        done: dict[str, str] = {}  # image sha256 -> code text, for images seen again
         encoded = 0
 
         def flush() -> None:
@@ -246,9 +247,9 @@ class ModelBundle:
             keys = list(pending)
             codes = encode_images(self.model.vq, [datas[k] for k in keys])
             for key, grid in zip(keys, codes, strict=True):
-                text = codes_to_text(grid, newlines=self.model.config.image_newlines)
+                done[key] = codes_to_text(grid, newlines=self.model.config.image_newlines)
                 for sample_id in pending[key]:
-                    self.target_codes[sample_id] = text
+                    self.target_codes[sample_id] = done[key]
             encoded += len(keys)
             pending.clear()
             datas.clear()
@@ -258,6 +259,9 @@ class ModelBundle:
                 continue
             data = target_image_bytes(row)
             key = image_sha256(data)
+            if key in done:
+                self.target_codes[row["id"]] = done[key]
+                continue
             datas[key] = data
             pending.setdefault(key, []).append(row["id"])
             if len(pending) >= batch_size:
