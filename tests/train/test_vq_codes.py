@@ -47,8 +47,9 @@ def test_computed_once_each_distinct_image_once(mixture: Path, vq_dir: Path):
     codes = vq_codes.load_codes(mixture, mixture / "stage1", vq_hash(vq_dir))
     reference = _bundle(vq_dir)
     files = sorted((mixture / "stage1" / "data").glob("*.parquet"))
-    encoded = reference.add_target_codes(iter_rows(files, TARGET_COLUMNS, GENERATION))
-    assert encoded == 8  # the fallback dedups by content too
+    rows = iter_rows(files, TARGET_COLUMNS, GENERATION)
+    encoded = reference.add_target_codes(rows, batch_size=3)
+    assert encoded == 8  # the fallback encodes each distinct image once too
     stored = _bundle(vq_dir)
     stored.set_target_codes(codes)
     assert stored.target_codes == reference.target_codes
