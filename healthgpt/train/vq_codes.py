@@ -5,7 +5,8 @@ encoding those images at every stage start (on every rank) repeats the same work
 per run. This module encodes each distinct image once (keyed by its content sha256) into a
 store beside the mixture, and every stage and rank reads the codes from there.
 
-Layout (local directory, written with the project's shard writer and atomic helpers)::
+Layout (a local directory beside a local mixture; a mixture on an object store gets no store
+and its stages encode at start), written with the project's shard writer and atomic helpers::
 
     <mixture>/../vq_codes/<tokenizer sha256[:16]>/
         chunk-<key>-00000.parquet        image_sha256, codes (flat int32), grid; written one
@@ -44,7 +45,7 @@ import torch
 
 from healthgpt.data.shards import ShardWriter, open_shard
 from healthgpt.model import GENERATION
-from healthgpt.storage import output_path, write_json
+from healthgpt.storage import is_local, output_path, write_json
 from healthgpt.train import distributed
 from healthgpt.train.data import RowIndex, shards_fingerprint, split_files
 from healthgpt.train.model_api import (
@@ -73,8 +74,10 @@ def store_dir(mixture_dir: str | Path, tokenizer_sha256: str) -> Path:
     mixture is swapped in whole when rebuilt)."""
     if not tokenizer_sha256:
         raise ValueError("the vq_codes store needs a tokenizer sha256")
-    mixture = Path(str(output_path(mixture_dir)))
-    return mixture.parent / STORE / tokenizer_sha256[:16]
+    location = output_path(mixture_dir)
+    if not is_local(location):
+        raise ValueError(f"{location}: the vq_codes store is kept beside a local mixture only")
+    return Path(str(location)).parent / STORE / tokenizer_sha256[:16]
 
 
 def subset_files(subset_dir: Path) -> list[Path]:
@@ -318,7 +321,7 @@ def load_codes(
 ) -> dict[str, torch.Tensor] | None:
     """Code grids by sample id of a subset's generation rows, or None when the store holds no
     complete entry for this subset version and tokenizer (the caller encodes instead)."""
-    if not tokenizer_sha256:
+    if not tokenizer_sha256 or not is_local(output_path(mixture_dir)):
         return None
     store = store_dir(mixture_dir, tokenizer_sha256)
     manifest_path = store / f"{subset_key(subset_dir)}.json"
