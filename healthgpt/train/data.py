@@ -57,11 +57,16 @@ def split_files(subset_dir: Path, split: str) -> list[Path]:
     return listed_shards(subset_dir, f"data/{split}-")
 
 
-def shards_fingerprint(files: Iterable[Path]) -> str:
-    """Identity of a list of shards from their names and sizes (no data read)."""
-    digest = hashlib.sha256()
+def hash_shards(digest: Any, files: Iterable[Path]) -> None:
+    """Feed a list of shards' identity, their names and sizes (no data read), to `digest`."""
     for path in files:
         digest.update(f"{Path(str(path)).name}:{output_path(path).stat().st_size}".encode())
+
+
+def shards_fingerprint(files: Iterable[Path]) -> str:
+    """Identity of a list of shards from their names and sizes."""
+    digest = hashlib.sha256()
+    hash_shards(digest, files)
     return digest.hexdigest()
 
 

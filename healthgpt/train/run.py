@@ -37,9 +37,9 @@ from healthgpt.train.data import (
     RowIndex,
     ShardStream,
     StreamSpec,
+    hash_shards,
     iter_rows,
     make_loader,
-    shards_fingerprint,
     split_files,
 )
 from healthgpt.train.lengths import LengthReport, screen
@@ -93,7 +93,7 @@ def subset_fingerprint(subset_dir: Path) -> str:
     manifest = subset_dir / "_manifest.json"
     if manifest.is_file():
         digest.update(manifest.read_bytes())
-    digest.update(shards_fingerprint(split_files(subset_dir, "train")).encode())
+    hash_shards(digest, split_files(subset_dir, "train"))
     return digest.hexdigest()
 
 
