@@ -1,11 +1,11 @@
 """Padding of stage-3 micro-batches: today's shuffle beside length-grouped batches.
 
 Padding fraction = padded positions / all positions of right-padded micro-batches over one
-epoch per family (families are separate streams, so a batch never mixes them). Two length
-mixes: the synthetic mixture's stage 3 (lengths from the training formatter's own `fit`, as
-a stage screens them), and a paper-like mix (comprehension 600-800 tokens; generation 600
-image + 1,024 code tokens plus a short prompt) with the m3 preset's micro-batch. Target: at
-most 10% with grouping.
+epoch per family (families are separate streams, so a batch never mixes them). A family
+whose plain shuffle pads at most `MIN_PADDING` keeps it. Two length mixes: the synthetic
+mixture's stage 3 (lengths from the training formatter's own `fit`, as a stage screens
+them), and a paper-like mix (comprehension 600-800 tokens; generation 600 image + 1,024 code
+tokens plus a short prompt) with the m3 preset's micro-batch. Target: at most 10%.
 
     python -m benchmarks.bench_padding    # one JSON line + benchmarks/results/padding.json
 """

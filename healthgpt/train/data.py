@@ -22,7 +22,9 @@ Why it is built this way:
   the tiny `task_family` column; peak memory does not grow with the image data.
 - Length-aware: given each row's token length, an epoch's order is cut into windows of
   `length_group` micro-batches, each window sorted by length and its micro-batches shuffled
-  (`length_grouped`), so a micro-batch holds samples of similar length and little padding.
+  (`length_grouped`), so a micro-batch holds samples of similar length and little padding;
+  only where the plain shuffle would pad more than `MIN_PADDING` of the positions, since
+  grouping also makes a batch's samples alike in whatever correlates with length.
   It is still a permutation of the same epoch (every sample once per epoch, near the same
   point of it), computed from (seed, epoch) alone: world-size independent and resumable.
 """
@@ -49,6 +51,9 @@ Collator = Callable[[list[dict[str, Any]]], dict[str, Any]]
 # Micro-batches sorted together by length: wide enough to find similar lengths, narrow enough
 # that a window stays a short stretch of the epoch (and of its row groups).
 LENGTH_GROUP = 64
+# Grouping makes a micro-batch's samples alike (in length, and in whatever goes with length),
+# so it is used only where the plain shuffle wastes more than this share of positions.
+MIN_PADDING = 0.05
 
 
 def split_files(subset_dir: Path, split: str) -> list[Path]:
@@ -243,6 +248,10 @@ class ShardStream(IterableDataset):
             self.lengths = np.asarray(lengths, dtype=np.int64)
             if self.lengths.shape != (len(index),):
                 raise ValueError(f"{self.lengths.shape} lengths for an index of {len(index)}")
+            plain = padding_fraction(self.lengths, self._cut(index.epoch_order(spec.seed, 0)))
+            if plain <= MIN_PADDING:
+                self.lengths = None  # little to gain: keep the plain shuffle
+        if self.lengths is not None:
             # A window reads the row groups it spans: keep them all cached while it is read.
             rows = [len(p) for _, _, p in index.row_groups()]
             window = spec.length_group * spec.micro_batch
@@ -252,6 +261,10 @@ class ShardStream(IterableDataset):
             raise ValueError(
                 f"{len(index)} rows give rank {spec.rank} of {spec.world} no micro-batch"
             )
+
+    def _cut(self, order: np.ndarray) -> list[np.ndarray]:
+        size = self.spec.micro_batch
+        return [order[i : i + size] for i in range(0, len(order), size)]
 
     def _order(self, epoch: int) -> np.ndarray:
         if not self.spec.shuffle:

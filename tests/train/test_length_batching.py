@@ -91,3 +91,14 @@ def test_progress_reports_the_padding_fraction():
     assert progress.padding_fraction("comprehension") == pytest.approx(0.1)
     assert progress.padding_fraction() == pytest.approx(0.05)
     assert Progress.from_json(progress.to_json()).positions == progress.positions
+
+
+def test_plain_shuffle_kept_where_it_pads_little():
+    n = 64
+    alike = np.where(np.arange(n) % 2, 100, 98)  # two lengths that go with two answers
+    assert _stream(n, alike).lengths is None
+    plain = _stream(n, None)
+    assert [_stream(n, alike).micro_batch_rows(j).tolist() for j in range(20)] == [
+        plain.micro_batch_rows(j).tolist() for j in range(20)
+    ]
+    assert _stream(n, _lengths(n)).lengths is not None
