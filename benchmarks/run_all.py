@@ -11,7 +11,7 @@ import time
 
 from benchmarks.timing import machine_load
 
-BENCHMARKS = ("ingest", "mixture", "hlora", "train")
+BENCHMARKS = ("ingest", "mixture", "hlora", "train", "vq_codes", "padding")
 
 
 def main(names: list[str]) -> None:

@@ -48,6 +48,14 @@ def pipes_metadata(metrics: dict[str, Any], png: bytes | None) -> dict[str, Any]
             "type": "int",
         },
         "precision": {"raw_value": metrics.get("precision", {}), "type": "json"},
+        # Share of padded batch positions (length-grouped batches) and the target images this
+        # stage ran through the VQ encoder (0 when the vq_codes asset is present).
+        "padding_fraction": {"raw_value": metrics.get("padding_fraction", 0.0), "type": "float"},
+        "padding_fraction_per_family": {
+            "raw_value": metrics.get("padding_fraction_per_family", {}),
+            "type": "json",
+        },
+        "images_encoded": {"raw_value": metrics.get("images_encoded", 0), "type": "int"},
         "final_loss": {"raw_value": {f: v["last"] for f, v in loss.items()}, "type": "json"},
         "loss": {"raw_value": loss, "type": "json"},
         "eval_loss_per_task": {"raw_value": metrics.get("eval_loss_per_task", {}), "type": "json"},

@@ -1,4 +1,5 @@
-"""Training group: the VQ tokenizer and the three HealthGPT stages, out of process via Pipes.
+"""Training group: the VQ tokenizer, the VQ codes of the generation targets, and the three
+HealthGPT stages, out of process via Pipes.
 
 Each stage asset launches `pipelines.train_entry` (`healthgpt.train.entry` plus Pipes) under
 torchrun with `PipesSubprocessClient`;
@@ -17,6 +18,7 @@ import dagster as dg
 
 from healthgpt.storage import output_path
 from healthgpt.train import vq_assets as vq
+from healthgpt.train import vq_codes
 from healthgpt.train.run import current_final
 from pipelines import production
 from pipelines.automation import training_automation_condition
@@ -138,6 +140,47 @@ def vq_tokenizer(
     )
 
 
+class VQCodesConfig(dg.Config):
+    """Where the mixture is ("" = <data>/mixture) and the device to encode on."""
+
+    mixture_dir: str = ""
+    device: str = ""  # "" = cuda when available, else cpu
+
+
+@dg.asset(
+    name="vq_codes",
+    group_name=GROUP,
+    owners=OWNERS,
+    automation_condition=training_automation_condition(),
+    kinds=KINDS,
+    deps=[*STAGE_SUBSETS.values(), "vq_tokenizer"],
+    pool=POOL,
+    description="VQ codes of every generation target image of the stage subsets, each distinct "
+    "image encoded once per tokenizer (content-keyed Parquet chunks beside the mixture, "
+    "resumable); the stages read them instead of encoding at start.",
+)
+def vq_codes_asset(
+    context: dg.AssetExecutionContext, config: VQCodesConfig, locations: DataLocations
+) -> dg.MaterializeResult:
+    report = vq_codes.compute(
+        _mixture_dir(locations, config.mixture_dir),
+        checkpoints_dir(locations, "vq_tokenizer"),
+        device=config.device or None,
+        log=context.log.info,
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(report.store),
+            "images": report.images,
+            "images_encoded": report.images_encoded,
+            "samples": report.samples,
+            "tokenizer_sha256": report.tokenizer_sha256,
+            "report": dg.MetadataValue.json(report.to_json()),
+        },
+        data_version=dg.DataVersion(report.data_version),
+    )
+
+
 def entry_args(
     stage: str,
     config: StageRunConfig,
@@ -185,7 +228,7 @@ def launch_training(
 
 
 def _stage_factory(stage: str, previous: str | None, description: str) -> dg.AssetsDefinition:
-    deps: list[Any] = [STAGE_SUBSETS[stage], "vq_tokenizer"]
+    deps: list[Any] = [STAGE_SUBSETS[stage], "vq_tokenizer", "vq_codes"]
     if previous:
         deps.append(f"train_{previous}")
 
@@ -232,4 +275,4 @@ train_stage3 = _stage_factory(
     "comprehension and generation instructions; embeddings and head frozen.",
 )
 
-training_assets = [vq_tokenizer, train_stage1, train_stage2, train_stage3]
+training_assets = [vq_tokenizer, vq_codes_asset, train_stage1, train_stage2, train_stage3]

@@ -20,13 +20,21 @@ Why it is built this way:
   happen in the workers, never in the training process.
 - Only the row index (file, row group, row) of the family's samples is built up front, from
   the tiny `task_family` column; peak memory does not grow with the image data.
+- Length-aware: given each row's token length, an epoch's order is cut into windows of
+  `length_group` micro-batches, each window sorted by length and its micro-batches shuffled
+  (`length_grouped`), so a micro-batch holds samples of similar length and little padding;
+  only where the plain shuffle would pad more than `MIN_PADDING` of the positions, since
+  grouping also makes a batch's samples alike in whatever correlates with length.
+  It is still a permutation of the same epoch (every sample once per epoch, near the same
+  point of it), computed from (seed, epoch) alone: world-size independent and resumable.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,15 +44,74 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from healthgpt.data.shards import listed_shards, open_shard, resolve_images
+from healthgpt.storage import output_path
 
 SampleEncoder = Callable[[dict[str, Any]], dict[str, Any]]
 Collator = Callable[[list[dict[str, Any]]], dict[str, Any]]
+# Micro-batches sorted together by length: wide enough to find similar lengths, narrow enough
+# that a window stays a short stretch of the epoch (and of its row groups).
+LENGTH_GROUP = 64
+# Grouping makes a micro-batch's samples alike (in length, and in whatever goes with length),
+# so it is used only where the plain shuffle wastes more than this share of positions.
+MIN_PADDING = 0.05
 
 
 def split_files(subset_dir: Path, split: str) -> list[Path]:
     """`<subset>/data/<split>-NNNNN.parquet` as the mixture's manifest lists them (local or on
     an object store); a subset directory without a mixture manifest is listed instead."""
     return listed_shards(subset_dir, f"data/{split}-")
+
+
+def hash_shards(digest: Any, files: Iterable[Path]) -> None:
+    """Feed a list of shards' identity, their names and sizes (no data read), to `digest`."""
+    for path in files:
+        digest.update(f"{Path(str(path)).name}:{output_path(path).stat().st_size}".encode())
+
+
+def shards_fingerprint(files: Iterable[Path]) -> str:
+    """Identity of a list of shards from their names and sizes."""
+    digest = hashlib.sha256()
+    hash_shards(digest, files)
+    return digest.hexdigest()
+
+
+def length_grouped(
+    order: np.ndarray,
+    lengths: np.ndarray,
+    micro_batch: int,
+    group: int,
+    rng: np.random.Generator,
+    offset: int = 0,
+) -> np.ndarray:
+    """One epoch's `order` (positions) reordered so each micro-batch holds similar lengths.
+
+    The first `offset` positions complete the micro-batch that straddles in from the previous
+    epoch and stay as they are; the rest is cut into windows of `group` micro-batches, each
+    sorted by length (ties keep the shuffled order) and its full micro-batches shuffled (a
+    short last one stays last, so later micro-batches stay aligned). A permutation of `order`.
+    """
+    offset = min(offset, len(order))
+    pieces = [order[:offset]]
+    window = group * micro_batch
+    for start in range(offset, len(order), window):
+        piece = order[start : start + window]
+        piece = piece[np.argsort(-lengths[piece], kind="stable")]
+        full = len(piece) // micro_batch
+        blocks = [piece[i * micro_batch : (i + 1) * micro_batch] for i in range(full)]
+        pieces.extend(blocks[k] for k in rng.permutation(full))
+        pieces.append(piece[full * micro_batch :])
+    return np.concatenate(pieces) if pieces else order
+
+
+def padding_fraction(lengths: np.ndarray, batches: Iterable[np.ndarray]) -> float:
+    """Share of the padded positions of right-padded `batches` (position arrays) that are
+    padding: 1 - tokens / (batch size x longest sample), summed over the batches."""
+    tokens = positions = 0
+    for batch in batches:
+        if len(batch):
+            tokens += int(lengths[batch].sum())
+            positions += len(batch) * int(lengths[batch].max())
+    return 1.0 - tokens / positions if positions else 0.0
 
 
 @dataclass(frozen=True)
@@ -137,6 +204,7 @@ class StreamSpec:
     world: int = 1
     shuffle: bool = True
     repeat: bool = True  # cycle epochs forever (training) or stop after one (evaluation)
+    length_group: int = 0  # micro-batches sorted together by length (0: plain shuffle)
 
 
 def batches_per_rank(n_rows: int, spec: StreamSpec) -> int:
@@ -153,7 +221,10 @@ def global_micro_batch(j: int, rank: int, world: int) -> int:
 
 
 class ShardStream(IterableDataset):
-    """Padded micro-batches of one family, from micro-batch `start` of this rank onwards."""
+    """Padded micro-batches of one family, from micro-batch `start` of this rank onwards.
+
+    `lengths` (token length per index position) turns on length grouping when
+    `spec.length_group` is set."""
 
     def __init__(
         self,
@@ -164,24 +235,48 @@ class ShardStream(IterableDataset):
         columns: list[str] | None = None,
         start: int = 0,
         cache_row_groups: int = 2,
+        lengths: np.ndarray | None = None,
     ) -> None:
         super().__init__()
         self.index, self.spec, self.encode, self.collate = index, spec, encode, collate
         self.columns = columns
         self.start = start
-        self.cache_row_groups = cache_row_groups
         self.per_rank = batches_per_rank(len(index), spec)
         if not len(index):
             raise ValueError("no rows to stream")
+        self.lengths = None
+        if lengths is not None and spec.length_group and spec.shuffle:
+            self.lengths = np.asarray(lengths, dtype=np.int64)
+            if self.lengths.shape != (len(index),):
+                raise ValueError(f"{self.lengths.shape} lengths for an index of {len(index)}")
+            plain = padding_fraction(self.lengths, self._cut(index.epoch_order(spec.seed, 0)))
+            if plain <= MIN_PADDING:
+                self.lengths = None  # little to gain: keep the plain shuffle
+        if self.lengths is not None:
+            # A window reads the row groups it spans: keep them all cached while it is read.
+            rows = [len(p) for _, _, p in index.row_groups()]
+            window = spec.length_group * spec.micro_batch
+            cache_row_groups = max(cache_row_groups, -(-window // int(np.median(rows))) + 2)
+        self.cache_row_groups = cache_row_groups
         if not spec.repeat and self.per_rank == 0:
             raise ValueError(
                 f"{len(index)} rows give rank {spec.rank} of {spec.world} no micro-batch"
             )
 
+    def _cut(self, order: np.ndarray) -> list[np.ndarray]:
+        size = self.spec.micro_batch
+        return [order[i : i + size] for i in range(0, len(order), size)]
+
     def _order(self, epoch: int) -> np.ndarray:
         if not self.spec.shuffle:
             return np.arange(len(self.index))
-        return self.index.epoch_order(self.spec.seed, epoch)
+        order = self.index.epoch_order(self.spec.seed, epoch)
+        if self.lengths is None:
+            return order
+        size = self.spec.micro_batch
+        rng = np.random.default_rng([self.spec.seed, epoch, 1])
+        offset = (-epoch * len(self.index)) % size  # completes the straddling micro-batch
+        return length_grouped(order, self.lengths, size, self.spec.length_group, rng, offset)
 
     def micro_batch_rows(self, j: int, orders: dict[int, np.ndarray] | None = None) -> np.ndarray:
         """Index positions of this rank's j-th micro-batch (j counts across epochs)."""

@@ -116,9 +116,13 @@ def screen(
     rank: int = 0,
     world: int = 1,
     combine: Callable[[np.ndarray], np.ndarray] = lambda table: table,
-) -> tuple[np.ndarray, LengthReport]:
-    """Fit every row of `index`; return the mask of trainable rows and the family's report.
+) -> tuple[np.ndarray, LengthReport, np.ndarray]:
+    """Fit every row of `index`; return the mask of trainable rows, the family's report and
+    the kept rows' trained lengths (capped at `max_length`: a conversation cut at a turn
+    boundary fits), in the order of `index.select(mask)`, for length-grouped batches.
 
     With several ranks each fits its share of row groups and `combine` sums the tables (an
     all-reduce), so the formatting pass costs each rank 1/world of the rows."""
-    return summarize(combine(measure(index, fit_row, rank, world)), max_length)
+    table = combine(measure(index, fit_row, rank, world))
+    keep, report = summarize(table, max_length)
+    return keep, report, np.minimum(table[1][keep], max_length)

@@ -54,6 +54,8 @@ class Progress:
     answer_tokens: int = 0
     samples: int = 0
     train_seconds: float = 0.0
+    # Per family: [tokens, padded positions] of the batches trained on (padding_fraction).
+    positions: dict[str, list[int]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -64,7 +66,14 @@ class Progress:
             "answer_tokens": self.answer_tokens,
             "samples": self.samples,
             "train_seconds": self.train_seconds,
+            "positions": self.positions,
         }
+
+    def padding_fraction(self, family: str | None = None) -> float:
+        """Share of the batches' positions that were padding (one family's, or all)."""
+        counts = [self.positions[family]] if family else list(self.positions.values())
+        tokens, positions = sum(c[0] for c in counts), sum(c[1] for c in counts)
+        return round(1.0 - tokens / positions, 5) if positions else 0.0
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Progress:
@@ -91,12 +100,14 @@ def dropout_seed(seed: int, family: str, micro_batch: int) -> int:
 
 @dataclass(frozen=True)
 class StepStats:
-    """One optimizer step over all ranks: mean loss per answer token, and the counts."""
+    """One optimizer step over all ranks: mean loss per answer token, and the counts
+    (`positions`: padded batch positions, tokens plus padding)."""
 
     loss: float
     answer_tokens: int
     tokens: int
     samples: int
+    positions: int = 0
 
 
 def accumulate(
@@ -113,7 +124,7 @@ def accumulate(
     time. `seeds`: one RNG seed per micro-batch, set before its forward (dropout)."""
     (total,) = sum_across([sum(answer_tokens(b) for b in micro_batches)], d)
     norm = max(total, 1) / d.world  # DDP averages over ranks: each rank's share of the sum
-    loss_sum, tokens, samples = 0.0, 0, 0
+    loss_sum, tokens, samples, positions = 0.0, 0, 0, 0
     last = len(micro_batches) - 1
     for i, batch in enumerate(micro_batches):
         batch = bundle.prepare(batch, d.device)
@@ -126,8 +137,11 @@ def accumulate(
         loss_sum += out.loss_sum
         tokens += int(batch["attention_mask"].sum())
         samples += int(batch["attention_mask"].shape[0])
-    loss_sum, tokens, samples = sum_across([loss_sum, tokens, samples], d)
-    return StepStats(loss_sum / max(total, 1), int(total), int(tokens), int(samples))
+        positions += int(batch["attention_mask"].numel())
+    loss_sum, tokens, samples, positions = sum_across([loss_sum, tokens, samples, positions], d)
+    return StepStats(
+        loss_sum / max(total, 1), int(total), int(tokens), int(samples), int(positions)
+    )
 
 
 def family_steps(order: Sequence[str]) -> list[int]:
@@ -192,6 +206,9 @@ def fit(
         progress.tokens += stats.tokens
         progress.answer_tokens += stats.answer_tokens
         progress.samples += stats.samples
+        counts = progress.positions.setdefault(family, [0, 0])
+        counts[0] += stats.tokens
+        counts[1] += stats.positions
         progress.train_seconds += time.perf_counter() - step_start
         progress.history.append(
             {

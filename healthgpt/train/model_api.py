@@ -5,9 +5,11 @@ The model is `healthgpt.model`'s `HealthGPT` (built by `load_model` from a named
 Everything else in `healthgpt.train` talks to a `ModelBundle` and never to model internals.
 
 Generation samples carry `<target_image>` in their answer; the answer the model learns is the
-VQ code text of the target image (`<start_index><idx_..>...<end_index>`). Those codes are
-computed once per stage, in the training process, before the loaders start (`target_codes`),
-so DataLoader workers only look them up by sample id and never run the VQ encoder.
+VQ code text of the target image (`<start_index><idx_..>...<end_index>`). The codes come from
+the `vq_codes` store (`healthgpt.train.vq_codes`, computed once per mixture and tokenizer) or,
+when it is absent, are encoded in the training process before the loaders start
+(`add_target_codes`); either way DataLoader workers only look them up by sample id and never
+run the VQ encoder.
 """
 
 from __future__ import annotations
@@ -40,10 +42,13 @@ from healthgpt.model.healthgpt import HealthGPTOutput
 from healthgpt.model.hlora import plugin_parameters
 from healthgpt.model.prompt import ANSWER_CUT, ConversationFormatter, Fit, SampleDropped
 from healthgpt.model.vision import ClipImageProcessor
+from healthgpt.model.vq import VQTokenizer, build_vq_tokenizer
 from healthgpt.train import config as C
 
 # Columns the workers read: everything else (lineage, subject) stays on disk.
 COLUMNS = ["id", "task", "task_family", "conversations", "image", "answer_type", "meta"]
+# Columns a generation sample's target image is read from (see `target_image_bytes`).
+TARGET_COLUMNS = ["id", "task_family", "target_image"]
 TARGET_PLACEHOLDER = TARGET_IMAGE_TOKEN
 IMAGE_PLACEHOLDER = IMAGE_TOKEN
 VQ_FILE = "vq.safetensors"
@@ -54,6 +59,28 @@ TARGET_IMAGE_CUT = "target_image_cut"
 
 def _bytes(value: dict[str, Any] | None) -> bytes | None:
     return (value or {}).get("bytes")
+
+
+def target_image_bytes(row: dict[str, Any]) -> bytes:
+    """The encoded target image of a generation row (read with `TARGET_COLUMNS`): the one
+    place that knows how the mixture stores it."""
+    data = _bytes(row.get("target_image"))
+    if data is None:
+        raise ValueError(f"generation sample {row.get('id')} has no target image")
+    return data
+
+
+@torch.no_grad()
+def encode_images(vq: VQTokenizer, images: list[bytes]) -> torch.Tensor:
+    """VQ codes [N, h, w] (on the CPU) of encoded images, as the generation targets use them."""
+    pixels = images_to_tensor([decode_rgb(data) for data in images], vq.config.resolution)
+    device = next(vq.parameters()).device
+    return vq.encode(pixels.to(device)).cpu()
+
+
+def image_sha256(data: bytes) -> str:
+    """The content key of an image in the `vq_codes` store."""
+    return hashlib.sha256(data).hexdigest()
 
 
 class SampleEncoder:
@@ -134,6 +161,7 @@ class ModelBundle:
         self.vq_info = vq_info or {}
         self.columns = list(COLUMNS)
         self.target_codes: dict[str, str] = {}
+        self.images_encoded = 0  # target images this process ran through the VQ encoder
 
     @property
     def preset(self) -> str:
@@ -199,38 +227,50 @@ class ModelBundle:
     def collator(self) -> Collator:
         return Collator(self.model.tokenizer.pad_token_id, self.model.vision.image_size)
 
+    def set_target_codes(self, codes: dict[str, torch.Tensor]) -> None:
+        """Take precomputed code grids by sample id (the `vq_codes` store) as code text."""
+        newlines = self.model.config.image_newlines
+        for sample_id, grid in codes.items():
+            self.target_codes[sample_id] = codes_to_text(grid, newlines=newlines)
+
     @torch.no_grad()
     def add_target_codes(self, rows: Iterable[dict[str, Any]], batch_size: int = 32) -> int:
         """VQ code text of the generation rows' target images, by sample id; returns how many
-        were computed (rows already known are skipped)."""
-        pending: list[tuple[str, bytes]] = []
-        added = 0
+        images were encoded (rows already known are skipped, an image shared by several rows
+        is encoded once). Counted in `images_encoded`."""
+        pending: dict[str, list[str]] = {}  # image sha256 -> sample ids
+        datas: dict[str, bytes] = {}
+        done: dict[str, str] = {}  # image sha256 -> code text, for images seen again
+        encoded = 0
 
         def flush() -> None:
-            nonlocal added
-            images = [decode_rgb(data) for _, data in pending]
-            pixels = images_to_tensor(images, self.model.vq.config.resolution)
-            device = next(self.model.vq.parameters()).device
-            codes = self.model.vq.encode(pixels.to(device)).cpu()
-            for (sample_id, _), grid in zip(pending, codes, strict=True):
-                self.target_codes[sample_id] = codes_to_text(
-                    grid, newlines=self.model.config.image_newlines
-                )
-            added += len(pending)
+            nonlocal encoded
+            keys = list(pending)
+            codes = encode_images(self.model.vq, [datas[k] for k in keys])
+            for key, grid in zip(keys, codes, strict=True):
+                done[key] = codes_to_text(grid, newlines=self.model.config.image_newlines)
+                for sample_id in pending[key]:
+                    self.target_codes[sample_id] = done[key]
+            encoded += len(keys)
             pending.clear()
+            datas.clear()
 
         for row in rows:
             if row.get("task_family") != GENERATION or row["id"] in self.target_codes:
                 continue
-            data = _bytes(row.get("target_image"))
-            if data is None:
-                raise ValueError(f"generation sample {row['id']} has no target image")
-            pending.append((row["id"], data))
+            data = target_image_bytes(row)
+            key = image_sha256(data)
+            if key in done:
+                self.target_codes[row["id"]] = done[key]
+                continue
+            datas[key] = data
+            pending.setdefault(key, []).append(row["id"])
             if len(pending) >= batch_size:
                 flush()
         if pending:
             flush()
-        return added
+        self.images_encoded += encoded
+        return encoded
 
     def prepare(self, batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
         """Move a batch's tensors to `device`."""
@@ -295,6 +335,17 @@ def model_config(model_preset: str, max_length: int, dropout: float, vq_dir: Pat
     elif info:
         raise ValueError(f"{vq_dir}: unknown VQ kind {info.get('kind')!r}")
     return config, info
+
+
+def load_vq_tokenizer(vq_dir: Path) -> tuple[VQTokenizer, str]:
+    """The VQ tokenizer a `vq_tokenizer` directory records (sha256 verified) and that sha256,
+    without the language model: what the `vq_codes` asset encodes with."""
+    info = read_vq_info(vq_dir)
+    if not info:
+        raise FileNotFoundError(f"{vq_dir} has no {VQ_INFO}: materialize vq_tokenizer first")
+    config, _ = model_config("tiny", 1, 0.0, vq_dir)  # the file's own VQ config wins
+    vq, _ = build_vq_tokenizer(config.vq)
+    return vq.eval().requires_grad_(False), info["sha256"]
 
 
 def build_bundle(

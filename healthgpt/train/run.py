@@ -33,24 +33,26 @@ from healthgpt.train import distributed
 from healthgpt.train import state as ckpt
 from healthgpt.train.config import StageConfig, stage_config
 from healthgpt.train.data import (
+    LENGTH_GROUP,
     RowIndex,
     ShardStream,
     StreamSpec,
+    hash_shards,
     iter_rows,
     make_loader,
     split_files,
 )
 from healthgpt.train.lengths import LengthReport, screen
 from healthgpt.train.loop import Progress, fit, peak_memory_bytes
-from healthgpt.train.model_api import ModelBundle, build_bundle
+from healthgpt.train.model_api import TARGET_COLUMNS, ModelBundle, build_bundle
 from healthgpt.train.model_card import write_model_card
 from healthgpt.train.report import loss_curve_png, loss_summary
 from healthgpt.train.schedule import accumulation, family_order, steps_per_family
 from healthgpt.train.stages import build_optimizer, freeze_for_stage
 from healthgpt.train.validation import validate
 from healthgpt.train.vq_assets import vq_hash
+from healthgpt.train.vq_codes import load_codes
 
-TARGET_COLUMNS = ["id", "task_family", "target_image"]
 FINAL = "final"
 CURRENT = "CURRENT.json"
 MODEL_FILE = "model.safetensors"
@@ -58,7 +60,8 @@ MODEL_FILE = "model.safetensors"
 # data stream or the dropout seeding changes, so no run resumes into another recipe.
 # 2: loss over the global batch's answer tokens, endless-epoch stream, per-micro-batch dropout
 # seeds, per-family warmup, samples that do not fit max_length dropped before training.
-RECIPE = "2"
+# 3: length-grouped micro-batches (`data.length_grouped`).
+RECIPE = "3"
 
 
 @dataclass
@@ -91,8 +94,7 @@ def subset_fingerprint(subset_dir: Path) -> str:
     manifest = subset_dir / "_manifest.json"
     if manifest.is_file():
         digest.update(manifest.read_bytes())
-    for path in split_files(subset_dir, "train"):
-        digest.update(f"{path.name}:{path.stat().st_size}".encode())
+    hash_shards(digest, split_files(subset_dir, "train"))
     return digest.hexdigest()
 
 
@@ -152,11 +154,11 @@ def _main(spec: RunSpec, reporter: Reporter, d: distributed.Dist) -> dict[str, A
     train_files = split_files(subset_dir, "train")
     indexes = {family: RowIndex.build(train_files, family) for family in config.families}
     if len(indexes.get(GENERATION, ())):  # the generation targets' VQ codes, before the loaders
-        added = bundle.add_target_codes(iter_rows(train_files, TARGET_COLUMNS, GENERATION))
-        log(f"{spec.stage}: VQ codes of {added} generation targets computed")
+        _target_codes(spec, subset_dir, bundle, train_files, log)
     lengths: dict[str, LengthReport] = {}
+    token_lengths: dict[str, Any] = {}
     for family, index in list(indexes.items()):
-        keep, lengths[family] = screen(
+        keep, lengths[family], token_lengths[family] = screen(
             index,
             bundle.encoder().fit,
             config.max_length,
@@ -197,11 +199,18 @@ def _main(spec: RunSpec, reporter: Reporter, d: distributed.Dist) -> dict[str, A
             make_loader(
                 ShardStream(
                     indexes[family],
-                    StreamSpec(config.micro_batch, config.seed, d.rank, d.world),
+                    StreamSpec(
+                        config.micro_batch,
+                        config.seed,
+                        d.rank,
+                        d.world,
+                        length_group=LENGTH_GROUP,
+                    ),
                     bundle.encoder(),
                     bundle.collator(),
                     columns=bundle.columns,
                     start=progress.consumed.get(family, 0),
+                    lengths=token_lengths[family],
                 ),
                 config.num_workers,
                 pin_memory=d.device.type == "cuda",
@@ -249,11 +258,40 @@ def _main(spec: RunSpec, reporter: Reporter, d: distributed.Dist) -> dict[str, A
     wall = time.perf_counter() - started
     metrics: dict[str, Any] = {}
     if d.is_main:
-        data = {"lengths": {f: r.to_json() for f, r in lengths.items()}, "precision": precision}
+        data = {
+            "lengths": {f: r.to_json() for f, r in lengths.items()},
+            "precision": precision,
+            "padding_fraction": progress.padding_fraction(),
+            "padding_fraction_per_family": {
+                family: progress.padding_fraction(family) for family in progress.positions
+            },
+        }
         metrics = _finish(spec, config, bundle, progress, run_key, inputs, final_dir, d, wall, data)
         reporter.final(metrics)
     distributed.barrier(d)
     return metrics
+
+
+def _target_codes(
+    spec: RunSpec,
+    subset_dir: Path,
+    bundle: ModelBundle,
+    train_files: list[Path],
+    log: Callable[[str], None],
+) -> None:
+    """The generation targets' code text: read from the `vq_codes` store when it holds this
+    subset and tokenizer (no image encoded), else encoded here (a standalone run)."""
+    codes = load_codes(Path(str(spec.mixture_dir)), subset_dir, vq_hash(spec.vq_dir))
+    if codes is not None:
+        bundle.set_target_codes(codes)
+        log(f"{spec.stage}: VQ codes of {len(codes)} generation samples read from vq_codes")
+        return
+    log(
+        f"{spec.stage}: no vq_codes for this subset and tokenizer (materialize the vq_codes "
+        "asset to compute them once); encoding the generation targets now"
+    )
+    added = bundle.add_target_codes(iter_rows(train_files, TARGET_COLUMNS, GENERATION))
+    log(f"{spec.stage}: {added} generation target images encoded")
 
 
 def _build_model(
@@ -356,6 +394,7 @@ def _finish(
         "world_size": d.world,
         "device": str(d.device),
         "loss": loss_summary(progress.history),
+        "images_encoded": bundle.images_encoded,
         "config": config.to_dict(),
         **data,
         **evaluation,

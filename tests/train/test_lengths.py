@@ -54,7 +54,7 @@ def edge_mixture(tmp_path_factory):
 def test_screen_counts_every_drop_and_cut(edge_mixture):
     bundle = build_bundle("tiny", 120, 0.0, 0, None)
     index = RowIndex.build(split_files(edge_mixture / "stage3", "train"), COMP)
-    keep, report = screen(index, bundle.encoder().fit, 120)
+    keep, report, _ = screen(index, bundle.encoder().fit, 120)
     assert keep.tolist() == [kind in ("ok", "multi_turn") for kind in KINDS]
     assert report.rows == 10 and report.kept == 8
     assert report.dropped == {"answer_cut": 1, "no_answer": 1}
@@ -83,7 +83,7 @@ def test_cut_generation_targets_are_counted_as_such(mixture_dir, vq_dir):
     files = split_files(mixture_dir / "stage1", "train")
     bundle.add_target_codes(iter_rows(files, TARGET_COLUMNS, GENERATION))
     index = RowIndex.build(files, GENERATION)
-    keep, report = screen(index, bundle.encoder().fit, 120)
+    keep, report, _ = screen(index, bundle.encoder().fit, 120)
     assert not keep.any() and report.dropped == {TARGET_IMAGE_CUT: 32}
     assert report.over_max_length == 1.0 and report.p50 == report.max > 120
     row = next(iter_rows(files, bundle.columns + ["target_image"], GENERATION))
@@ -115,7 +115,7 @@ def test_ranks_share_the_screening(mixture_dir):
     index = RowIndex.build(split_files(mixture_dir / "stage1", "train"), COMP)
     assert len(list(index.row_groups())) >= 2
     fit = bundle.encoder().fit
-    keep, report = screen(index, fit, 512)
+    keep, report, _ = screen(index, fit, 512)
     parts = [measure(index, fit, rank, 3) for rank in range(3)]
     assert all((part[0] == 1).sum() < len(index) for part in parts)
     split_keep, split_report = summarize(sum(parts), 512)

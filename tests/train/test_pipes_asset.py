@@ -45,6 +45,8 @@ def test_materialize_stage1_reports_metrics_through_pipes(tmp_path: Path, mixtur
     assert metadata["peak_memory_mb"].value > 0
     assert metadata["answer_tokens_per_second"].value > 0
     assert metadata["dropped_samples"].value == 0
+    assert 0.0 <= metadata["padding_fraction"].value < 1.0
+    assert metadata["images_encoded"].value > 0  # no vq_codes here: encoded at stage start
     assert set(metadata["lengths"].value) == {"comprehension", "generation"}
     assert metadata["precision"].value["precision"] == "fp32"
     assert set(metadata["final_loss"].value) == {"comprehension", "generation"}
@@ -73,7 +75,7 @@ def test_training_assets_form_one_lineage_in_pool_gpu():
     )
     dg.Definitions.validate_loadable(defs)
     graph = defs.resolve_asset_graph()
-    for name in ("vq_tokenizer", "train_stage1", "train_stage2", "train_stage3"):
+    for name in ("vq_tokenizer", "vq_codes", "train_stage1", "train_stage2", "train_stage3"):
         node = graph.get(dg.AssetKey(name))
         assert node.group_name == "training" and "pytorch" in node.kinds
         assert node.owners == ["team:training"] and node.description
@@ -82,8 +84,15 @@ def test_training_assets_form_one_lineage_in_pool_gpu():
         for name in ("train_stage1", "train_stage2", "train_stage3")
     }
     assert parents == {
-        "train_stage1": {"mixture/stage1", "vq_tokenizer"},
-        "train_stage2": {"mixture/stage2", "vq_tokenizer", "train_stage1"},
-        "train_stage3": {"mixture/stage3", "vq_tokenizer", "train_stage2"},
+        "train_stage1": {"mixture/stage1", "vq_tokenizer", "vq_codes"},
+        "train_stage2": {"mixture/stage2", "vq_tokenizer", "vq_codes", "train_stage1"},
+        "train_stage3": {"mixture/stage3", "vq_tokenizer", "vq_codes", "train_stage2"},
+    }
+    vq_codes_parents = {k.to_user_string() for k in graph.get(dg.AssetKey("vq_codes")).parent_keys}
+    assert vq_codes_parents == {
+        "mixture/stage1",
+        "mixture/stage2",
+        "mixture/stage3",
+        "vq_tokenizer",
     }
     assert all(asset.op.pool == "gpu" for asset in training_assets[1:])
