@@ -1,0 +1,55 @@
+"""Regression tests for the LLaVA-style readers against hostile rows: bad paths in chunked
+runs, rows the trainer cannot format, and ids or file names that carry PHI."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from healthgpt.data.errors import BadInput
+from healthgpt.data.limits import confine
+from tests.data.outputs import quarantine, records, run
+
+SALT = "s" * 32
+TURNS = [{"from": "human", "value": "<image>\nWhat is shown?"}, {"from": "gpt", "value": "A lung."}]
+
+
+def llava_root(root: Path, rows: list[dict]) -> Path:
+    """A `llava_json` source: one listing and one small image `a.jpg`."""
+    root.mkdir(parents=True, exist_ok=True)
+    Image.new("L", (8, 8), 128).save(root / "a.jpg")
+    (root / "data.json").write_text(json.dumps(rows))
+    return root
+
+
+@pytest.mark.parametrize(
+    "name, reason",
+    [("loop1.jpg", "symlink loop"), ("a\0.jpg", "NUL byte"), ("x" * 5000 + ".jpg", "too long")],
+)
+def test_confine_turns_unusable_paths_into_bad_input(tmp_path, name, reason):
+    os.symlink(tmp_path / "loop2.jpg", tmp_path / "loop1.jpg")
+    os.symlink(tmp_path / "loop1.jpg", tmp_path / "loop2.jpg")
+    with pytest.raises(BadInput, match=reason):
+        confine(tmp_path, name)
+
+
+@pytest.mark.parametrize("chunk", [None, (0, 1)])
+def test_one_unusable_image_path_is_quarantined_in_a_chunked_run(tmp_path, chunk):
+    root = tmp_path / "root"
+    rows = [
+        {"id": str(i), "image": image, "conversations": TURNS}
+        for i, image in enumerate(["a.jpg", "loop1.jpg", "a\0.jpg", "x" * 5000 + ".jpg"])
+    ]
+    llava_root(root, rows)
+    os.symlink(root / "loop2.jpg", root / "loop1.jpg")
+    os.symlink(root / "loop1.jpg", root / "loop2.jpg")
+    summary = run("llava_json", root, tmp_path / "out", deid_salt=SALT, chunk=chunk)
+    assert (summary.items, summary.quarantined) == (4, 3)
+    assert len(records(tmp_path / "out")) == 1
+    assert all(
+        q["reason"].startswith("path cannot be resolved") for q in quarantine(tmp_path / "out")
+    )
