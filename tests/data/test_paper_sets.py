@@ -172,7 +172,7 @@ def test_alignment_origin_rule_and_absolute_image_prefix_are_options(tmp_path):
     (root / "train_data.json").write_text(json.dumps(rows))
     extra = {
         "image_prefix": "/mnt/authors/data/",
-        "origin_patterns": {"llava_558k": "^L-", "pubmedvision": "^P-"},
+        "origin_patterns": {"llava_558k": "L-*", "pubmedvision": "P-*"},
     }
     summary = ingest_run("vl_health_alignment", root, tmp_path / "out", extra=extra)
     assert (summary.records, summary.quarantined) == (2, 1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,9 @@ from PIL import Image
 
 from healthgpt.data.errors import BadInput
 from healthgpt.data.limits import confine
+from healthgpt.data.options import ReaderOptions
+from healthgpt.data.sources import LayoutError
+from healthgpt.data.sources.llava_json import LlavaJsonReader
 from tests.data.outputs import quarantine, records, run
 
 SALT = "s" * 32
@@ -53,3 +57,31 @@ def test_one_unusable_image_path_is_quarantined_in_a_chunked_run(tmp_path, chunk
     assert all(
         q["reason"].startswith("path cannot be resolved") for q in quarantine(tmp_path / "out")
     )
+
+
+def test_an_absolute_files_glob_is_a_layout_error(tmp_path):
+    root = llava_root(tmp_path / "root", [])
+    reader = LlavaJsonReader(root, ReaderOptions(deid_salt=SALT, extra={"files": "/etc/*.json"}))
+    with pytest.raises(LayoutError, match="relative to the source root"):
+        reader.validate_layout()
+
+
+def test_origin_patterns_are_globs_that_cannot_backtrack_and_long_ids_are_refused(tmp_path):
+    rows = [
+        {"id": "a" * 200 + "!", "image": "a.jpg", "conversations": TURNS},
+        {"id": "b" * 300, "image": "a.jpg", "conversations": TURNS},
+    ]
+    root = llava_root(tmp_path / "root", rows)
+    patterns = {"llava_558k": "*a*a*a*a*a*a*a*a*a*a*a*a*b", "pubmedvision": "a*!"}
+    started = time.monotonic()
+    run(
+        "vl_health_alignment",
+        root,
+        tmp_path / "out",
+        deid_salt=SALT,
+        extra={"origin_patterns": patterns},
+    )
+    assert time.monotonic() - started < 30
+    assert [q["reason"] for q in quarantine(tmp_path / "out")] == [
+        "row id longer than 256 characters"
+    ]

@@ -30,14 +30,16 @@ ids here would make memory grow with the 1.3M-sample files).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
 
 from healthgpt.data.decode.deid import scrub_text
 from healthgpt.data.decode.imaging import image_file_to_png
 from healthgpt.data.json_rows import JsonRowError, iter_json_rows
+from healthgpt.data.options import ReaderOptions
 from healthgpt.data.schema import new_record
-from healthgpt.data.sources.base import BadInput, Outcome, SourceReader, meta_json
+from healthgpt.data.sources.base import BadInput, LayoutError, Outcome, SourceReader, meta_json
+from healthgpt.data.tasks import IMAGE_TOKEN, SPEAKER_ROLES
 from healthgpt.data.vocab import modality_from_text, normalize_body_part, normalize_split
 
 
@@ -54,12 +56,23 @@ class LlavaJsonReader(SourceReader):
     # Run every turn through `deid.scrub_text` (line by line, so `<image>` placement and
     # line breaks stay as they were).
     scrub_turns: ClassVar[bool] = False
+    extra_keys = frozenset({"files", "image_root", "image_prefix"})
+
+    @classmethod
+    def check_options(cls, options: ReaderOptions) -> None:
+        super().check_options(options)
+        listing_globs(options.extra.get("files"))
+        for key in ("image_root", "image_prefix"):
+            value = options.extra.get(key)
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"extra {key} must be a string, got {value!r}")
 
     def json_files(self) -> list[Path]:
-        globs = self.options.extra.get("files") or self.listing_globs
-        if isinstance(globs, str):
-            globs = [globs]
-        found = {p for pattern in globs for p in self.root.glob(str(pattern)) if p.is_file()}
+        try:
+            globs = listing_globs(self.options.extra.get("files")) or self.listing_globs
+        except ValueError as exc:
+            raise LayoutError(self._layout_message(str(exc))) from None
+        found = {p for pattern in globs for p in self.root.glob(pattern) if p.is_file()}
         return sorted(p for p in found if p.suffix in (".json", ".jsonl"))
 
     def image_roots(self) -> list[Path]:
@@ -70,7 +83,7 @@ class LlavaJsonReader(SourceReader):
 
     def layout_problem(self) -> str | None:
         if not self.json_files():
-            globs = self.options.extra.get("files") or self.listing_globs
+            globs = listing_globs(self.options.extra.get("files")) or self.listing_globs
             return f"no listing file matching {', '.join(map(str, globs))} under the root"
         configured = self.options.extra.get("image_root")
         if configured:
@@ -144,6 +157,7 @@ class LlavaJsonReader(SourceReader):
         images = image_list(sample)
         if not images:
             raise BadInput("sample names no image")
+        check_placeholders(conversations, len(images))
         path = self._resolve(images[0], roots)
         return [
             new_record(
@@ -195,6 +209,21 @@ class LlavaJsonReader(SourceReader):
         raise BadInput(f"image file missing: {relative}")
 
 
+def listing_globs(files: Any) -> tuple[str, ...]:
+    """`options.extra["files"]` (a glob or a list of globs) checked: each relative to the
+    source root, without `..`; () when not set. Raises ValueError naming the bad one."""
+    if files in (None, "", []):
+        return ()
+    globs = [files] if isinstance(files, str) else files
+    if not isinstance(globs, list) or not all(isinstance(g, str) and g for g in globs):
+        raise ValueError(f"extra files must be a glob or a list of globs, got {files!r}")
+    for pattern in globs:
+        parts = PurePosixPath(pattern).parts
+        if PurePosixPath(pattern).is_absolute() or ".." in parts:
+            raise ValueError(f"extra files glob {pattern!r} must be relative to the source root")
+    return tuple(globs)
+
+
 def image_list(sample: dict[str, Any]) -> list[str]:
     """The image paths a row names (`image` as a path or a list), stripped; [] when the
     field is missing, and an error when it holds anything but non-empty strings."""
@@ -225,7 +254,8 @@ def scrub_lines(text: str) -> str:
 
 
 def _conversations(turns: Any) -> list[dict[str, str]]:
-    """Turns verbatim, checked for shape: a non-empty list of {from: str, value: str}."""
+    """Turns verbatim, checked for shape: a non-empty list of {from: str, value: str}, each
+    `from` a speaker the trainer knows (`tasks.SPEAKER_ROLES`)."""
     if not isinstance(turns, list) or not turns:
         raise BadInput("sample has no conversations")
     out = []
@@ -236,8 +266,34 @@ def _conversations(turns: Any) -> list[dict[str, str]]:
             and isinstance(turn.get("value"), str)
         ):
             raise BadInput("conversation turn is not {from: str, value: str}")
+        if turn["from"] not in SPEAKER_ROLES:
+            raise BadInput(
+                f"unknown speaker {turn['from'][:20]!r} (known: {', '.join(SPEAKER_ROLES)})"
+            )
         out.append({"from": turn["from"], "value": turn["value"]})
     return out
+
+
+def check_placeholders(turns: list[dict[str, str]], n_images: int, answer_images: int = 0) -> None:
+    """Refuse turns the trainer cannot format: the user turns must hold one `<image>` per
+    image the row names, and assistant turns at most `answer_images` (a generation row's
+    answer is its output image; a comprehension answer holds none)."""
+    asked = sum(t["value"].count(IMAGE_TOKEN) for t in turns if _role(t) == "user")
+    answered = sum(t["value"].count(IMAGE_TOKEN) for t in turns if _role(t) == "assistant")
+    if answered > answer_images:
+        raise BadInput(
+            f"{IMAGE_TOKEN} in an assistant turn"
+            if answer_images == 0
+            else f"{answered} {IMAGE_TOKEN} placeholders in the answer, at most {answer_images}"
+        )
+    if asked != n_images:
+        raise BadInput(
+            f"{asked} {IMAGE_TOKEN} placeholders in the question for {n_images} image(s)"
+        )
+
+
+def _role(turn: dict[str, str]) -> str:
+    return SPEAKER_ROLES[turn["from"]]
 
 
 def _rel_path(sample: Any) -> str | None:

@@ -40,11 +40,12 @@ from healthgpt.data.schema import TASK_FAMILIES, new_record
 from healthgpt.data.sources.base import ITEM_FILE_SUFFIXES, BadInput, meta_json
 from healthgpt.data.sources.llava_json import (
     LlavaJsonReader,
+    check_placeholders,
     image_list,
     orig_id,
     row_split,
 )
-from healthgpt.data.sources.llava_sets import IMAGE_TOKEN
+from healthgpt.data.tasks import IMAGE_TOKEN
 from healthgpt.data.vocab import modality_from_text, normalize_body_part
 
 GENERATION_TASKS = tuple(t for t, family in TASK_FAMILIES.items() if family == "generation")
@@ -113,6 +114,7 @@ class VlHealthGenerationReader(LlavaJsonReader):
     scrub_turns = True
     # The task of every row, whatever the row says (the reconstruction file).
     fixed_task: ClassVar[str | None] = None
+    extra_keys = LlavaJsonReader.extra_keys | {"output_image_field", "task_field"}
     expected_layout = """\
 <root>/                (the generation instruction folder of lintw/VL-Health)
   *.json               [{id, task?, image: <input>, output_image: <output>,
@@ -162,9 +164,18 @@ class VlHealthGenerationReader(LlavaJsonReader):
         output = sample.get(self.output_field())
         if output is not None and not (isinstance(output, str) and output.strip()):
             raise BadInput(f"{self.output_field()} is not an image path")
+        check_placeholders(turns, len(inputs), answer_images=1)
         instruction = instruction_text(turns)
         task, task_from = self.task_of(sample, instruction, bool(inputs))
-        label = modality_from_text(sample.get("modality")) or modality_from_text(instruction)
+        row_label = modality_from_text(sample.get("modality"))
+        label = row_label or modality_from_text(instruction)
+        if task == "text_to_image" and inputs:
+            raise BadInput("text_to_image row names an input image (the task has none)")
+        if task in TASK_MODALITIES and row_label not in (None, TASK_MODALITIES[task][0]):
+            raise BadInput(
+                f"modality label {row_label} contradicts task {task} "
+                f"(input {TASK_MODALITIES[task][0]})"
+            )
         common: dict[str, Any] = {
             "source": self.name,
             "orig_id": orig_id(sample, file_name, index),
@@ -214,6 +225,8 @@ class VlHealthGenerationReader(LlavaJsonReader):
             ]
         if target is None:
             raise BadInput(f"{task} row names no {self.output_field()}")
+        if task == "super_resolution" and target == source:
+            raise BadInput("super_resolution row's output image is its input image")
         modality, target_modality = TASK_MODALITIES.get(task, (label or "Other",) * 2)
         return [
             new_record(
