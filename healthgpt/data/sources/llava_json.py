@@ -29,15 +29,17 @@ ids here would make memory grow with the 1.3M-sample files).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
 
-from healthgpt.data.decode.deid import scrub_text
+from healthgpt.data.decode.deid import pseudonym, scrub_text
 from healthgpt.data.decode.imaging import image_file_to_png
 from healthgpt.data.json_rows import JsonRowError, iter_json_rows
+from healthgpt.data.limits import printable_name
 from healthgpt.data.options import ReaderOptions
-from healthgpt.data.schema import new_record
+from healthgpt.data.schema import Quarantined, new_record
 from healthgpt.data.sources.base import BadInput, LayoutError, Outcome, SourceReader, meta_json
 from healthgpt.data.tasks import IMAGE_TOKEN, SPEAKER_ROLES
 from healthgpt.data.vocab import modality_from_text, normalize_body_part, normalize_split
@@ -55,7 +57,12 @@ class LlavaJsonReader(SourceReader):
     listing_globs: ClassVar[tuple[str, ...]] = ("*.json", "*.jsonl")
     # Run every turn through `deid.scrub_text` (line by line, so `<image>` placement and
     # line breaks stay as they were).
-    scrub_turns: ClassVar[bool] = False
+    scrub_turns: ClassVar[bool] = True
+    # Which row ids and file names (listing files, image paths) are copied verbatim: None,
+    # the default for a reader offered for a hospital's own data, copies none (each becomes
+    # a keyed pseudonym, `deid.pseudonym` with the source's salt); the paper's public sets
+    # copy those that look like their published ids and names (`public_token`).
+    public_names: ClassVar[bool] = False
     extra_keys = frozenset({"files", "image_root", "image_prefix"})
 
     @classmethod
@@ -98,10 +105,10 @@ class LlavaJsonReader(SourceReader):
     def items(self) -> Iterator[Outcome]:
         roots = self.image_roots()
         for path in self.json_files():
+            name = self.shown_name(self.rel(path))
             for index, sample in enumerate(
                 iter_json_rows(self.listing(path), limits=self.options.limits)
             ):
-                name = self.rel(path)
                 item = f"{name}#{index}"
                 if isinstance(sample, JsonRowError):
                     yield Outcome.reject(item, f"unparseable JSON: {sample}", name)
@@ -110,12 +117,58 @@ class LlavaJsonReader(SourceReader):
                 if skip:
                     self.skipped[skip] += 1
                     continue
-                yield self.guard(
+                key_image = self.key_image(sample)
+                outcome = self.guard(
                     item,
-                    self.key_image(sample) or name,
+                    self.shown_name(key_image) if key_image else name,
                     lambda s=sample, f=name, i=index: self._records(s, f, i, roots),
                     key=self._image_key(sample, roots) if self.options.chunk else None,
                 )
+                yield self._shown_outcome(outcome, sample)
+
+    # --- ids and file names in outputs ------------------------------------------------------
+
+    def shown_id(self, sample: dict[str, Any]) -> str | None:
+        """The row's `id` as records may carry it: verbatim when `public_names` and it looks
+        like a published id, else a keyed pseudonym (`row-...`); None when there is none.
+        An id that is neither a string nor an integer is refused."""
+        value = sample.get("id")
+        if value is None or value == "":
+            return None
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise BadInput(f"row id is a {type(value).__name__}, not a string or an integer")
+        text = str(value)
+        if self.public_names and public_token(text):
+            return text
+        return pseudonym(printable_name(text), self.options.deid_salt, prefix="row")
+
+    def shown_name(self, rel: str) -> str:
+        """A file name (a listing, an image path as a row names it or as found) as outputs
+        may carry it: verbatim when `public_names` and it looks like a published name, else
+        a keyed pseudonym (`file-...`)."""
+        if self.public_names and public_token(rel):
+            return rel
+        return pseudonym(printable_name(rel), self.options.deid_salt, prefix="file")
+
+    def _shown_outcome(self, outcome: Outcome, sample: Any) -> Outcome:
+        """A quarantine reason without the file names the row gave (an image path in "image
+        file missing: ..."): each is replaced by its shown form."""
+        if outcome.quarantined is None or not isinstance(sample, dict):
+            return outcome
+        reason = outcome.quarantined.reason
+        named = [i for i in _named_paths(sample, self.path_fields()) if i]
+        for raw in sorted({*named, *(PurePosixPath(n).name for n in named)}, key=len, reverse=True):
+            if raw and raw in reason:
+                reason = reason.replace(raw, self.shown_name(raw))
+        if reason != outcome.quarantined.reason:
+            outcome.quarantined = Quarantined(
+                outcome.quarantined.item, reason, outcome.quarantined.rel_path
+            )
+        return outcome
+
+    def path_fields(self) -> tuple[str, ...]:
+        """The row fields that name files (their values are hidden in quarantine reasons)."""
+        return ("image",)
 
     # --- what subclasses change ------------------------------------------------------------
 
@@ -162,7 +215,7 @@ class LlavaJsonReader(SourceReader):
         return [
             new_record(
                 source=self.name,
-                orig_id=orig_id(sample, file_name, index),
+                orig_id=self.orig_id(sample, file_name, index),
                 split=row_split(sample),
                 kind="conversation",
                 modality=self.modality_of(sample),
@@ -171,7 +224,7 @@ class LlavaJsonReader(SourceReader):
                 conversations=conversations,
                 orig_path=self.found_path(path),
                 meta=meta_json(
-                    sample_id=sample.get("id"),
+                    sample_id=self.shown_id(sample),
                     file=file_name,
                     n_images=len(images),
                     modality_label=sample.get("modality"),
@@ -194,8 +247,14 @@ class LlavaJsonReader(SourceReader):
         )
 
     def found_path(self, path: Path) -> str:
-        """A resolved image's path relative to the source root (the record's `orig_path`)."""
-        return path.relative_to(self.root.resolve()).as_posix()
+        """A resolved image's path relative to the source root (the record's `orig_path`),
+        as `shown_name` shows it."""
+        return self.shown_name(path.relative_to(self.root.resolve()).as_posix())
+
+    def orig_id(self, sample: dict[str, Any], file_name: str, index: int) -> str:
+        """`<file>:<id>`, or `<file>#<row>` for a row without an id (`file_name` as shown)."""
+        sample_id = self.shown_id(sample)
+        return f"{file_name}:{sample_id}" if sample_id is not None else f"{file_name}#{index}"
 
     def _resolve(self, relative: str, roots: list[Path]) -> Path:
         """The first existing file the path names under the image roots, refusing escapes."""
@@ -234,10 +293,27 @@ def image_list(sample: dict[str, Any]) -> list[str]:
     return [i.strip() for i in images]
 
 
-def orig_id(sample: dict[str, Any], file_name: str, index: int) -> str:
-    """`<file>:<id>`, or `<file>#<row>` for a row without an id."""
-    sample_id = sample.get("id")
-    return f"{file_name}:{sample_id}" if sample_id not in (None, "") else f"{file_name}#{index}"
+# A published id or file name: a short token of letters, digits and `_ . - /`, that the text
+# scrubber leaves as it is (no date, no long digit run). Anything else (spaces, commas, a
+# name with a birth date) is pseudonymized even in a public set.
+_TOKEN = re.compile(r"[A-Za-z0-9_.\-/]{1,128}")
+
+
+def public_token(text: str) -> bool:
+    """Does `text` look like a published id or file name (`_TOKEN`, unchanged by
+    `deid.scrub_text`)?"""
+    return bool(_TOKEN.fullmatch(text)) and scrub_text(text) == text
+
+
+def _named_paths(sample: dict[str, Any], fields: tuple[str, ...]) -> list[str]:
+    """The strings a row's path fields hold (a path or a list of paths)."""
+    out: list[str] = []
+    for field in fields:
+        value = sample.get(field)
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str):
+                out.extend([item, item.strip()])
+    return out
 
 
 def row_split(sample: dict[str, Any]) -> str:

@@ -37,6 +37,7 @@ class _PaperJsonReader(LlavaJsonReader):
     """The paper's LLaVA-style datasets: scrubbed turns, named listing files."""
 
     scrub_turns = True
+    public_names = True
 
     def extra_meta(self, sample: dict[str, Any]) -> dict[str, Any]:
         return {"image_token": image_token_place(sample)}

@@ -42,7 +42,6 @@ from healthgpt.data.sources.llava_json import (
     LlavaJsonReader,
     check_placeholders,
     image_list,
-    orig_id,
     row_split,
 )
 from healthgpt.data.tasks import IMAGE_TOKEN
@@ -112,6 +111,7 @@ class VlHealthGenerationReader(LlavaJsonReader):
     name = "vl_health_generation"
     listing_globs = ("*.json",)
     scrub_turns = True
+    public_names = True
     # The task of every row, whatever the row says (the reconstruction file).
     fixed_task: ClassVar[str | None] = None
     extra_keys = LlavaJsonReader.extra_keys | {"output_image_field", "task_field"}
@@ -133,6 +133,9 @@ class VlHealthGenerationReader(LlavaJsonReader):
             return None
         folder = rel_path.rpartition("/")[0]
         return f"{folder}/" if folder else rel_path
+
+    def path_fields(self) -> tuple[str, ...]:
+        return ("image", self.output_field())
 
     def key_image(self, sample: Any) -> str | None:
         if not isinstance(sample, dict):
@@ -178,13 +181,13 @@ class VlHealthGenerationReader(LlavaJsonReader):
             )
         common: dict[str, Any] = {
             "source": self.name,
-            "orig_id": orig_id(sample, file_name, index),
+            "orig_id": self.orig_id(sample, file_name, index),
             "split": row_split(sample),
             "task": task,
             "body_part": normalize_body_part(sample.get("body_part")),
             "conversations": turns,
             "meta": meta_json(
-                sample_id=sample.get("id"),
+                sample_id=self.shown_id(sample),
                 file=file_name,
                 n_images=len(inputs),  # input images: the mixture drops rows with more
                 has_output=bool(output),
