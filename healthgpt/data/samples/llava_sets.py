@@ -207,8 +207,8 @@ def build_pubmedvision(dest: Path) -> None:
     catalog.write_json(dest / "PubMedVision_Alignment_VQA.json", alignment)
     instruction = [pubmedvision_row(image, f"pmv-it-{image.name}", 1) for image in images]
     planted = pubmedvision_row(images[0], PLANTED_PHI_ID, 0)
-    planted["image"] = [f"images/{PLANTED_PHI_FILE}"]
-    catalog.write_jpeg(images[0], dest / "images" / PLANTED_PHI_FILE)
+    planted["image"] = [f"images/sub/{PLANTED_PHI_FILE}"]
+    catalog.write_jpeg(images[0], dest / "images" / "sub" / PLANTED_PHI_FILE)
     planted["conversations"][-1]["value"] += " " + PLANTED_PHI_TEXT
 
     def bad(key: str, path: str) -> dict[str, Any]:
@@ -270,8 +270,8 @@ def build_llava_med(dest: Path) -> None:
     head = catalog.get("ct_head")
     planted = llava_med_row(head, "31000001_F1", "ct_scan")
     planted["id"] = PLANTED_PHI_ID
-    planted["image"] = PLANTED_PHI_FILE
-    catalog.write_jpeg(head, dest / "images" / PLANTED_PHI_FILE)
+    planted["image"] = f"sub/{PLANTED_PHI_FILE}"
+    catalog.write_jpeg(head, dest / "images" / "sub" / PLANTED_PHI_FILE)
     planted["conversations"][1]["value"] += " " + PLANTED_PHI_TEXT
     catalog.write_truncated_jpeg(head, dest / "images" / "31000009_F1.jpg")
 

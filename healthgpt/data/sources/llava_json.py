@@ -297,12 +297,20 @@ def image_list(sample: dict[str, Any]) -> list[str]:
 # scrubber leaves as it is (no date, no long digit run). Anything else (spaces, commas, a
 # name with a birth date) is pseudonymized even in a public set.
 _TOKEN = re.compile(r"[A-Za-z0-9_.\-/]{1,128}")
+# The published ids and names that hold long digit runs (which the scrubber takes for record
+# numbers): LAION/CC/SBU image numbers (`004539375`, `00453/004539375.jpg`) and PubMed
+# figure ids (`31000001_F1`, `PMC7398722_F1.jpg`), under any folders.
+PUBLIC_ID_SHAPES = re.compile(
+    r"(?:[A-Za-z0-9_\-]+/)*(?:\d{5}/)?(?:\d{9}|(?:PMC)?\d{1,10}_[A-Za-z0-9]{1,10})(?:\.jpg)?"
+)
 
 
 def public_token(text: str) -> bool:
-    """Does `text` look like a published id or file name (`_TOKEN`, unchanged by
-    `deid.scrub_text`)?"""
-    return bool(_TOKEN.fullmatch(text)) and scrub_text(text) == text
+    """Does `text` look like a published id or file name: `_TOKEN`, and unchanged by
+    `deid.scrub_text` or one of the `PUBLIC_ID_SHAPES`?"""
+    if not _TOKEN.fullmatch(text):
+        return False
+    return scrub_text(text) == text or bool(PUBLIC_ID_SHAPES.fullmatch(text))
 
 
 def _named_paths(sample: dict[str, Any], fields: tuple[str, ...]) -> list[str]:
