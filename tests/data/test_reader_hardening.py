@@ -16,7 +16,8 @@ from healthgpt.data.limits import confine
 from healthgpt.data.options import ReaderOptions
 from healthgpt.data.sources import LayoutError
 from healthgpt.data.sources.llava_json import LlavaJsonReader
-from tests.data.outputs import quarantine, records, run
+from healthgpt.data.tasks import SPEAKER_ROLES
+from tests.data.outputs import assert_no_phi, quarantine, records, run
 
 SALT = "s" * 32
 TURNS = [{"from": "human", "value": "<image>\nWhat is shown?"}, {"from": "gpt", "value": "A lung."}]
@@ -85,3 +86,84 @@ def test_origin_patterns_are_globs_that_cannot_backtrack_and_long_ids_are_refuse
     assert [q["reason"] for q in quarantine(tmp_path / "out")] == [
         "row id longer than 256 characters"
     ]
+
+
+def test_rows_the_trainer_cannot_format_are_quarantined_with_reasons(tmp_path):
+    def turns(question: str, answer: str, speaker: str = "gpt") -> list[dict]:
+        return [{"from": "human", "value": question}, {"from": speaker, "value": answer}]
+
+    rows = [
+        {"id": "ok", "image": "a.jpg", "conversations": TURNS},
+        {"id": "bot", "image": "a.jpg", "conversations": turns("<image>\nQ?", "A.", "bot")},
+        {"id": "answer-image", "image": "a.jpg", "conversations": turns("<image>\nQ?", "<image>")},
+        {"id": "no-placeholder", "image": "a.jpg", "conversations": turns("Q?", "A.")},
+        {"id": "two", "image": "a.jpg", "conversations": turns("<image>\n<image>\nQ?", "A.")},
+        {"id": ["a", "list"], "image": "a.jpg", "conversations": TURNS},
+    ]
+    root = llava_root(tmp_path / "root", rows)
+    summary = run("llava_json", root, tmp_path / "out", deid_salt=SALT)
+    assert (summary.items, summary.quarantined) == (6, 5)
+    assert sorted(q["reason"] for q in quarantine(tmp_path / "out")) == sorted(
+        [
+            "unknown speaker 'bot' (known: human, user, gpt, assistant)",
+            "<image> in an assistant turn",
+            "0 <image> placeholders in the question for 1 image(s)",
+            "2 <image> placeholders in the question for 1 image(s)",
+            "row id is a list, not a string or an integer",
+        ]
+    )
+
+
+def test_the_trainer_maps_the_speakers_readers_accept():
+    from healthgpt.model.prompt import ROLES
+
+    assert ROLES == SPEAKER_ROLES
+
+
+def generation_root(root: Path, rows: list[dict]) -> Path:
+    for name in ("in.png", "out.png"):
+        (root / "c").mkdir(parents=True, exist_ok=True)
+        Image.new("L", (8, 8), 100).save(root / "c" / name)
+    (root / "gen.json").write_text(json.dumps(rows))
+    return root
+
+
+def test_generation_rows_that_contradict_their_task_are_quarantined(tmp_path):
+    def row(key: str, task: str, image: str | None, output: str, **more) -> dict:
+        question = ("<image>\n" if image else "") + "Make the target image."
+        sample = {"id": key, "task": task, "output_image": output, **more}
+        sample["conversations"] = [
+            {"from": "human", "value": question},
+            {"from": "gpt", "value": "<image>"},
+        ]
+        return {**sample, "image": image} if image else sample
+
+    rows = [
+        row("ok", "ct_to_mri", "c/in.png", "c/out.png", modality="CT"),
+        row("t2i-input", "text_to_image", "c/in.png", "c/out.png"),
+        row("sr-same", "super_resolution", "c/in.png", "c/in.png"),
+        row("label", "mri_to_ct", "c/in.png", "c/out.png", modality="CT"),
+    ]
+    root = generation_root(tmp_path / "root", rows)
+    summary = run("vl_health_generation", root, tmp_path / "out", deid_salt=SALT)
+    assert (summary.items, summary.quarantined) == (4, 3)
+    assert sorted(q["reason"] for q in quarantine(tmp_path / "out")) == [
+        "modality label CT contradicts task mri_to_ct (input MRI)",
+        "super_resolution row's output image is its input image",
+        "text_to_image row names an input image (the task has none)",
+    ]
+
+
+def test_generic_reader_pseudonymizes_ids_and_file_names(tmp_path):
+    name = "Quimby Rosalind 1234567.jpg"
+    rows = [
+        {"id": "Rosalind Quimby", "image": name, "conversations": TURNS},
+        {"id": 7, "image": "missing Quimby.jpg", "conversations": TURNS},
+    ]
+    root = llava_root(tmp_path / "root", rows)
+    Image.new("L", (8, 8), 128).save(root / name)
+    run("llava_json", root, tmp_path / "out", deid_salt=SALT)
+    assert_no_phi(tmp_path / "out", ["Quimby", "Rosalind", "1234567"])
+    [record] = records(tmp_path / "out")
+    assert record["orig_path"].startswith("file-")
+    assert json.loads(record["meta"])["sample_id"].startswith("row-")
