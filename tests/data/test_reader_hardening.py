@@ -167,3 +167,22 @@ def test_generic_reader_pseudonymizes_ids_and_file_names(tmp_path):
     [record] = records(tmp_path / "out")
     assert record["orig_path"].startswith("file-")
     assert json.loads(record["meta"])["sample_id"].startswith("row-")
+
+
+def test_a_generation_row_whose_target_is_vq_codes_says_so(tmp_path):
+    codes = "<start_index>" + "".join(f"<idx_{i}>" for i in (5, 812, 77)) + "<end_index>"
+    row = {
+        "id": "codes",
+        "task": "ct_to_mri",
+        "image": "c/in.png",
+        "conversations": [
+            {"from": "human", "value": "<image>\nConvert this CT to MRI."},
+            {"from": "gpt", "value": codes},
+        ],
+    }
+    root = generation_root(tmp_path / "root", [row])
+    run("vl_health_generation", root, tmp_path / "out", deid_salt=SALT)
+    assert [q["reason"] for q in quarantine(tmp_path / "out")] == [
+        "ct_to_mri row names no output_image (the target image file expected); "
+        "its answer holds VQ code tokens, which are not read"
+    ]

@@ -73,6 +73,10 @@ _SOURCE = re.compile(
 )
 
 
+# A VQ code token of the official generation code's vocabulary (`<idx_123>`).
+_VQ_CODE = re.compile(r"<idx_\d{1,6}>")
+
+
 def normalize_task(value: Any) -> str:
     """A task field's value as a generation task of the mixture's vocabulary."""
     key = re.sub(r"[\s\-]+", "_", str(value).strip().lower())
@@ -133,6 +137,16 @@ class VlHealthGenerationReader(LlavaJsonReader):
             return None
         folder = rel_path.rpartition("/")[0]
         return f"{folder}/" if folder else rel_path
+
+    def no_output_reason(self, task: str, turns: list[dict[str, str]]) -> str:
+        """Why a row without its output image is quarantined: the field expected, and, when
+        the answer holds VQ code tokens instead (`<idx_N>`, as the official generation
+        code writes them), that codes are not read (they need the VQ tokenizer they were
+        made with; see data_manifests/vl_health_generation.yaml)."""
+        reason = f"{task} row names no {self.output_field()} (the target image file expected)"
+        if any(_VQ_CODE.search(t["value"]) for t in turns if t["from"] in ("gpt", "assistant")):
+            reason += "; its answer holds VQ code tokens, which are not read"
+        return reason
 
     def path_fields(self) -> tuple[str, ...]:
         return ("image", self.output_field())
@@ -200,7 +214,7 @@ class VlHealthGenerationReader(LlavaJsonReader):
         target = self._resolve(output.strip(), roots) if output else None
         if task == "text_to_image":
             if target is None:
-                raise BadInput(f"text_to_image row names no {self.output_field()}")
+                raise BadInput(self.no_output_reason(task, turns))
             if not instruction:
                 raise BadInput("text_to_image row has no report text")
             return [
@@ -227,7 +241,7 @@ class VlHealthGenerationReader(LlavaJsonReader):
                 )
             ]
         if target is None:
-            raise BadInput(f"{task} row names no {self.output_field()}")
+            raise BadInput(self.no_output_reason(task, turns))
         if task == "super_resolution" and target == source:
             raise BadInput("super_resolution row's output image is its input image")
         modality, target_modality = TASK_MODALITIES.get(task, (label or "Other",) * 2)
