@@ -14,14 +14,22 @@ set, else against the root, then `<root>/images/`. A path that leaves the source
 absolute paths of the machine they were made on name that prefix in
 `options.extra["image_prefix"]`; it is removed before the path is resolved.
 
-One record per sample, kind "conversation", turns kept verbatim. Multi-image samples keep
+One record per sample, kind "conversation". The reader is offered for a hospital's own data,
+so turns are scrubbed of PHI (`deid.scrub_text`, line by line: names, dates, record numbers
+and phones go, measurements stay), and row ids and file names (the listing, the image paths,
+in `orig_id`, `orig_path`, `meta` and the quarantine table) become keyed pseudonyms with the
+source's salt (`row-...`, `file-...`); the paper's public sets keep the ids and names that
+look published (`public_token`). Turns whose speaker the trainer does not know, an `<image>`
+in an answer, or a count of `<image>` placeholders other than the images named are
+quarantined (`check_placeholders`). Multi-image samples keep
 their first image; `meta.n_images` records how many the sample named, so the mixture can drop
 them (and count them) where a task takes one image.
 
 The readers of the paper's LLaVA-style datasets (`llava_sets`, `vl_health_generation`)
 subclass this one and change only what differs: which listing files (`listing_globs`, or
 `options.extra["files"]`), which rows are left out by configuration (`skip_reason`), the
-modality and extra meta of a row, and whether turns are scrubbed of PHI (`scrub_turns`).
+modality and extra meta of a row, and whether published ids and names are kept
+(`public_names`).
 
 Duplicate `id`s in one file give duplicate record ids; the shard checks catch those (tracking
 ids here would make memory grow with the 1.3M-sample files).

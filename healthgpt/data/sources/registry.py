@@ -13,7 +13,10 @@ corpus in an existing format (another LLaVA-style JSON set) needs one file and n
     options: {image_size: 256, extra: {image_root: images}}  # optional ReaderOptions
     expected_counts: {full: {records_min: 1}}                # optional, for the checks
 
-`root.default` is relative to the sources directory (`HEALTHGPT_SOURCES_DIR`). Errors name
+`root.default` is relative to the sources directory (`HEALTHGPT_SOURCES_DIR`); `root.env`
+must be a `HEALTHGPT_SOURCE_*` variable. `options.extra` may name only the keys the reader
+declares (`SourceReader.extra_keys`, values checked by `check_options`), its `limits` may
+only lower the defaults, and no salt may be set in a file. Errors name
 the file and the key, and every file is checked when the registry loads, so a typo fails
 the code location's load rather than one run later.
 """
