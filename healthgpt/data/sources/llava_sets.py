@@ -43,6 +43,14 @@ class _PaperJsonReader(LlavaJsonReader):
         return {"image_token": image_token_place(sample)}
 
 
+def multi_image_choice(options: ReaderOptions) -> str:
+    """`options.extra["multi_image"]`, checked (the registry checks it when it loads)."""
+    choice = options.extra.get("multi_image", "drop")
+    if choice not in MULTI_IMAGE_CHOICES:
+        raise ValueError(f"multi_image {choice!r} not in {MULTI_IMAGE_CHOICES}")
+    return choice
+
+
 class _MultiImageRule(LlavaJsonReader):
     """Rows naming several images are left out (`skipped["multi_image"]`) unless
     `options.extra["multi_image"]` is "first" (keep the first image, `meta.n_images` says
@@ -53,13 +61,10 @@ class _MultiImageRule(LlavaJsonReader):
     @classmethod
     def check_options(cls, options: ReaderOptions) -> None:
         super().check_options(options)
-        choice = options.extra.get("multi_image", "drop")
-        if choice not in MULTI_IMAGE_CHOICES:
-            raise ValueError(f"multi_image {choice!r} not in {MULTI_IMAGE_CHOICES}")
+        multi_image_choice(options)
 
     def multi_image(self) -> str:
-        self.check_options(self.options)
-        return self.options.extra.get("multi_image", "drop")
+        return multi_image_choice(self.options)
 
     def skip_reason(self, sample: Any) -> str | None:
         if self.multi_image() == "first" or not isinstance(sample, dict):
