@@ -112,9 +112,21 @@ def confine(root: Path, relative: str | os.PathLike[str], base: Path | None = No
 
     The one confinement rule of every reader: a metadata path with `../`, an absolute path,
     or a symlink (anywhere along the path) that leads out of the source root is refused.
+    A path the file system cannot take (a symlink loop, a NUL byte, a name longer than the
+    file system allows) is refused here too, so that no caller, chunk keying included, sees
+    the raw `RuntimeError`/`ValueError`/`OSError` of a later stat. The reason names the
+    problem, not the path (a 5000-character name is not a useful quarantine reason).
     """
     root_resolved = Path(root).resolve()
-    candidate = (Path(base or root) / relative).resolve()
+    try:
+        candidate = (Path(base or root) / relative).resolve()
+        candidate.exists()  # raises for a name the file system refuses (ENAMETOOLONG)
+    except RuntimeError:  # a symlink loop (Python < 3.13)
+        raise BadInput("path cannot be resolved: symlink loop") from None
+    except ValueError:  # an embedded NUL byte
+        raise BadInput("path cannot be resolved: it holds a NUL byte") from None
+    except OSError as exc:
+        raise BadInput(f"path cannot be resolved: {exc.strerror or type(exc).__name__}") from None
     if candidate != root_resolved and root_resolved not in candidate.parents:
         shown = os.fsdecode(relative) if not isinstance(relative, str) else relative
         raise BadInput(f"path {shown!r} points outside the source root")

@@ -37,6 +37,9 @@ STAGE_ROLES = {
 IMAGE_TOKEN = "<image>"
 TARGET_IMAGE_TOKEN = "<target_image>"
 PLACEHOLDERS = (IMAGE_TOKEN, TARGET_IMAGE_TOKEN)
+# The speakers a conversation turn's `from` may name, and the chat role each takes: readers
+# quarantine any other, and the trainer's prompt formatter maps them to its roles.
+SPEAKER_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
 
 # The letters of single-choice options: what training prompts write and evaluation parses,
 # so a config may not ask for more options than there are letters.

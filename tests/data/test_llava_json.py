@@ -11,9 +11,10 @@ import yaml
 
 from healthgpt.data.json_rows import JsonRowError, iter_json_rows
 from healthgpt.data.samples import catalog, llava_json
+from healthgpt.data.samples.llava_sets import PLANTED_PHI
 from healthgpt.data.sources import LayoutError
-from healthgpt.data.sources.llava_json import LlavaJsonReader
-from tests.data.outputs import meta, quarantine, records, run
+from healthgpt.data.sources.llava_json import LlavaJsonReader, scrub_lines
+from tests.data.outputs import assert_no_phi, meta, quarantine, records, run
 
 MANIFEST = Path(__file__).resolve().parents[2] / "data_manifests" / "llava_json.yaml"
 
@@ -31,8 +32,18 @@ def ingested(sample, tmp_path_factory):
     return run("llava_json", sample, out), out
 
 
-def by_sample_id(out: Path) -> dict[str, dict]:
-    return {meta(r)["sample_id"]: r for r in records(out)}
+def by_sample_id(out: Path, root: Path) -> dict[str, dict]:
+    """Records by the `id` of their source row (records carry its pseudonym)."""
+    reader = LlavaJsonReader(root)
+    rows = json.loads((root / "llava_med_instruct.json").read_text())
+    rows += [
+        json.loads(line) for line in (root / "pubmedvision.jsonl").read_text().splitlines()[:3]
+    ]
+    rows += [
+        json.loads(line) for line in (root / "pubmedvision.jsonl").read_text().splitlines()[4:]
+    ]
+    shown = {reader.shown_id(row): row["id"] for row in rows}
+    return {shown[meta(r)["sample_id"]]: r for r in records(out)}
 
 
 def test_counts_match_the_manifest(ingested):
@@ -43,32 +54,47 @@ def test_counts_match_the_manifest(ingested):
     assert summary.by_kind == {"conversation": summary.records}
 
 
-def test_bad_samples_are_quarantined_with_reasons(ingested):
+def test_bad_samples_are_quarantined_with_reasons(sample, ingested):
     _, out = ingested
     reasons = {q["item"]: q["reason"] for q in quarantine(out)}
-    assert len(reasons) == 7
+    assert len(reasons) == 8
     text = "\n".join(reasons.values())
-    assert "path '../../etc/passwd' points outside the source root" in text
-    assert "path '/etc/passwd' points outside the source root" in text
-    assert "image file missing: does_not_exist.jpg" in text
+    reader = LlavaJsonReader(sample)
+    # file names in reasons are pseudonyms: the reader is for hospital data
+    for name in ("../../etc/passwd", "/etc/passwd"):
+        assert f"path {reader.shown_name(name)!r} points outside the source root" in text
+    assert f"image file missing: {reader.shown_name('does_not_exist.jpg')}" in text
     assert "image file is empty (0 bytes)" in text
-    assert "undecodable image truncated.jpg" in text
+    assert f"undecodable image {reader.shown_name('truncated.jpg')}" in text
     assert "sample has no conversations" in text
-    assert reasons["pubmedvision.jsonl#3"].startswith("unparseable JSON: invalid JSON on line 4")
+    listing = reader.shown_name("pubmedvision.jsonl")
+    assert reasons[f"{listing}#3"].startswith("unparseable JSON: invalid JSON on line 4")
 
 
-def test_conversations_are_kept_verbatim(sample, ingested):
+def test_no_planted_phi_in_ids_or_file_names(ingested):
+    _, out = ingested
+    assert_no_phi(out, PLANTED_PHI)
+
+
+def test_conversations_are_scrubbed_line_by_line_keeping_numbers(sample, ingested):
     _, out = ingested
     source = json.loads((sample / "llava_med_instruct.json").read_text())[0]
-    record = by_sample_id(out)[source["id"]]
-    assert record["conversations"] == source["conversations"]
+    record = by_sample_id(out, sample)[source["id"]]
+    assert record["conversations"] == [
+        {"from": t["from"], "value": scrub_lines(t["value"])} for t in source["conversations"]
+    ]
     assert record["conversations"][0]["value"].startswith("<image>\n")
-    assert record["orig_path"] == f"images/{source['image']}"
+    assert record["orig_path"] == LlavaJsonReader(sample).shown_name(f"images/{source['image']}")
+    # measurements stay; what names a person goes
+    assert scrub_lines("<image>\nA 3.5 cm mass, 12 mm wall, 120 kVp.") == (
+        "<image>\nA 3.5 cm mass, 12 mm wall, 120 kVp."
+    )
+    assert "Quimby" not in scrub_lines("Seen by Dr. Quimby on 03/14/2019.")
 
 
-def test_multi_image_samples_keep_the_first_image_and_count(ingested):
+def test_multi_image_samples_keep_the_first_image_and_count(sample, ingested):
     _, out = ingested
-    got = by_sample_id(out)
+    got = by_sample_id(out, sample)
     multi = got["pmv-multi-ct_head"]
     assert meta(multi)["n_images"] == 2
     assert multi["image"]["bytes"] == got["pmv-ct_head"]["image"]["bytes"]
@@ -76,9 +102,9 @@ def test_multi_image_samples_keep_the_first_image_and_count(ingested):
     assert meta(got["pmv-ct_head"])["n_images"] == 1
 
 
-def test_modality_from_labels_else_other_and_split_field(ingested):
+def test_modality_from_labels_else_other_and_split_field(sample, ingested):
     _, out = ingested
-    got = by_sample_id(out)
+    got = by_sample_id(out, sample)
     for image in catalog.real_images():
         assert got[f"pmv-{image.name}"]["modality"] == image.modality
         assert got[f"{image.name}-0"]["modality"] == "Other"  # LLaVA-Med has no label
@@ -90,12 +116,14 @@ def test_modality_from_labels_else_other_and_split_field(ingested):
 def test_image_root_option(tmp_path):
     root = tmp_path / "src"
     catalog.write_jpeg(catalog.get("ct_head"), root / "pics" / "sub" / "a.jpg", max_side=64)
-    sample = {"id": 1, "image": "sub/a.jpg", "conversations": [{"from": "human", "value": "hi"}]}
+    turns = [{"from": "human", "value": "<image>\nhi"}]
+    sample = {"id": 1, "image": "sub/a.jpg", "conversations": turns}
     escape = {**sample, "id": 2, "image": "../../../etc/hostname"}
     (root / "data.jsonl").write_text(json.dumps(sample) + "\n" + json.dumps(escape) + "\n")
     summary = run("llava_json", root, tmp_path / "out", extra={"image_root": "pics"})
     assert (summary.records, summary.quarantined) == (1, 1)
-    assert records(tmp_path / "out")[0]["orig_path"] == "pics/sub/a.jpg"
+    shown = LlavaJsonReader(root).shown_name("pics/sub/a.jpg")
+    assert records(tmp_path / "out")[0]["orig_path"] == shown
     assert "outside the source root" in quarantine(tmp_path / "out")[0]["reason"]
     for wrong in ("missing", "../.."):
         with pytest.raises(LayoutError, match="image_root"):

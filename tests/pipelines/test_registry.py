@@ -131,6 +131,23 @@ def test_a_registered_dataset_is_ingested_under_its_own_name(tmp_path, extra_reg
         ("source: bad\nreader: slake\nroot: {default: ../x}\n", "root.default"),
         ("source: bad\nreader: slake\noptions: {extra: {limits: {nope: 1}}}\n", "unknown limits"),
         ("- a list\n", "expected a mapping"),
+        ("source: bad\nreader: slake\nroot: {env: HEALTHGPT_DEID_SALT}\n", "HEALTHGPT_SOURCE_*"),
+        (
+            "source: bad\nreader: slake\n"
+            "options: {extra: {limits: {max_image_pixels: 1000000000000000}}}\n",
+            "may only lower limits",
+        ),
+        ("source: bad\nreader: llava_json\noptions: {extra: {deid_salt: x}}\n", "deid_salt"),
+        ("source: bad\nreader: slake\noptions: {extra: {image_root: x}}\n", "unknown extra keys"),
+        ("source: bad\nreader: llava_json\noptions: {extra: {multi_image: first}}\n", "unknown"),
+        ("source: bad\nreader: pubmedvision\noptions: {extra: {multi_image: firts}}\n", "firts"),
+        ("source: bad\nreader: llava_json\noptions: {extra: {files: /etc/*.json}}\n", "relative"),
+        (
+            "source: bad\nreader: vl_health_alignment\noptions: {extra: {origin_patterns: [x]}}\n",
+            "origin_patterns",
+        ),
+        ("source: bad\nreader: slake\nexpected_counts: {full: {items: many}}\n", "items"),
+        ("source: bad\nreader: slake\nexpected_counts: {ful: {items: 1}}\n", "expected_counts"),
     ],
 )
 def test_a_bad_registry_file_is_a_clear_error_naming_it(tmp_path, text, problem):
@@ -216,3 +233,29 @@ def test_the_cli_ingests_a_registered_dataset_with_its_reader_and_options(tmp_pa
     png = table.column("image")[0].as_py()["bytes"]
     assert Image.open(io.BytesIO(png)).size == (64, 64), "the registry's image_size: 64"
     assert cli.main(["ingest", "nope", "--root", str(root), "--out", str(out)]) == 2
+
+
+def test_a_dataset_name_with_a_trailing_newline_is_refused(tmp_path):
+    path = tmp_path / "evil\n.yaml"
+    path.write_text('source: "evil\\n"\nreader: slake\n')
+    with pytest.raises(RegistryError, match="lower case letters"):
+        load_entry(path)
+
+
+def test_a_registry_file_may_lower_a_limit(tmp_path):
+    path = tmp_path / "low.yaml"
+    path.write_text("source: low\nreader: slake\noptions: {extra: {limits: {max_text_chars: 9}}}\n")
+    assert load_entry(path).options.limits.max_text_chars == 9
+
+
+def test_count_checks_read_the_expected_counts_through_the_registry_entry(tmp_path):
+    from healthgpt.data.ingest.checks import expected_counts
+
+    path = tmp_path / "counted.yaml"
+    path.write_text("source: counted\nreader: slake\nexpected_counts: {full: {records_min: 3}}\n")
+    entry = load_entry(path)
+    assert expected_counts(entry, tmp_path) == ("full", {"records_min": 3})
+    assert expected_counts(path, tmp_path) == ("full", {"records_min": 3})
+    path.write_text("source: counted\nreader: slake\nexpected_counts: {full: {records_min: x}}\n")
+    with pytest.raises(RegistryError, match="records_min"):
+        expected_counts(path, tmp_path)

@@ -12,11 +12,11 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import yaml
 
 from healthgpt.data.decode.deid import SAMPLE_MARKER
 from healthgpt.data.schema import RECORD_SCHEMA
 from healthgpt.data.shards import open_shard, read_manifest, shard_paths
+from healthgpt.data.sources.registry import DatasetEntry, load_entry
 
 CheckResult = tuple[bool, dict[str, Any]]
 
@@ -53,12 +53,17 @@ def check_images_present(dataset_dir: Path) -> CheckResult:
     return empty == 0, {"records_without_image": empty}
 
 
-def expected_counts(manifest_file: Path, source_root: Path) -> tuple[str, dict[str, int]]:
-    """The record range the source's manifest expects, for the sample or the full source."""
+def expected_counts(dataset: DatasetEntry | Path, source_root: Path) -> tuple[str, dict[str, int]]:
+    """The record range the dataset's registry entry expects (`expected_counts`, checked
+    when the registry loads), for the sample or the full source. `dataset` is the entry,
+    or its registry file (read through `registry.load_entry`, so with the same checks);
+    a reader without a registry file expects nothing."""
     profile = "sample" if (Path(source_root) / SAMPLE_MARKER).exists() else "full"
-    manifest_file = Path(manifest_file)
-    spec = yaml.safe_load(manifest_file.read_text()) if manifest_file.is_file() else {}
-    return profile, ((spec or {}).get("expected_counts") or {}).get(profile) or {}
+    if not isinstance(dataset, DatasetEntry):
+        if not Path(dataset).is_file():
+            return profile, {}
+        dataset = load_entry(dataset)
+    return profile, (dataset.facts.get("expected_counts") or {}).get(profile) or {}
 
 
 def chunk_range(low: float, high: float, n_chunks: int, per_item: float) -> tuple[int, float]:
@@ -75,11 +80,11 @@ def chunk_range(low: float, high: float, n_chunks: int, per_item: float) -> tupl
 
 def check_counts(
     dataset_dir: Path,
-    manifest_file: Path,
+    dataset: DatasetEntry | Path,
     source_root: Path,
     chunk: tuple[int, int] | None = None,
 ) -> CheckResult:
-    """Records within the range the source's manifest expects.
+    """Records within the range the dataset's registry entry expects (`expected_counts`).
 
     For one chunk of n the range is the source's divided by n, widened by five standard
     deviations of the chunk's record count. Chunks take whole items, each with probability
@@ -91,7 +96,7 @@ def check_counts(
     """
     summary = read_manifest(dataset_dir)["summary"]
     records = summary["records"]
-    profile, expected = expected_counts(manifest_file, source_root)
+    profile, expected = expected_counts(dataset, source_root)
     low = expected.get("records_min", 0)
     high = expected.get("records_max", float("inf"))
     details = {"records": records, "profile": profile}

@@ -26,6 +26,12 @@ PUBMEDVISION_MODALITY = {
 }
 
 
+# A row id and an image file name that name a made-up patient (and a record number, a date):
+# readers must not copy either into any output column (ids and names become pseudonyms).
+PLANTED_PHI_ID = "Quimby, Rosalind MRN 1234567"
+PLANTED_PHI_FILE = "Rosalind Quimby 03-14-2019.jpg"
+
+
 def _sentence(answer: str | int) -> str:
     text = str(answer)
     return (text[0].upper() + text[1:] + ".") if text else text
@@ -45,6 +51,13 @@ def _turns(image: CatalogImage, start: int, count: int) -> list[dict[str, str]]:
     return turns
 
 
+def _two_image_turns(image: CatalogImage) -> list[dict[str, str]]:
+    """One question/answer pair about two images: one `<image>` placeholder per image."""
+    turns = _turns(image, 0, 1)
+    turns[0]["value"] = "<image>\n" + turns[0]["value"]
+    return turns
+
+
 def _llava_med(images: list[CatalogImage]) -> list[dict[str, Any]]:
     samples = []
     for image in images:
@@ -61,12 +74,21 @@ def _llava_med(images: list[CatalogImage]) -> list[dict[str, Any]]:
         ("outside-relative", "../../etc/passwd"),
         ("outside-absolute", "/etc/passwd"),
         ("missing", "does_not_exist.jpg"),
+        ("missing-phi", PLANTED_PHI_FILE),
         ("empty", "empty.jpg"),
         ("truncated", "truncated.jpg"),
     ]
     samples += [
-        {"id": f"bad-{key}", "image": path, "conversations": _turns(ct, 0, 1)} for key, path in bad
+        # the missing image named after a patient has the patient's id too
+        {
+            "id": PLANTED_PHI_ID if path == PLANTED_PHI_FILE else f"bad-{key}",
+            "image": path,
+            "conversations": _turns(ct, 0, 1),
+        }
+        for key, path in bad
     ]
+    # an accepted row whose id and image file name name the patient
+    samples[1].update(id=PLANTED_PHI_ID, image=f"sub/{PLANTED_PHI_FILE}")
     samples.append({"id": "bad-no-conversations", "image": "ct_head.jpg", "conversations": []})
     return samples
 
@@ -92,7 +114,7 @@ def _pubmedvision(images: list[CatalogImage]) -> list[dict[str, Any]]:
                 "id": f"pmv-multi-{first.name}",
                 "image": [f"images/{first.name}.jpg", f"images/{second.name}.jpg"],
                 "modality": PUBMEDVISION_MODALITY[first.modality],
-                "conversations": _turns(first, 0, 1),
+                "conversations": _two_image_turns(first),
             }
         )
     return samples
@@ -104,6 +126,8 @@ def build(dest: Path) -> None:
     images = list(catalog.real_images())
     for image in images:
         catalog.write_jpeg(image, dest / "images" / f"{image.name}.jpg")
+    first = images[0]
+    catalog.write_jpeg(first, dest / "images" / "sub" / PLANTED_PHI_FILE)
     catalog.write_empty_jpeg(dest / "images" / "empty.jpg")
     catalog.write_truncated_jpeg(catalog.get("ct_head"), dest / "images" / "truncated.jpg")
     catalog.write_json(dest / "llava_med_instruct.json", _llava_med(images))
@@ -124,10 +148,13 @@ def build(dest: Path) -> None:
         ],
         made_up=[
             "ids, question wording, the split field on every fifth PubMedVision-style sample",
+            "a row id and an image file name that name a patient (all made up); no output may "
+            "carry them",
             "two multi-image samples (a head CT and a head MRI together): the reader keeps the "
             "first image and records n_images",
             "bad inputs: image paths ../../etc/passwd and /etc/passwd (outside the root), "
-            "does_not_exist.jpg (missing), images/empty.jpg (0 bytes), images/truncated.jpg, "
+            "does_not_exist.jpg and a file name naming a patient (missing), images/empty.jpg "
+            "(0 bytes), images/truncated.jpg, "
             "a sample without conversations, and a cut-off line in pubmedvision.jsonl; all "
             "must be quarantined",
         ],

@@ -12,7 +12,13 @@ from typing import Any
 
 from healthgpt.data.samples import catalog
 from healthgpt.data.samples.catalog import CatalogImage
-from healthgpt.data.samples.llava_json import PUBMEDVISION_MODALITY, _turns
+from healthgpt.data.samples.llava_json import (
+    PLANTED_PHI_FILE,
+    PLANTED_PHI_ID,
+    PUBMEDVISION_MODALITY,
+    _turns,
+    _two_image_turns,
+)
 from healthgpt.data.samples.seal import sealed
 
 PLANTED_PHI_TEXT = (
@@ -26,12 +32,12 @@ NON_UTF8 = "@@NOT-UTF8@@"  # replaced by a 0xff byte when the listing is written
 BAD_IMAGE_PATHS = {
     "outside-relative": "../../etc/passwd",
     "outside-absolute": "/etc/passwd",
-    "missing": "does_not_exist.jpg",
+    "missing": PLANTED_PHI_FILE,  # a missing image named after a patient
 }
 BAD_READMES = [
     "bad rows: image paths ../../etc/passwd and /etc/passwd (outside the root), a missing "
-    "image, a truncated JPEG, a row with a byte that is not UTF-8, and a listing cut off "
-    "in its last row; all must be quarantined",
+    "image whose file name and row id name a patient, a truncated JPEG, a row with a byte "
+    "that is not UTF-8, and a listing cut off in its last row; all must be quarantined",
     "one row whose text names a doctor, a patient, a date, a record number and a phone "
     "number (all made up); ingestion must scrub them",
 ]
@@ -55,7 +61,10 @@ def caption_turns(image: CatalogImage, at_end: bool) -> list[dict[str, str]]:
 def bad_rows(row: Callable[[str, str], dict[str, Any]], truncated: str) -> list[dict[str, Any]]:
     """The bad rows of every sample: `row(key, image path)` makes one in the layout's style;
     `truncated` is the path of the truncated JPEG. The non-UTF-8 row comes last."""
-    rows = [row(f"bad-{key}", path) for key, path in BAD_IMAGE_PATHS.items()]
+    rows = [
+        row(PLANTED_PHI_ID if key == "missing" else f"bad-{key}", path)
+        for key, path in BAD_IMAGE_PATHS.items()
+    ]
     rows.append(row("bad-truncated", truncated))
     non_utf8 = row("bad-not-utf8", truncated)
     non_utf8["conversations"][-1]["value"] += NON_UTF8
@@ -193,10 +202,13 @@ def build_pubmedvision(dest: Path) -> None:
     for first, second in ((images[0], images[1]), (images[1], images[0])):
         multi = pubmedvision_row(first, f"pmv-multi-{first.name}", 0)
         multi["image"] = [f"images/{first.name}.jpg", f"images/{second.name}.jpg"]
+        multi["conversations"] = _two_image_turns(first)
         alignment.append(multi)
     catalog.write_json(dest / "PubMedVision_Alignment_VQA.json", alignment)
     instruction = [pubmedvision_row(image, f"pmv-it-{image.name}", 1) for image in images]
-    planted = pubmedvision_row(images[0], "pmv-it-planted", 0)
+    planted = pubmedvision_row(images[0], PLANTED_PHI_ID, 0)
+    planted["image"] = [f"images/sub/{PLANTED_PHI_FILE}"]
+    catalog.write_jpeg(images[0], dest / "images" / "sub" / PLANTED_PHI_FILE)
     planted["conversations"][-1]["value"] += " " + PLANTED_PHI_TEXT
 
     def bad(key: str, path: str) -> dict[str, Any]:
@@ -257,7 +269,9 @@ def build_llava_med(dest: Path) -> None:
         rows.append(llava_med_row(catalog.get(name), pair_id, flag))
     head = catalog.get("ct_head")
     planted = llava_med_row(head, "31000001_F1", "ct_scan")
-    planted["id"] = "31000001_F1-planted"
+    planted["id"] = PLANTED_PHI_ID
+    planted["image"] = f"sub/{PLANTED_PHI_FILE}"
+    catalog.write_jpeg(head, dest / "images" / "sub" / PLANTED_PHI_FILE)
     planted["conversations"][1]["value"] += " " + PLANTED_PHI_TEXT
     catalog.write_truncated_jpeg(head, dest / "images" / "31000009_F1.jpg")
 

@@ -15,7 +15,12 @@ from PIL import Image
 
 from healthgpt.data.samples import catalog
 from healthgpt.data.samples.catalog import CatalogImage
-from healthgpt.data.samples.llava_json import PUBMEDVISION_MODALITY, _turns
+from healthgpt.data.samples.llava_json import (
+    PLANTED_PHI_FILE,
+    PLANTED_PHI_ID,
+    PUBMEDVISION_MODALITY,
+    _turns,
+)
 from healthgpt.data.samples.llava_sets import (
     BAD_READMES,
     PLANTED_PHI_TEXT,
@@ -153,7 +158,9 @@ def build_comprehension(dest: Path) -> None:
         row = comprehension_row(image, f"comp-{image.name}")
         catalog.write_jpeg(image, dest / row["image"])
         rows.append(row)
-    planted = comprehension_row(images[0], "comp-planted")
+    planted = comprehension_row(images[0], PLANTED_PHI_ID)
+    planted["image"] = f"images/ct/{PLANTED_PHI_FILE}"
+    catalog.write_jpeg(images[0], dest / planted["image"])
     planted["conversations"][1]["value"] += " " + PLANTED_PHI_TEXT
     truncated = "images/ct/truncated.jpg"
     catalog.write_truncated_jpeg(images[0], dest / truncated)

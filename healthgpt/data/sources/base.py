@@ -59,6 +59,10 @@ class SourceReader(ABC):
 
     name: ClassVar[str]
     expected_layout: ClassVar[str]
+    # The `options.extra` keys this reader reads (beside `limits`, which every reader takes):
+    # a registry file naming another key is refused when the registry loads
+    # (`check_options`), so a typo fails at load rather than being silently ignored.
+    extra_keys: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, root: str | Path, options: ReaderOptions | None = None) -> None:
         self.root = Path(root)
@@ -71,6 +75,16 @@ class SourceReader(ABC):
         # counted by reason: they are not items, so they are neither records nor quarantined,
         # but the ingest summary reports them so nothing disappears without a trace.
         self.skipped: Counter[str] = Counter()
+
+    @classmethod
+    def check_options(cls, options: ReaderOptions) -> None:
+        """Refuse options this reader cannot use, before any data is read (the registry
+        calls it when it loads): unknown `extra` keys; readers with extra keys whose
+        values have a fixed set of choices check them here too. Raises ValueError."""
+        unknown = set(options.extra) - cls.extra_keys - {"limits"}
+        if unknown:
+            known = ", ".join(sorted(cls.extra_keys | {"limits"}))
+            raise ValueError(f"unknown extra keys {sorted(unknown)} for {cls.name}; known: {known}")
 
     def validate_layout(self) -> None:
         """Fail fast, naming the expected layout, when the root is missing or wrong."""

@@ -29,6 +29,7 @@ IGNORED_NAMES = frozenset({"DICOMDIR"})
 
 class DicomFolderReader(SourceReader):
     name = "dicom_folder"
+    extra_keys = frozenset({"dicom_ct_window"})
     expected_layout = """\
 <root>/
   **/<anything>.dcm  or  **/<name without extension>   (DICOM files at any depth)

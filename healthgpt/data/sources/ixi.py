@@ -57,6 +57,7 @@ _MEMBER_KINDS = {
 
 class IxiReader(SourceReader):
     name = "ixi"
+    extra_keys = frozenset({"sequences", "spacing"})
     expected_layout = """\
 <root>/
   IXI-T1.tar   IXI-T2.tar   IXI-PD.tar      (as downloaded; members are read in place)

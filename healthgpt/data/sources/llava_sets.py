@@ -21,14 +21,15 @@ free text from papers and the web may still name people.
 
 from __future__ import annotations
 
-import re
+from fnmatch import fnmatchcase
 from typing import Any, ClassVar
 
+from healthgpt.data.options import ReaderOptions
 from healthgpt.data.sources.base import BadInput
 from healthgpt.data.sources.llava_json import LlavaJsonReader
+from healthgpt.data.tasks import IMAGE_TOKEN
 from healthgpt.data.vocab import modality_from_text
 
-IMAGE_TOKEN = "<image>"
 MULTI_IMAGE_CHOICES = ("drop", "first")
 
 
@@ -36,9 +37,18 @@ class _PaperJsonReader(LlavaJsonReader):
     """The paper's LLaVA-style datasets: scrubbed turns, named listing files."""
 
     scrub_turns = True
+    public_names = True
 
     def extra_meta(self, sample: dict[str, Any]) -> dict[str, Any]:
         return {"image_token": image_token_place(sample)}
+
+
+def multi_image_choice(options: ReaderOptions) -> str:
+    """`options.extra["multi_image"]`, checked (the registry checks it when it loads)."""
+    choice = options.extra.get("multi_image", "drop")
+    if choice not in MULTI_IMAGE_CHOICES:
+        raise ValueError(f"multi_image {choice!r} not in {MULTI_IMAGE_CHOICES}")
+    return choice
 
 
 class _MultiImageRule(LlavaJsonReader):
@@ -46,11 +56,15 @@ class _MultiImageRule(LlavaJsonReader):
     `options.extra["multi_image"]` is "first" (keep the first image, `meta.n_images` says
     how many there were)."""
 
+    extra_keys = LlavaJsonReader.extra_keys | {"multi_image"}
+
+    @classmethod
+    def check_options(cls, options: ReaderOptions) -> None:
+        super().check_options(options)
+        multi_image_choice(options)
+
     def multi_image(self) -> str:
-        choice = self.options.extra.get("multi_image", "drop")
-        if choice not in MULTI_IMAGE_CHOICES:
-            raise ValueError(f"multi_image {choice!r} not in {MULTI_IMAGE_CHOICES}")
-        return choice
+        return multi_image_choice(self.options)
 
     def skip_reason(self, sample: Any) -> str | None:
         if self.multi_image() == "first" or not isinstance(sample, dict):
@@ -126,9 +140,15 @@ def domain_flags(sample: dict[str, Any]) -> list[str]:
     return [name for name in LLAVA_MED_DOMAINS if domain.get(name) is True]
 
 
-# The origin of a row of the released alignment file, by its `id`: LLaVA-558k ids are the
-# 9-digit image numbers of LAION/CC/SBU; every other id is taken for a PubMedVision row.
-ORIGIN_PATTERNS: tuple[tuple[str, str], ...] = (("llava_558k", r"^\d{9}$"), ("pubmedvision", r"."))
+# The origin of a row of the released alignment file, by its `id`, as shell-style globs
+# (`fnmatch`, not regular expressions: a user's pattern cannot backtrack for hours): LLaVA-558k
+# ids are the 9-digit image numbers of LAION/CC/SBU; every other id is a PubMedVision row.
+ORIGIN_PATTERNS: tuple[tuple[str, str], ...] = (
+    ("llava_558k", "[0-9]" * 9),
+    ("pubmedvision", "?*"),
+)
+# Ids longer than this are quarantined before any pattern sees them.
+MAX_ID_CHARS = 256
 
 
 class VlHealthAlignmentReader(_MultiImageRule, _PaperJsonReader):
@@ -142,16 +162,35 @@ class VlHealthAlignmentReader(_MultiImageRule, _PaperJsonReader):
   the images the rows name, relative to the root (options.extra.image_root, image_prefix
   for files that carry absolute paths)"""
     origin_patterns: ClassVar[tuple[tuple[str, str], ...]] = ORIGIN_PATTERNS
+    extra_keys = _MultiImageRule.extra_keys | {"origin_patterns"}
+
+    @classmethod
+    def check_options(cls, options: ReaderOptions) -> None:
+        super().check_options(options)
+        patterns = options.extra.get("origin_patterns")
+        if patterns is not None and not (
+            isinstance(patterns, dict)
+            and patterns
+            and all(isinstance(k, str) and isinstance(v, str) and v for k, v in patterns.items())
+        ):
+            raise ValueError(
+                "origin_patterns must map each origin to a glob of row ids (fnmatch), "
+                f"got {patterns!r}"
+            )
 
     def origin(self, sample: dict[str, Any]) -> str:
         """Which dataset a row comes from, by its id (`options.extra["origin_patterns"]`,
-        a mapping of origin to regular expression, overrides the default rule)."""
+        a mapping of origin to an `fnmatch` glob of ids, the first match wins, overrides
+        the default rule)."""
         sample_id = sample.get("id")
         if sample_id in (None, ""):
             raise BadInput("row has no id to tell its origin")
+        text = str(sample_id)
+        if len(text) > MAX_ID_CHARS:
+            raise BadInput(f"row id longer than {MAX_ID_CHARS} characters")
         patterns = self.options.extra.get("origin_patterns") or dict(self.origin_patterns)
         for origin, pattern in patterns.items():
-            if re.search(pattern, str(sample_id)):
+            if fnmatchcase(text, pattern):
                 return origin
         raise BadInput("row id matches no origin pattern")
 

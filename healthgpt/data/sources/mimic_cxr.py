@@ -205,6 +205,7 @@ def _label(value: str | None) -> int | None:
 
 class MimicCxrReader(SourceReader):
     name = "mimic_cxr"
+    extra_keys = frozenset({"reports_root"})
     expected_layout = f"""\
 <root>/                                  (MIMIC-CXR-JPG 2.x, PhysioNet credentialed access)
   {METADATA}

@@ -35,6 +35,7 @@ BIDS_SUBJECT = re.compile(r"(?:^|/)(sub-[A-Za-z0-9]+)(?:/|_)")
 
 class NiftiFolderReader(SourceReader):
     name = "nifti_folder"
+    extra_keys = frozenset({"modality", "body_part", "volume_index", "spacing"})
     expected_layout = """\
 <root>/
   **/<name>.nii.gz  or  **/<name>.nii      (3D or 4D volumes at any depth)

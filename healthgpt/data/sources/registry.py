@@ -13,7 +13,10 @@ corpus in an existing format (another LLaVA-style JSON set) needs one file and n
     options: {image_size: 256, extra: {image_root: images}}  # optional ReaderOptions
     expected_counts: {full: {records_min: 1}}                # optional, for the checks
 
-`root.default` is relative to the sources directory (`HEALTHGPT_SOURCES_DIR`). Errors name
+`root.default` is relative to the sources directory (`HEALTHGPT_SOURCES_DIR`); `root.env`
+must be a `HEALTHGPT_SOURCE_*` variable. `options.extra` may name only the keys the reader
+declares (`SourceReader.extra_keys`, values checked by `check_options`), its `limits` may
+only lower the defaults, and no salt may be set in a file. Errors name
 the file and the key, and every file is checked when the registry loads, so a typo fails
 the code location's load rather than one run later.
 """
@@ -29,13 +32,17 @@ from typing import Any
 
 import yaml
 
+from healthgpt.data.limits import Limits
 from healthgpt.data.options import ReaderOptions
 from healthgpt.data.sources import SOURCES, SourceReader, reader_class
 from healthgpt.paths import MANIFESTS_DIR, source_root, source_root_variable
 from healthgpt.settings import settings
 
 REGISTRY_DIRS_ENV = "HEALTHGPT_REGISTRY_DIRS"
-NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
+NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]*")  # use with fullmatch: `$` passes "x\n"
+# The only variables a registry file may name for its root: a file must not be able to make
+# an error message print another setting (HEALTHGPT_DEID_SALT) as a path.
+ROOT_ENV_PATTERN = re.compile(r"HEALTHGPT_SOURCE_[A-Z0-9_]+")
 # Options a registry file may not set: the chunk is chosen per run, and a salt is a secret
 # that belongs in the environment (HEALTHGPT_DEID_SALT), not in a file under version control.
 RUN_ONLY_OPTIONS = frozenset({"chunk", "deid_salt"})
@@ -170,7 +177,7 @@ def load_entry(path: str | Path) -> DatasetEntry:
     name = spec.get("source")
     if not isinstance(name, str) or not name:
         raise RegistryError(f"{path}: missing `source:` (the dataset's name)")
-    if not NAME_PATTERN.match(name):
+    if not NAME_PATTERN.fullmatch(name):
         raise RegistryError(
             f"{path}: source {name!r} must be lower case letters, digits and _ "
             "(it names asset keys and variables)"
@@ -182,15 +189,49 @@ def load_entry(path: str | Path) -> DatasetEntry:
         what = "missing `reader:`" if reader is None else f"unknown reader {reader!r}"
         raise RegistryError(f"{path}: {what}; readers: {', '.join(sorted(SOURCES))}")
     variable, default = _root_spec(path, name, spec.get("root"))
+    options = reader_options(path, spec.get("options"))
+    try:
+        reader_class(reader).check_options(options)
+    except ValueError as exc:
+        raise RegistryError(f"{path}: options: {exc}") from None
+    _check_expected_counts(path, spec.get("expected_counts"))
     return DatasetEntry(
         name=name,
         reader=reader,
         manifest_file=path,
         root_variable=variable,
         root_default=default,
-        options=reader_options(path, spec.get("options")),
+        options=options,
         facts=MappingProxyType({k: v for k, v in spec.items() if k not in REGISTRY_KEYS}),
     )
+
+
+COUNT_PROFILES = ("full", "sample")
+COUNT_KEYS = ("items", "quarantined", "records_min", "records_max")
+
+
+def _check_expected_counts(path: Path, counts: Any) -> None:
+    """`expected_counts: {full|sample: {items, quarantined, records_min, records_max}}`,
+    each a non-negative integer (comments in the file may say more)."""
+    if counts is None:
+        return
+    if not isinstance(counts, dict) or set(counts) - set(COUNT_PROFILES):
+        raise RegistryError(f"{path}: expected_counts must map {COUNT_PROFILES} to counts")
+    for profile, values in counts.items():
+        values = {} if values is None else values
+        if not isinstance(values, dict) or set(values) - set(COUNT_KEYS):
+            raise RegistryError(
+                f"{path}: expected_counts.{profile} may name only {', '.join(COUNT_KEYS)}"
+            )
+        for key, value in values.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise RegistryError(
+                    f"{path}: expected_counts.{profile}.{key} must be a non-negative "
+                    f"integer, got {value!r}"
+                )
+        low, high = values.get("records_min", 0), values.get("records_max")
+        if high is not None and high < low:
+            raise RegistryError(f"{path}: expected_counts.{profile}: records_max < records_min")
 
 
 def _root_spec(path: Path, name: str, root: Any) -> tuple[str, str]:
@@ -199,8 +240,10 @@ def _root_spec(path: Path, name: str, root: Any) -> tuple[str, str]:
     if not isinstance(root, dict) or set(root) - {"env", "default"}:
         raise RegistryError(f"{path}: root must be a mapping with `env` and/or `default`")
     variable = root.get("env", source_root_variable(name))
-    if not isinstance(variable, str) or not re.fullmatch(r"HEALTHGPT_[A-Z0-9_]+", variable):
-        raise RegistryError(f"{path}: root.env must be a HEALTHGPT_* variable, got {variable!r}")
+    if not isinstance(variable, str) or not ROOT_ENV_PATTERN.fullmatch(variable):
+        raise RegistryError(
+            f"{path}: root.env must be a HEALTHGPT_SOURCE_* variable, got {variable!r}"
+        )
     default = root.get("default", name)
     relative = PurePosixPath(default) if isinstance(default, str) else None
     if relative is None or relative.is_absolute() or ".." in relative.parts or not default:
@@ -223,12 +266,30 @@ def reader_options(path: Path, options: Any) -> ReaderOptions:
             allowed = sorted(set(known) - RUN_ONLY_OPTIONS)
             raise RegistryError(f"{path}: unknown option {key!r}; options: {', '.join(allowed)}")
         values[key] = _option_value(path, key, value, getattr(defaults, key))
+    extra = values.get("extra", {})
+    if "deid_salt" in extra:
+        raise RegistryError(
+            f"{path}: options.extra.deid_salt: a salt is a secret, set HEALTHGPT_DEID_SALT"
+        )
     try:
         result = ReaderOptions(**values)
         result.limits  # noqa: B018 - checks extra["limits"] now, naming this file
     except (TypeError, ValueError) as exc:
         raise RegistryError(f"{path}: options: {exc}") from None
+    _only_lower_limits(path, extra.get("limits") or {})
     return result
+
+
+def _only_lower_limits(path: Path, limits: Mapping[str, Any]) -> None:
+    """A registry file may tighten the hostile-input limits, never loosen them: raising one
+    is a decision for whoever runs ingest (`HEALTHGPT_LIMIT_*`, or a run's config)."""
+    defaults = Limits()
+    for name, value in limits.items():
+        if int(value) > getattr(defaults, name):
+            raise RegistryError(
+                f"{path}: options.extra.limits.{name}={value} is above the default "
+                f"{getattr(defaults, name)}; a registry file may only lower limits"
+            )
 
 
 def _option_value(path: Path, key: str, value: Any, default: Any) -> Any:

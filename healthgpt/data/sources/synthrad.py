@@ -47,6 +47,7 @@ AIR_HU = -1000.0
 
 class SynthRadReader(SourceReader):
     name = "synthrad2023"
+    extra_keys = frozenset({"spacing"})
     expected_layout = f"""\
 <root>/
   {TASK_DIR}/brain/1BA001/mr.nii.gz  ct.nii.gz  mask.nii.gz

@@ -40,11 +40,11 @@ from healthgpt.data.schema import TASK_FAMILIES, new_record
 from healthgpt.data.sources.base import ITEM_FILE_SUFFIXES, BadInput, meta_json
 from healthgpt.data.sources.llava_json import (
     LlavaJsonReader,
+    check_placeholders,
     image_list,
-    orig_id,
     row_split,
 )
-from healthgpt.data.sources.llava_sets import IMAGE_TOKEN
+from healthgpt.data.tasks import IMAGE_TOKEN
 from healthgpt.data.vocab import modality_from_text, normalize_body_part
 
 GENERATION_TASKS = tuple(t for t, family in TASK_FAMILIES.items() if family == "generation")
@@ -71,6 +71,10 @@ _SOURCE = re.compile(
     r"(?P<m>ct\b|computed tomography|mri?\b|magnetic resonance)",
     re.I,
 )
+
+
+# A VQ code token of the official generation code's vocabulary (`<idx_123>`).
+_VQ_CODE = re.compile(r"<idx_\d{1,6}>")
 
 
 def normalize_task(value: Any) -> str:
@@ -111,8 +115,10 @@ class VlHealthGenerationReader(LlavaJsonReader):
     name = "vl_health_generation"
     listing_globs = ("*.json",)
     scrub_turns = True
+    public_names = True
     # The task of every row, whatever the row says (the reconstruction file).
     fixed_task: ClassVar[str | None] = None
+    extra_keys = LlavaJsonReader.extra_keys | {"output_image_field", "task_field"}
     expected_layout = """\
 <root>/                (the generation instruction folder of lintw/VL-Health)
   *.json               [{id, task?, image: <input>, output_image: <output>,
@@ -131,6 +137,19 @@ class VlHealthGenerationReader(LlavaJsonReader):
             return None
         folder = rel_path.rpartition("/")[0]
         return f"{folder}/" if folder else rel_path
+
+    def no_output_reason(self, task: str, turns: list[dict[str, str]]) -> str:
+        """Why a row without its output image is quarantined: the field expected, and, when
+        the answer holds VQ code tokens instead (`<idx_N>`, as the official generation
+        code writes them), that codes are not read (they need the VQ tokenizer they were
+        made with; see data_manifests/vl_health_generation.yaml)."""
+        reason = f"{task} row names no {self.output_field()} (the target image file expected)"
+        if any(_VQ_CODE.search(t["value"]) for t in turns if t["from"] in ("gpt", "assistant")):
+            reason += "; its answer holds VQ code tokens, which are not read"
+        return reason
+
+    def path_fields(self) -> tuple[str, ...]:
+        return ("image", self.output_field())
 
     def key_image(self, sample: Any) -> str | None:
         if not isinstance(sample, dict):
@@ -162,18 +181,27 @@ class VlHealthGenerationReader(LlavaJsonReader):
         output = sample.get(self.output_field())
         if output is not None and not (isinstance(output, str) and output.strip()):
             raise BadInput(f"{self.output_field()} is not an image path")
+        check_placeholders(turns, len(inputs), answer_images=1)
         instruction = instruction_text(turns)
         task, task_from = self.task_of(sample, instruction, bool(inputs))
-        label = modality_from_text(sample.get("modality")) or modality_from_text(instruction)
+        row_label = modality_from_text(sample.get("modality"))
+        label = row_label or modality_from_text(instruction)
+        if task == "text_to_image" and inputs:
+            raise BadInput("text_to_image row names an input image (the task has none)")
+        if task in TASK_MODALITIES and row_label not in (None, TASK_MODALITIES[task][0]):
+            raise BadInput(
+                f"modality label {row_label} contradicts task {task} "
+                f"(input {TASK_MODALITIES[task][0]})"
+            )
         common: dict[str, Any] = {
             "source": self.name,
-            "orig_id": orig_id(sample, file_name, index),
+            "orig_id": self.orig_id(sample, file_name, index),
             "split": row_split(sample),
             "task": task,
             "body_part": normalize_body_part(sample.get("body_part")),
             "conversations": turns,
             "meta": meta_json(
-                sample_id=sample.get("id"),
+                sample_id=self.shown_id(sample),
                 file=file_name,
                 n_images=len(inputs),  # input images: the mixture drops rows with more
                 has_output=bool(output),
@@ -186,7 +214,7 @@ class VlHealthGenerationReader(LlavaJsonReader):
         target = self._resolve(output.strip(), roots) if output else None
         if task == "text_to_image":
             if target is None:
-                raise BadInput(f"text_to_image row names no {self.output_field()}")
+                raise BadInput(self.no_output_reason(task, turns))
             if not instruction:
                 raise BadInput("text_to_image row has no report text")
             return [
@@ -213,7 +241,9 @@ class VlHealthGenerationReader(LlavaJsonReader):
                 )
             ]
         if target is None:
-            raise BadInput(f"{task} row names no {self.output_field()}")
+            raise BadInput(self.no_output_reason(task, turns))
+        if task == "super_resolution" and target == source:
+            raise BadInput("super_resolution row's output image is its input image")
         modality, target_modality = TASK_MODALITIES.get(task, (label or "Other",) * 2)
         return [
             new_record(
