@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
+from healthgpt.data.tasks import SPEAKER_ROLES
 from healthgpt.model.constants import IGNORE_INDEX, IMAGE_PLACEHOLDER, IMAGE_TOKEN_ID
 from healthgpt.model.tokenizer import TextTokenizer
 
@@ -69,7 +70,7 @@ CHATML = PromptStyle(
 )
 PROMPT_STYLES = {"phi3": PHI3, "phi4": PHI4, "chatml": CHATML}
 
-ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
+ROLES = SPEAKER_ROLES  # the speakers the readers accept are the ones formatted here
 
 NO_ANSWER = "no_answer"  # no assistant turn: nothing to learn from
 IMAGE_CUT = "image_cut"  # max_length falls inside (or before) an input image's positions

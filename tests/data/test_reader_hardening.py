@@ -114,10 +114,10 @@ def test_rows_the_trainer_cannot_format_are_quarantined_with_reasons(tmp_path):
     )
 
 
-def test_the_trainer_maps_the_speakers_readers_accept():
+def test_the_trainer_formats_every_speaker_readers_accept():
     from healthgpt.model.prompt import ROLES
 
-    assert ROLES == SPEAKER_ROLES
+    assert set(SPEAKER_ROLES) <= set(ROLES)
 
 
 def generation_root(root: Path, rows: list[dict]) -> Path:
