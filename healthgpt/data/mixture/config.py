@@ -194,12 +194,17 @@ def task_allows_source(config: MixtureConfig, task: str, source: str) -> bool:
 # generation rows state their task (`meta.task`) and are routed by it.
 _CLOSED_AND_OPEN = VQA_TASKS
 _CONVERSION = ("ct_to_mri", "mri_to_ct")
+#
+# The alignment captions are conversations: every reader of these datasets keeps a row's
+# turns as they are (kind `conversation`: a caption prompt and its caption), so the paper's
+# stage-1 captions are the `conversation` task here, and no route names `caption` (no
+# registered reader of a routed dataset emits caption records: the task could never show).
 PAPER_ROUTES: dict[str, dict[str, tuple[str, ...]]] = {
     STAGE1: {
-        # alignment: captions / alignment conversations, and reconstruction of their images
-        "llava_558k": ("caption", "conversation", "reconstruction"),
-        "pubmedvision": ("caption", "conversation"),
-        "vl_health_alignment": ("caption", "conversation"),
+        # alignment: caption conversations, and reconstruction of their images
+        "llava_558k": ("conversation", "reconstruction"),
+        "pubmedvision": ("conversation",),
+        "vl_health_alignment": ("conversation",),
         "vl_health_reconstruction": ("reconstruction",),
     },
     STAGE3: {
@@ -210,7 +215,7 @@ PAPER_ROUTES: dict[str, dict[str, tuple[str, ...]]] = {
         "llava_med": ("conversation",),
         "pubmedvision": ("conversation",),
         "mimic_cxr": ("report", "text_to_image"),
-        "vl_health_comprehension": (*_CLOSED_AND_OPEN, "caption", "conversation", "report"),
+        "vl_health_comprehension": (*_CLOSED_AND_OPEN, "conversation", "report"),
         # generation instructions
         "synthrad2023": _CONVERSION,
         "ixi": ("super_resolution",),
