@@ -88,6 +88,10 @@ def test_each_stage_holds_exactly_the_papers_datasets_and_tasks(paper_run):
         assert reasons.get(group) == why, group
     for source in NOTHING_ROUTED:
         assert reasons.get((source, None)) >= {"no_task_for_kind"}, source
+    # The evaluation has the paper's held-out questions and generation pairs to run on.
+    held_out = _groups(mixture, "eval")
+    assert {("synthrad2023", "ct_to_mri"), ("synthrad2023", "mri_to_ct")} <= held_out
+    assert {(s, "vqa_choice") for s in ("vqa_rad", "slake", "pathvqa")} <= held_out
 
 
 def test_the_mixture_checks_pass_and_the_asset_shows_the_paper_comparison(paper_run):
