@@ -243,7 +243,7 @@ def route_patterns(routes: dict[str, dict[str, tuple[str, ...]]], stage: str) ->
 def paper_preset(**overrides: Any) -> MixtureConfig:
     """The paper's composition (arXiv 2502.09838, sec. 4 and appendix; VL-Health card).
 
-    - Stage 1 (alignment): captions and alignment conversations of LLaVA-558k and
+    - Stage 1 (alignment): the caption conversations (`conversation`) of LLaVA-558k and
       PubMedVision (multi-image instances removed) plus reconstruction of the LLaVA-558k
       images; or the released VL-Health alignment and reconstruction files.
     - Stage 2 (fusion): Mixed-47k, 47k samples drawn from the alignment data.
