@@ -112,6 +112,11 @@ def build_vl_health_mixture(
     summary = build_mixture(inputs, out, mixture_config, progress=progress)
     chart = png_markdown(card.composition_chart_png(summary), "composition")
     composition = dg.MetadataValue.md(card.composition_markdown(summary))
+    beside_the_paper = dg.MetadataValue.md(card.beside_the_paper(summary, mixture_config))
+    # The dataset card's path (a local mixture; on an object store it sits under a version).
+    card_path = (
+        {"card": dg.MetadataValue.path(summary.paths["card"])} if "card" in summary.paths else {}
+    )
     for subset in SUBSETS:
         shards = summary.shards.get(subset, [])
         yield dg.MaterializeResult(
@@ -124,8 +129,10 @@ def build_vl_health_mixture(
                 ),
                 "composition": composition,
                 "composition_chart": chart,
+                "beside_the_paper": beside_the_paper,
                 "removed": dg.MetadataValue.json(summary.removed),
                 "seconds": dg.MetadataValue.float(round(summary.seconds, 2)),
+                **card_path,
             },
         )
     results = {

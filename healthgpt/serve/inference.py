@@ -14,7 +14,7 @@ decoded or how a prompt is worded:
   evaluation shows images to the model;
 - the prompt: a question is asked as written (the trained form of an open question: the
   image placeholder, a newline, the question); a generation task uses the first training
-  template of that task (`healthgpt.data.mixture.tasks.PROMPTS`), filled the way the
+  template of that task (`healthgpt.data.tasks.PROMPTS`), filled the way the
   mixture fills it.
 """
 
@@ -30,8 +30,7 @@ from healthgpt.data.decode.imaging import load_image_bytes
 from healthgpt.data.errors import BadInput
 from healthgpt.data.limits import Limits
 from healthgpt.data.mixture.config import MixtureConfig
-from healthgpt.data.mixture.tasks import PROMPTS
-from healthgpt.data.tasks import NEEDS_IMAGE
+from healthgpt.data.tasks import NEEDS_IMAGE, PROMPTS
 from healthgpt.data.vocab import normalize_body_part
 from healthgpt.eval import models
 from healthgpt.eval.predict import HealthGPTImage, HealthGPTText

@@ -42,10 +42,10 @@ def paper_sources(root):
     dirs["llava_558k"] = write_ingested(
         root,
         "llava_558k",
-        [_image("llava_558k", f"c{i}", "caption", text=f"A picture {i}.") for i in range(4)]
-        + [
+        # As the reader emits them: a caption prompt and its caption, kept as turns.
+        [
             _image("llava_558k", f"v{i}", "conversation", conversations=_turns(f"Q{i}?"))
-            for i in range(2)
+            for i in range(6)
         ],
     )
     dirs["pubmedvision"] = write_ingested(
@@ -174,7 +174,6 @@ def test_each_stage_holds_exactly_the_papers_datasets_and_tasks(paper_build):
     mixture, _ = paper_build
     stage1, stage2, stage3 = (_groups(mixture, s) for s in ("stage1", "stage2", "stage3"))
     assert stage1 == {
-        ("llava_558k", "caption"),
         ("llava_558k", "conversation"),
         ("llava_558k", "reconstruction"),
         ("pubmedvision", "conversation"),
@@ -242,7 +241,7 @@ def test_card_shows_the_build_beside_the_paper(paper_build):
 def test_paper_presets_differ_only_in_size():
     full, small = paper_preset(), paper_sample_preset()
     assert full.stage2_size == 47_000 and small.stage2_size < 1_000
-    assert small.generation_test_fraction == PRESETS["sample"]().generation_test_fraction
+    assert small.generation_test_fraction > PRESETS["sample"]().generation_test_fraction
     for field in ("task_sources", "stage1_include", "stage3_include", "closed_question_style"):
         assert getattr(full, field) == getattr(small, field), field
 

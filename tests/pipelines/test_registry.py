@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from healthgpt import cli
+from healthgpt.data.mixture.config import paper_preset
 from healthgpt.data.options import ReaderOptions
 from healthgpt.data.shards import shard_paths
 from healthgpt.data.sources.registry import (
@@ -204,6 +205,7 @@ def test_mixture_run_config_naming_one_field_keeps_the_presets_other_values():
     assert dg.materialize([mixture_probe], run_config=run_config).success
     config = PROBED.pop()
     assert (config.seed, config.workers, config.stage2_size) == (7, 0, 47_000)
+    assert config.to_dict() == paper_preset(seed=7).to_dict()  # every other field as preset
     explicit = MixtureBuildConfig(preset="paper", workers=2).mixture_config()
     assert explicit.workers == 2
 

@@ -231,6 +231,12 @@ def paper_comparison_markdown(summary: MixtureSummary, paper: dict[str, dict[str
     )
 
 
+def beside_the_paper(summary: MixtureSummary, config: MixtureConfig) -> str:
+    """The card's "Beside the paper" section, with the `paper:` blocks of the registry folder
+    `config` names: one text for the card and the mixture asset's metadata alike."""
+    return paper_comparison_markdown(summary, read_paper(manifests_dir(config.manifests_dir)))
+
+
 def _dimension_table(summary: MixtureSummary, dimension: str) -> str:
     subsets = [s for s in SUBSETS if summary.rows(s)]
     values = sorted({v for s in subsets for v in summary.counts[s].get(dimension, {})})
@@ -341,7 +347,7 @@ def render_card(summary: MixtureSummary, config: MixtureConfig) -> str:
         "## Composition by task\n",
         composition_markdown(summary) + "\n",
         "## Beside the paper\n",
-        paper_comparison_markdown(summary, read_paper(manifests_dir(config.manifests_dir))) + "\n",
+        beside_the_paper(summary, config) + "\n",
         "## By source\n",
         _dimension_table(summary, "source") + "\n",
         "## By modality\n",

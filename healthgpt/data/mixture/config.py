@@ -194,12 +194,17 @@ def task_allows_source(config: MixtureConfig, task: str, source: str) -> bool:
 # generation rows state their task (`meta.task`) and are routed by it.
 _CLOSED_AND_OPEN = VQA_TASKS
 _CONVERSION = ("ct_to_mri", "mri_to_ct")
+#
+# The alignment captions are conversations: every reader of these datasets keeps a row's
+# turns as they are (kind `conversation`: a caption prompt and its caption), so the paper's
+# stage-1 captions are the `conversation` task here, and no route names `caption` (no
+# registered reader of a routed dataset emits caption records: the task could never show).
 PAPER_ROUTES: dict[str, dict[str, tuple[str, ...]]] = {
     STAGE1: {
-        # alignment: captions / alignment conversations, and reconstruction of their images
-        "llava_558k": ("caption", "conversation", "reconstruction"),
-        "pubmedvision": ("caption", "conversation"),
-        "vl_health_alignment": ("caption", "conversation"),
+        # alignment: caption conversations, and reconstruction of their images
+        "llava_558k": ("conversation", "reconstruction"),
+        "pubmedvision": ("conversation",),
+        "vl_health_alignment": ("conversation",),
         "vl_health_reconstruction": ("reconstruction",),
     },
     STAGE3: {
@@ -210,7 +215,7 @@ PAPER_ROUTES: dict[str, dict[str, tuple[str, ...]]] = {
         "llava_med": ("conversation",),
         "pubmedvision": ("conversation",),
         "mimic_cxr": ("report", "text_to_image"),
-        "vl_health_comprehension": (*_CLOSED_AND_OPEN, "caption", "conversation", "report"),
+        "vl_health_comprehension": (*_CLOSED_AND_OPEN, "conversation", "report"),
         # generation instructions
         "synthrad2023": _CONVERSION,
         "ixi": ("super_resolution",),
@@ -238,7 +243,7 @@ def route_patterns(routes: dict[str, dict[str, tuple[str, ...]]], stage: str) ->
 def paper_preset(**overrides: Any) -> MixtureConfig:
     """The paper's composition (arXiv 2502.09838, sec. 4 and appendix; VL-Health card).
 
-    - Stage 1 (alignment): captions and alignment conversations of LLaVA-558k and
+    - Stage 1 (alignment): the caption conversations (`conversation`) of LLaVA-558k and
       PubMedVision (multi-image instances removed) plus reconstruction of the LLaVA-558k
       images; or the released VL-Health alignment and reconstruction files.
     - Stage 2 (fusion): Mixed-47k, 47k samples drawn from the alignment data.
@@ -267,17 +272,29 @@ def paper_preset(**overrides: Any) -> MixtureConfig:
 # under every study, so decontamination rightly removes every training report and
 # report-to-X-ray sample (see `demo_preset`).
 SAMPLE_DECONTAMINATED = ("report", "text_to_image")
+# Likewise under the paper's routing, where only IXI and the released generation file feed
+# super-resolution: the IXI sample's subjects are one real brain template at different
+# intensity scales, so every training slice is a near-duplicate of a held-out subject's, and
+# the generation file's one super-resolution row shows an image that is held out elsewhere.
+PAPER_SAMPLE_DECONTAMINATED = (*SAMPLE_DECONTAMINATED, "super_resolution")
+PAPER_SAMPLE_TEST_FRACTION = 0.5
 
 
 def paper_sample_preset(**overrides: Any) -> MixtureConfig:
     """`paper_preset`'s routing at the size of the bundled miniatures: a small stage 2, the
-    sample preset's held-out fraction and shard sizes, and without the tasks the samples
-    cannot show (`SAMPLE_DECONTAMINATED`), so the paper's composition runs on the samples."""
+    sample preset's shard sizes, half the subjects held out, and without the tasks the samples
+    cannot show (`PAPER_SAMPLE_DECONTAMINATED`), so the paper's composition runs on them.
+
+    The miniatures share a few real images, so decontamination also removes whole datasets
+    from training there (VQA-RAD, SLAKE, the released generation file: their training images
+    are held-out images); the card's "Removed" table and `removed.parquet` say so per group."""
     small = sample_preset()
     defaults: dict[str, Any] = {
-        "tasks": [t for t in TASKS if t not in SAMPLE_DECONTAMINATED],
+        "tasks": [t for t in TASKS if t not in PAPER_SAMPLE_DECONTAMINATED],
         "stage2_size": small.stage2_size,
-        "generation_test_fraction": small.generation_test_fraction,
+        # The SynthRAD2023 miniature has three subjects; at the sample preset's fraction none is
+        # held out, and the paper's generation tasks would have nothing to be evaluated on.
+        "generation_test_fraction": PAPER_SAMPLE_TEST_FRACTION,
         "target_shard_bytes": small.target_shard_bytes,
         "row_group_bytes": small.row_group_bytes,
         "workers": 1,
