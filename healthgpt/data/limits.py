@@ -155,8 +155,11 @@ class Confinement:
             if folder is None:
                 folder = self._dirs[base] = confine(self.given, base)
             candidate = folder / name
-            if not candidate.is_symlink():
-                return candidate
+            try:
+                if not candidate.is_symlink():
+                    return candidate
+            except OSError:
+                pass  # a name the file system refuses: `confine` gives the reason
         return confine(self.given, relative, base)
 
 

@@ -30,9 +30,14 @@ class Dist:
         return self.world > 1
 
 
+def launched_rank() -> int:
+    """This process's rank as torchrun set it (0 outside torchrun)."""
+    return int(os.environ.get("RANK", 0))
+
+
 def setup(device: str | None = None) -> Dist:
     """Join the torchrun process group if there is one (NCCL on GPUs, gloo on CPUs)."""
-    rank = int(os.environ.get("RANK", 0))
+    rank = launched_rank()
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     world = int(os.environ.get("WORLD_SIZE", 1))
     cuda = torch.cuda.is_available() and device != "cpu"

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -365,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         report = compute(args.mixture, args.vq, device=args.device)
     finally:
         distributed.teardown()
-    if int(os.environ.get("RANK", 0)) == 0:
+    if distributed.launched_rank() == 0:
         print(json.dumps(report.to_json(), sort_keys=True), flush=True)
     return 0
 
