@@ -276,3 +276,12 @@ def plant_shard(mixture: Path, subset: str, name: str, rows: list[dict[str, Any]
     listed = [ShardInfo(**s) for s in manifest.pop("shards")]
     planted = [shard.under(f"{subset}/data") for shard in writer.shards]
     write_manifest(mixture, listed + planted, **manifest)
+
+
+def subset_groups(mixture: Path, subset: str) -> set[tuple[str, str]]:
+    """The (source, task) pairs a built subset holds."""
+    found = set()
+    for path in sorted((mixture / subset / "data").glob("*.parquet")):
+        for row in pq.read_table(path, columns=["source", "task"]).to_pylist():
+            found.add((row["source"], row["task"]))
+    return found

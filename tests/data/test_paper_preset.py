@@ -15,7 +15,7 @@ from healthgpt.data.mixture.config import PRESETS, paper_preset, paper_sample_pr
 from healthgpt.data.schema import new_record
 from healthgpt.data.tasks import TASK_FAMILIES, TASKS
 from healthgpt.paths import MANIFESTS_DIR
-from tests.data.mixture_helpers import png, vqa, write_ingested
+from tests.data.mixture_helpers import png, subset_groups, vqa, write_ingested
 
 _seed = itertools.count(1000)
 
@@ -152,14 +152,6 @@ def paper_sources(root):
     return dirs
 
 
-def _groups(mixture, subset):
-    found = set()
-    for path in sorted((mixture / subset / "data").glob("*.parquet")):
-        for row in pq.read_table(path, columns=["source", "task"]).to_pylist():
-            found.add((row["source"], row["task"]))
-    return found
-
-
 @pytest.fixture(scope="module")
 def paper_build(tmp_path_factory):
     root = tmp_path_factory.mktemp("paper")
@@ -172,7 +164,7 @@ def paper_build(tmp_path_factory):
 
 def test_each_stage_holds_exactly_the_papers_datasets_and_tasks(paper_build):
     mixture, _ = paper_build
-    stage1, stage2, stage3 = (_groups(mixture, s) for s in ("stage1", "stage2", "stage3"))
+    stage1, stage2, stage3 = (subset_groups(mixture, s) for s in ("stage1", "stage2", "stage3"))
     assert stage1 == {
         ("llava_558k", "conversation"),
         ("llava_558k", "reconstruction"),

@@ -14,6 +14,7 @@ from healthgpt.data.tasks import STAGE1, STAGE2, STAGE3
 from pipelines.mixture import CHECKS, mixture_key, vl_health_mixture_asset
 from pipelines.resources import DataLocations
 from pipelines.sources import _ingest_factory
+from tests.data.mixture_helpers import subset_groups
 
 # Every dataset the paper routes, and one it does not (its rows must go nowhere).
 PAPER_DATASETS = sorted({name for stage in PAPER_ROUTES.values() for name in stage})
@@ -51,14 +52,6 @@ REMOVED = {
 NOTHING_ROUTED = {"mimic_cxr", "ixi", "llava_json"}
 
 
-def _groups(mixture, subset):
-    found = set()
-    for path in sorted((mixture / subset / "data").glob("*.parquet")):
-        for row in pq.read_table(path, columns=["source", "task"]).to_pylist():
-            found.add((row["source"], row["task"]))
-    return found
-
-
 @pytest.fixture(scope="module")
 def paper_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("paper_demo")
@@ -76,7 +69,7 @@ def paper_run(tmp_path_factory):
 def test_each_stage_holds_exactly_the_papers_datasets_and_tasks(paper_run):
     result, mixture = paper_run
     assert result.success
-    stage1, stage2, stage3 = (_groups(mixture, s) for s in (STAGE1, STAGE2, STAGE3))
+    stage1, stage2, stage3 = (subset_groups(mixture, s) for s in (STAGE1, STAGE2, STAGE3))
     assert stage1 == STAGE1_GROUPS
     assert stage2 and stage2 <= stage1
     assert stage3 == STAGE3_GROUPS
@@ -89,7 +82,7 @@ def test_each_stage_holds_exactly_the_papers_datasets_and_tasks(paper_run):
     for source in NOTHING_ROUTED:
         assert reasons.get((source, None)) >= {"no_task_for_kind"}, source
     # The evaluation has the paper's held-out questions and generation pairs to run on.
-    held_out = _groups(mixture, "eval")
+    held_out = subset_groups(mixture, "eval")
     assert {("synthrad2023", "ct_to_mri"), ("synthrad2023", "mri_to_ct")} <= held_out
     assert {(s, "vqa_choice") for s in ("vqa_rad", "slake", "pathvqa")} <= held_out
 
