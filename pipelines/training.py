@@ -16,6 +16,7 @@ from typing import Any
 
 import dagster as dg
 
+from healthgpt.data.tasks import STAGES
 from healthgpt.storage import output_path
 from healthgpt.train import vq_assets as vq
 from healthgpt.train import vq_codes
@@ -28,7 +29,7 @@ GROUP = "training"
 OWNERS = ["team:training"]
 KINDS = {"pytorch"}
 POOL = "gpu"
-STAGE_SUBSETS = {stage: dg.AssetKey(["mixture", stage]) for stage in ("stage1", "stage2", "stage3")}
+STAGE_SUBSETS = {stage: dg.AssetKey(["mixture", stage]) for stage in STAGES}
 
 
 class FamilyOverride(dg.Config):

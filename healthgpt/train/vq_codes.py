@@ -43,6 +43,7 @@ import pyarrow.compute as pc
 import torch
 
 from healthgpt.data.shards import ShardWriter, open_shard, resolve_images
+from healthgpt.data.tasks import STAGES
 from healthgpt.model import GENERATION
 from healthgpt.storage import is_local, output_path, write_json
 from healthgpt.train import distributed
@@ -56,7 +57,7 @@ from healthgpt.train.model_api import (
 )
 
 STORE = "vq_codes"
-SUBSETS = ("stage1", "stage2", "stage3")
+SUBSETS = STAGES
 SPLITS = ("train", "test")
 CHUNK_IMAGES = 256  # images per chunk file: what a crash can lose at most
 ENCODE_BATCH = 32
