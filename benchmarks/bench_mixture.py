@@ -95,8 +95,11 @@ class ImageFactory:
         return self.header + self._chunk(b"IDAT", data) + self._chunk(b"IEND", b"")
 
 
-def generate(root: Path, n_records: int, seed: int = 0) -> dict[str, Path]:
-    """Write the six synthetic sources (about `n_records` records in all) under `root`."""
+def generate(root: Path, n_records: int, seed: int = 0, identities: bool = True) -> dict[str, Path]:
+    """Write the six synthetic sources (about `n_records` records in all) under `root`, with
+    each image's identity as ingestion stores it, or without (`identities=False`: the
+    record/v1 layout of ingestions from before the identity columns)."""
+    from healthgpt.data.ingest.run import add_identities
     from healthgpt.data.schema import RECORD_SCHEMA, new_record
     from healthgpt.data.shards import ShardWriter, write_manifest
     from healthgpt.storage import atomic_directory
@@ -117,7 +120,7 @@ def generate(root: Path, n_records: int, seed: int = 0) -> dict[str, Path]:
                     writers[record["split"]] = ShardWriter(
                         staging / "data", RECORD_SCHEMA, prefix=record["split"]
                     )
-                writers[record["split"]].write(record)
+                writers[record["split"]].write(add_identities(record) if identities else record)
             shards = [s.under("data") for split in sorted(writers) for s in writers[split].close()]
             write_manifest(staging, shards, summary={"source": source})
         return out
@@ -295,7 +298,8 @@ def run_build(root: Path, out: Path, workers: int) -> dict:
 def _child(mode: str, root: str, arg: str, workers: int) -> None:
     if mode == "generate":
         started = time.perf_counter()
-        generate(Path(root), int(arg))
+        count, _, layout = arg.partition(":")
+        generate(Path(root), int(count), identities=layout != "without-identities")
         print(json.dumps({"seconds": round(time.perf_counter() - started, 1)}))
     else:
         print(json.dumps(run_build(Path(root), Path(arg), workers)))
@@ -334,6 +338,12 @@ def main() -> None:
         help="a git ref to build the same input with, interleaved with this checkout "
         "(A B A B), e.g. the commit before a change",
     )
+    parser.add_argument(
+        "--without-identities",
+        action="store_true",
+        help="input without the image identities ingestion stores (the mixture decodes "
+        "every image, as for ingestions from before the identity columns)",
+    )
     parser.add_argument("--child", nargs=3, metavar=("MODE", "ROOT", "ARG"))
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--workers", type=int, default=0, help="0: one per core")
@@ -347,7 +357,8 @@ def main() -> None:
             variants = {"baseline": baseline_code(args.baseline_ref, Path(tmp) / "baseline")}
             variants["current"] = None
         small_root = Path(tmp) / f"in{args.records}"
-        _run("generate", small_root, str(args.records), args.workers)
+        layout = ":without-identities" if args.without_identities else ""
+        _run("generate", small_root, f"{args.records}{layout}", args.workers)
         runs: dict[str, list[dict]] = {name: [] for name in variants}
         for repeat in range(args.repeats):
             for name, code in variants.items():  # interleaved: A B A B ...
@@ -358,12 +369,13 @@ def main() -> None:
         shutil.rmtree(small_root, ignore_errors=True)
         n_large = args.records * args.growth
         large_root = Path(tmp) / f"in{n_large}"
-        _run("generate", large_root, str(n_large), args.workers)
+        _run("generate", large_root, f"{n_large}{layout}", args.workers)
         large = _run("build", large_root, str(large_root) + "-out", args.workers)
         print(f"current, {n_large:,} records: {json.dumps(large)}", flush=True)
     current = runs["current"]
     small = sorted(current, key=lambda run: run["cpu_s"])[len(current) // 2]
     result = {
+        "input": "without identities" if args.without_identities else "with identities",
         "records_small": small["records"],
         "records_large": large["records"],
         "repeats": args.repeats,

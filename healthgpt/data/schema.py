@@ -42,6 +42,8 @@ KINDS = ("vqa", "caption", "report", "image", "pair", "conversation")
 # HF's Image feature stores images as a struct of PNG bytes and an optional path.
 IMAGE_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 TURN_TYPE = pa.struct([("from", pa.string()), ("value", pa.string())])
+# An image's identity (`healthgpt.data.decode.identity`): hex pixel sha256 and 64-bit phash.
+IMAGE_HASH_TYPE = pa.struct([("key", pa.string()), ("phash", pa.uint64())])
 
 RECORD_SCHEMA = pa.schema(
     [
@@ -64,8 +66,10 @@ RECORD_SCHEMA = pa.schema(
         pa.field("orig_path", pa.string()),
         pa.field("orig_id", pa.string()),
         pa.field("meta", pa.string()),
+        pa.field("image_hash", IMAGE_HASH_TYPE),
+        pa.field("target_image_hash", IMAGE_HASH_TYPE),
     ],
-    metadata={"healthgpt.schema": "record/v1"},
+    metadata={"healthgpt.schema": "record/v2"},
 )
 """One row per training-ready item.
 
@@ -76,7 +80,12 @@ RECORD_SCHEMA = pa.schema(
 - `task`: for pairs, the direction (`ct_to_mri`, `mri_to_ct`, `t2_to_pd`, ...).
 - `orig_path`: path relative to the source root (pseudonymized where it would carry PHI).
 - `meta`: a JSON object with source-specific fields (question_type, location, ...).
+- `image_hash` / `target_image_hash`: the image's identity (pixel sha256, phash), filled by
+  ingestion when it writes the record, so the mixture never decodes an image to dedup it.
+  Absent in record/v1 shards, whose images the mixture decodes.
 """
+HASH_COLUMNS = {"image": "image_hash", "target_image": "target_image_hash"}
+"""Image column -> the column holding its identity."""
 
 QUARANTINE_SCHEMA = pa.schema(
     [

@@ -20,6 +20,7 @@ import pytest
 from PIL import Image
 
 from healthgpt.data.decode.imaging import encode_png
+from healthgpt.data.ingest.run import add_identities
 from healthgpt.data.schema import RECORD_SCHEMA, SAMPLE_SCHEMA, new_record
 from healthgpt.data.shards import (
     ShardInfo,
@@ -74,9 +75,14 @@ def vqa(source, orig_id, split, image, question, answer, answer_type, qtype=None
     )
 
 
-def write_ingested(root: Path, source: str, records: list[dict[str, Any]]) -> Path:
-    """Write records like `healthgpt.data.ingest.run` does: data/{split}-NNNNN.parquet and
-    a manifest."""
+def write_ingested(
+    root: Path, source: str, records: list[dict[str, Any]], identities: bool = True
+) -> Path:
+    """Write records like `healthgpt.data.ingest.run` does: data/{split}-NNNNN.parquet, each
+    image's identity beside it (unless `identities` is false: the layout of ingestions from
+    before the identity columns), and a manifest."""
+    if identities:
+        records = [add_identities(dict(record)) for record in records]
     out = Path(root) / source
     with atomic_directory(out) as staging:
         shards = []
@@ -90,12 +96,16 @@ def write_ingested(root: Path, source: str, records: list[dict[str, Any]]) -> Pa
     return out
 
 
-def standard_sources(root: Path) -> dict[str, Path]:
-    """A small multi-source input with planted overlaps (see comments), one dir per source."""
+def standard_sources(root: Path, identities: bool = True) -> dict[str, Path]:
+    """A small multi-source input with planted overlaps (see comments), one dir per source
+    (`identities`: see `write_ingested`)."""
     dirs = {}
+
+    def write(source: str, records: list[dict[str, Any]]) -> Path:
+        return write_ingested(root, source, records, identities)
+
     img_a, img_b, img_c = png(1), png(2), png(3)
-    dirs["vqa_rad"] = write_ingested(
-        root,
+    dirs["vqa_rad"] = write(
         "vqa_rad",
         [
             # image A is asked about in train and in test (VQA-RAD's known overlap)
@@ -129,8 +139,7 @@ def standard_sources(root: Path) -> dict[str, Path]:
             vqa("vqa_rad", "q9", "test", img_c, "Where is the lesion?", "left lobe", "open", "POS"),
         ],
     )
-    dirs["slake"] = write_ingested(
-        root,
+    dirs["slake"] = write(
         "slake",
         [
             # a rescaled, brightened copy of VQA-RAD's test image C: a near-duplicate leak
@@ -142,8 +151,7 @@ def standard_sources(root: Path) -> dict[str, Path]:
             vqa("slake", "s5", "train", near_copy(2), "Is there a mass?", "no", "closed"),
         ],
     )
-    dirs["mimic_cxr"] = write_ingested(
-        root,
+    dirs["mimic_cxr"] = write(
         "mimic_cxr",
         [
             new_record(
@@ -160,8 +168,7 @@ def standard_sources(root: Path) -> dict[str, Path]:
             for i in range(4)
         ],
     )
-    dirs["ixi"] = write_ingested(
-        root,
+    dirs["ixi"] = write(
         "ixi",
         [
             new_record(
@@ -180,8 +187,7 @@ def standard_sources(root: Path) -> dict[str, Path]:
             for z in range(3)
         ],
     )
-    dirs["synthrad2023"] = write_ingested(
-        root,
+    dirs["synthrad2023"] = write(
         "synthrad2023",
         [
             new_record(
@@ -202,8 +208,7 @@ def standard_sources(root: Path) -> dict[str, Path]:
             for z in range(2)
         ],
     )
-    dirs["llava_json"] = write_ingested(
-        root,
+    dirs["llava_json"] = write(
         "llava_json",
         [
             new_record(

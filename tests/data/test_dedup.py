@@ -8,6 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from healthgpt.data.decode.identity import phash64
 from healthgpt.data.mixture.dedup import (
     DUPLICATE_EXACT,
     DUPLICATE_NEAR,
@@ -18,7 +19,6 @@ from healthgpt.data.mixture.dedup import (
     hamming,
     hash_png,
     near_pairs,
-    phash64,
     phash64_reference,
 )
 from tests.data.mixture_helpers import near_copy, png, reencoded, shared_build
@@ -39,13 +39,17 @@ def test_rescaled_brightened_copy_is_a_near_duplicate_and_other_images_are_not()
     assert hamming(a.phash, other.phash) > 10
 
 
-def test_fast_phash_equals_imagehash():
+def test_fast_phash_stays_within_a_bit_of_imagehash():
+    """The box-filtered phash is imagehash's up to the downsampling filter: on smooth fields,
+    their rescaled copies and flat images, it differs by a fraction of a bit on average."""
     from PIL import Image
 
     images = [Image.open(io.BytesIO(png(i))) for i in range(40)]
     images += [Image.open(io.BytesIO(near_copy(i, size=96))) for i in range(20)]
+    images += [Image.open(io.BytesIO(png(i, size=256))) for i in range(40, 60)]
     images += [Image.new("L", (32, 32), 7), Image.new("RGB", (50, 70), (10, 200, 30))]
-    assert [phash64(i) for i in images] == [phash64_reference(i) for i in images]
+    distances = [hamming(phash64(i), phash64_reference(i)) for i in images]
+    assert np.mean(distances) <= 0.5 and max(distances) <= 3, distances
 
 
 def test_super_resolution_inputs_are_hashed_as_written():

@@ -9,16 +9,31 @@ import datasets
 import pytest
 from PIL import Image
 
+from healthgpt.data.decode import identity
+from healthgpt.data.decode.identity import hash_png
 from healthgpt.data.samples import build_sample_source
+from healthgpt.data.schema import HASH_COLUMNS
 from healthgpt.data.sources import SOURCES, ReaderOptions
 from tests.data.outputs import manifest_sample_counts, records, run, tree_digest
 
 
 @pytest.mark.parametrize("source", sorted(SOURCES))
-def test_sample_ingests_as_its_manifest_says_reproducibly_and_loads_with_hf(source, tmp_path):
+def test_sample_ingests_as_its_manifest_says_reproducibly_and_loads_with_hf(
+    source, tmp_path, monkeypatch
+):
     root = build_sample_source(source, tmp_path / "sources")
     assert tree_digest(build_sample_source(source, tmp_path / "again")) == tree_digest(root)
+    decoded: list[bytes] = []
+    monkeypatch.setattr(identity, "hash_png", lambda data: decoded.append(data) or hash_png(data))
     first = run(source, root, tmp_path / "a")
+    monkeypatch.undo()
+    # Every image's identity is stored, as noted when the reader encoded it: none decoded.
+    stored = [r for r in records(tmp_path / "a") if r["image"] or r["target_image"]]
+    assert stored and not decoded
+    for record in stored:
+        for column, hash_column in HASH_COLUMNS.items():
+            if record[column]:
+                assert record[hash_column] == hash_png(record[column]["bytes"]).to_value()
     expected = manifest_sample_counts(source)
     assert (first.items, first.quarantined) == (expected["items"], expected["quarantined"])
     assert expected["records_min"] <= first.records <= expected["records_max"]

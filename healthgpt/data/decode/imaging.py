@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from healthgpt.data.decode.identity import note_encoded
 from healthgpt.data.errors import BadInput
 from healthgpt.data.limits import Limits, check, check_working
 
@@ -267,8 +268,11 @@ def encode_png(image: Image.Image | np.ndarray, size: int | None, compress_level
     if size:
         image = resize_square(image, size)
     buffer = io.BytesIO()
-    pixels_only(image).save(buffer, format="PNG", compress_level=compress_level)
-    return buffer.getvalue()
+    pixels = pixels_only(image)
+    pixels.save(buffer, format="PNG", compress_level=compress_level)
+    data = buffer.getvalue()
+    note_encoded(data, pixels)
+    return data
 
 
 def pixels_only(image: Image.Image) -> Image.Image:

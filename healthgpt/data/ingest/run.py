@@ -25,7 +25,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from healthgpt.data.schema import QUARANTINE_SCHEMA, RECORD_SCHEMA
+from healthgpt.data.decode.identity import identity_of, remember_identities
+from healthgpt.data.schema import HASH_COLUMNS, QUARANTINE_SCHEMA, RECORD_SCHEMA
 from healthgpt.data.shards import (
     MANIFEST_NAME,
     PUBLISHED_NAME,
@@ -281,7 +282,8 @@ def ingest(
     summary = IngestSummary(source=source, chunk=reader.options.chunk)
     started = last_report = time.perf_counter()
     quarantine_rows: list[dict[str, Any]] = []
-    with output_directory(out) as staging:
+    # Readers encode each image once; its identity is kept then, for `_write_record`.
+    with output_directory(out) as staging, remember_identities():
         writers: dict[str, ShardWriter] = {}
         for outcome in reader.items():
             if not reader.owns(outcome):
@@ -334,7 +336,17 @@ def _write_record(
         writers[split] = ShardWriter(
             staging / "data", RECORD_SCHEMA, prefix=split, target_shard_bytes=target
         )
-    writers[split].write(record)
+    writers[split].write(add_identities(record))
+
+
+def add_identities(record: dict[str, Any]) -> dict[str, Any]:
+    """`record` with the identity of each image it holds (`schema.HASH_COLUMNS`): as noted
+    when a reader encoded it inside `remember_identities`, else by decoding it."""
+    for column, hash_column in HASH_COLUMNS.items():
+        image = record[column]
+        if image and image.get("bytes") and record.get(hash_column) is None:
+            record[hash_column] = identity_of(image["bytes"]).to_value()
+    return record
 
 
 def _count(summary: IngestSummary, record: dict[str, Any], n_thumbnails: int) -> None:

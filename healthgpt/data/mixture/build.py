@@ -5,10 +5,11 @@ but never the images of more than one batch:
 
 1. answers: the closed answers per (source, question type), for single-choice options (text
    columns only).
-2. index: plan every record's samples (`tasks.plan_record`), hash the images they use (pixel
-   sha256 and phash), keep a small per-sample index. Each image is decoded here, once; a
-   super-resolution input is degraded, hashed and encoded from that decode, and its PNG kept
-   in a temporary images table for pass 3. Then, in memory on the index: near-duplicate
+2. index: plan every record's samples (`tasks.plan_record`), take the identities of the images
+   they use (pixel sha256 and phash, stored by ingestion; an image without one is decoded
+   and hashed here, once), keep a small per-sample index. A super-resolution input is
+   decoded, degraded, hashed and encoded, and its PNG kept in a temporary images table for
+   pass 3. Then, in memory on the index: near-duplicate
    pairs (LSH banding), decontamination against the evaluation splits, dedup, the seeded
    stage plans.
 3. write: plan again (same function, same order: checked), render only the selected samples
@@ -55,7 +56,7 @@ from healthgpt.data.mixture.decontam import effective_split, find_contaminated
 from healthgpt.data.mixture.dedup import REMOVED_SCHEMA as DEDUP_REMOVED
 from healthgpt.data.mixture.dedup import ImageHasher, find_duplicates, near_pairs
 from healthgpt.data.mixture.parallel import OrderedPool, hash_many
-from healthgpt.data.mixture.pixels import HashJob, HashResult
+from healthgpt.data.mixture.pixels import HashJob, HashResult, ImageHash
 from healthgpt.data.mixture.records import (
     SUBSETS,
     ColumnHashes,
@@ -78,7 +79,7 @@ from healthgpt.data.mixture.sampling import (
     select,
 )
 from healthgpt.data.mixture.tasks import AnswerSets, TaskContext, plan_record, render_sample
-from healthgpt.data.schema import RECORD_SCHEMA, SAMPLE_SCHEMA, SPLITS, TASKS
+from healthgpt.data.schema import HASH_COLUMNS, RECORD_SCHEMA, SAMPLE_SCHEMA, SPLITS, TASKS
 from healthgpt.data.shards import (
     IMAGES_FOLDER,
     ImageStore,
@@ -242,7 +243,9 @@ def _plan_batches(
     """Plan each batch's samples; yield it with the images whose hashes are not cached yet.
 
     Hashes are of what will be written: a super-resolution input is hashed as its degraded
-    version. Only plans and hashes travel on; the batch's image bytes are dropped here.
+    version. An image's own identity is read from the record when ingestion stored it; only
+    images without one, and super-resolution inputs, go to the workers. Only plans and
+    hashes travel on; the batch's image bytes are dropped here.
     """
     factor = ctx.config.sr_factor
     for source, records in iter_records(files, RECORD_SCHEMA.names, ctx.config.batch_rows):
@@ -263,9 +266,13 @@ def _plan_batches(
                     needs.setdefault(sample.output_col, 0)
             hashes: dict[str, ColumnHashes] = {}
             for column, need in sorted(needs.items()):
+                stored = ImageHash.from_value(record.get(HASH_COLUMNS[column]))
+                if stored is not None and not need:  # identity from ingestion: no decode
+                    hashes[column] = ColumnHashes(b"", 0, stored, None)
+                    continue
                 data = record[column]["bytes"]
                 digest = hasher.digest(data)
-                original = hasher.get(HashKey(digest))
+                original = stored or hasher.get(HashKey(digest))
                 degraded = hasher.get(HashKey(digest, degraded=True)) if need else None
                 cached = ColumnHashes(digest, need, original, degraded)
                 if cached.pending:
@@ -532,7 +539,7 @@ def build_mixture(
         tick("answers", done)
     ctx = TaskContext(config, answers)
 
-    index, hasher, done = _Index(), ImageHasher(), 0
+    index, hasher, done, decoded = _Index(), ImageHasher(), 0, 0
     with tempfile.TemporaryDirectory(prefix="healthgpt-mixture-") as tmp:
         spill = ImageTableWriter(Path(tmp))
         try:
@@ -540,6 +547,7 @@ def build_mixture(
                 batches = _plan_batches(files, ctx, hasher, index)
                 for batch, results in pool.map(hash_many, batches):
                     _index_entries(batch, results, ctx, hasher, index, spill)
+                    decoded += len(results)
                     done += batch.n_records
                     tick("index", done)
             spill.close()
@@ -554,7 +562,9 @@ def build_mixture(
         index.frames = []
         selection = _select(frame, config)
         rank1 = frame["rank1"].to_numpy()
-        summary = MixtureSummary(out=str(out), records=done, candidates=frame.height)
+        summary = MixtureSummary(
+            out=str(out), records=done, candidates=frame.height, images_decoded=decoded
+        )
         del frame
 
         degraded = ImageStore(tmp)

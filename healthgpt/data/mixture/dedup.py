@@ -1,11 +1,11 @@
 """Image identity for dedup and decontamination: exact content hashes and perceptual hashes.
 
-- Exact: sha256 of the *decoded pixels* (mode, size and raw bytes), not of the PNG bytes, so
-  the same picture encoded by two encoders or at two compression levels is still one image.
-  Each distinct PNG file is decoded once (a bounded cache keyed by the sha256 of its bytes).
-- Near-duplicate: the 64-bit DCT perceptual hash (`imagehash.phash`); two images are near
-  duplicates when their hashes differ in at most `threshold` bits. Robust to rescaling,
-  brightness shifts and recompression.
+- Identity (`healthgpt.data.decode.identity`): sha256 of the decoded pixels, and a 64-bit DCT
+  perceptual hash; ingestion stores both beside each image. For an image without a stored
+  identity, each distinct PNG file is decoded once (a bounded cache keyed by the sha256 of
+  its bytes).
+- Near-duplicate: two images are near duplicates when their phashes differ in at most
+  `threshold` bits. Robust to rescaling, brightness shifts and recompression.
 - Scale: candidates come from LSH banding, never from all pairs. The 64 bits are cut into
   `threshold + 1` bands; by pigeonhole two hashes within `threshold` bits agree exactly on at
   least one band, so bucketing by band finds every near-duplicate pair (no false negatives)
@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 from collections import OrderedDict
 from collections.abc import Hashable
 
@@ -25,19 +24,12 @@ import numpy as np
 import polars as pl
 from PIL import Image
 
-# Defined in `pixels` (light enough for a worker to import), used from here too.
-from healthgpt.data.mixture.pixels import ImageHash, hash_image, phash64, pixel_key  # noqa: F401
+from healthgpt.data.decode.identity import ImageHash, hash_png
 
 
 def phash64_reference(image: Image.Image) -> int:
-    """`imagehash.phash` itself, for tests that pin `phash64` to it."""
+    """`imagehash.phash` itself, which the tests hold `phash64` close to."""
     return int(str(imagehash.phash(image)), 16)
-
-
-def hash_png(data: bytes) -> ImageHash:
-    image = Image.open(io.BytesIO(data))
-    image.load()
-    return hash_image(image)
 
 
 class ImageHasher:

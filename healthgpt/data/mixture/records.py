@@ -119,6 +119,7 @@ class MixtureSummary:
     out: str
     records: int = 0
     candidates: int = 0
+    images_decoded: int = 0  # images without a stored identity, and super-resolution inputs
     counts: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
     removed: dict[str, int] = field(default_factory=dict)
     not_selected: int = 0
