@@ -41,7 +41,7 @@ def duplicate_targets(subset_dir: Path) -> None:
 def stage_start_encodes(mixture: Path, vq_dir: Path, subset: str) -> int:
     """Images a stage start runs through the VQ encoder (`run._target_codes`' two paths)."""
     bundle = build_bundle("tiny", 512, 0.0, 0, vq_dir)
-    codes = vq_codes.load_codes(mixture, mixture / subset, vq_hash(vq_dir))
+    codes = vq_codes.load_codes(mixture, mixture / subset, vq_hash(vq_dir), bundle.vq_preprocess)
     if codes is not None:
         bundle.set_target_codes(codes)
         return bundle.images_encoded
@@ -58,10 +58,10 @@ def main() -> None:
         train_small_vq(mixture, vq_dir, steps=5, batch=8)
         without = {s: stage_start_encodes(mixture, vq_dir, s) for s in SUBSETS}
         started = time.perf_counter()
-        first = vq_codes.compute(mixture, vq_dir, SUBSETS, log=lambda m: None)
+        first = vq_codes.compute(mixture, vq_dir, SUBSETS, log=lambda m: None, vq_preprocess="pad")
         first_s = time.perf_counter() - started
         started = time.perf_counter()
-        second = vq_codes.compute(mixture, vq_dir, SUBSETS, log=lambda m: None)
+        second = vq_codes.compute(mixture, vq_dir, SUBSETS, log=lambda m: None, vq_preprocess="pad")
         second_s = time.perf_counter() - started
         with_codes = {s: stage_start_encodes(mixture, vq_dir, s) for s in SUBSETS}
     result = {

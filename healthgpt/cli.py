@@ -20,8 +20,8 @@ from healthgpt.data.decode.deid import SaltError
 from healthgpt.data.ingest.run import DEFAULT_MAX_DROP_FRACTION, OutputRefused
 from healthgpt.data.sources import SOURCES, LayoutError
 from healthgpt.data.sources.registry import RegistryError
+from healthgpt.serve.inference import MAX_UPLOAD_PIXELS, ServeError
 from healthgpt.serve.inference import TASKS as GENERATION_TASKS
-from healthgpt.serve.inference import ServeError
 
 
 def _ingest(args: argparse.Namespace) -> int:
@@ -144,7 +144,7 @@ def _app(args: argparse.Namespace) -> int:
     inference = _load_inference(args)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     LOG.info(startup_line(inference, time.perf_counter() - started))
-    serve(inference, host=args.host, port=args.port)
+    serve(inference, host=args.host, port=args.port, max_upload_pixels=args.max_upload_pixels)
     return 0
 
 
@@ -216,6 +216,16 @@ def _chunk(text: str) -> tuple[int, int]:
     if not 0 <= chunk[0] < chunk[1]:
         raise argparse.ArgumentTypeError(f"chunk {chunk[0]} does not exist among {chunk[1]}")
     return chunk
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -292,6 +302,13 @@ def build_parser() -> argparse.ArgumentParser:
     app = commands.add_parser("app", help="the web app: ask about images, generate images")
     app.add_argument("--host", default="127.0.0.1")
     app.add_argument("--port", type=int, default=7860)
+    app.add_argument(
+        "--max-upload-pixels",
+        type=_positive_int,
+        default=MAX_UPLOAD_PIXELS,
+        help="width x height an uploaded image may declare in its header, checked before it "
+        "is decoded (default: 4096 x 4096)",
+    )
     _model_options(app)
     app.set_defaults(run=_serving(_app))
     return parser

@@ -17,6 +17,7 @@ from typing import Any
 import dagster as dg
 
 from healthgpt.data.tasks import STAGES
+from healthgpt.model import get_preset
 from healthgpt.storage import output_path
 from healthgpt.train import vq_assets as vq
 from healthgpt.train import vq_codes
@@ -142,10 +143,12 @@ def vq_tokenizer(
 
 
 class VQCodesConfig(dg.Config):
-    """Where the mixture is ("" = <data>/mixture) and the device to encode on."""
+    """Where the mixture is ("" = <data>/mixture), the device to encode on, and the model
+    preset the stages train (how it resizes images for VQ codes)."""
 
     mixture_dir: str = ""
     device: str = ""  # "" = cuda when available, else cpu
+    model_preset: str = "tiny"
 
 
 @dg.asset(
@@ -157,8 +160,8 @@ class VQCodesConfig(dg.Config):
     deps=[*STAGE_SUBSETS.values(), "vq_tokenizer"],
     pool=POOL,
     description="VQ codes of every generation target image of the stage subsets, each distinct "
-    "image encoded once per tokenizer (content-keyed Parquet chunks beside the mixture, "
-    "resumable); the stages read them instead of encoding at start.",
+    "image encoded once per tokenizer and model preset preprocessing (content-keyed Parquet "
+    "chunks beside the mixture, resumable); the stages read them instead of encoding at start.",
 )
 def vq_codes_asset(
     context: dg.AssetExecutionContext, config: VQCodesConfig, locations: DataLocations
@@ -168,6 +171,7 @@ def vq_codes_asset(
         checkpoints_dir(locations, "vq_tokenizer"),
         device=config.device or None,
         log=context.log.info,
+        vq_preprocess=get_preset(config.model_preset).vq_preprocess,
     )
     return dg.MaterializeResult(
         metadata={

@@ -204,6 +204,12 @@ CLOSED_STYLE_TASKS: dict[str, tuple[str, ...]] = {
 CLOSED_STYLES = tuple(CLOSED_STYLE_TASKS)
 
 
+def closed_question_form(style: str) -> str:
+    """The evaluation form of a closed question trained under `closed_question_style` `style`
+    (the form of the style's first task: single choice for "choice" and "both")."""
+    return EVAL_FORMS[CLOSED_STYLE_TASKS[style][0]]
+
+
 def tasks_of(family: str) -> tuple[str, ...]:
     """The tasks of one family, in table order."""
     if family not in FAMILIES:

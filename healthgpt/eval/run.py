@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from healthgpt.data.mixture.config import MixtureConfig
 from healthgpt.data.shards import ShardInfo
+from healthgpt.data.tasks import EVAL_FORMS, PLAIN, closed_question_form
 from healthgpt.eval import generation, mcq, registry, report, vqa
 from healthgpt.eval.metrics import SSIM_WINDOWS, load_lpips
 from healthgpt.eval.predict import (
@@ -121,14 +122,13 @@ def prompt_forms(trained: MixtureConfig | None, source: str = "") -> dict[str, s
     """How each kind of question is asked, and from what that form was decided
     (`forms.question_form`), for `scores.json` and the report."""
     if trained is None:
-        closed = "plain question" + ("" if source else " (no training config known)")
+        closed = PLAIN + ("" if source else " (no training config known)")
     else:
         style = trained.closed_question_style
-        closed = "single choice" if style in ("choice", "both") else "plain question"
-        closed += f" (trained: closed_question_style={style})"
+        closed = f"{closed_question_form(style)} (trained: closed_question_style={style})"
     forms = {
         "vqa closed": closed,
-        "vqa open": "plain question",
+        "vqa open": EVAL_FORMS["vqa_open"],
         "multiple choice": TEMPLATES["mcq"].replace("\n", " / "),
         "mmmu open": TEMPLATES["open"].replace("\n", " / "),
     }

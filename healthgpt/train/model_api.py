@@ -6,10 +6,11 @@ Everything else in `healthgpt.train` talks to a `ModelBundle` and never to model
 
 Generation samples carry `<target_image>` in their answer; the answer the model learns is the
 VQ code text of the target image (`<start_index><idx_..>...<end_index>`). The codes come from
-the `vq_codes` store (`healthgpt.train.vq_codes`, computed once per mixture and tokenizer) or,
-when it is absent, are encoded in the training process before the loaders start
-(`add_target_codes`); either way DataLoader workers only look them up by sample id and never
-run the VQ encoder.
+the `vq_codes` store (`healthgpt.train.vq_codes`, computed once per mixture, tokenizer and
+the preset's `vq_preprocess`) or, when it is absent, are encoded in the training process
+before the loaders start (`add_target_codes`); either way DataLoader workers only look them up
+by sample id and never run the VQ encoder. Both resize an image as the preset's inference does
+(`HealthGPT.image_to_codes`).
 """
 
 from __future__ import annotations
@@ -71,9 +72,15 @@ def target_image_bytes(row: dict[str, Any]) -> bytes:
 
 
 @torch.no_grad()
-def encode_images(vq: VQTokenizer, images: list[bytes]) -> torch.Tensor:
-    """VQ codes [N, h, w] (on the CPU) of encoded images, as the generation targets use them."""
-    pixels = images_to_tensor([decode_rgb(data) for data in images], vq.config.resolution)
+def encode_images(vq: VQTokenizer, images: list[bytes], vq_preprocess: str) -> torch.Tensor:
+    """VQ codes [N, h, w] (on the CPU) of encoded images, as the generation targets use them.
+
+    `vq_preprocess` is the model preset's (`ModelConfig.vq_preprocess`): targets must be made
+    the way the model makes codes at inference, stretched for the released weights' presets
+    and padded to square for the ones this pipeline trains from scratch."""
+    pixels = images_to_tensor(
+        [decode_rgb(data) for data in images], vq.config.resolution, vq_preprocess
+    )
     device = next(vq.parameters()).device
     return vq.encode(pixels.to(device)).cpu()
 
@@ -167,6 +174,11 @@ class ModelBundle:
     def preset(self) -> str:
         return self.model.config.name
 
+    @property
+    def vq_preprocess(self) -> str:
+        """How the preset resizes an image for VQ codes (part of the `vq_codes` store key)."""
+        return self.model.config.vq_preprocess
+
     # -- parameters -------------------------------------------------------------------------
     def parameter_groups(self) -> dict[str, dict[str, nn.Parameter]]:
         """Group name (see `config.GROUPS`) -> {qualified name: parameter}."""
@@ -246,7 +258,7 @@ class ModelBundle:
         def flush() -> None:
             nonlocal encoded
             keys = list(pending)
-            codes = encode_images(self.model.vq, [datas[k] for k in keys])
+            codes = encode_images(self.model.vq, [datas[k] for k in keys], self.vq_preprocess)
             for key, grid in zip(keys, codes, strict=True):
                 done[key] = codes_to_text(grid, newlines=self.model.config.image_newlines)
                 for sample_id in pending[key]:

@@ -280,15 +280,17 @@ def _target_codes(
     log: Callable[[str], None],
 ) -> None:
     """The generation targets' code text: read from the `vq_codes` store when it holds this
-    subset and tokenizer (no image encoded), else encoded here (a standalone run)."""
-    codes = load_codes(Path(str(spec.mixture_dir)), subset_dir, vq_hash(spec.vq_dir))
+    subset, tokenizer and preset preprocessing (no image encoded), else encoded here."""
+    mixture = Path(str(spec.mixture_dir))
+    codes = load_codes(mixture, subset_dir, vq_hash(spec.vq_dir), bundle.vq_preprocess)
     if codes is not None:
         bundle.set_target_codes(codes)
         log(f"{spec.stage}: VQ codes of {len(codes)} generation samples read from vq_codes")
         return
     log(
-        f"{spec.stage}: no vq_codes for this subset and tokenizer (materialize the vq_codes "
-        "asset to compute them once); encoding the generation targets now"
+        f"{spec.stage}: no vq_codes for this subset, tokenizer and {bundle.vq_preprocess} "
+        f"preprocessing (materialize the vq_codes asset with model_preset {bundle.preset} to "
+        "compute them once); encoding the generation targets now"
     )
     added = bundle.add_target_codes(iter_rows(train_files, TARGET_COLUMNS, GENERATION))
     log(f"{spec.stage}: {added} generation target images encoded")

@@ -1,4 +1,5 @@
-"""The VQ codes of every generation target image, computed once per mixture and tokenizer.
+"""The VQ codes of every generation target image, computed once per mixture, tokenizer and
+preprocessing.
 
 Why it exists: a generation sample's answer is the VQ code text of its target image, and
 encoding those images at every stage start (on every rank) repeats the same work three times
@@ -8,17 +9,21 @@ store beside the mixture, and every stage and rank reads the codes from there.
 Layout (a local directory beside a local mixture; a mixture on an object store gets no store
 and its stages encode at start), written with the project's shard writer and atomic helpers::
 
-    <mixture>/../vq_codes/<tokenizer sha256[:16]>/
+    <mixture>/../vq_codes/<tokenizer sha256[:16]>-<vq_preprocess>/
         chunk-<key>-00000.parquet        image_sha256, codes (flat int32), grid; written one
                                          chunk at a time, so a crash keeps finished chunks
         index-<subset>-<fp>-00000.parquet   id -> image_sha256 of the subset's generation rows
         <subset>-<fp>.json               written last: the subset is complete; its data version
                                          and the chunks that hold its images
 
-`<fp>` is the subset's shard fingerprint (`data.shards_fingerprint`), which a stage computes
-without reading any image. The data version hashes the tokenizer's sha256 and the sorted
-image hashes only, so it changes when the mixture's images or the tokenizer change and not
-when a caption, a split of text rows or anything else does. Chunks are content-keyed, so a
+`<vq_preprocess>` is how an image is resized to the VQ resolution (`ModelConfig.vq_preprocess`:
+"stretch" for the presets of the released weights, as the official code made their targets;
+"pad" to square for the presets trained here): the same image has other codes under each, so
+codes made one way are never read for the other. `<fp>` is the subset's shard fingerprint
+(`data.shards_fingerprint`), which a stage computes without reading any image. The data
+version hashes the tokenizer's sha256, the preprocessing and the sorted image hashes only, so
+it changes when the mixture's images, the tokenizer or the preprocessing change and not when
+a caption, a split of text rows or anything else does. Chunks are content-keyed, so a
 new mixture version encodes only the images no earlier version had.
 
 Parallel: under torchrun every rank plans the same chunks and encodes chunk `k` where
@@ -44,7 +49,8 @@ import torch
 
 from healthgpt.data.shards import ShardWriter, open_shard, resolve_images
 from healthgpt.data.tasks import STAGES
-from healthgpt.model import GENERATION
+from healthgpt.model import GENERATION, PRESETS, get_preset
+from healthgpt.model.vq import VQ_PREPROCESS
 from healthgpt.storage import is_local, output_path, write_json
 from healthgpt.train import distributed
 from healthgpt.train.data import RowIndex, shards_fingerprint, split_files
@@ -69,15 +75,17 @@ INDEX_SCHEMA = pa.schema([("id", pa.string()), ("image_sha256", pa.string())])
 Log = Callable[[str], None]
 
 
-def store_dir(mixture_dir: str | Path, tokenizer_sha256: str) -> Path:
-    """Where one tokenizer's codes live, beside the mixture directory (never inside it: the
-    mixture is swapped in whole when rebuilt)."""
+def store_dir(mixture_dir: str | Path, tokenizer_sha256: str, vq_preprocess: str) -> Path:
+    """Where one tokenizer's codes under one preprocessing live, beside the mixture directory
+    (never inside it: the mixture is swapped in whole when rebuilt)."""
     if not tokenizer_sha256:
         raise ValueError("the vq_codes store needs a tokenizer sha256")
+    if vq_preprocess not in VQ_PREPROCESS:
+        raise ValueError(f"vq_preprocess must be one of {VQ_PREPROCESS}, got {vq_preprocess!r}")
     location = output_path(mixture_dir)
     if not is_local(location):
         raise ValueError(f"{location}: the vq_codes store is kept beside a local mixture only")
-    return Path(str(location)).parent / STORE / tokenizer_sha256[:16]
+    return Path(str(location)).parent / STORE / f"{tokenizer_sha256[:16]}-{vq_preprocess}"
 
 
 def subset_files(subset_dir: Path) -> list[Path]:
@@ -90,9 +98,11 @@ def subset_key(subset_dir: Path) -> str:
     return f"{Path(str(subset_dir)).name}-{shards_fingerprint(subset_files(subset_dir))[:16]}"
 
 
-def data_version(tokenizer_sha256: str, image_hashes: set[str] | list[str]) -> str:
-    """Changes only with the tokenizer or the set of images."""
-    digest = hashlib.sha256(tokenizer_sha256.encode())
+def data_version(
+    tokenizer_sha256: str, vq_preprocess: str, image_hashes: set[str] | list[str]
+) -> str:
+    """Changes only with the tokenizer, the preprocessing or the set of images."""
+    digest = hashlib.sha256(f"{tokenizer_sha256}\x1f{vq_preprocess}".encode())
     for key in sorted(image_hashes):
         digest.update(key.encode())
     return digest.hexdigest()
@@ -172,6 +182,7 @@ class CodesReport:
 
     store: str
     tokenizer_sha256: str
+    vq_preprocess: str
     data_version: str
     samples: int
     images: int  # distinct target images the mixture needs
@@ -233,8 +244,11 @@ def compute(
     log: Log | None = None,
     chunk_images: int = CHUNK_IMAGES,
     crash_after_chunks: int | None = None,
+    *,
+    vq_preprocess: str,
 ) -> CodesReport:
-    """Encode every distinct generation target image the subsets need that the store lacks.
+    """Encode every distinct generation target image the subsets need that the store lacks,
+    resized as `vq_preprocess` says (the model preset's: see the module docstring).
 
     Resumable: finished chunks are kept and skipped. Runs on every rank of a torchrun group
     (chunk k on rank k % world). `log` None draws a tqdm bar (the CLI); otherwise progress
@@ -245,12 +259,12 @@ def compute(
     say = (log or print) if d.is_main else (lambda message: None)
     vq, tokenizer = load_vq_tokenizer(Path(vq_dir))
     vq.to(d.device)
-    store = store_dir(mixture_dir, tokenizer)
+    store = store_dir(mixture_dir, tokenizer, vq_preprocess)
     store.mkdir(parents=True, exist_ok=True)
     needed = plan(mixture_dir, subsets)
     images = needed.images
     missing = sorted(images - stored_images(store))
-    version = data_version(tokenizer, images)
+    version = data_version(tokenizer, vq_preprocess, images)
     say(
         f"vq_codes: {sum(len(p) for p in needed.samples.values())} generation samples, "
         f"{len(images)} distinct images, {len(images) - len(missing)} already encoded, "
@@ -264,7 +278,7 @@ def compute(
             raise RuntimeError(f"simulated crash after {number} chunks")
         codes = torch.cat(
             [
-                encode_images(vq, _read_images(needed, keys[i : i + ENCODE_BATCH]))
+                encode_images(vq, _read_images(needed, keys[i : i + ENCODE_BATCH]), vq_preprocess)
                 for i in range(0, len(keys), ENCODE_BATCH)
             ]
         )
@@ -273,12 +287,13 @@ def compute(
     progress.close()
     distributed.barrier(d)
     if d.is_main:
-        _write_indexes(store, needed, tokenizer)
+        _write_indexes(store, needed, tokenizer, vq_preprocess)
     distributed.barrier(d)
     (encoded,) = distributed.sum_across([float(sum(len(c) for c in mine))], d)
     report = CodesReport(
         store=str(store),
         tokenizer_sha256=tokenizer,
+        vq_preprocess=vq_preprocess,
         data_version=version,
         samples=sum(len(p) for p in needed.samples.values()),
         images=len(images),
@@ -291,7 +306,7 @@ def compute(
     return report
 
 
-def _write_indexes(store: Path, needed: Plan, tokenizer: str) -> None:
+def _write_indexes(store: Path, needed: Plan, tokenizer: str, vq_preprocess: str) -> None:
     """Per subset: its id -> image index, then its manifest (the completion marker)."""
     where: dict[str, str] = {}
     for path in chunk_files(store):
@@ -310,7 +325,8 @@ def _write_indexes(store: Path, needed: Plan, tokenizer: str) -> None:
             {
                 "subset": key,
                 "tokenizer_sha256": tokenizer,
-                "data_version": data_version(tokenizer, hashes),
+                "vq_preprocess": vq_preprocess,
+                "data_version": data_version(tokenizer, vq_preprocess, hashes),
                 "samples": len(pairs),
                 "images": len(hashes),
                 "index": writer.shards[0].path,
@@ -320,18 +336,20 @@ def _write_indexes(store: Path, needed: Plan, tokenizer: str) -> None:
 
 
 def load_codes(
-    mixture_dir: Path, subset_dir: Path, tokenizer_sha256: str
+    mixture_dir: Path, subset_dir: Path, tokenizer_sha256: str, vq_preprocess: str
 ) -> dict[str, torch.Tensor] | None:
     """Code grids by sample id of a subset's generation rows, or None when the store holds no
-    complete entry for this subset version and tokenizer (the caller encodes instead)."""
+    complete entry for this subset version, tokenizer and preprocessing (the caller encodes
+    instead)."""
     if not tokenizer_sha256 or not is_local(output_path(mixture_dir)):
         return None
-    store = store_dir(mixture_dir, tokenizer_sha256)
+    store = store_dir(mixture_dir, tokenizer_sha256, vq_preprocess)
     manifest_path = store / f"{subset_key(subset_dir)}.json"
     if not manifest_path.is_file():
         return None
     manifest = json.loads(manifest_path.read_text())
-    if manifest.get("tokenizer_sha256") != tokenizer_sha256:
+    recorded = (manifest.get("tokenizer_sha256"), manifest.get("vq_preprocess"))
+    if recorded != (tokenizer_sha256, vq_preprocess):
         return None
     index = open_shard(store / manifest["index"]).read()
     wanted = pa.array(sorted(set(index["image_sha256"].to_pylist())), pa.string())
@@ -355,14 +373,17 @@ def load_codes(
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m healthgpt.train.vq_codes --mixture data/mixture --vq data/checkpoints/
-    vq_tokenizer` (under torchrun for several GPUs); prints the report as JSON."""
+    vq_tokenizer --model-preset m3` (under torchrun for several GPUs); prints the report as
+    JSON. The model preset the stages train says how images are resized."""
     parser = argparse.ArgumentParser(prog="healthgpt.train.vq_codes", description=__doc__)
     parser.add_argument("--mixture", required=True, type=Path)
     parser.add_argument("--vq", required=True, type=Path)
     parser.add_argument("--device", choices=["cpu", "cuda"])
+    parser.add_argument("--model-preset", default="tiny", choices=sorted(PRESETS))
     args = parser.parse_args(argv)
+    preprocess = get_preset(args.model_preset).vq_preprocess
     try:
-        report = compute(args.mixture, args.vq, device=args.device)
+        report = compute(args.mixture, args.vq, device=args.device, vq_preprocess=preprocess)
     finally:
         distributed.teardown()
     if distributed.launched_rank() == 0:

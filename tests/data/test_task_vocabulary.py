@@ -35,6 +35,12 @@ def test_closed_styles_name_vqa_tasks_with_an_evaluation_form():
     assert vocabulary.EVAL_FORMS["vqa_choice"] == vocabulary.SINGLE_CHOICE
 
 
+def test_closed_question_form_is_the_form_of_the_styles_first_task():
+    forms = {style: vocabulary.closed_question_form(style) for style in vocabulary.CLOSED_STYLES}
+    single, plain = vocabulary.SINGLE_CHOICE, vocabulary.PLAIN
+    assert forms == {"plain": plain, "choice": single, "both": single}
+
+
 def test_choice_prompt_letters_every_option_and_ends_with_the_instruction():
     prompt = vocabulary.choice_prompt("  Which side? ", ["left", "right", "both"])
     assert prompt == f"Which side?\nA. left\nB. right\nC. both\n{vocabulary.CHOICE_INSTRUCTION}"
@@ -65,6 +71,7 @@ def test_placeholders_and_instruction_are_spelled_only_in_the_vocabulary():
     assert not _literals(r"[\"']<image>"), "use data.tasks.IMAGE_TOKEN"
     assert not _literals(r"[\"']<target_image>"), "use data.tasks.TARGET_IMAGE_TOKEN"
     assert not _literals(r"Answer with the option's letter"), "use data.tasks.CHOICE_INSTRUCTION"
+    assert not _literals(r"[\"']single choice"), "use data.tasks.SINGLE_CHOICE"
 
 
 def test_sample_schema_task_columns_come_from_the_vocabulary():

@@ -205,4 +205,4 @@ def test_small_preset_on_the_bundled_samples_produces_the_report(tmp_path):
     # every cell of this run carries its size and interval; the trained form is named
     row = next(line for line in report.splitlines() if "LLaVA-Med scorer |" in line)
     assert len(re.findall(r"\d\.\d \(n=\d; \d+\.\d–\d+\.\d\)", row)) == 4
-    assert scores["prompt_forms"]["vqa closed"].startswith("plain question (trained:")
+    assert scores["prompt_forms"]["vqa closed"].startswith("plain (trained:")

@@ -85,7 +85,7 @@ def test_vqa_scores_json_holds_the_payload_and_model_notes_come_last(tmp_path):
     assert set(payload) == TEXT_FIELDS
     assert payload["model"] == done.model == "fake"
     assert payload["config"] == CONFIG
-    assert payload["prompt_forms"]["vqa closed"].startswith("plain question (trained:")
+    assert payload["prompt_forms"]["vqa closed"].startswith("plain (trained:")
     assert payload["summary"] == done.summary == "vqa_rad 4 questions, slake 2 questions"
     assert payload["benchmarks"] == done.scores
     assert payload["benchmarks"]["slake"]["close"]["value"] == 100.0
@@ -98,6 +98,17 @@ def test_vqa_scores_json_holds_the_payload_and_model_notes_come_last(tmp_path):
 class BrokenTextModel:
     def generate_text(self, images, prompts):
         raise RuntimeError("GPU fell over")
+
+
+@pytest.mark.parametrize(
+    ("style", "closed"),
+    [("plain", "plain"), ("choice", "single choice"), ("both", "single choice")],
+)
+def test_prompt_forms_name_the_vocabulary_form_of_the_trained_style(style, closed):
+    forms = run.prompt_forms(demo_preset(closed_question_style=style), "the mixture on disk")
+    assert forms["vqa closed"] == f"{closed} (trained: closed_question_style={style})"
+    assert forms["vqa open"] == "plain" and forms["form decided from"] == "the mixture on disk"
+    assert run.prompt_forms(None)["vqa closed"] == "plain (no training config known)"
 
 
 def test_a_failure_mid_run_leaves_the_previous_output_as_it_was(tmp_path):

@@ -188,3 +188,30 @@ def test_uploads_are_decoded_on_the_worker_thread(model, monkeypatch):
     body = json.dumps({"question": "q", "image": _png()}).encode()
     assert _call(create_app(model), "/api/ask", body)[0] == 200
     assert threads == [False]
+
+
+def test_the_app_command_serves_with_the_max_upload_pixels_given(model, monkeypatch, capsys):
+    """`healthgpt app --max-upload-pixels N`: the parser takes it and the served app refuses
+    an upload declaring more than N pixels; without it the library's default holds."""
+    import uvicorn
+
+    import healthgpt.cli as cli
+    import healthgpt.serve.inference as inference_module
+    from healthgpt.serve.inference import MAX_UPLOAD_PIXELS
+
+    served = []
+    monkeypatch.setattr(cli, "_load_inference", lambda args: model)
+    monkeypatch.setattr(inference_module, "startup_line", lambda inference, seconds: "ready")
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: served.append(app))
+    assert cli.build_parser().parse_args(["app"]).max_upload_pixels == MAX_UPLOAD_PIXELS
+    small = json.dumps({"question": "q", "image": _png((20, 10))}).encode()
+    assert cli.main(["app", "--max-upload-pixels", "199"]) == 0
+    got, reply = _call(served[-1], "/api/ask", small)
+    assert got == 400 and "20 x 10" in json.loads(reply)["error"] and model.calls == []
+    assert cli.main(["app", "--max-upload-pixels", "200"]) == 0
+    assert _call(served[-1], "/api/ask", small)[0] == 200
+    for bad in ("0", "4k"):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(["app", "--max-upload-pixels", bad])
+        assert exit_info.value.code == 2
+        assert "expected a positive integer" in capsys.readouterr().err
