@@ -132,6 +132,8 @@ def build_vl_health_mixture(
                 "beside_the_paper": beside_the_paper,
                 "removed": dg.MetadataValue.json(summary.removed),
                 "seconds": dg.MetadataValue.float(round(summary.seconds, 2)),
+                # Images without a stored identity, and super-resolution inputs.
+                "images_decoded": dg.MetadataValue.int(summary.images_decoded),
                 **card_path,
             },
         )
