@@ -229,16 +229,37 @@ def test_leak_check_follows_the_by_question_rule(by_question_build, tmp_path):
     ]
 
 
+def rewrite_config(mixture, **changes) -> None:
+    """Change the config a built mixture's manifest records (what its checks read)."""
+    manifest = read_manifest(mixture)
+    manifest["config"].update(changes)
+    shards = [ShardInfo(**s) for s in manifest.pop("shards")]
+    write_manifest(mixture, shards, **manifest)
+
+
 def test_leak_check_reads_the_rule_from_the_manifest(by_question_build, tmp_path):
     out = tmp_path / "mixture"
     shutil.copytree(by_question_build.out, out)
-    manifest = read_manifest(out)
-    manifest["config"]["decontaminate_by_question"] = []
-    shards = [ShardInfo(**s) for s in manifest.pop("shards")]
-    write_manifest(out, shards, **manifest)
+    rewrite_config(out, decontaminate_by_question=[])
     passed, details = check_no_leakage(out)
     # Without the rule, q1 and q2 (image A, other questions than q3) are leaks.
     assert not passed and details["leaks"] == {"exact_image": 2}
+
+
+def test_leak_check_compares_with_the_splits_the_build_decontaminates_against(
+    standard_build, tmp_path
+):
+    out = tmp_path / "mixture"
+    shutil.copytree(standard_build.out, out)
+    # SLAKE's s3 is a validation question: in the eval subset, but not an `eval_splits` one.
+    s3 = next(r for r in standard_build.rows("eval") if r["record_id"] == stable_id("slake", "s3"))
+    assert s3["split"] == "validation"
+    plant_shard(out, "stage3", "planted", [{**s3, "id": "planted", "split": "train"}])
+    passed, details = check_no_leakage(out)
+    assert passed and details["eval_splits"] == ["test"]
+    rewrite_config(out, eval_splits=["test", "validation"])
+    passed, details = check_no_leakage(out)
+    assert not passed and details["examples"][0]["id"] == "planted"
 
 
 def test_vqa_samples_keep_their_question_in_meta(by_question_build):

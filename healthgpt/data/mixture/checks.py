@@ -3,9 +3,10 @@
 The pipeline wires them as Dagster asset checks. They read the written shards, not the
 builder's memory, so they verify what a trainer will actually get:
 
-- `check_no_leakage`: no training image is an evaluation image (exact or near-duplicate,
-  recomputed from the pixels; for `decontaminate_by_question` sources, with the same
-  question) and no held-out subject appears in training.
+- `check_no_leakage`: no training image is an image of the evaluation splits the build
+  decontaminates against (`eval_splits`; exact or near-duplicate, recomputed from the pixels;
+  for `decontaminate_by_question` sources, with the same question) and no held-out subject
+  appears in training.
 - `check_ratios`: per (stage, source, task), the rows match what the config asks for, from
   the available counts recorded in the manifest, within a tolerance.
 - `check_tasks_present`: every task the config asks of a stage is in it.
@@ -102,21 +103,27 @@ def _images(row: dict[str, Any], hasher: ImageHasher) -> Iterator[ImageHash]:
 
 
 def check_no_leakage(mixture: Path, near_dup_hamming: int | None = None) -> tuple[bool, dict]:
-    """No training sample shares an image or a held-out subject with the eval subset.
+    """No training sample shares an image or a held-out subject with the eval subset's
+    `eval_splits` samples.
 
-    As in the build, a question of a `decontaminate_by_question` source leaks only when an
-    eval sample on that image (exact or near-duplicate) asks the same question.
+    The rule is the build's: the evaluation samples are those of `eval_splits` (validation
+    rows sit in the eval subset too, but the build does not decontaminate against them), and a
+    question of a `decontaminate_by_question` source leaks only when an evaluation sample on
+    that image (exact or near-duplicate) asks the same question.
     """
     manifest = read_manifest(mixture)
     config = manifest.get("config", {})
     threshold = config.get("near_dup_hamming", 4) if near_dup_hamming is None else near_dup_hamming
     subject_sources = set(config.get("subject_split_sources", []))
     by_question = set(config.get("decontaminate_by_question", []))
+    eval_splits = set(config.get("eval_splits", ["test"]))
     hasher = ImageHasher()
     evaluation = _Evaluation()
-    columns = ["id", "source", "subject_id", "image", "target_image", "meta"]
+    columns = ["id", "source", "split", "subject_id", "image", "target_image", "meta"]
     for _, rows in _batches(mixture, ("eval",), columns):
         for row in rows:
+            if row["split"] not in eval_splits:
+                continue
             question = _question_of(row)
             for hashed in _images(row, hasher):
                 evaluation.add_image(hashed.key, hashed.phash, row["id"], question)
@@ -143,6 +150,7 @@ def check_no_leakage(mixture: Path, near_dup_hamming: int | None = None) -> tupl
         "leaks": dict(leaks),
         "examples": examples,
         "near_dup_hamming": threshold,
+        "eval_splits": sorted(eval_splits),
         "by_question": sorted(by_question),
     }
     return not leaks, details
