@@ -298,8 +298,10 @@ def paper_sample_preset(**overrides: Any) -> MixtureConfig:
     cannot show (`PAPER_SAMPLE_DECONTAMINATED`), so the paper's composition runs on them.
 
     The miniatures share a few real images, so decontamination also removes whole datasets
-    from training there (VQA-RAD, SLAKE, the released generation file: their training images
-    are held-out images); the card's "Removed" table and `removed.parquet` say so per group."""
+    from training there (SLAKE, the released generation file: their training images are
+    held-out images); the card's "Removed" table and `removed.parquet` say so per group.
+    VQA-RAD, decontaminated by question as in `paper_preset`, keeps its training questions:
+    none asks what a test question asks about the same image."""
     small = sample_preset()
     defaults: dict[str, Any] = {
         "tasks": [t for t in TASKS if t not in PAPER_SAMPLE_DECONTAMINATED],
