@@ -200,7 +200,7 @@ INDEX_SCHEMA = {
     "rank2": pl.UInt64,
     "rank3": pl.UInt64,
 }
-"""The in-memory sample index: about 100 bytes per candidate sample, nothing else grows with
+"""The in-memory sample index: about 90 bytes per candidate sample, nothing else grows with
 the input. Samples are named by `seq` (their position in the input order); ids are looked
 up again in the write pass for the few rows the removed table needs."""
 
