@@ -96,13 +96,17 @@ def write_ingested(
     return out
 
 
-def standard_sources(root: Path, identities: bool = True) -> dict[str, Path]:
+def standard_sources(
+    root: Path,
+    identities: bool = True,
+    extra: dict[str, list[dict[str, Any]]] | None = None,
+) -> dict[str, Path]:
     """A small multi-source input with planted overlaps (see comments), one dir per source
-    (`identities`: see `write_ingested`)."""
+    (`identities`: see `write_ingested`; `extra`: records added after a source's own)."""
     dirs = {}
 
     def write(source: str, records: list[dict[str, Any]]) -> Path:
-        return write_ingested(root, source, records, identities)
+        return write_ingested(root, source, [*records, *(extra or {}).get(source, [])], identities)
 
     img_a, img_b, img_c = png(1), png(2), png(3)
     dirs["vqa_rad"] = write(
@@ -252,11 +256,13 @@ class Built:
         ]
 
 
-def build_standard(root: Path, **overrides: Any) -> Built:
+def build_standard(
+    root: Path, extra: dict[str, list[dict[str, Any]]] | None = None, **overrides: Any
+) -> Built:
     from healthgpt.data.mixture.build import build_mixture
     from healthgpt.data.mixture.config import sample_preset
 
-    dirs = standard_sources(root / "ingested")
+    dirs = standard_sources(root / "ingested", extra=extra)
     config = sample_preset(**overrides)
     out = root / "mixture"
     return Built(dirs, out, config, build_mixture(dirs, out, config))

@@ -2,15 +2,36 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections import defaultdict
 
+import numpy as np
 import polars as pl
 import pytest
 
+from healthgpt.data.mixture.build import INDEX_SCHEMA
 from healthgpt.data.mixture.checks import check_no_leakage
-from healthgpt.data.mixture.decontam import EVAL_EXACT, EVAL_NEAR, effective_split, is_held_out
-from tests.data.mixture_helpers import build_standard, plant_shard, shared_build
+from healthgpt.data.mixture.config import MixtureConfig, paper_preset, paper_sample_preset
+from healthgpt.data.mixture.decontam import (
+    EVAL_EXACT,
+    EVAL_NEAR,
+    effective_split,
+    find_contaminated,
+    is_held_out,
+)
+from healthgpt.data.mixture.dedup import near_pairs
+from healthgpt.data.mixture.tasks import question_key
+from healthgpt.data.schema import stable_id
+from healthgpt.data.shards import ShardInfo, read_manifest, write_manifest
+from tests.data.mixture_helpers import (
+    build_standard,
+    near_copy,
+    plant_shard,
+    png,
+    shared_build,
+    vqa,
+)
 
 
 @pytest.fixture(scope="module")
@@ -92,3 +113,159 @@ def test_without_decontamination_the_leak_check_fails(tmp_path):
     passed, details = check_no_leakage(built.out)
     assert not passed
     assert {"exact_image", "near_duplicate_image"} <= set(details["leaks"])
+
+
+# --- decontamination by question -------------------------------------------------------------
+
+PHASH = 0x0F0F_0F0F_F0F0_F0F0
+FAR = ~PHASH & (2**64 - 1)
+
+
+def hand_index(rows: list[tuple]) -> pl.DataFrame:
+    """An index of (source, split, image key, phash, question) rows; seq is the position."""
+    columns: dict[str, list] = {name: [] for name in INDEX_SCHEMA}
+    for seq, (source, split, key, phash, question) in enumerate(rows):
+        values = {
+            "seq": seq,
+            "source": source,
+            "split": split,
+            "task": "vqa_open" if question is not None else "reconstruction",
+            "img_key": key,
+            "img_phash": phash,
+            "text_key": seq,
+            "question_key": question,
+        }
+        for name in INDEX_SCHEMA:
+            columns[name].append(values.get(name, 0 if name.startswith("rank") else None))
+    return pl.DataFrame(columns, schema=INDEX_SCHEMA)
+
+
+def test_by_question_sources_match_on_the_image_and_the_question():
+    asked, other = question_key("Is this normal?"), question_key("What organ is shown?")
+    index = hand_index(
+        [
+            ("vqa_rad", "test", 1, PHASH, asked),  # 0: the evaluation question
+            ("vqa_rad", "train", 1, PHASH, other),  # 1: another question on its image
+            ("vqa_rad", "train", 1, PHASH, asked),  # 2: the same question on its image
+            ("vqa_rad", "train", 9, PHASH ^ 1, asked),  # 3: ... on a near-duplicate
+            ("vqa_rad", "train", 1, PHASH, None),  # 4: not a question: the image decides
+            ("slake", "train", 1, PHASH, other),  # 5: another source: the image decides
+            ("vqa_rad", "train", 7, FAR, asked),  # 6: the same question, another image
+        ]
+    )
+    near = near_pairs(np.array([PHASH, PHASH ^ 1, FAR], dtype=np.uint64), 4)
+    removed = find_contaminated(index, near, ["test"], by_question=["vqa_rad"])
+    assert removed.rows() == [
+        (2, EVAL_EXACT, 0),
+        (3, EVAL_NEAR, 0),
+        (4, EVAL_EXACT, 0),
+        (5, EVAL_EXACT, 0),
+    ]
+    by_image = find_contaminated(index, near, ["test"])
+    assert by_image["seq"].to_list() == [1, 2, 3, 4, 5]
+
+
+def test_by_question_holds_dataset_names_and_the_paper_sets_it_for_vqa_rad():
+    assert paper_preset().decontaminate_by_question == ["vqa_rad"]
+    assert paper_sample_preset().decontaminate_by_question == ["vqa_rad"]
+    assert MixtureConfig().decontaminate_by_question == []
+    for bad in ("vqa_rad/vqa_open", "*", ""):
+        with pytest.raises(ValueError, match="decontaminate_by_question"):
+            MixtureConfig(decontaminate_by_question=[bad])
+
+
+# VQA-RAD's test question q3 again (case and spacing aside) on its image A, and on a rescaled
+# copy of A: the training questions the by-question rule must still remove.
+REPEATED = [
+    vqa("vqa_rad", "q10", "train", png(1), "is this  NORMAL?", "no", "closed", "ABN"),
+    vqa("vqa_rad", "q11", "train", near_copy(1), "Is this normal?", "no", "closed", "ABN"),
+]
+
+
+@pytest.fixture(scope="module")
+def by_question_build(tmp_path_factory):
+    root = tmp_path_factory.mktemp("by_question")
+    return build_standard(root, extra={"vqa_rad": REPEATED}, decontaminate_by_question=["vqa_rad"])
+
+
+def names(source: str, *orig_ids: str) -> dict[str, str]:
+    """record id -> original id."""
+    return {stable_id(source, orig): orig for orig in orig_ids}
+
+
+def test_by_question_keeps_other_questions_on_test_images(by_question_build):
+    origs = {**names("vqa_rad", *(f"q{i}" for i in range(1, 12))), **names("slake", "s1")}
+    removed = by_question_build.removed_table.filter(pl.col("reason").str.starts_with("eval_"))
+    # q1 and q2 ask other questions than q3 about image A: kept. SLAKE's s1 shows a copy of
+    # test image C: SLAKE is decontaminated by image still.
+    assert {origs[r]: reason for r, reason in removed.select("record_id", "reason").rows()} == {
+        "q10": EVAL_EXACT,
+        "q11": EVAL_NEAR,
+        "s1": EVAL_NEAR,
+    }
+    eval_origs = {r["id"]: origs.get(r["record_id"]) for r in by_question_build.rows("eval")}
+    matched = {origs[r]: eval_origs[m] for r, m in removed.select("record_id", "matched_id").rows()}
+    assert matched == {"q10": "q3", "q11": "q3", "s1": "q9"}
+    trained = {origs.get(r["record_id"]) for r in by_question_build.rows("stage3")}
+    assert {"q1", "q2"} <= trained and not {"q10", "q11", "s1"} & trained
+    card = (by_question_build.out / "README.md").read_text()
+    assert "For vqa_rad, a training question is removed only when" in card
+
+
+def test_leak_check_follows_the_by_question_rule(by_question_build, tmp_path):
+    passed, details = check_no_leakage(by_question_build.out)
+    assert passed, details
+    assert details["by_question"] == ["vqa_rad"]
+    out = tmp_path / "mixture"
+    shutil.copytree(by_question_build.out, out)
+    # The evaluation question itself, as a training row: a leak whatever the rule.
+    q3 = next(
+        r for r in by_question_build.rows("eval") if r["record_id"] == stable_id("vqa_rad", "q3")
+    )
+    plant_shard(out, "stage3", "planted", [{**q3, "id": "planted", "split": "train"}])
+    passed, details = check_no_leakage(out)
+    assert not passed and details["examples"] == [
+        {"subset": "stage3", "id": "planted", "reason": "exact_image", "eval_id": q3["id"]}
+    ]
+
+
+def rewrite_config(mixture, **changes) -> None:
+    """Change the config a built mixture's manifest records (what its checks read)."""
+    manifest = read_manifest(mixture)
+    manifest["config"].update(changes)
+    shards = [ShardInfo(**s) for s in manifest.pop("shards")]
+    write_manifest(mixture, shards, **manifest)
+
+
+def test_leak_check_reads_the_rule_from_the_manifest(by_question_build, tmp_path):
+    out = tmp_path / "mixture"
+    shutil.copytree(by_question_build.out, out)
+    rewrite_config(out, decontaminate_by_question=[])
+    passed, details = check_no_leakage(out)
+    # Without the rule, q1 and q2 (image A, other questions than q3) are leaks.
+    assert not passed and details["leaks"] == {"exact_image": 2}
+
+
+def test_leak_check_compares_with_the_splits_the_build_decontaminates_against(
+    standard_build, tmp_path
+):
+    out = tmp_path / "mixture"
+    shutil.copytree(standard_build.out, out)
+    # SLAKE's s3 is a validation question: in the eval subset, but not an `eval_splits` one.
+    s3 = next(r for r in standard_build.rows("eval") if r["record_id"] == stable_id("slake", "s3"))
+    assert s3["split"] == "validation"
+    plant_shard(out, "stage3", "planted", [{**s3, "id": "planted", "split": "train"}])
+    passed, details = check_no_leakage(out)
+    assert passed and details["eval_splits"] == ["test"]
+    rewrite_config(out, eval_splits=["test", "validation"])
+    passed, details = check_no_leakage(out)
+    assert not passed and details["examples"][0]["id"] == "planted"
+
+
+def test_vqa_samples_keep_their_question_in_meta(by_question_build):
+    for row in by_question_build.rows("stage3", ["task", "meta", "conversations"]):
+        question = json.loads(row["meta"] or "{}").get("question")
+        if row["task"].startswith("vqa_"):
+            assert question and question in row["conversations"][0]["value"]
+        else:
+            assert question is None

@@ -31,6 +31,10 @@ STAGE1_GROUPS = {
     ("vl_health_reconstruction", "reconstruction"),
 }
 STAGE3_GROUPS = {
+    # VQA-RAD is decontaminated by question (`decontaminate_by_question`), and no training
+    # question of its miniature asks what a test question asks about the same image.
+    ("vqa_rad", "vqa_choice"),
+    ("vqa_rad", "vqa_open"),
     ("pathvqa", "vqa_choice"),
     ("pathvqa", "vqa_open"),
     ("llava_med", "conversation"),
@@ -40,8 +44,6 @@ STAGE3_GROUPS = {
     ("synthrad2023", "mri_to_ct"),
 }
 REMOVED = {
-    ("vqa_rad", "vqa_choice"): {"eval_exact"},
-    ("vqa_rad", "vqa_open"): {"eval_exact"},
     ("slake", "vqa_choice"): {"eval_exact"},
     ("slake", "vqa_open"): {"eval_exact"},
     ("vl_health_alignment", "conversation"): {"eval_exact", "duplicate_exact"},

@@ -195,6 +195,7 @@ INDEX_SCHEMA = {
     "img_phash": pl.UInt64,
     "tgt_phash": pl.UInt64,
     "text_key": pl.UInt64,
+    "question_key": pl.UInt64,  # VQA samples only: decontamination by question
     "rank1": pl.UInt64,
     "rank2": pl.UInt64,
     "rank3": pl.UInt64,
@@ -324,6 +325,7 @@ def _index_entries(
                 image and image.phash,
                 target and target.phash,
                 sample.text_key,
+                sample.question_key,
                 *ranks(ctx.config.seed, sample.id),
             )
             for name, value in zip(INDEX_SCHEMA, values, strict=True):
@@ -358,7 +360,9 @@ def _select(index: pl.DataFrame, config: MixtureConfig) -> _Selection:
     removed_parts = []
     train = index.filter(pl.col("split") == "train")
     if config.decontaminate:
-        removed_parts.append(find_contaminated(index, near, eval_splits))
+        removed_parts.append(
+            find_contaminated(index, near, eval_splits, config.decontaminate_by_question)
+        )
         train = _without(train, removed_parts[-1])
     if config.dedup:
         removed_parts.append(find_duplicates(train, near))

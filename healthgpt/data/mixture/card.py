@@ -404,6 +404,20 @@ def render_card(summary: MixtureSummary, config: MixtureConfig) -> str:
     return "\n".join(sections)
 
 
+def _by_question(config: MixtureConfig) -> str:
+    """The Decontamination bullet's last sentence: which sources match on the question too."""
+    if not config.decontaminate_by_question:
+        return " This removes, for example, VQA-RAD training questions asked about its test images."
+    sources = ", ".join(config.decontaminate_by_question)
+    return (
+        f" For {sources}, a training question is removed only when an evaluation sample on "
+        "that image also asks the same question (question text compared case- and "
+        "space-insensitively, answer left out): their official training splits ask other "
+        "questions about their test images, and those are kept. Their other samples match "
+        "on the image alone."
+    )
+
+
 def _how_built(config: MixtureConfig) -> str:
     closed = {
         "plain": "closed questions are asked as they are",
@@ -436,8 +450,8 @@ def _how_built(config: MixtureConfig) -> str:
             "chains), so adjacent slices of a volume do not merge into one.",
             f"- **Decontamination.** No training sample shares an image (input or target, exact "
             f"or near-duplicate) with any sample of the {', '.join(config.eval_splits)} split(s): "
-            "such samples are removed (`eval_exact`, `eval_near_duplicate`). This removes, for "
-            "example, VQA-RAD training questions asked about its test images.",
+            "such samples are removed (`eval_exact`, `eval_near_duplicate`)."
+            + _by_question(config),
             "- **Dedup.** Among training samples, one with the same task, the same text "
             "content and the same images (exactly: `duplicate_exact`; as near-duplicates: "
             "`near_duplicate`) as an earlier one is removed. Many questions about one image "

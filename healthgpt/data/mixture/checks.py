@@ -3,8 +3,10 @@
 The pipeline wires them as Dagster asset checks. They read the written shards, not the
 builder's memory, so they verify what a trainer will actually get:
 
-- `check_no_leakage`: no training image is an evaluation image (exact or near-duplicate,
-  recomputed from the pixels) and no held-out subject appears in training.
+- `check_no_leakage`: no training image is an image of the evaluation splits the build
+  decontaminates against (`eval_splits`; exact or near-duplicate, recomputed from the pixels;
+  for `decontaminate_by_question` sources, with the same question) and no held-out subject
+  appears in training.
 - `check_ratios`: per (stage, source, task), the rows match what the config asks for, from
   the available counts recorded in the manifest, within a tolerance.
 - `check_tasks_present`: every task the config asks of a stage is in it.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +25,9 @@ import pyarrow.compute as pc
 
 from healthgpt.data.mixture.config import MixtureConfig
 from healthgpt.data.mixture.dedup import ImageHasher, PhashIndex
+from healthgpt.data.mixture.pixels import ImageHash
 from healthgpt.data.mixture.sampling import group_target, plan_stage, plan_stage2
+from healthgpt.data.mixture.tasks import meta_of, question_key
 from healthgpt.data.shards import open_shard, read_manifest, resolve_images, shard_paths
 from healthgpt.data.tasks import NEEDS_IMAGE, NEEDS_TARGET, STAGE1, STAGE2, STAGE3, STAGES
 
@@ -53,37 +58,86 @@ def _group_rows(mixture: Path, subset: str) -> Counter:
     return counts
 
 
+@dataclass
+class _Evaluation:
+    """The eval subset as the leak check compares against it: each distinct image (by exact
+    key) with the first sample showing it and the questions asked about it, and the held-out
+    subjects."""
+
+    keys: dict[str, int] = field(default_factory=dict)  # image key -> image number
+    ids: list[str] = field(default_factory=list)  # image number -> first eval sample
+    phashes: list[int] = field(default_factory=list)
+    questions: list[dict[int, str]] = field(default_factory=list)  # question key -> sample
+    subjects: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def add_image(self, key: str, phash: int, sample: str, question: int | None) -> None:
+        if key not in self.keys:
+            self.keys[key] = len(self.ids)
+            self.ids.append(sample)
+            self.phashes.append(phash)
+            self.questions.append({})
+        if question is not None:
+            self.questions[self.keys[key]].setdefault(question, sample)
+
+    def match(self, numbers: list[int], question: int | None) -> str | None:
+        """The eval sample matched among the images `numbers`: the first one's, or with a
+        `question`, the first one asking it."""
+        for number in numbers:
+            if question is None:
+                return self.ids[number]
+            if question in self.questions[number]:
+                return self.questions[number][question]
+        return None
+
+
+def _question_of(row: dict[str, Any]) -> int | None:
+    """The `question_key` of a VQA sample's question (kept in its `meta`), else None."""
+    question = meta_of(row).get("question")
+    return question_key(question) if question else None
+
+
+def _images(row: dict[str, Any], hasher: ImageHasher) -> Iterator[ImageHash]:
+    for column in ("image", "target_image"):
+        if row[column] and row[column]["bytes"]:
+            yield hasher(row[column]["bytes"])
+
+
 def check_no_leakage(mixture: Path, near_dup_hamming: int | None = None) -> tuple[bool, dict]:
-    """No training sample shares an image or a held-out subject with the eval subset."""
+    """No training sample shares an image or a held-out subject with the eval subset's
+    `eval_splits` samples.
+
+    The rule is the build's: the evaluation samples are those of `eval_splits` (validation
+    rows sit in the eval subset too, but the build does not decontaminate against them), and a
+    question of a `decontaminate_by_question` source leaks only when an evaluation sample on
+    that image (exact or near-duplicate) asks the same question.
+    """
     manifest = read_manifest(mixture)
     config = manifest.get("config", {})
     threshold = config.get("near_dup_hamming", 4) if near_dup_hamming is None else near_dup_hamming
     subject_sources = set(config.get("subject_split_sources", []))
+    by_question = set(config.get("decontaminate_by_question", []))
+    eval_splits = set(config.get("eval_splits", ["test"]))
     hasher = ImageHasher()
-    eval_keys: dict[str, str] = {}
-    eval_ids: list[str] = []
-    eval_phashes: list[int] = []
-    eval_subjects: dict[tuple[str, str], str] = {}
-    columns = ["id", "source", "subject_id", "image", "target_image"]
+    evaluation = _Evaluation()
+    columns = ["id", "source", "split", "subject_id", "image", "target_image", "meta"]
     for _, rows in _batches(mixture, ("eval",), columns):
         for row in rows:
-            for column in ("image", "target_image"):
-                if row[column] and row[column]["bytes"]:
-                    hashed = hasher(row[column]["bytes"])
-                    if hashed.key not in eval_keys:
-                        eval_keys[hashed.key] = row["id"]
-                        eval_ids.append(row["id"])
-                        eval_phashes.append(hashed.phash)
+            if row["split"] not in eval_splits:
+                continue
+            question = _question_of(row)
+            for hashed in _images(row, hasher):
+                evaluation.add_image(hashed.key, hashed.phash, row["id"], question)
             if row["source"] in subject_sources and row["subject_id"]:
-                eval_subjects.setdefault((row["source"], row["subject_id"]), row["id"])
-    index = PhashIndex(eval_phashes, threshold)
+                evaluation.subjects.setdefault((row["source"], row["subject_id"]), row["id"])
+    index = PhashIndex(evaluation.phashes, threshold)
     leaks: Counter = Counter()
     examples: list[dict[str, Any]] = []
     checked = 0
     for subset, rows in _batches(mixture, TRAIN_SUBSETS, columns):
         for row in rows:
             checked += 1
-            found = _leak_of(row, hasher, eval_keys, index, eval_ids, eval_subjects)
+            question = _question_of(row) if row["source"] in by_question else None
+            found = _leak_of(row, question, hasher, evaluation, index)
             if found:
                 leaks[found[0]] += 1
                 if len(examples) < MAX_EXAMPLES:
@@ -92,24 +146,32 @@ def check_no_leakage(mixture: Path, near_dup_hamming: int | None = None) -> tupl
                     )
     details = {
         "checked": checked,
-        "eval_images": len(eval_keys),
+        "eval_images": len(evaluation.ids),
         "leaks": dict(leaks),
         "examples": examples,
         "near_dup_hamming": threshold,
+        "eval_splits": sorted(eval_splits),
+        "by_question": sorted(by_question),
     }
     return not leaks, details
 
 
-def _leak_of(row, hasher, eval_keys, index, eval_ids, eval_subjects) -> tuple[str, str] | None:
-    for column in ("image", "target_image"):
-        if row[column] and row[column]["bytes"]:
-            hashed = hasher(row[column]["bytes"])
-            if hashed.key in eval_keys:
-                return "exact_image", eval_keys[hashed.key]
-            near = index.query(hashed.phash)
-            if near:
-                return "near_duplicate_image", eval_ids[near[0]]
-    subject = eval_subjects.get((row["source"], row["subject_id"]))
+def _leak_of(
+    row: dict[str, Any],
+    question: int | None,
+    hasher: ImageHasher,
+    evaluation: _Evaluation,
+    index: PhashIndex,
+) -> tuple[str, str] | None:
+    for hashed in _images(row, hasher):
+        number = evaluation.keys.get(hashed.key)
+        exact = evaluation.match([] if number is None else [number], question)
+        if exact:
+            return "exact_image", exact
+        near = evaluation.match(index.query(hashed.phash), question)
+        if near:
+            return "near_duplicate_image", near
+    subject = evaluation.subjects.get((row["source"], row["subject_id"]))
     if subject:
         return "held_out_subject", subject
     return None

@@ -80,6 +80,10 @@ class MixtureConfig:
     # Dedup and decontamination
     dedup: bool = True
     decontaminate: bool = True
+    # Sources whose training questions are removed only when an evaluation sample has the same
+    # image *and* the same question: their official splits ask different questions about
+    # shared images (VQA-RAD). Their other samples, and every other source, match on the image.
+    decontaminate_by_question: list[str] = field(default_factory=list)
     near_dup_hamming: int = 4  # phash bits (of 64) within which two images are near-duplicates
 
     # Stages: membership rules, then per-group weights (expected draws per available sample,
@@ -122,6 +126,11 @@ class MixtureConfig:
                 f"max_choice_options is at most {len(OPTION_LETTERS)} "
                 f"(options are lettered {OPTION_LETTERS[0]}-{OPTION_LETTERS[-1]})"
             )
+        for name in self.decontaminate_by_question:
+            if not isinstance(name, str) or not name or "/" in name or "*" in name:
+                raise ValueError(
+                    f"decontaminate_by_question holds dataset names, not {name!r} (no patterns)"
+                )
         for rules in (self.stage1_weights, self.stage1_caps, self.stage3_weights, self.stage3_caps):
             for key in rules:
                 parse_rule_key(key)
@@ -255,7 +264,9 @@ def paper_preset(**overrides: Any) -> MixtureConfig:
     Only the datasets of `PAPER_ROUTES` feed it (`task_sources`); other ingested datasets
     yield nothing (`no_task_for_kind`). The paper reports 765,802 comprehension and 783,045
     generation samples (`card.PAPER_TOTALS`) but no per-source caps, so none are set: every
-    available training sample is used once.
+    available training sample is used once. VQA-RAD is decontaminated by question
+    (`decontaminate_by_question`): the paper trains on its official training split, whose
+    questions are asked about images that its test questions use too.
     """
     config = MixtureConfig(
         task_sources=routed_sources(PAPER_ROUTES),
@@ -264,6 +275,7 @@ def paper_preset(**overrides: Any) -> MixtureConfig:
         stage2_size=47_000,
         workers=0,
         stage3_include=route_patterns(PAPER_ROUTES, STAGE3),
+        decontaminate_by_question=["vqa_rad"],
     )
     return _apply(config, overrides)
 
@@ -286,8 +298,10 @@ def paper_sample_preset(**overrides: Any) -> MixtureConfig:
     cannot show (`PAPER_SAMPLE_DECONTAMINATED`), so the paper's composition runs on them.
 
     The miniatures share a few real images, so decontamination also removes whole datasets
-    from training there (VQA-RAD, SLAKE, the released generation file: their training images
-    are held-out images); the card's "Removed" table and `removed.parquet` say so per group."""
+    from training there (SLAKE, the released generation file: their training images are
+    held-out images); the card's "Removed" table and `removed.parquet` say so per group.
+    VQA-RAD, decontaminated by question as in `paper_preset`, keeps its training questions:
+    none asks what a test question asks about the same image."""
     small = sample_preset()
     defaults: dict[str, Any] = {
         "tasks": [t for t in TASKS if t not in PAPER_SAMPLE_DECONTAMINATED],

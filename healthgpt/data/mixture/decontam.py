@@ -7,7 +7,9 @@
 - Decontamination: a training sample that carries an image (input or target) identical to, or
   a near-duplicate of, an image of any evaluation sample is removed, with the reason and the
   evaluation sample it matched. This catches VQA-RAD, whose test questions are asked about
-  images that also appear in its training questions.
+  images that also appear in its training questions. For the sources configured so
+  (`decontaminate_by_question`), a training question is removed only when the evaluation
+  sample on that image also asks the same question: their official training splits are kept.
 """
 
 from __future__ import annotations
@@ -47,20 +49,23 @@ def effective_split(
     return "test" if is_held_out(source, subject_key(record), salt, fraction) else "train"
 
 
-def _image_column(frame: pl.DataFrame, column: str) -> pl.DataFrame:
-    """One row per (image `column` value, sample) from the input and target images."""
+def _image_column(frame: pl.DataFrame, column: str, on: tuple[str, ...] = ()) -> pl.DataFrame:
+    """One row per (image `column` value, sample) from the input and target images, with the
+    extra match columns `on`."""
     return pl.concat(
         [
-            frame.select(pl.col(f"img_{column}").alias(column), "seq"),
-            frame.select(pl.col(f"tgt_{column}").alias(column), "seq"),
+            frame.select(pl.col(f"{side}_{column}").alias(column), *on, "seq")
+            for side in ("img", "tgt")
         ]
-    ).drop_nulls(column)
+    ).drop_nulls([column, *on])
 
 
-def _first_per(frame: pl.DataFrame, column: str) -> pl.DataFrame:
-    """The first evaluation sample (lowest seq) per image `column` value."""
+def _first_per(frame: pl.DataFrame, column: str, on: tuple[str, ...]) -> pl.DataFrame:
+    """The first evaluation sample (lowest seq) per image `column` value (and `on` values)."""
     return (
-        _image_column(frame, column).group_by(column).agg(pl.col("seq").min().alias("matched_seq"))
+        _image_column(frame, column, on)
+        .group_by(column, *on)
+        .agg(pl.col("seq").min().alias("matched_seq"))
     )
 
 
@@ -68,14 +73,39 @@ def _first_hit(hits: pl.DataFrame) -> pl.DataFrame:
     return hits.group_by("seq").agg(pl.col("matched_seq").min())
 
 
+def _matches(
+    train: pl.DataFrame, evals: pl.DataFrame, near: pl.DataFrame, on: tuple[str, ...]
+) -> pl.DataFrame:
+    """(seq, reason, matched_seq) of the training samples whose image is, or neighbours, an
+    evaluation sample's with equal `on` columns; an exact match wins over a near one."""
+    exact = _first_hit(
+        _image_column(train, "key", on).join(_first_per(evals, "key", on), on=["key", *on])
+    ).with_columns(reason=pl.lit(EVAL_EXACT))
+    eval_phash = _first_per(evals, "phash", on).rename({"phash": "near"})
+    near_hits = (
+        _image_column(train, "phash", on)
+        .join(near, on="phash")
+        .join(eval_phash, on=["near", *on])
+        .select("seq", "matched_seq")
+        .join(exact.select("seq"), on="seq", how="anti")
+    )
+    near_rows = _first_hit(near_hits).with_columns(reason=pl.lit(EVAL_NEAR))
+    return pl.concat([exact, near_rows]).select("seq", "reason", "matched_seq")
+
+
 def find_contaminated(
-    index: pl.DataFrame, near: pl.DataFrame, eval_splits: list[str]
+    index: pl.DataFrame,
+    near: pl.DataFrame,
+    eval_splits: list[str],
+    by_question: list[str] | tuple[str, ...] = (),
 ) -> pl.DataFrame:
     """Training samples (split == train) sharing an image with an evaluation split.
 
-    `index` has seq, split, img_/tgt_ `key` (exact pixels) and `phash` columns; `near` is the
-    near-duplicate relation of `dedup.near_pairs`. Returns (seq, reason, matched_seq) rows;
-    an exact match wins over a near one.
+    `index` has seq, source, split, img_/tgt_ `key` (exact pixels), `phash` and
+    `question_key` columns; `near` is the near-duplicate relation of `dedup.near_pairs`. A
+    question of a `by_question` source must also ask what the evaluation sample asks (same
+    `question_key`); its other samples, and other sources, match on the image alone.
+    Returns (seq, reason, matched_seq) rows; an exact match wins over a near one.
     """
     evals = index.filter(pl.col("split").is_in(eval_splits))
     train = index.filter(pl.col("split") == "train")
@@ -92,16 +122,13 @@ def find_contaminated(
         | pl.col("img_phash").is_in(near_eval.implode())
         | pl.col("tgt_phash").is_in(near_eval.implode())
     )
-    exact = _first_hit(
-        _image_column(train, "key").join(_first_per(evals, "key"), on="key")
-    ).with_columns(reason=pl.lit(EVAL_EXACT))
-    eval_phash = _first_per(evals, "phash").rename({"phash": "near"})
-    near_hits = (
-        _image_column(train, "phash")
-        .join(near, on="phash")
-        .join(eval_phash, on="near")
-        .select("seq", "matched_seq")
-        .join(exact.select("seq"), on="seq", how="anti")
+    asked = (
+        pl.col("source").cast(pl.String).is_in(list(by_question))
+        & pl.col("question_key").is_not_null()
     )
-    near_rows = _first_hit(near_hits).with_columns(reason=pl.lit(EVAL_NEAR))
-    return pl.concat([exact, near_rows]).select("seq", "reason", "matched_seq").sort("seq")
+    return pl.concat(
+        [
+            _matches(train.filter(~asked), evals, near, ()),
+            _matches(train.filter(asked), evals, near, ("question_key",)),
+        ]
+    ).sort("seq")

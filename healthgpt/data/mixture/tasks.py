@@ -68,7 +68,8 @@ class PlannedSample:
     """A sample a record will yield, decided without decoding images.
 
     `input_col` / `output_col` name the record column that becomes the sample's `image` /
-    `target_image`; `degrade` marks the super-resolution input.
+    `target_image`; `degrade` marks the super-resolution input. `question_key` is the VQA
+    question's `question_key` (None for other tasks), for decontamination by question.
     """
 
     id: str
@@ -82,6 +83,7 @@ class PlannedSample:
     text_key: int
     degrade: bool = False
     declared: bool = False  # the record states its task and its own prompt (VL-Health rows)
+    question_key: int | None = None
 
 
 @dataclass
@@ -150,6 +152,12 @@ def text_key(*parts: Any) -> int:
     return int.from_bytes(hashlib.sha256(joined.encode()).digest()[:8], "big")
 
 
+def question_key(question: str) -> int:
+    """The VQA question's identity, answer left out: decontamination by question and the leak
+    check both match an evaluation question by it (the check reads the question from `meta`)."""
+    return text_key(question)
+
+
 def _n_images(record: dict[str, Any]) -> int:
     try:
         return int(meta_of(record).get("n_images") or 1)
@@ -190,6 +198,7 @@ def _planned(
     input_col: str | None,
     output_col: str | None,
     text: int,
+    question: int | None = None,
     modality: str | None = None,
     target_modality: str | None = None,
     direction: str = "image->text",
@@ -206,6 +215,7 @@ def _planned(
         output_col=output_col,
         text_key=text,
         degrade=degrade,
+        question_key=question,
     )
 
 
@@ -269,7 +279,12 @@ def _plan_vqa(record, source, split, ctx, wanted):
     if not (record.get("question") or "").strip() or not str(record.get("answer") or "").strip():
         return [], "missing_question_or_answer"
     key = text_key(record["question"], record["answer"])
-    common = {"input_col": "image", "output_col": None, "text": key}
+    common = {
+        "input_col": "image",
+        "output_col": None,
+        "text": key,
+        "question": question_key(record["question"]),
+    }
     if not is_closed(record):
         tasks = ["vqa_open"] if "vqa_open" in wanted else []
     else:
@@ -539,6 +554,8 @@ def render_sample(
     target = record[planned.output_col]["bytes"] if planned.output_col else None
     if question_type(record):
         meta["question_type"] = question_type(record)
+    if planned.question_key is not None:
+        meta["question"] = record["question"].strip()  # the leak check's `question_key` input
     return {
         "id": planned.id,
         "record_id": record["id"],
