@@ -42,8 +42,16 @@ KINDS = ("vqa", "caption", "report", "image", "pair", "conversation")
 # HF's Image feature stores images as a struct of PNG bytes and an optional path.
 IMAGE_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 TURN_TYPE = pa.struct([("from", pa.string()), ("value", pa.string())])
-# An image's identity (`healthgpt.data.decode.identity`): hex pixel sha256 and 64-bit phash.
-IMAGE_HASH_TYPE = pa.struct([("key", pa.string()), ("phash", pa.uint64())])
+# An image's identity (`healthgpt.data.decode.identity`): hex pixel sha256 and 64-bit phash,
+# the sha256 of the encoded bytes it was computed for, and how it was computed.
+IMAGE_HASH_TYPE = pa.struct(
+    [
+        ("key", pa.string()),
+        ("phash", pa.uint64()),
+        ("bytes_sha256", pa.string()),
+        ("method", pa.string()),
+    ]
+)
 
 RECORD_SCHEMA = pa.schema(
     [

@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -78,8 +79,8 @@ Log = Callable[[str], None]
 def store_dir(mixture_dir: str | Path, tokenizer_sha256: str, vq_preprocess: str) -> Path:
     """Where one tokenizer's codes under one preprocessing live, beside the mixture directory
     (never inside it: the mixture is swapped in whole when rebuilt)."""
-    if not tokenizer_sha256:
-        raise ValueError("the vq_codes store needs a tokenizer sha256")
+    if not re.fullmatch(r"[0-9a-f]{64}", tokenizer_sha256 or ""):
+        raise ValueError(f"the vq_codes store needs a tokenizer sha256, got {tokenizer_sha256!r}")
     if vq_preprocess not in VQ_PREPROCESS:
         raise ValueError(f"vq_preprocess must be one of {VQ_PREPROCESS}, got {vq_preprocess!r}")
     location = output_path(mixture_dir)

@@ -11,7 +11,13 @@ import pytest
 from PIL import Image
 
 from healthgpt.data.decode import identity
-from healthgpt.data.decode.identity import hash_png, identity_of, remember_identities
+from healthgpt.data.decode.identity import (
+    hash_png,
+    identity_of,
+    identity_value,
+    remember_identities,
+    stored_identity,
+)
 from healthgpt.data.decode.imaging import encode_png
 from healthgpt.data.ingest.run import ingest
 from tests.data.mixture_helpers import field_image, standard_sources
@@ -88,7 +94,8 @@ def test_ingestion_decodes_images_a_reader_passed_through(tmp_path, toy_source, 
     ]
     assert len(rows) == len(decodes) == 10
     for row in rows:
-        assert row["image_hash"] == hash_png(row["image"]["bytes"]).to_value()
+        data = row["image"]["bytes"]
+        assert stored_identity(row["image_hash"], data) == hash_png(data)
 
 
 def test_mixture_reads_stored_identities_and_builds_the_same_bytes(tmp_path):
@@ -110,3 +117,85 @@ def test_mixture_reads_stored_identities_and_builds_the_same_bytes(tmp_path):
     assert shards_with == shards_without
     # Only the super-resolution inputs are decoded when identities are stored.
     assert 0 < decoded_with < decoded_without
+
+
+def test_a_stored_identity_is_trusted_only_for_its_own_well_formed_bytes():
+    data, other = encode_png(IMAGES["L"], None), encode_png(IMAGES["RGB"], None)
+    value = identity_value(data)
+    assert stored_identity(value, data) == hash_png(data)
+    assert stored_identity(value, other) is None  # copied to another image
+    for bad in (
+        {"key": "ab"},
+        {"key": "zz" * 16},
+        {"key": 123},
+        {"phash": -1},
+        {"phash": 1 << 64},
+        {"phash": "0x1f"},
+        {"method": "an older phash"},
+        {"bytes_sha256": None},
+    ):
+        assert stored_identity({**value, **bad}, data) is None, bad
+    assert stored_identity(None, data) is None
+    assert stored_identity("not a struct", data) is None
+
+
+def test_forged_identities_in_ingested_shards_change_nothing(tmp_path, monkeypatch):
+    """An identity copied to other images (every image given one image's identity: all
+    would be duplicates of each other) is not trusted: the build equals the honest one. (A
+    writer that recomputes `bytes_sha256` can forge anything; `check_no_leakage` hashes the
+    written pixels itself.)"""
+    from healthgpt.data.mixture.build import build_mixture
+    from healthgpt.data.mixture.config import sample_preset
+    from tests.data import mixture_helpers
+
+    config = sample_preset(workers=1)
+    reference = build_mixture(standard_sources(tmp_path / "honest"), tmp_path / "a", config)
+    honest = mixture_helpers.add_identities
+    forged_value = identity_value(encode_png(IMAGES["L"], None))
+
+    def forge(record):
+        record = honest(record)
+        for column in ("image_hash", "target_image_hash"):
+            if record[column]:
+                record[column] = forged_value
+        return record
+
+    monkeypatch.setattr(mixture_helpers, "add_identities", forge)
+    forged = standard_sources(tmp_path / "forged")
+    monkeypatch.undo()
+    result = build_mixture(forged, tmp_path / "b", config)
+    assert result.removed == reference.removed and result.counts == reference.counts
+    assert result.images_decoded > reference.images_decoded
+
+
+@pytest.mark.parametrize("side", [1, 2, 3, 4])
+def test_tiny_images_keep_distinct_phashes(side):
+    from healthgpt.data.decode.identity import phash64
+
+    images = [
+        Image.fromarray(np.random.default_rng(seed).integers(0, 255, (side, side), np.uint8))
+        for seed in range(40)
+    ]
+    distinct = len({phash64(image) for image in images})
+    assert distinct >= (30 if side > 1 else 1)
+
+
+def test_ingestions_from_before_the_identity_columns_pass_the_schema_check(tmp_path):
+    from healthgpt.data.ingest.checks import check_schema
+    from tests.data.mixture_helpers import standard_sources as sources
+
+    with_identities = sources(tmp_path / "v2")["vqa_rad"]
+    passed, details = check_schema(with_identities)
+    assert passed and details["shards_without_identities"] == []
+    # The same records written without the two columns, as a record/v1 ingestion was.
+    without = tmp_path / "v1" / "vqa_rad"
+    (without / "data").mkdir(parents=True)
+    for path in sorted((with_identities / "data").glob("*.parquet")):
+        table = pq.read_table(path).drop_columns(["image_hash", "target_image_hash"])
+        pq.write_table(table, without / "data" / path.name)
+    (without / "_manifest.json").write_text((with_identities / "_manifest.json").read_text())
+    passed, details = check_schema(without)
+    assert passed and details["shards_without_identities"]
+    # Anything else is still refused.
+    pq.write_table(table.drop_columns(["meta"]), without / "data" / path.name)
+    assert not check_schema(without)[0]

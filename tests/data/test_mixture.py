@@ -245,3 +245,15 @@ def test_progress_is_reported_and_paper_preset_is_valid(tmp_path):
     paper = paper_preset()
     assert paper.stage2_size == 47_000 and paper.closed_question_style == "choice"
     assert "llava_558k" in paper.task_sources["reconstruction"]
+
+
+@pytest.mark.parametrize("freetype", [True, False])
+def test_composition_chart_draws_with_or_without_freetype(standard_build, monkeypatch, freetype):
+    from PIL import Image, features
+
+    from healthgpt.data.mixture.card import composition_chart_png
+
+    monkeypatch.setattr(features, "check", lambda name: freetype)
+    chart = Image.open(io.BytesIO(composition_chart_png(standard_build.summary)))
+    colours = {colour for _, colour in chart.convert("RGB").getcolors(1 << 20)}
+    assert chart.size[0] == 800 and len(colours) > 4

@@ -243,3 +243,9 @@ def test_the_stage_reads_the_codes_of_its_preset_preprocessing(
     metrics = run_stage(spec, Reporter(log=lines.append))
     assert metrics["images_encoded"] > 0
     assert any("no vq_codes for this subset, tokenizer and stretch" in line for line in lines)
+
+
+@pytest.mark.parametrize("sha", ["", "../../../../tmp/", "/etc/evil/x", "AB" * 32, "a" * 63])
+def test_the_store_is_named_only_by_a_real_sha256(tmp_path, sha):
+    with pytest.raises(ValueError, match="sha256"):
+        vq_codes.store_dir(tmp_path / "mixture", sha, PAD)

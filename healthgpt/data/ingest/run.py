@@ -25,7 +25,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from healthgpt.data.decode.identity import identity_of, remember_identities
+from healthgpt.data.decode.identity import identity_value, remember_identities
 from healthgpt.data.schema import HASH_COLUMNS, QUARANTINE_SCHEMA, RECORD_SCHEMA
 from healthgpt.data.shards import (
     MANIFEST_NAME,
@@ -345,7 +345,7 @@ def add_identities(record: dict[str, Any]) -> dict[str, Any]:
     for column, hash_column in HASH_COLUMNS.items():
         image = record[column]
         if image and image.get("bytes") and record.get(hash_column) is None:
-            record[hash_column] = identity_of(image["bytes"]).to_value()
+            record[hash_column] = identity_value(image["bytes"])
     return record
 
 

@@ -45,6 +45,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from healthgpt.data.decode.identity import stored_identity
 from healthgpt.data.ingest.run import read_ingested
 from healthgpt.data.mixture import card as card_module
 from healthgpt.data.mixture.config import (
@@ -56,7 +57,7 @@ from healthgpt.data.mixture.decontam import effective_split, find_contaminated
 from healthgpt.data.mixture.dedup import REMOVED_SCHEMA as DEDUP_REMOVED
 from healthgpt.data.mixture.dedup import ImageHasher, find_duplicates, near_pairs
 from healthgpt.data.mixture.parallel import OrderedPool, hash_many
-from healthgpt.data.mixture.pixels import HashJob, HashResult, ImageHash
+from healthgpt.data.mixture.pixels import HashJob, HashResult
 from healthgpt.data.mixture.records import (
     SUBSETS,
     ColumnHashes,
@@ -267,11 +268,11 @@ def _plan_batches(
                     needs.setdefault(sample.output_col, 0)
             hashes: dict[str, ColumnHashes] = {}
             for column, need in sorted(needs.items()):
-                stored = ImageHash.from_value(record.get(HASH_COLUMNS[column]))
+                data = record[column]["bytes"]
+                stored = stored_identity(record.get(HASH_COLUMNS[column]), data)
                 if stored is not None and not need:  # identity from ingestion: no decode
                     hashes[column] = ColumnHashes(b"", 0, stored, None)
                     continue
-                data = record[column]["bytes"]
                 digest = hasher.digest(data)
                 original = stored or hasher.get(HashKey(digest))
                 degraded = hasher.get(HashKey(digest, degraded=True)) if need else None

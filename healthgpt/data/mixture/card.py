@@ -256,12 +256,19 @@ _TAB20 = (
 )  # fmt: skip
 
 
+def _font(size: int):
+    """PIL's scalable default font, or its fixed bitmap font where Pillow lacks FreeType."""
+    from PIL import ImageFont, features
+
+    return ImageFont.load_default(size=size if features.check("freetype2") else None)
+
+
 def composition_chart_png(summary: MixtureSummary) -> bytes:
     """A stacked bar per subset, segments by task (fixed colours), as PNG bytes.
 
     Drawn with PIL: importing matplotlib costs about 1.5 s of CPU, as much as the rest of a
     small mixture build."""
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import Image, ImageDraw
 
     subsets = [s for s in SUBSETS if summary.rows(s)] or list(SUBSETS)
     tasks = [
@@ -269,7 +276,7 @@ def composition_chart_png(summary: MixtureSummary) -> bytes:
         for index, task in enumerate(TASKS)
         if any(_task_counts(summary, s).get(task, 0) for s in subsets)
     ]
-    font, small = ImageFont.load_default(size=13), ImageFont.load_default(size=10)
+    font, small = _font(13), _font(10)
     width, label_w, legend_w, bar_h, top = 800, 70, 170, 28, 36
     plot_w = width - label_w - legend_w - 20
     height = max(top + len(subsets) * (bar_h + 12) + 40, top + 16 * len(tasks) + 10)
