@@ -55,11 +55,12 @@ def _bytes_digest(data: bytes) -> str:
 def identity_value(data: bytes) -> dict[str, Any]:
     """The value of a `schema.IMAGE_HASH_TYPE` column for encoded image bytes: their identity
     (`identity_of`), the method, and the sha256 of the bytes it belongs to."""
-    found = identity_of(data)
+    digest = hashlib.sha256(data)
+    found = _identity_of(data, digest.digest())
     return {
         "key": found.key,
         "phash": found.phash,
-        "bytes_sha256": _bytes_digest(data),
+        "bytes_sha256": digest.hexdigest()[:32],
         "method": METHOD,
     }
 
@@ -161,9 +162,10 @@ def note_encoded(data: bytes, image: Image.Image) -> None:
 def identity_of(data: bytes) -> ImageHash:
     """The identity of encoded image bytes: as recorded when they were encoded, else by
     decoding them (bytes a reader passed through, or encoded outside the block)."""
+    return _identity_of(data, hashlib.sha256(data).digest())
+
+
+def _identity_of(data: bytes, digest: bytes) -> ImageHash:
     remembered = _REMEMBERED.get()
-    if remembered is not None:
-        hit = remembered.get(hashlib.sha256(data).digest())
-        if hit is not None:
-            return hit
-    return hash_png(data)
+    hit = remembered.get(digest) if remembered is not None else None
+    return hit if hit is not None else hash_png(data)
