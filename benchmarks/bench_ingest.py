@@ -68,13 +68,16 @@ def make_source(root: Path, n_images: int, seed: int = 0) -> list[Path]:
 
 
 def run_floor(root: Path, size: int = 256) -> dict:
-    """Decode and re-encode every image in a plain loop: the lower bound of the work."""
+    """Decode and re-encode every image in a plain loop: the lower bound of the work. The
+    limits are read once, as the pipeline's reader reads them (not once per image)."""
     from healthgpt.data.decode.imaging import image_file_to_png
+    from healthgpt.data.limits import Limits
 
     paths = sorted((root / "pvqa" / "images" / "train").glob("*.jpg"))
     started, cpu = time.perf_counter(), time.process_time()
+    limits = Limits.from_options()
     for path in paths:
-        image_file_to_png(path, size)
+        image_file_to_png(path, size, limits=limits)
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     return {
         "images": len(paths),
