@@ -172,31 +172,32 @@ or the Hugging Face Parquet copy:
                     image = str(row.get("image") or "") if isinstance(row, dict) else ""
                     place = (folder / image).as_posix() if image else rel
                     batch.append((f"{split} row {index}", place, index, row))
-                self._encode_ahead(split, batch, cache)
+                found = self._encode_ahead(split, batch, cache)
                 for item, place, index, row in batch:
                     yield self.guard(
                         item,
                         place,
-                        lambda row=row, split=split, index=index: self._pkl_records(
-                            row, split, index, cache
+                        lambda row=row, split=split, index=index, found=found: self._pkl_records(
+                            row, split, index, cache, found
                         ),
                     )
 
     def _encode_ahead(
         self, split: str, batch: list[tuple[str, str, int, Any]], cache: PngCache
-    ) -> None:
+    ) -> dict[str, Path]:
         """Encode the images of a batch of rows of this run's chunk into `cache`, one after
-        another, before their records are built. A failure is left to the row's own build,
-        which meets it again and quarantines the row."""
-        paths = []
+        another, before their records are built; returns the image files found, by name. A
+        failure is left to the row's own build, which meets it again and quarantines the row."""
+        found: dict[str, Path] = {}
         for item, place, _, row in batch:
             image = str(row.get("image") or "").strip() if isinstance(row, dict) else ""
-            if image and self.reads(item, place):
+            if image and image not in found and self.reads(item, place):
                 with contextlib.suppress(Exception):
-                    paths.append(self._image_path(split, image))
-        for path in paths:
+                    found[image] = self._image_path(split, image)
+        for path in found.values():
             with contextlib.suppress(Exception):
                 cache.get(path)
+        return found
 
     def _encode_file(self, path: Path) -> bytes:
         return image_file_to_png(
@@ -204,14 +205,14 @@ or the Hugging Face Parquet copy:
         )
 
     def _pkl_records(
-        self, row: Any, split: str, index: int, cache: PngCache
+        self, row: Any, split: str, index: int, cache: PngCache, found: dict[str, Path]
     ) -> list[dict[str, Any]]:
         if not isinstance(row, dict):
             raise BadInput("QA row is not a dict")
         image = str(row.get("image") or "").strip()
         if not image:
             raise BadInput("QA row has no image")
-        path = self._image_path(split, image)
+        path = found.get(image) or self._image_path(split, image)
         rel = path.relative_to(self.confinement.root).as_posix()
         record = self._record(row, f"{split}:{index}", normalize_split(split), cache.get(path), rel)
         return [record]
