@@ -151,16 +151,21 @@ class Confinement:
         name = os.fspath(relative)
         plain = isinstance(name, str) and name not in ("", ".", "..")
         if base is not None and plain and not {"/", os.sep, "\x00"} & set(name):
-            folder = self._dirs.get(base)
-            if folder is None:
-                folder = self._dirs[base] = confine(self.given, base)
-            candidate = folder / name
+            candidate = self.folder(base) / name
             try:
                 if not candidate.is_symlink():
                     return candidate
             except OSError:
                 pass  # a name the file system refuses: `confine` gives the reason
         return confine(self.given, relative, base)
+
+    def folder(self, base: Path) -> Path:
+        """Directory `base` (a path like the root: absolute, or relative to the working
+        directory) resolved and confined to the root, remembered."""
+        folder = self._dirs.get(base)
+        if folder is None:
+            folder = self._dirs[base] = confine(self.given, Path(base).absolute())
+        return folder
 
 
 def confined_files(root: Path, paths: Iterator[Path]) -> Iterator[tuple[Path, str | None]]:

@@ -109,6 +109,60 @@ def _row_bytes(row: dict[str, Any]) -> int:
     return total
 
 
+def rows_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
+    """`pa.Table.from_pylist(rows, schema=schema)`, with each image column's bytes copied
+    once into a buffer of the exact size: `from_pylist` grows its buffer by doubling, which
+    touched about twice a row group's image bytes in fresh memory, a tenth of ingestion's
+    own CPU time."""
+    columns: list[Any] = []
+    for field in schema:
+        values = [row.get(field.name) for row in rows]
+        image = _image_array(values) if field.type == IMAGE_TYPE else None
+        columns.append(values if image is None else image)
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+_IMAGE_KEYS = frozenset(("bytes", "path"))
+_MAX_BINARY_BYTES = (1 << 31) - 1  # 32-bit offsets of `pa.binary()`
+
+
+def _image_array(values: list[Any]) -> pa.StructArray | None:
+    """An IMAGE_TYPE column of `values` (None or {"bytes": bytes | None, "path": str |
+    None}) whose bytes child is one joined buffer, or None when a value is of another shape
+    (`pa.array` then converts it, or names what is wrong)."""
+    for value in values:
+        if value is None:
+            continue
+        if type(value) is not dict or not value.keys() <= _IMAGE_KEYS:
+            return None
+        data, path = value.get("bytes"), value.get("path")
+        if not (data is None or type(data) is bytes) or not (path is None or type(path) is str):
+            return None
+    blobs = [(value or {}).get("bytes") for value in values]
+    sizes = np.fromiter((len(b) if b is not None else 0 for b in blobs), np.int64, len(blobs))
+    if int(sizes.sum()) > _MAX_BINARY_BYTES:
+        return None
+    offsets = np.zeros(len(blobs) + 1, dtype=np.int32)
+    np.cumsum(sizes, out=offsets[1:])
+    data = pa.py_buffer(b"".join(b for b in blobs if b is not None))
+    has_bytes = np.fromiter((b is not None for b in blobs), bool, len(blobs))
+    data_array = pa.BinaryArray.from_buffers(
+        pa.binary(),
+        len(blobs),
+        [_validity(has_bytes), pa.py_buffer(offsets), data],
+        null_count=int(len(blobs) - has_bytes.sum()),
+    )
+    paths = pa.array([(value or {}).get("path") for value in values], pa.string())
+    present = np.fromiter((value is not None for value in values), bool, len(values))
+    mask = None if present.all() else pa.array(~present)
+    return pa.StructArray.from_arrays([data_array, paths], fields=list(IMAGE_TYPE), mask=mask)
+
+
+def _validity(valid: np.ndarray) -> pa.Buffer | None:
+    """An Arrow validity bitmap (least significant bit first), or None when all are valid."""
+    return None if valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little"))
+
+
 class ShardWriter:
     """Writes rows of one schema to `<directory>/<prefix>-NNNNN.parquet` files.
 
@@ -175,7 +229,7 @@ class ShardWriter:
         if not self._buffer:
             return
         self._open()
-        table = pa.Table.from_pylist(self._buffer, schema=self.schema)
+        table = rows_table(self._buffer, self.schema)
         self._writer.write_table(table, row_group_size=len(self._buffer))
         self._rows_in_shard += len(self._buffer)
         self._bytes_in_shard += self._buffer_bytes

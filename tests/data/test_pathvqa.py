@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from healthgpt.data.samples import pathvqa
-from healthgpt.data.sources import LayoutError
+from healthgpt.data.sources import BadInput, LayoutError
 from healthgpt.data.sources.pathvqa import (
     PathVqaReader,
     UnsafePickleError,
@@ -124,3 +124,68 @@ def test_wrong_layout_names_both_expected_layouts(tmp_path):
     with pytest.raises(LayoutError) as error:
         PathVqaReader(tmp_path).validate_layout()
     assert "_qa.pkl" in str(error.value) and ".parquet" in str(error.value)
+
+
+def _suffix_loop(reader: PathVqaReader, split: str, image: str) -> Path:
+    """The rule `_image_path` follows: the first name + suffix that is a file."""
+    folder = reader.pvqa / "images" / split
+    for suffix in ("", ".jpg", ".jpeg", ".png"):
+        path = reader.safe_path(image + suffix, folder)
+        if path.is_file():
+            return path
+    raise BadInput(f"image file missing: {image}")
+
+
+def test_image_paths_read_from_the_folder_listing_follow_the_suffix_rule(tmp_path):
+    root, outside = tmp_path / "root", tmp_path / "secret.jpg"
+    folder = root / "pvqa" / "images" / "train"
+    folder.mkdir(parents=True)
+    (root / "pvqa" / "qas" / "train").mkdir(parents=True)
+    outside.write_bytes(b"secret")
+    for name in ("a.jpg", "b", "b.jpg", "c.png", "dir.jpg", "d\udcff.jpg"):
+        (folder / name).write_bytes(b"x")
+    (folder / "dir").mkdir()
+    (folder / "inside.jpg").symlink_to(folder / "a.jpg")
+    (folder / "link.jpg").symlink_to(outside)
+    (folder / "link").symlink_to(outside)
+    reader = PathVqaReader(root)
+    names = ["a", "b", "c", "dir", "d\udcff", "inside", "link", "missing"]
+    names += ["..", "../../../x", "x" * 300]  # odd names go through `confine`
+    for image in names:
+        try:
+            expected: Path | str = _suffix_loop(reader, "train", image)
+        except BadInput as exc:
+            expected = str(exc)
+        try:
+            found: Path | str = reader._image_path("train", image)
+        except BadInput as exc:
+            found = str(exc)
+        assert found == expected, image
+    assert reader._image_path("train", "b").name == "b"  # no suffix comes first
+
+
+def test_a_relative_root_reads_the_same_records(sample, ingested, tmp_path, monkeypatch):
+    monkeypatch.chdir(sample.parent)
+    summary = run("pathvqa", Path(sample.name), tmp_path / "out")
+    assert (summary.records, summary.quarantined) == (ingested[0].records, ingested[0].quarantined)
+    assert records(tmp_path / "out") == records(ingested[1])
+
+
+def test_a_chunked_run_encodes_only_the_images_of_its_chunk(sample, tmp_path, monkeypatch):
+    encoded: list[str] = []
+    encode = PathVqaReader._encode_file
+
+    def recording(self, path):
+        encoded.append(path.relative_to(self.confinement.root).as_posix())
+        return encode(self, path)
+
+    monkeypatch.setattr(PathVqaReader, "_encode_file", recording)
+    by_chunk = []
+    for index in (0, 1):
+        encoded.clear()
+        run("pathvqa", sample, tmp_path / str(index), chunk=(index, 2))
+        kept = [r["orig_path"] for r in records(tmp_path / str(index))]
+        assert kept and set(kept) <= set(encoded)
+        assert sorted(set(kept)) == sorted(e for e in encoded if e in kept)  # once each
+        by_chunk.append(set(encoded))
+    assert not by_chunk[0] & by_chunk[1]

@@ -4,12 +4,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from healthgpt.data.schema import IMAGE_TYPE, QUARANTINE_SCHEMA
+from healthgpt.data import shards
+from healthgpt.data.schema import IMAGE_TYPE, QUARANTINE_SCHEMA, RECORD_SCHEMA
 from healthgpt.data.shards import (
     ImageTableWriter,
     ShardWriter,
     read_manifest,
     resolve_images,
+    rows_table,
     write_manifest,
 )
 from healthgpt.storage import atomic_directory, clean_stale
@@ -43,6 +45,39 @@ def test_same_rows_give_byte_identical_shards(tmp_path):
                 writer.write(row)
         hashes.append([s.sha256 for s in writer.shards])
     assert hashes[0] == hashes[1]
+
+
+IMAGE_VALUES = [
+    {"bytes": b"\x89PNG first", "path": None},
+    None,
+    {"bytes": None, "path": "sha256:ab"},
+    {"bytes": b"", "path": None},
+    {"bytes": b"second"},
+    {"bytes": bytes(range(256)) * 40, "path": "p"},
+]
+WITH_BYTES = [v for v in IMAGE_VALUES if v and v.get("bytes")]  # no null anywhere
+
+
+@pytest.mark.parametrize("images", [IMAGE_VALUES, WITH_BYTES])
+def test_image_columns_are_written_as_from_pylist_writes_them(tmp_path, monkeypatch, images):
+    rows = [
+        {"id": str(i), "source": "s", "split": "train", "kind": "vqa", "modality": "CT",
+         "image": image, "target_image": images[-1 - i], "question": f"q{i}"}
+        for i, image in enumerate(images)
+    ]  # fmt: skip
+    expected = pa.Table.from_pylist(rows, schema=RECORD_SCHEMA)
+    assert rows_table(rows, RECORD_SCHEMA).equals(expected)
+    odd = [{"id": "x", "image": {"bytes": bytearray(b"a bytearray"), "path": None}}]
+    assert rows_table(odd, RECORD_SCHEMA).equals(pa.Table.from_pylist(odd, schema=RECORD_SCHEMA))
+    written = {}
+    for name in ("new", "from_pylist"):
+        if name == "from_pylist":
+            monkeypatch.setattr(shards, "rows_table", pa.Table.from_pylist)
+        with ShardWriter(tmp_path / name, RECORD_SCHEMA, hf_images=False) as writer:
+            for row in rows:
+                writer.write(row)
+        written[name] = (tmp_path / name / writer.shards[0].path).read_bytes()
+    assert written["new"] == written["from_pylist"]
 
 
 def test_failed_write_leaves_no_shard_and_no_temp_file(tmp_path):

@@ -140,6 +140,12 @@ class SourceReader(ABC):
         index, n_chunks = self.options.chunk
         return chunk_of(key, n_chunks) == index
 
+    def reads(self, item: str, rel_path: str | None, key: str | None = None) -> bool:
+        """Is the item this run's to read (`guard` builds it)? Always, unless one chunk is read."""
+        if self.options.chunk is None:
+            return True
+        return self.in_chunk(key if key is not None else self.item_key(item, rel_path))
+
     def guard(
         self,
         item: str,
@@ -153,8 +159,7 @@ class SourceReader(ABC):
         `key` overrides the chunk key where `rel_path` is a pseudonym (the real relative
         path must decide the chunk, so that it matches the per-chunk fingerprint).
         """
-        chunked = self.options.chunk is not None
-        if chunked and not self.in_chunk(key if key is not None else self.item_key(item, rel_path)):
+        if not self.reads(item, rel_path, key):
             return Outcome(item=item, records=[], elsewhere=True)
         outcome = _outcome_of(item, rel_path, build)
         problem = long_text(outcome.records, self.options.limits.max_text_chars)
