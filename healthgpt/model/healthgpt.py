@@ -309,8 +309,40 @@ class HealthGPT(nn.Module):
                 family_tokens[family] = n
         return HealthGPTOutput(loss, family_losses, family_tokens, summed, answer_tokens)
 
+    @torch.no_grad()
+    def row_losses(self, batch: Mapping[str, object]) -> torch.Tensor:
+        """Mean answer-token cross-entropy of each row of a batch ([B], fp32; nan for a row
+        without answer tokens): per-sample losses from one batched pass, for validation."""
+        families = batch["task_family"]
+        size = batch["input_ids"].shape[0]
+        if isinstance(families, str):
+            families = [families] * size
+        out = torch.full((size,), float("nan"))
+        with self.autocast():
+            for family in dict.fromkeys(families):
+                rows = [i for i, f in enumerate(families) if f == family]
+                with self.active_plugin(family):
+                    logits, targets, keep = self._answer_logits(
+                        _select_rows(batch, rows, size), family
+                    )
+                tokens = F.cross_entropy(logits.float(), targets, reduction="none").cpu()
+                owner = keep.nonzero()[:, 0].cpu()
+                sums = torch.zeros(len(rows)).index_add_(0, owner, tokens)
+                counts = torch.zeros(len(rows)).index_add_(0, owner, torch.ones(len(tokens)))
+                out[rows] = sums / counts
+        return out
+
     def _loss_sum(self, batch: Mapping[str, object], family: str) -> tuple[torch.Tensor, int]:
         """Summed next-token cross-entropy over the answer tokens, and their count."""
+        logits, targets, _ = self._answer_logits(batch, family)
+        loss_sum = F.cross_entropy(logits.float(), targets, reduction="sum")
+        return loss_sum, len(targets)
+
+    def _answer_logits(
+        self, batch: Mapping[str, object], family: str
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Logits at the answer positions, their next tokens, and the [B, T-1] mask of where
+        they are."""
         mask = batch["attention_mask"]
         length = int(mask.sum(dim=1).max())  # right padding: drop all-pad columns
         input_ids, mask = batch["input_ids"][:, :length], mask[:, :length]
@@ -318,14 +350,12 @@ class HealthGPT(nn.Module):
         embeds = self.embed(input_ids, batch.get("pixel_values"), family)
         targets = labels[:, 1:]
         keep = targets != IGNORE_INDEX
-        n = int(keep.sum())
         decoder = self.lm.get_decoder()
         hidden = decoder(inputs_embeds=embeds, attention_mask=mask, use_cache=False)
         hidden = hidden.last_hidden_state
         # The LM head only at answer positions: prompts and image patches need no logits.
         logits = self.lm.get_output_embeddings()(hidden[:, :-1][keep])
-        loss_sum = F.cross_entropy(logits.float(), targets[keep], reduction="sum")
-        return loss_sum, n
+        return logits, targets[keep], keep
 
     # ----- inference -----
 

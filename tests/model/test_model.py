@@ -63,6 +63,14 @@ def test_mixed_batch_loss_is_the_token_weighted_mean(tiny_model, image):
     assert mixed.family_tokens == n
 
 
+def test_row_losses_are_each_rows_own_loss(tiny_model, image):
+    model = tiny_model.eval()
+    com, gen = _samples(model, image)
+    rows = model.row_losses(model.collate([com, gen, com]))
+    alone = [model(model.collate([s])).loss for s in (com, gen, com)]
+    torch.testing.assert_close(rows, torch.stack(alone).detach(), rtol=1e-5, atol=1e-5)
+
+
 def test_training_steps_reduce_the_loss(image):
     model = load_model("tiny", device="cpu")
     model.set_trainable(plugins=True, projectors=True, embeddings=True)
