@@ -215,10 +215,14 @@ def launch_training(
     nproc_per_node: int,
 ) -> dg.MaterializeResult:
     """Run `torchrun -m pipelines.train_entry <args>` through Pipes: a local process, or a GPU
-    pod when `client` is a `PipesK8sClient` (the production profile)."""
+    pod when `client` is a `PipesK8sClient` (the production profile). One local process
+    starts without torchrun: its launcher would only add an interpreter and a rendezvous."""
     if isinstance(client, dg.PipesSubprocessClient):
-        launcher = (sys.executable, "-m", "torch.distributed.run")
-        command = production.torchrun_command(nproc_per_node, args, launcher)
+        if nproc_per_node == 1:
+            command = [sys.executable, "-m", production.TRAIN_ENTRY, *args]
+        else:
+            launcher = (sys.executable, "-m", "torch.distributed.run")
+            command = production.torchrun_command(nproc_per_node, args, launcher)
         context.log.info("launching: " + " ".join(command))
         invocation = client.run(command=command, context=context, env={"PYTHONUNBUFFERED": "1"})
     else:
