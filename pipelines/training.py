@@ -64,6 +64,7 @@ class StageRunConfig(dg.Config):
     eval_samples: int | None = None
     max_new_tokens: int | None = None
     num_workers: int | None = None
+    threads: int | None = None
     log_every: int | None = None
     checkpoint_every: int | None = None
     keep_checkpoints: int | None = None
