@@ -2,7 +2,7 @@
 HealthGPT stages, out of process via Pipes.
 
 Each stage asset launches `pipelines.train_entry` (`healthgpt.train.entry` plus Pipes) under
-torchrun with `PipesSubprocessClient`;
+torchrun with `PipesSubprocessClient` (a single local process without it);
 rank 0 streams log lines and reports the final metrics (loss curve, throughput, memory,
 held-out accuracy, checkpoint paths and hashes) back as this asset's metadata. The Dagster
 step holds no model: a run killed mid-way resumes from its last checkpoint when materialized
