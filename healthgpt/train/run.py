@@ -110,9 +110,11 @@ def run_stage(spec: RunSpec, reporter: Reporter | None = None) -> dict[str, Any]
     """Train one stage (resuming if a checkpoint of the same run exists); return its metrics."""
     reporter = reporter or Reporter()
     d = distributed.setup(spec.device)
+    threads = torch.get_num_threads()  # a caller in this process gets its own back
     try:
         return _main(spec, reporter, d)
     finally:
+        torch.set_num_threads(threads)
         distributed.teardown()
 
 
