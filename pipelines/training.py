@@ -2,7 +2,7 @@
 HealthGPT stages, out of process via Pipes.
 
 Each stage asset launches `pipelines.train_entry` (`healthgpt.train.entry` plus Pipes) under
-torchrun with `PipesSubprocessClient`;
+torchrun with `PipesSubprocessClient` (a single local process without it);
 rank 0 streams log lines and reports the final metrics (loss curve, throughput, memory,
 held-out accuracy, checkpoint paths and hashes) back as this asset's metadata. The Dagster
 step holds no model: a run killed mid-way resumes from its last checkpoint when materialized
@@ -65,6 +65,7 @@ class StageRunConfig(dg.Config):
     eval_samples: int | None = None
     max_new_tokens: int | None = None
     num_workers: int | None = None
+    threads: int | None = None
     log_every: int | None = None
     checkpoint_every: int | None = None
     keep_checkpoints: int | None = None
@@ -219,10 +220,14 @@ def launch_training(
     nproc_per_node: int,
 ) -> dg.MaterializeResult:
     """Run `torchrun -m pipelines.train_entry <args>` through Pipes: a local process, or a GPU
-    pod when `client` is a `PipesK8sClient` (the production profile)."""
+    pod when `client` is a `PipesK8sClient` (the production profile). One local process
+    starts without torchrun: its launcher would only add an interpreter and a rendezvous."""
     if isinstance(client, dg.PipesSubprocessClient):
-        launcher = (sys.executable, "-m", "torch.distributed.run")
-        command = production.torchrun_command(nproc_per_node, args, launcher)
+        if nproc_per_node == 1:
+            command = [sys.executable, "-m", production.TRAIN_ENTRY, *args]
+        else:
+            launcher = (sys.executable, "-m", "torch.distributed.run")
+            command = production.torchrun_command(nproc_per_node, args, launcher)
         context.log.info("launching: " + " ".join(command))
         invocation = client.run(command=command, context=context, env={"PYTHONUNBUFFERED": "1"})
     else:

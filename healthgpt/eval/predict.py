@@ -285,7 +285,10 @@ class HealthGPTText:
 
 
 class HealthGPTImage:
-    """`ImageModel` over a model with `generate_image(image, instruction) -> image`."""
+    """`ImageModel` over a model with `generate_image(image, instruction) -> image`.
+
+    A model that also offers `generate_image_batch(images, instructions)` is called batched.
+    """
 
     def __init__(
         self, model: Any, notes: list[str] | None = None, checkpoint: str | None = None
@@ -297,6 +300,9 @@ class HealthGPTImage:
     def generate_image(
         self, images: list[Image.Image | None], instructions: list[str]
     ) -> list[Image.Image]:
+        batch_fn = getattr(self.model, "generate_image_batch", None)
+        if callable(batch_fn):
+            return [_as_pil(image) for image in batch_fn(images, instructions)]
         return [
             _as_pil(self.model.generate_image(image, instruction))
             for image, instruction in zip(images, instructions, strict=True)

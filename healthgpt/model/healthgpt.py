@@ -309,8 +309,40 @@ class HealthGPT(nn.Module):
                 family_tokens[family] = n
         return HealthGPTOutput(loss, family_losses, family_tokens, summed, answer_tokens)
 
+    @torch.no_grad()
+    def row_losses(self, batch: Mapping[str, object]) -> torch.Tensor:
+        """Mean answer-token cross-entropy of each row of a batch ([B], fp32; nan for a row
+        without answer tokens): per-sample losses from one batched pass, for validation."""
+        families = batch["task_family"]
+        size = batch["input_ids"].shape[0]
+        if isinstance(families, str):
+            families = [families] * size
+        out = torch.full((size,), float("nan"))
+        with self.autocast():
+            for family in dict.fromkeys(families):
+                rows = [i for i, f in enumerate(families) if f == family]
+                with self.active_plugin(family):
+                    logits, targets, keep = self._answer_logits(
+                        _select_rows(batch, rows, size), family
+                    )
+                tokens = F.cross_entropy(logits.float(), targets, reduction="none").cpu()
+                owner = keep.nonzero()[:, 0].cpu()
+                sums = torch.zeros(len(rows)).index_add_(0, owner, tokens)
+                counts = torch.zeros(len(rows)).index_add_(0, owner, torch.ones(len(tokens)))
+                out[rows] = sums / counts
+        return out
+
     def _loss_sum(self, batch: Mapping[str, object], family: str) -> tuple[torch.Tensor, int]:
         """Summed next-token cross-entropy over the answer tokens, and their count."""
+        logits, targets, _ = self._answer_logits(batch, family)
+        loss_sum = F.cross_entropy(logits.float(), targets, reduction="sum")
+        return loss_sum, len(targets)
+
+    def _answer_logits(
+        self, batch: Mapping[str, object], family: str
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Logits at the answer positions, their next tokens, and the [B, T-1] mask of where
+        they are."""
         mask = batch["attention_mask"]
         length = int(mask.sum(dim=1).max())  # right padding: drop all-pad columns
         input_ids, mask = batch["input_ids"][:, :length], mask[:, :length]
@@ -318,14 +350,12 @@ class HealthGPT(nn.Module):
         embeds = self.embed(input_ids, batch.get("pixel_values"), family)
         targets = labels[:, 1:]
         keep = targets != IGNORE_INDEX
-        n = int(keep.sum())
         decoder = self.lm.get_decoder()
         hidden = decoder(inputs_embeds=embeds, attention_mask=mask, use_cache=False)
         hidden = hidden.last_hidden_state
         # The LM head only at answer positions: prompts and image patches need no logits.
         logits = self.lm.get_output_embeddings()(hidden[:, :-1][keep])
-        loss_sum = F.cross_entropy(logits.float(), targets[keep], reduction="sum")
-        return loss_sum, n
+        return logits, targets[keep], keep
 
     # ----- inference -----
 
@@ -335,12 +365,27 @@ class HealthGPT(nn.Module):
     ) -> str:
         """Greedy answer of the comprehension plugin to ``question`` about ``image``
         (``max_new_tokens``: com_infer.py's default, :data:`COM_MAX_NEW_TOKENS`)."""
-        prompt, pixels = self._prompt(image, question)
+        return self.generate_text_batch([image], [question], max_new_tokens=max_new_tokens)[0]
+
+    @torch.no_grad()
+    def generate_text_batch(
+        self,
+        images: Sequence[Image.Image | None],
+        questions: Sequence[str],
+        max_new_tokens: int = COM_MAX_NEW_TOKENS,
+    ) -> list[str]:
+        """:meth:`generate_text` for several questions in one decoding pass (left-padded, one
+        LM call per new token for all of them): the same answers, far fewer small calls."""
+        prompts, pixels = self._prompts(images, questions)
         with self._inference(COMPREHENSION), self.autocast():
-            ids = self._decode(prompt, pixels, COMPREHENSION, max_new_tokens, stop=self._stop_ids)
-        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+            rows = self._decode_batch(
+                prompts, pixels, COMPREHENSION, max_new_tokens, stop=self._stop_ids
+            )
         sep = PROMPT_STYLES[self.config.prompt].sep
-        return text.split(sep)[0].strip()
+        return [
+            self.tokenizer.decode(ids, skip_special_tokens=True).split(sep)[0].strip()
+            for ids in rows
+        ]
 
     @torch.no_grad()
     def generate_image(
@@ -366,6 +411,31 @@ class HealthGPT(nn.Module):
             max_new_tokens=max_new_tokens,
         )
         return tensor_to_images(self.vq.decode(codes[None].to(self._device)))[0]
+
+    @torch.no_grad()
+    def generate_image_batch(
+        self, images: Sequence[Image.Image | None], instructions: Sequence[str]
+    ) -> list[Image.Image]:
+        """Greedy constrained :meth:`generate_image` for several inputs in one decoding pass
+        (every row has the grid's fixed length) and one VQ decode."""
+        codes = self.generate_image_codes_batch(images, instructions)
+        return tensor_to_images(self.vq.decode(codes.to(self._device)))
+
+    @torch.no_grad()
+    def generate_image_codes_batch(
+        self, images: Sequence[Image.Image | None], instructions: Sequence[str]
+    ) -> torch.Tensor:
+        """Greedy constrained :meth:`generate_image_codes` of several inputs: [B, h, w]."""
+        self.check_vq_ready()
+        constraint = ImageCodeConstraint(
+            self.image_vocab, self.vq.grid_size, newlines=self.config.image_newlines
+        )
+        prompts, pixels = self._prompts(images, instructions, answer_prefix=START)
+        with self._inference(GENERATION), self.autocast():
+            rows = self._decode_batch(
+                prompts, pixels, GENERATION, constraint.length, constraint=constraint
+            )
+        return torch.stack([self.image_vocab.ids_to_codes(ids, self.vq.grid_size) for ids in rows])
 
     @torch.no_grad()
     def generate_image_codes(
@@ -417,15 +487,39 @@ class HealthGPT(nn.Module):
     def _prompt(
         self, image: Image.Image | None, text: str, answer_prefix: str = ""
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        question = f"{IMAGE_PLACEHOLDER}\n{text}" if image is not None else text
+        prompts, pixels = self._prompts([image], [text], answer_prefix)
+        return prompts[0], pixels
+
+    def _prompts(
+        self,
+        images: Sequence[Image.Image | None],
+        texts: Sequence[str],
+        answer_prefix: str = "",
+    ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """Each prompt's ids, and the pixels of all rows ([B, 3, S, S]; zeros where a row has
+        no image, which `embed` never reads), or None when no row has an image."""
+        if len(images) != len(texts):
+            raise ValueError(f"{len(images)} images for {len(texts)} prompts")
         build = (
             self.formatter.official_prompt
             if self.config.prompt_tokenization == "official"
             else self.formatter.prompt
         )
-        prompt = build(question, answer_prefix).to(self._device)
-        pixels = None if image is None else self.image_processor(image).to(self._device)
-        return prompt, pixels
+        prompts = [
+            build(f"{IMAGE_PLACEHOLDER}\n{text}" if image is not None else text, answer_prefix)
+            for image, text in zip(images, texts, strict=True)
+        ]
+        prompts = [prompt.to(self._device) for prompt in prompts]
+        if all(image is None for image in images):
+            return prompts, None
+        size = self.vision.image_size
+        pixels = torch.stack(
+            [
+                torch.zeros(3, size, size) if image is None else self.image_processor.one(image)
+                for image in images
+            ]
+        )
+        return prompts, pixels.to(self._device)
 
     @property
     def _stop_ids(self) -> set[int]:
@@ -459,20 +553,82 @@ class HealthGPT(nn.Module):
         generator: torch.Generator | None = None,
     ) -> list[int]:
         """Token-by-token decoding with the KV cache, for one prompt."""
-        embeds = self.embed(prompt[None], pixels, family)
-        out = self.lm(inputs_embeds=embeds, use_cache=True, logits_to_keep=1)
-        generated: list[int] = []
+        return self._decode_batch(
+            [prompt],
+            pixels,
+            family,
+            max_new_tokens,
+            stop=stop,
+            constraint=constraint,
+            temperature=temperature,
+            top_k=top_k,
+            generator=generator,
+        )[0]
+
+    def _decode_batch(
+        self,
+        prompts: Sequence[torch.Tensor],
+        pixels: torch.Tensor | None,
+        family: str,
+        max_new_tokens: int,
+        *,
+        stop: set[int] = frozenset(),
+        constraint: ImageCodeConstraint | None = None,
+        temperature: float = 0.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> list[list[int]]:
+        """Token-by-token decoding with the KV cache, all prompts at once.
+
+        Prompts are left-padded (masked, with positions counted from each row's first token),
+        so every row's next token sits in the last column. A row stops at a `stop` token (kept,
+        as the last of its ids); decoding ends when every row has stopped."""
+        device = prompts[0].device
+        longest = max(len(prompt) for prompt in prompts)
+        ids = torch.full(
+            (len(prompts), longest), self.tokenizer.pad_token_id, dtype=torch.long, device=device
+        )
+        mask = torch.zeros_like(ids)
+        for row, prompt in enumerate(prompts):
+            ids[row, longest - len(prompt) :] = prompt
+            mask[row, longest - len(prompt) :] = 1
+        positions = (mask.cumsum(1) - 1).clamp(min=0)
+        embeds = self.embed(ids, pixels, family)
+        out = self.lm(
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        positions = positions[:, -1:]
+        generated: list[list[int]] = [[] for _ in prompts]
+        running = list(range(len(prompts)))
         for step in range(max_new_tokens):
-            logits = out.logits[0, -1].float()
+            logits = out.logits[:, -1].float()
             if constraint is not None:
                 logits = constraint.mask_logits(logits, step)
-            token = _pick(logits, temperature, top_k, generator)
-            generated.append(token)
-            if token in stop:
+            tokens = [_pick(row, temperature, top_k, generator) for row in logits]
+            for row, token in zip(running, tokens, strict=True):
+                generated[row].append(token)
+            going = [i for i, token in enumerate(tokens) if token not in stop]
+            if not going or step + 1 == max_new_tokens:
                 break
-            if step + 1 < max_new_tokens:
-                next_ids = torch.tensor([[token]], device=prompt.device)
-                out = self.lm(input_ids=next_ids, cache=out.cache, use_cache=True)
+            if len(going) < len(tokens):  # drop finished rows from the batch and the cache
+                keep = torch.tensor(going, device=device)
+                out.cache.batch_select_indices(keep)
+                mask, positions = mask[keep], positions[keep]
+                running = [running[i] for i in going]
+                tokens = [tokens[i] for i in going]
+            mask = torch.cat([mask, mask.new_ones(len(going), 1)], dim=1)
+            positions = positions + 1
+            out = self.lm(
+                input_ids=torch.tensor(tokens, device=device)[:, None],
+                attention_mask=mask,
+                position_ids=positions,
+                cache=out.cache,
+                use_cache=True,
+            )
         return generated
 
     @property

@@ -35,7 +35,13 @@ PRECISIONS = ("bf16", "fp32")
 
 # Fields that change how a run is executed but not what it computes: excluded from the run
 # key, so changing them does not throw away a checkpoint.
-EXECUTION_FIELDS = ("num_workers", "log_every", "checkpoint_every", "keep_checkpoints")
+EXECUTION_FIELDS = (
+    "num_workers",
+    "threads",
+    "log_every",
+    "checkpoint_every",
+    "keep_checkpoints",
+)
 
 
 @dataclass
@@ -76,6 +82,7 @@ class StageConfig:
     max_new_tokens: int = 8
     # execution only (see EXECUTION_FIELDS)
     num_workers: int = 2
+    threads: int = 0  # torch's intra-op threads on a CPU (0: torch's default)
     log_every: int = 10
     checkpoint_every: int = 200
     keep_checkpoints: int = 2
@@ -203,6 +210,9 @@ def _cpu(stage: str) -> StageConfig:
         "max_length": 512,
         "precision": "fp32",
         "num_workers": 1,
+        # The tiny model's ops are too small to split over cores: one thread computes as fast
+        # and leaves the other core to the DataLoader worker instead of stalling on it.
+        "threads": 1,
         "log_every": 5,
         "checkpoint_every": 50,
         "warmup_ratio": 0.05 if config.warmup_ratio else 0.0,

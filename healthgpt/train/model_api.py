@@ -301,15 +301,26 @@ class ModelBundle:
         """Mean answer-token loss of the batch (`model` may be the DDP-wrapped bundle model)."""
         return model(batch).loss
 
+    def row_losses(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Mean answer-token loss of each sample of a (prepared) batch, [B]."""
+        return self.model.row_losses(batch)
+
     @torch.no_grad()
-    def answer(self, row: dict[str, Any], max_new_tokens: int, device: torch.device) -> str:
-        """Greedy answer of the comprehension plugin to a row's first question."""
-        question = row["conversations"][0]["value"]
-        image = decode_rgb(_bytes(row.get("image")))
-        if image is not None:
-            question = question.replace(IMAGE_PLACEHOLDER + "\n", "", 1)
-            question = question.replace(IMAGE_PLACEHOLDER, "", 1).strip()
-        return self.model.generate_text(image, question, max_new_tokens=max_new_tokens)
+    def answers(
+        self, rows: list[dict[str, Any]], max_new_tokens: int, device: torch.device
+    ) -> list[str]:
+        """Greedy answers of the comprehension plugin to the rows' first questions, decoded
+        together."""
+        images, questions = [], []
+        for row in rows:
+            question = row["conversations"][0]["value"]
+            image = decode_rgb(_bytes(row.get("image")))
+            if image is not None:
+                question = question.replace(IMAGE_PLACEHOLDER + "\n", "", 1)
+                question = question.replace(IMAGE_PLACEHOLDER, "", 1).strip()
+            images.append(image)
+            questions.append(question)
+        return self.model.generate_text_batch(images, questions, max_new_tokens=max_new_tokens)
 
 
 # --- building ------------------------------------------------------------------------------

@@ -110,14 +110,18 @@ def run_stage(spec: RunSpec, reporter: Reporter | None = None) -> dict[str, Any]
     """Train one stage (resuming if a checkpoint of the same run exists); return its metrics."""
     reporter = reporter or Reporter()
     d = distributed.setup(spec.device)
+    threads = torch.get_num_threads()  # a caller in this process gets its own back
     try:
         return _main(spec, reporter, d)
     finally:
+        torch.set_num_threads(threads)
         distributed.teardown()
 
 
 def _main(spec: RunSpec, reporter: Reporter, d: distributed.Dist) -> dict[str, Any]:
     config = stage_config(spec.stage, spec.overrides)
+    if config.threads and d.device.type == "cpu":
+        torch.set_num_threads(config.threads)
     log = reporter.log if d.is_main else (lambda message: None)
     subset_dir = spec.subset_dir(config)
     init_hash = file_sha256(Path(spec.init_dir) / MODEL_FILE) if spec.init_dir else ""

@@ -61,7 +61,11 @@ def chance_level(row: dict[str, Any], reference: str, answers: set[str]) -> floa
 
 @torch.no_grad()
 def closed_accuracy(
-    bundle: ModelBundle, rows: list[dict[str, Any]], max_new_tokens: int, device: torch.device
+    bundle: ModelBundle,
+    rows: list[dict[str, Any]],
+    max_new_tokens: int,
+    device: torch.device,
+    batch_size: int = 8,
 ) -> dict[str, Any]:
     """Greedy answers to closed questions vs their references, and the chance level."""
     closed = [r for r in rows if r.get("answer_type") == "closed" and len(r["conversations"]) >= 2]
@@ -70,9 +74,13 @@ def closed_accuracy(
     references = [r["conversations"][1]["value"] for r in closed]
     answers = {normalize(a) for a in references}
     bundle.model.eval()
+    predictions = [
+        answer
+        for start in range(0, len(closed), batch_size)
+        for answer in bundle.answers(closed[start : start + batch_size], max_new_tokens, device)
+    ]
     correct, chance, examples = 0, 0.0, []
-    for row, reference in zip(closed, references, strict=True):
-        predicted = bundle.answer(row, max_new_tokens, device)
+    for row, reference, predicted in zip(closed, references, predictions, strict=True):
         hit = normalize(predicted) == normalize(reference)
         correct += hit
         chance += chance_level(row, reference, answers)
@@ -95,23 +103,27 @@ def task_losses(
     rows: list[dict[str, Any]],
     device: torch.device,
     dropped: dict[str, int] | None = None,
+    batch_size: int = 8,
 ) -> dict[str, float]:
-    """Mean loss per task over held-out rows (one sample at a time: exact per-sample losses).
+    """Mean over held-out rows of each row's own loss, per task (`batch_size` rows a pass).
 
     Rows that do not fit `max_length` are skipped; their reasons are counted into `dropped`."""
     bundle.add_target_codes(rows)
     encode, collate = bundle.encoder(), bundle.collator()
-    losses: dict[str, list[float]] = defaultdict(list)
-    bundle.model.eval()
+    kept: list[tuple[str, dict[str, Any]]] = []
     for row in rows:
         try:
-            sample = encode(row)
+            kept.append((row["task"], encode(row)))
         except SampleDropped as error:
             if dropped is not None:
                 dropped[error.reason] = dropped.get(error.reason, 0) + 1
-            continue
-        batch = bundle.prepare(collate([sample]), device)
-        losses[row["task"]].append(bundle.loss(bundle.model, batch).item())
+    losses: dict[str, list[float]] = defaultdict(list)
+    bundle.model.eval()
+    for start in range(0, len(kept), batch_size):
+        chunk = kept[start : start + batch_size]
+        batch = bundle.prepare(collate([sample for _, sample in chunk]), device)
+        for (task, _), loss in zip(chunk, bundle.row_losses(batch).tolist(), strict=True):
+            losses[task].append(loss)
     return {task: float(np.mean(values)) for task, values in sorted(losses.items())}
 
 
@@ -123,10 +135,11 @@ def validate(bundle: ModelBundle, config: Any, subset_dir: Path, device: torch.d
     if not rows:
         return metrics
     dropped: dict[str, int] = {}
-    metrics["eval_loss_per_task"] = task_losses(bundle, rows, device, dropped)
+    batch = config.micro_batch
+    metrics["eval_loss_per_task"] = task_losses(bundle, rows, device, dropped, batch)
     metrics["eval_dropped"] = dropped
     if COMPREHENSION in config.families:
         comprehension = held_out_rows(subset_dir, config.eval_samples, COMPREHENSION)
-        metrics.update(closed_accuracy(bundle, comprehension, config.max_new_tokens, device))
+        metrics.update(closed_accuracy(bundle, comprehension, config.max_new_tokens, device, batch))
     bundle.model.train()
     return metrics

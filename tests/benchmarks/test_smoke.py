@@ -20,6 +20,7 @@ CASES = {
     ),
     "hlora": (["--quick", "--no-m3-layer"], "markdown"),
     "train": (["--quick"], "train_samples_per_s"),
+    "padding": ([], "demo_mixture_stage3"),
 }
 
 

@@ -92,3 +92,12 @@ def test_healthgpt_text_prefers_a_batched_method():
             return [q.upper() for q in questions]
 
     assert HealthGPTText(Batched(), 5).generate_text([None, None], ["a", "b"]) == ["A", "B"]
+
+
+def test_healthgpt_image_prefers_a_batched_method():
+    class Batched(PerExample):
+        def generate_image_batch(self, images, instructions):
+            return [Image.new("RGB", (len(text), 1)) for text in instructions]
+
+    out = HealthGPTImage(Batched()).generate_image([None, None], ["a", "bcd"])
+    assert [image.size for image in out] == [(1, 1), (3, 1)]

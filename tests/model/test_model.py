@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
+from PIL import Image
 
 from healthgpt.model import COMPREHENSION, GENERATION, IMAGE_TOKEN_ID, get_preset, load_model
 from healthgpt.model.hlora import get_active_plugin, plugin_parameters
@@ -60,6 +63,14 @@ def test_mixed_batch_loss_is_the_token_weighted_mean(tiny_model, image):
     assert mixed.family_tokens == n
 
 
+def test_row_losses_are_each_rows_own_loss(tiny_model, image):
+    model = tiny_model.eval()
+    com, gen = _samples(model, image)
+    rows = model.row_losses(model.collate([com, gen, com]))
+    alone = [model(model.collate([s])).loss for s in (com, gen, com)]
+    torch.testing.assert_close(rows, torch.stack(alone).detach(), rtol=1e-5, atol=1e-5)
+
+
 def test_training_steps_reduce_the_loss(image):
     model = load_model("tiny", device="cpu")
     model.set_trainable(plugins=True, projectors=True, embeddings=True)
@@ -91,6 +102,32 @@ def test_generate_text_and_image(tiny_model, image):
     )
     assert codes.shape == (tiny_model.vq.grid_size,) * 2
     assert tiny_model.training  # generation switched to eval and back
+
+
+def _prompts_of_several_lengths(image):
+    """Prompts of different token lengths, one without an image: left padding is exercised."""
+    other = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    images = [image, None, other, image]
+    questions = ["Is it normal?", "Which organ is shown in this scan, and where?", "yes or no", "?"]
+    return images, questions
+
+
+def test_batched_generation_equals_one_prompt_at_a_time(tiny_model, image):
+    model = copy.deepcopy(tiny_model)
+    torch.manual_seed(0)
+    for name, param in model.named_parameters():
+        if "lora_B" in name:  # plugins that change the output, so every path matters
+            torch.nn.init.normal_(param, std=0.5)
+    images, questions = _prompts_of_several_lengths(image)
+    pairs = list(zip(images, questions, strict=True))
+    one = [model.generate_text(i, q, max_new_tokens=10) for i, q in pairs]
+    assert model.generate_text_batch(images, questions, max_new_tokens=10) == one
+    images[1] = image  # constrained decoding, every row the grid's length
+    codes = [model.generate_image_codes(i, q) for i, q in zip(images, questions, strict=True)]
+    batched = model.generate_image_codes_batch(images, questions)
+    assert torch.equal(batched, torch.stack(codes))
+    pictures = model.generate_image_batch(images[:2], questions[:2])
+    assert [p.size for p in pictures] == [(model.vq.config.resolution,) * 2] * 2
 
 
 def test_presets_follow_the_paper():

@@ -40,7 +40,9 @@ def test_family_can_be_dropped_and_unknown_keys_fail():
 
 def test_run_key_ignores_execution_fields_only():
     base = stage_config("stage2")
-    assert base.run_key() == dataclasses.replace(base, num_workers=7, log_every=1).run_key()
+    assert (
+        base.run_key() == dataclasses.replace(base, num_workers=7, threads=2, log_every=1).run_key()
+    )
     assert base.run_key() != dataclasses.replace(base, seed=1).run_key()
     assert base.run_key(subset="a") != base.run_key(subset="b")
 
