@@ -305,18 +305,22 @@ class ShardStream(IterableDataset):
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         stop = math.inf if self.spec.repeat else self.per_rank
         cache: OrderedDict[tuple[int, int], Any] = OrderedDict()
+        # Each shard opened once per iterator: opening parses the footer (about 10 ms for a
+        # shard of small row groups), and shuffled rows would reopen it for almost every row.
+        shards: dict[int, Any] = {}
         orders: dict[int, np.ndarray] = {}
         j = self.start + worker
         while j < stop:
             positions = self.micro_batch_rows(j, orders)
-            yield self.collate([self.encode(self._row(p, cache)) for p in positions])
+            yield self.collate([self.encode(self._row(p, cache, shards)) for p in positions])
             j += workers
 
-    def _row(self, position: int, cache: OrderedDict) -> dict[str, Any]:
+    def _row(self, position: int, cache: OrderedDict, shards: dict[int, Any]) -> dict[str, Any]:
         key = (int(self.index.file[position]), int(self.index.group[position]))
         if key not in cache:
-            parquet = open_shard(self.index.files[key[0]])
-            table = parquet.read_row_group(key[1], columns=self.columns)
+            if key[0] not in shards:
+                shards[key[0]] = open_shard(self.index.files[key[0]])
+            table = shards[key[0]].read_row_group(key[1], columns=self.columns)
             cache[key] = resolve_images(table, self.index.files[key[0]])
             while len(cache) > self.cache_row_groups:
                 cache.popitem(last=False)

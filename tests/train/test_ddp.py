@@ -154,3 +154,18 @@ def test_ranks_and_workers_partition_the_stream(mixture_dir):
     assert rows(0, 2, start=1, n=2) == r0[1:], "resuming at micro-batch 1 skips exactly one"
     stream = ShardStream(index, StreamSpec(4, 0, 0, 1), lambda r: r["task"], lambda b: b)
     assert next(iter(stream)) == ["vqa_closed"] * 4
+
+
+def test_the_stream_opens_each_shard_once_however_rows_are_shuffled(mixture_dir, monkeypatch):
+    from healthgpt.train import data
+
+    index = RowIndex.build(split_files(mixture_dir / "stage1", "train"), "comprehension")
+    opened: list[str] = []
+    real_open = data.open_shard
+    monkeypatch.setattr(data, "open_shard", lambda path: opened.append(path) or real_open(path))
+    spec = StreamSpec(4, 0, 0, 1, repeat=False)
+    stream = ShardStream(index, spec, lambda r: r["id"], lambda b: b)
+    stream.cache_row_groups = 1  # every row-group change is a cache miss
+    ids = [row_id for batch in stream for row_id in batch]
+    assert len(ids) == len(set(ids)) == len(index)
+    assert sorted(opened) == sorted(set(opened)) and len(opened) <= len(index.files)
