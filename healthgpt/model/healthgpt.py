@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -539,31 +540,9 @@ class HealthGPT(nn.Module):
         finally:
             self.train(was_training)
 
-    def _decode(
-        self,
-        prompt: torch.Tensor,
-        pixels: torch.Tensor | None,
-        family: str,
-        max_new_tokens: int,
-        *,
-        stop: set[int] = frozenset(),
-        constraint: ImageCodeConstraint | None = None,
-        temperature: float = 0.0,
-        top_k: int | None = None,
-        generator: torch.Generator | None = None,
-    ) -> list[int]:
-        """Token-by-token decoding with the KV cache, for one prompt."""
-        return self._decode_batch(
-            [prompt],
-            pixels,
-            family,
-            max_new_tokens,
-            stop=stop,
-            constraint=constraint,
-            temperature=temperature,
-            top_k=top_k,
-            generator=generator,
-        )[0]
+    def _decode(self, prompt: torch.Tensor, *args: Any, **options: Any) -> list[int]:
+        """`_decode_batch` for one prompt (same arguments after the prompt)."""
+        return self._decode_batch([prompt], *args, **options)[0]
 
     def _decode_batch(
         self,
