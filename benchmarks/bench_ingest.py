@@ -1,9 +1,12 @@
 """Ingestion throughput against its floor, and peak memory as the input grows tenfold.
 
 The floor is the same work without the pipeline: decode every input JPEG and encode the
-output PNG in a plain loop. The pipeline adds the reader, validation, quarantine accounting
-and Parquet writing; the goal is at least 0.95 of the floor's images per CPU-second. Both
-import their code before the timed region (startup, not throughput).
+output PNG in a plain loop. A second floor also computes each image's identity as ingestion
+does (pixel hash and perceptual hash, `decode/identity.py`): per-image work that ingestion
+took over from every later mixture build, so the record carries it. The pipeline adds the
+reader, validation, quarantine accounting and Parquet writing; the goal is at least 0.95 of
+the floor's images per CPU-second. Both import their code before the timed region (startup,
+not throughput).
 
 Both are measured in CPU time (`time.process_time`, one process each), which holds on a
 shared machine where wall time does not: floor and pipeline run interleaved (A B A B, and
@@ -12,7 +15,9 @@ times, each in a fresh process; the ratio is the median of the back-to-back rati
 its range, and the 1-minute load average before and after each run is recorded. The
 pipeline run also times its own calls of the floor's decode + encode: that share of its CPU
 (`codec_cpu_over_pipeline_cpu`) is the same ratio measured within one process, which the
-load of other processes moves much less.
+load of other processes moves much less. It also times the image identities it computes
+(`identity_cpu_over_pipeline_cpu`): work the floor does not do, which ingestion took over
+from every later mixture build (`decode/identity.py`).
 
 Chunked: the same source ingested as 4 stable chunks one after the other. Every chunk lists
 the whole source and skips other chunks' items before decoding, so the sum of the chunk
@@ -28,6 +33,7 @@ made from scikit-image's real immunohistochemistry slide, one question per image
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import pickle
@@ -70,17 +76,22 @@ def make_source(root: Path, n_images: int, seed: int = 0) -> list[Path]:
     return paths
 
 
-def run_floor(root: Path, size: int = 256) -> dict:
+def run_floor(root: Path, size: int = 256, identities: bool = False) -> dict:
     """Decode and re-encode every image in a plain loop: the lower bound of the work. The
-    limits are read once, as the pipeline's reader reads them (not once per image)."""
+    limits are read once, as the pipeline's reader reads them (not once per image).
+    `identities`: also compute each image's identity as ingestion does (inside
+    `remember_identities`), the part of ingestion's per-image work the floor otherwise
+    leaves out."""
+    from healthgpt.data.decode.identity import remember_identities
     from healthgpt.data.decode.imaging import image_file_to_png
     from healthgpt.data.limits import Limits
 
     paths = sorted((root / "pvqa" / "images" / "train").glob("*.jpg"))
     started, cpu = time.perf_counter(), time.process_time()
     limits = Limits.from_options()
-    for path in paths:
-        image_file_to_png(path, size, limits=limits)
+    with remember_identities() if identities else contextlib.nullcontext():
+        for path in paths:
+            image_file_to_png(path, size, limits=limits)
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     return {
         "images": len(paths),
@@ -104,23 +115,41 @@ def _import_pipeline() -> None:
     reader_class("pathvqa")  # the reader's module and the decoders (~20 ms)
 
 
-def _time_codec() -> list[float]:
+def _time_codec() -> dict[str, float]:
     """From now on, add up the CPU time spent in the floor's call (decode + encode) in
-    `[0]`: the pipeline's own share is then measured within one process, without the noise
-    between two processes on a shared machine. Call before the reader is imported."""
+    `["codec"]`, and in computing image identities (`decode/identity.py`, which ingestion
+    does and the floor does not) in `["identity"]`: the pipeline's own share is then
+    measured within one process, without the noise between two processes on a shared
+    machine. Call before the reader is imported. A baseline version without identities
+    only has the first."""
+    import healthgpt.data.ingest.run as ingest_run
     from healthgpt.data.decode import imaging
 
-    spent = [0.0]
-    codec = imaging.image_file_to_png
+    spent = {"codec": 0.0, "identity": 0.0, "identity_in_codec": 0.0}
+    depth = [0]
 
-    def timed(*args, **kwargs):
-        started = time.process_time()
-        try:
-            return codec(*args, **kwargs)
-        finally:
-            spent[0] += time.process_time() - started
+    def timed(function, key: str):
+        def call(*args, **kwargs):
+            started = time.process_time()
+            depth[0] += 1
+            try:
+                return function(*args, **kwargs)
+            finally:
+                depth[0] -= 1
+                spent[key] += time.process_time() - started
+                if key == "identity" and depth[0]:
+                    spent["identity_in_codec"] += time.process_time() - started
 
-    imaging.image_file_to_png = timed
+        return call
+
+    imaging.image_file_to_png = timed(imaging.image_file_to_png, "codec")
+    for module, name in (
+        (imaging, "identity_to_note"),
+        (imaging, "note_encoded"),
+        (ingest_run, "identity_value"),
+    ):
+        if hasattr(module, name):
+            setattr(module, name, timed(getattr(module, name), "identity"))
     return spent
 
 
@@ -138,7 +167,8 @@ def run_pipeline(root: Path, out: Path) -> dict:
         "seconds": seconds,
         "cpu_s": cpu,
         "images_per_cpu_s": summary.records / cpu,
-        "codec_share": codec[0] / cpu,
+        "codec_share": (codec["codec"] - codec["identity_in_codec"]) / cpu,
+        "identity_share": codec["identity"] / cpu,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 
@@ -159,8 +189,10 @@ def run_chunks(root: Path, out: Path, n_chunks: int = 4) -> dict:
 
 
 def _child(mode: str, root: str, out: str) -> None:
-    runs = {"floor": run_floor, "pipeline": run_pipeline, "chunks": run_chunks}
-    result = run_floor(Path(root)) if mode == "floor" else runs[mode](Path(root), Path(out))
+    if mode in ("floor", "floor_identity"):
+        result = run_floor(Path(root), identities=mode == "floor_identity")
+    else:
+        result = {"pipeline": run_pipeline, "chunks": run_chunks}[mode](Path(root), Path(out))
     print(json.dumps(result))
 
 
@@ -207,9 +239,15 @@ def main() -> None:
         make_source(small, args.images)
         make_source(large, args.images * args.growth, seed=1)
         base = baseline_code(args.baseline_ref, Path(tmp) / "b") if args.baseline_ref else None
-        runs: dict[str, list[dict]] = {"floor": [], "pipeline": [], "baseline": []}
-        for repeat in range(args.repeats):  # interleaved: floor, pipeline[, baseline], ...
+        runs: dict[str, list[dict]] = {
+            "floor": [],
+            "floor_identity": [],
+            "pipeline": [],
+            "baseline": [],
+        }
+        for repeat in range(args.repeats):  # interleaved: floors, pipeline[, baseline], ...
             runs["floor"].append(measure("floor", small, Path(tmp) / f"f{repeat}"))
+            runs["floor_identity"].append(measure("floor_identity", small, Path(tmp) / "-"))
             runs["pipeline"].append(measure("pipeline", small, Path(tmp) / f"p{repeat}"))
             if base:
                 out = Path(tmp) / f"b{repeat}"
@@ -226,7 +264,17 @@ def main() -> None:
         "floor_images_per_cpu_s": spread(runs["floor"], "images_per_cpu_s"),
         "pipeline_images_per_cpu_s": spread(runs["pipeline"], "images_per_cpu_s"),
         "ratio_to_floor": spread(_ratios(runs["pipeline"], runs["floor"]), "r"),
+        "floor_with_identities_images_per_cpu_s": spread(
+            runs["floor_identity"], "images_per_cpu_s"
+        ),
+        "ratio_to_floor_with_identities": spread(
+            _ratios(runs["pipeline"], runs["floor_identity"]), "r"
+        ),
         "codec_cpu_over_pipeline_cpu": spread(runs["pipeline"], "codec_share"),
+        "identity_cpu_over_pipeline_cpu": spread(runs["pipeline"], "identity_share"),
+        "codec_and_identity_cpu_over_pipeline_cpu": spread(
+            [{"s": r["codec_share"] + r["identity_share"]} for r in runs["pipeline"]], "s"
+        ),
         "chunked_4_cpu_over_whole": round(chunked["cpu_s"] / pipeline["cpu_s"], 3),
         "peak_rss_mb": round(pipeline["peak_rss_mb"], 1),
         f"peak_rss_mb_x{args.growth}": round(grown["peak_rss_mb"], 1),

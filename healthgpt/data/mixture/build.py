@@ -6,7 +6,7 @@ but never the images of more than one batch:
 1. answers: the closed answers per (source, question type), for single-choice options (text
    columns only).
 2. index: plan every record's samples (`tasks.plan_record`), take the identities of the images
-   they use (pixel sha256 and phash, stored by ingestion; an image without one is decoded
+   they use (pixel hash and phash, stored by ingestion; an image without one is decoded
    and hashed here, once), keep a small per-sample index. A super-resolution input is
    decoded, degraded, hashed and encoded, and its PNG kept in a temporary images table for
    pass 3. Then, in memory on the index: near-duplicate
