@@ -29,7 +29,14 @@ from pathlib import Path
 import torch
 
 from benchmarks import write_result
-from benchmarks.timing import MIN_REPEATS, interleave, machine_load, print_result, summary
+from benchmarks.timing import (
+    MIN_REPEATS,
+    interleave,
+    machine_load,
+    print_result,
+    steady_allocator,
+    summary,
+)
 from healthgpt.train.config import stage_config
 from healthgpt.train.data import RowIndex, ShardStream, StreamSpec, make_loader, split_files
 from healthgpt.train.model_api import build_bundle
@@ -101,6 +108,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=256, help="stored PNG size")
     args = parser.parse_args()
     load_before = machine_load()
+    steady_allocator()
     micro_batch, batches = 8, (4 if args.quick else 20)
     repeats = 2 if args.quick else MIN_REPEATS
     steps = 3 if args.quick else 3 * MIN_REPEATS

@@ -7,10 +7,16 @@
 - Two clocks: wall time, and the CPU time of this process (which other processes on the
   machine barely disturb when the work runs on one thread).
 - The machine load (`os.getloadavg`) before and after goes into every printed result.
+- `steady_allocator()`: glibc keeps freed memory instead of unmapping it, so a step that
+  allocates large tensors does not page-fault them in afresh on every repeat (measured on a
+  training step: 7% of its CPU time in the kernel, and the step time's spread 23-37% with
+  the default allocator against 13-21% without the faults).
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import os
 import statistics
@@ -27,6 +33,24 @@ def machine_load() -> dict[str, float]:
     """The 1, 5 and 15 minute load averages and the CPU count (load / cpus > 1: contended)."""
     one, five, fifteen = os.getloadavg()
     return {"load_1m": one, "load_5m": five, "load_15m": fifteen, "cpus": os.cpu_count() or 1}
+
+
+# mallopt parameters (glibc's malloc.h)
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+
+
+def steady_allocator() -> bool:
+    """Make glibc malloc reuse freed memory instead of returning it to the kernel (no mmap
+    per large block, no trimming); affects allocations from now on, in this process. False
+    where the C library is not glibc (nothing changed)."""
+    name = ctypes.util.find_library("c")
+    try:
+        mallopt = ctypes.CDLL(name).mallopt
+    except (OSError, AttributeError, TypeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    settings = ((_M_MMAP_THRESHOLD, 1 << 30), (_M_TRIM_THRESHOLD, 1 << 30), (_M_TOP_PAD, 1 << 28))
+    return all(mallopt(parameter, value) == 1 for parameter, value in settings)
 
 
 def spread(values: Sequence[float]) -> float:

@@ -4,6 +4,10 @@ ratios come from them, and a printed result carries the machine load."""
 from __future__ import annotations
 
 import json
+import platform
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -51,3 +55,36 @@ def test_printed_result_records_the_load(capsys):
     assert printed["benchmark"] == "x" and printed["value"] == 3
     assert printed["load_before"] == before
     assert set(printed["load_after"]) == set(before)
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_steady_allocator_keeps_freed_memory_for_reuse():
+    """After `steady_allocator`, freeing and re-allocating a large block faults no pages in
+    again (in a child process: the setting lasts for the process)."""
+    code = """
+import resource
+from benchmarks.timing import steady_allocator
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+def churn():
+    before = faults()
+    for _ in range(20):
+        block = bytearray(64 << 20)
+        del block
+    return faults() - before
+plain = churn()
+assert steady_allocator()
+churn()
+print(plain, churn())
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    plain, steady = map(int, done.stdout.split())
+    assert plain > 20 * (64 << 20) // 4096 // 2  # every 64 MB block faulted in afresh
+    assert steady < plain // 20
