@@ -16,6 +16,8 @@ Variables (default; meaning):
 - `HEALTHGPT_DEID_SALT` (none): the secret salt of every pseudonym.
 - `HEALTHGPT_DEID_SALT_FILE` (`$HEALTHGPT_DATA_DIR/.secrets/deid_salt`): the private salt.
 - `HEALTHGPT_MIXTURE_PRESET` (`demo`): the mixture preset of runs and evaluations.
+- `HEALTHGPT_TRAIN_PRESET` (`cpu`): the training preset (`cpu`, `m3`, `l14`) of the three
+  stages, the VQ tokenizer and the VQ codes, where their run config names none.
 - `HEALTHGPT_OBSERVE_CRON` (`0 3 * * *`), `HEALTHGPT_OBSERVE_TIMEZONE` (`UTC`): when the
   sources are observed.
 - `HEALTHGPT_AUTOMATE_TRAINING` (off): `1` makes training follow its data.
@@ -66,6 +68,7 @@ class Settings:
     deid_salt: str
     deid_salt_file: Path
     mixture_preset: str
+    train_preset: str
     observe_cron: str
     observe_timezone: str
     automate_training: bool
@@ -100,6 +103,7 @@ class Settings:
                 Path(salt_file).absolute() if salt_file else data_dir / ".secrets" / "deid_salt"
             ),
             mixture_preset=_text(variables, "HEALTHGPT_MIXTURE_PRESET", "demo"),
+            train_preset=_text(variables, "HEALTHGPT_TRAIN_PRESET", "cpu"),
             observe_cron=_text(variables, "HEALTHGPT_OBSERVE_CRON", DEFAULT_OBSERVE_CRON),
             observe_timezone=_text(variables, "HEALTHGPT_OBSERVE_TIMEZONE", "UTC"),
             automate_training=_text(variables, "HEALTHGPT_AUTOMATE_TRAINING").lower()

@@ -18,9 +18,11 @@ import dagster as dg
 
 from healthgpt.data.tasks import STAGES
 from healthgpt.model import get_preset
+from healthgpt.settings import settings
 from healthgpt.storage import output_path
 from healthgpt.train import vq_assets as vq
 from healthgpt.train import vq_codes
+from healthgpt.train.config import preset_config
 from healthgpt.train.run import current_final
 from pipelines import production
 from pipelines.automation import training_automation_condition
@@ -45,7 +47,7 @@ class StageRunConfig(dg.Config):
     meaning "the preset's value", plus where and how to launch.
     """
 
-    preset: str = "cpu"  # m3 | l14 | cpu
+    preset: str = ""  # m3 | l14 | cpu; "" = HEALTHGPT_TRAIN_PRESET (default cpu)
     model_preset: str | None = None
     subset: str | None = None
     families: dict[str, FamilyOverride] | None = None
@@ -79,6 +81,7 @@ class StageRunConfig(dg.Config):
         launch = {"nproc_per_node", "device", "mixture_dir"}
         data = self.model_dump(exclude_none=True)
         out = {k: v for k, v in data.items() if k not in launch}
+        out["preset"] = self.preset or settings().train_preset
         if "families" in out:
             out["families"] = {
                 name: {k: v for k, v in fam.items() if v is not None}
@@ -92,10 +95,20 @@ class VQTokenizerConfig(dg.Config):
 
     pretrained_checkpoint: str = ""  # path of a taming VQGAN .ckpt; "" = train the small one
     pretrained_yaml: str = ""  # its model.yaml
-    model_preset: str = "tiny"  # whose VQ shape the small tokenizer takes
+    # Whose VQ shape the small tokenizer takes: "" = the model of the training preset.
+    preset: str = ""  # m3 | l14 | cpu; "" = HEALTHGPT_TRAIN_PRESET (default cpu)
+    model_preset: str = ""
     steps: int = 110  # reconstruction MSE 0.057 at 100 steps, 0.053 at 130: past the knee
     max_images: int = 2048
     mixture_dir: str = ""
+
+
+def trained_model_preset(preset: str, model_preset: str | None) -> str:
+    """The model preset the stages train, as they resolve it: `model_preset` when set, else
+    the model of the training preset (`preset`, or HEALTHGPT_TRAIN_PRESET when blank)."""
+    if model_preset:
+        return model_preset
+    return preset_config("stage3", preset or settings().train_preset).model_preset
 
 
 def _mixture_dir(locations: DataLocations, configured: str) -> Path:
@@ -130,7 +143,7 @@ def vq_tokenizer(
             out,
             steps=config.steps,
             limit=config.max_images,
-            model_preset=config.model_preset,
+            model_preset=trained_model_preset(config.preset, config.model_preset),
         )
     context.log.info(f"VQ tokenizer in {out}: {result.info}")
     return dg.MaterializeResult(
@@ -144,12 +157,14 @@ def vq_tokenizer(
 
 
 class VQCodesConfig(dg.Config):
-    """Where the mixture is ("" = <data>/mixture), the device to encode on, and the model
-    preset the stages train (how it resizes images for VQ codes)."""
+    """Where the mixture is ("" = <data>/mixture), the device to encode on, and the presets
+    the stages train (the model's preprocessing decides how images are resized for their VQ
+    codes: left blank, the same as the stages', so they find their codes)."""
 
     mixture_dir: str = ""
     device: str = ""  # "" = cuda when available, else cpu
-    model_preset: str = "tiny"
+    preset: str = ""  # m3 | l14 | cpu; "" = HEALTHGPT_TRAIN_PRESET (default cpu)
+    model_preset: str = ""  # "" = the model of the training preset
 
 
 @dg.asset(
@@ -172,7 +187,9 @@ def vq_codes_asset(
         checkpoints_dir(locations, "vq_tokenizer"),
         device=config.device or None,
         log=context.log.info,
-        vq_preprocess=get_preset(config.model_preset).vq_preprocess,
+        vq_preprocess=get_preset(
+            trained_model_preset(config.preset, config.model_preset)
+        ).vq_preprocess,
     )
     return dg.MaterializeResult(
         metadata={

@@ -55,6 +55,7 @@ def test_defaults_and_name_keyed_families():
         }
     )
     assert (built.mixture_preset, built.profile, built.max_step_pods) == ("demo", "local", 8)
+    assert built.train_preset == "cpu"
     assert built.source_root("HEALTHGPT_SOURCE_VQA_RAD") == Path("/data/vqa")
     assert built.source_root("HEALTHGPT_SOURCE_SLAKE") is None
     assert built.with_prefix("HEALTHGPT_LIMIT_") == {"MAX_TEXT_CHARS": "10"}

@@ -8,7 +8,7 @@ import pytest
 
 from healthgpt.train.config import FIELD_NAMES, StageConfig, stage_config
 from healthgpt.train.schedule import family_order, lr_factor, steps_per_family
-from pipelines.training import StageRunConfig
+from pipelines.training import StageRunConfig, trained_model_preset
 
 
 def test_overrides_nested_and_preset():
@@ -59,6 +59,19 @@ def test_dagster_config_mirrors_every_field():
         "families": {"generation": {"global_batch": 16}},
     }
     assert isinstance(stage_config("stage1", overrides), StageConfig)
+
+
+def test_one_training_preset_reaches_the_stages_and_the_vq_assets(monkeypatch):
+    """Left blank, the stages, the VQ tokenizer and the VQ codes take HEALTHGPT_TRAIN_PRESET:
+    the codes are computed with the preprocessing the stages then look them up by."""
+    assert trained_model_preset("", "") == "tiny"
+    monkeypatch.setenv("HEALTHGPT_TRAIN_PRESET", "m3")
+    assert StageRunConfig().overrides()["preset"] == "m3"
+    assert stage_config("stage3", StageRunConfig().overrides()).model_preset == "m3"
+    assert trained_model_preset("", "") == "m3"
+    assert trained_model_preset("l14", "") == "l14"
+    assert trained_model_preset("", "tiny") == "tiny"
+    assert StageRunConfig(preset="cpu").overrides()["preset"] == "cpu"
 
 
 def test_schedule_interleaves_and_decays():
