@@ -52,22 +52,27 @@ _SURROGATE_HINT = re.compile(r"[\ud800-\udfff]|\\u[dD][89a-fA-F]")
 
 
 def text_problem(value: Any) -> str | None:
-    """Why a decoded JSON value cannot be stored as UTF-8 text, or None."""
-    if isinstance(value, str):
-        match = _SURROGATE.search(value)
-        if match is None:
-            return None
-        code = ord(match.group())
-        if 0xDC80 <= code <= 0xDCFF:
-            return (
-                f"text is not valid UTF-8 (byte 0x{code - 0xDC00:02x}, or a \\u{code:04x} escape)"
-            )
-        return f"text holds a lone UTF-16 surrogate (\\u{code:04x} escape)"
-    if isinstance(value, dict):
-        value = [*value.keys(), *value.values()]
-    if isinstance(value, list):
-        return next((p for v in value if (p := text_problem(v))), None)
+    """Why a decoded JSON value cannot be stored as UTF-8 text, or None. (The first problem
+    in reading order: a dict's keys, then its values. Called on every record: one loop, and
+    ASCII strings, the common case, skip the pattern.)"""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            match = None if item.isascii() else _SURROGATE.search(item)
+            if match is not None:
+                return _surrogate_problem(ord(match.group()))
+        elif isinstance(item, dict):
+            pending.extend(reversed([*item.keys(), *item.values()]))
+        elif isinstance(item, list):
+            pending.extend(reversed(item))
     return None
+
+
+def _surrogate_problem(code: int) -> str:
+    if 0xDC80 <= code <= 0xDCFF:
+        return f"text is not valid UTF-8 (byte 0x{code - 0xDC00:02x}, or a \\u{code:04x} escape)"
+    return f"text holds a lone UTF-16 surrogate (\\u{code:04x} escape)"
 
 
 def _checked(value: Any, raw: str, position: int, label: str) -> Any:

@@ -99,6 +99,8 @@ def _dct_matrix(n: int = 32, k: int = 8) -> np.ndarray:
 
 
 _DCT = _dct_matrix()
+_DCT_2D = np.kron(_DCT, _DCT)
+"""(D @ X @ D.T).ravel() == _DCT_2D @ X.ravel(): the 8x8 lowest frequencies in one product."""
 
 
 def phash64(image: Image.Image) -> int:
@@ -107,17 +109,22 @@ def phash64(image: Image.Image) -> int:
     imagehash's `phash` steps (grayscale, 32x32, 2D DCT-II, the 8x8 lowest frequencies
     against their median, row-major bits, first bit most significant), with two changes for
     speed: the 32x32 downsample of an image at least 32 pixels a side is a box filter instead
-    of LANCZOS (5x cheaper; the hashes differ from imagehash's by 0.2-0.4 bits on average on
-    smooth fields and CT-like phantoms, pinned in the tests), and only the 8 needed DCT rows
-    are computed, as two small matrix products.
+    of LANCZOS (5x cheaper; an exact block average where the sides are multiples of 32; the
+    hashes differ from imagehash's by 0.2-0.4 bits on average on smooth fields and CT-like
+    phantoms, pinned in the tests), and only the 64 needed DCT coefficients are computed.
     """
-    # A box filter only averages when it shrinks: a side under 32 pixels is resampled as
-    # imagehash does, or tiny images would all look alike.
-    small_input = image.width < 32 or image.height < 32
-    resample = Image.Resampling.LANCZOS if small_input else Image.Resampling.BOX
-    small = image.convert("L").resize((32, 32), resample)
+    gray = image.convert("L")
+    width, height = gray.size
+    if width < 32 or height < 32:
+        # A box filter only averages when it shrinks: a side under 32 pixels is resampled as
+        # imagehash does, or tiny images would all look alike.
+        small = gray.resize((32, 32), Image.Resampling.LANCZOS)
+    elif width % 32 == 0 and height % 32 == 0:
+        small = gray.reduce((width // 32, height // 32))
+    else:
+        small = gray.resize((32, 32), Image.Resampling.BOX)
     # Rounding absorbs float noise where an exact computation gives ties (flat images).
-    low = np.round(_DCT @ np.asarray(small, dtype=np.float64) @ _DCT.T, 6).ravel()
+    low = np.round(_DCT_2D @ np.asarray(small, dtype=np.float64).ravel(), 6)
     middle = np.partition(low, (31, 32))
     median = (middle[31] + middle[32]) / 2
     return int.from_bytes(np.packbits(low > median).tobytes(), "big")
