@@ -9,12 +9,13 @@ import json
 import sys
 import time
 
-from benchmarks.timing import machine_load
+from benchmarks.timing import machine_load, steady_allocator
 
 BENCHMARKS = ("ingest", "mixture", "hlora", "train", "vq_codes", "padding")
 
 
 def main(names: list[str]) -> None:
+    steady_allocator()  # process-wide: set once, so no benchmark depends on the order
     for name in names or BENCHMARKS:
         print(f"\n## {name}\n", flush=True)
         print(json.dumps({"benchmark": name, "load_at_start": machine_load()}), flush=True)

@@ -36,20 +36,26 @@ def machine_load() -> dict[str, float]:
 
 
 # mallopt parameters (glibc's malloc.h)
-_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX = -1, -2, -4
+_OTHER_ALLOCATORS = ("jemalloc", "tcmalloc", "mimalloc")
 
 
 def steady_allocator() -> bool:
     """Make glibc malloc reuse freed memory instead of returning it to the kernel (no mmap
-    per large block, no trimming); affects allocations from now on, in this process. False
-    where the C library is not glibc (nothing changed)."""
+    per large block, no trimming); affects allocations from now on, for the whole process
+    (`run_all` sets it once, so every benchmark runs with it). False where it cannot: the C
+    library is not glibc, or another allocator is preloaded (its malloc ignores mallopt)."""
+    if any(name in os.environ.get("LD_PRELOAD", "") for name in _OTHER_ALLOCATORS):
+        return False
     name = ctypes.util.find_library("c")
     try:
         mallopt = ctypes.CDLL(name).mallopt
     except (OSError, AttributeError, TypeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    settings = ((_M_MMAP_THRESHOLD, 1 << 30), (_M_TRIM_THRESHOLD, 1 << 30), (_M_TOP_PAD, 1 << 28))
+    # No mmap at all rather than a high mmap threshold: glibc before 2.35 caps the threshold
+    # at 32 MB on 64-bit and refuses more.
+    settings = ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 1 << 30), (_M_TOP_PAD, 1 << 28))
     return all(mallopt(parameter, value) == 1 for parameter, value in settings)
 
 

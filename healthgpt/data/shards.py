@@ -164,10 +164,11 @@ def _validity(valid: np.ndarray) -> pa.Buffer | None:
 
 
 ROW_GROUP_BYTES = 8 << 20
-"""Rows buffered per row group. 8 MB rather than 32: a writer reuses the same memory for
-every row group, and a fresh process paid page faults on four times as much of it
-(ingestion measured 1.9% more of its CPU in the codec at 8 MB than at 32 MB; 4 MB was worse
-again, from per-group overhead)."""
+"""Bytes of rows buffered per row group, where a writer names no other size (ingestion, the
+VQ codes; the mixture's are set by its config). 8 MB rather than 32: a writer reuses the
+same memory for every row group, and a fresh process paid page faults on four times as much
+of it (ingestion measured 1.9% more of its CPU in the codec at 8 MB than at 32 MB; 4 MB was
+worse again, from per-group overhead)."""
 
 
 class ShardWriter:

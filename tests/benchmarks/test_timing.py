@@ -4,6 +4,7 @@ ratios come from them, and a printed result carries the machine load."""
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -11,7 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.timing import interleave, interleave_both, print_result, ratio, spread, summary
+from benchmarks import timing
+from benchmarks.timing import (
+    _OTHER_ALLOCATORS,
+    interleave,
+    interleave_both,
+    print_result,
+    ratio,
+    spread,
+    summary,
+)
 
 
 def test_variants_run_interleaved_and_warmup_is_not_timed():
@@ -57,7 +67,11 @@ def test_printed_result_records_the_load(capsys):
     assert set(printed["load_after"]) == set(before)
 
 
-@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+GLIBC = platform.libc_ver()
+OTHER_ALLOCATOR = any(n in os.environ.get("LD_PRELOAD", "") for n in _OTHER_ALLOCATORS)
+
+
+@pytest.mark.skipif(GLIBC[0] != "glibc" or OTHER_ALLOCATOR, reason="mallopt is glibc's")
 def test_steady_allocator_keeps_freed_memory_for_reuse():
     """After `steady_allocator`, freeing and re-allocating a large block faults no pages in
     again (in a child process: the setting lasts for the process)."""
@@ -86,5 +100,38 @@ print(plain, churn())
         timeout=120,
     )
     plain, steady = map(int, done.stdout.split())
-    assert plain > 20 * (64 << 20) // 4096 // 2  # every 64 MB block faulted in afresh
+    assert plain >= 20  # every 64 MB block faulted in afresh (4 kB or huge pages)
     assert steady < plain // 20
+
+
+class _GlibcBefore235:
+    """glibc's mallopt before 2.35: an mmap threshold above 32 MB is refused (returns 0),
+    every other setting accepted."""
+
+    def __init__(self, name: str | None) -> None:
+        self.calls: list[tuple[int, int]] = []
+
+        def mallopt(parameter: int, value: int) -> int:
+            self.calls.append((parameter, value))
+            return 0 if parameter == -3 and value > 32 << 20 else 1
+
+        self.mallopt = mallopt
+
+
+def test_steady_allocator_asks_only_what_every_glibc_grants(monkeypatch):
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    monkeypatch.setattr(timing.ctypes, "CDLL", _GlibcBefore235)
+    assert timing.steady_allocator()
+    monkeypatch.setenv("LD_PRELOAD", "/usr/lib/libjemalloc.so.2")
+    assert not timing.steady_allocator()
+
+
+@pytest.mark.skipif(
+    GLIBC[0] != "glibc" or OTHER_ALLOCATOR or tuple(map(int, GLIBC[1].split(".")[:2])) < (2, 35),
+    reason="glibc.malloc.hugetlb is a glibc 2.35 tunable",
+)
+def test_the_steady_allocator_check_holds_with_huge_pages(monkeypatch):
+    """With malloc's memory on huge pages (as with transparent huge pages set to 'always'),
+    a 64 MB block faults in as 2 MB pages: far fewer faults, the same conclusion."""
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")
+    test_steady_allocator_keeps_freed_memory_for_reuse()

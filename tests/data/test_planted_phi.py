@@ -1,5 +1,6 @@
 """Planted PHI, end to end: real-data layouts (no sample marker) carrying a name, an id and
-a birth date in every place the red-team pass found a leak, ingested with default options.
+a birth date in every place the red-team pass found a leak, ingested with default options
+(and a fixed salt, so the scan is deterministic).
 
 - burned into the pixels of an ultrasound DICOM whose header does not flag it;
 - as free text in allow-listed DICOM fields (BodyPartExamined, ImageType, ViewPosition,
@@ -19,7 +20,6 @@ import csv
 import gzip
 import io
 import json
-import re
 import struct
 import zlib
 from pathlib import Path
@@ -50,6 +50,10 @@ SECRETS = (
     "Krugmann", "Berglund", "third of May", "3-May-19", "221B", "Baker Street", "7946",
 )  # fmt: skip
 """Nothing in any output may contain these (case-insensitive)."""
+
+SALT = "planted-phi-fixed-salt-0001"
+"""A fixed salt, so the scan is deterministic: a random one made random hex pseudonyms, and
+one in a few thousand held a 4-digit secret such as '1932' by chance."""
 
 ICC_WITH_NAME = b"\x00\x00\x02\x0c" + f"{NAME} {PATIENT_ID} {BIRTH_DATE}".encode() + bytes(64)
 
@@ -214,21 +218,11 @@ def output_texts(out: Path) -> list[bytes]:
     return found
 
 
-def secret_pattern(secret: str) -> re.Pattern[bytes]:
-    """Text secrets match anywhere; an all-digit one only as its own token. Pseudonyms and
-    hashes are random hex (the private salt is new on every machine), and one of 16 hex
-    digits contains a given 4-digit run about once in 5,000 draws: that is no leak."""
-    needle = re.escape(secret.lower().encode())
-    if secret.isdigit():
-        return re.compile(rb"(?<![0-9a-z])" + needle + rb"(?![0-9a-z])")
-    return re.compile(needle)
-
-
 def assert_no_secret(out: Path) -> None:
     haystack = [data.lower() for data in output_texts(out)]
     for secret in SECRETS:
-        pattern = secret_pattern(secret)
-        hits = [data[:100] for data in haystack if pattern.search(data)]
+        needle = secret.lower().encode()
+        hits = [data[:100] for data in haystack if needle in data]
         assert not hits, f"{secret!r} reached an output: {hits[:2]}"
 
 
@@ -242,21 +236,21 @@ def image_chunk_types(out: Path) -> set[str]:
 @pytest.fixture(scope="module")
 def dicom_out(tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("planted_dicom")
-    run("dicom_folder", dicom_export(base / "export"), base / "out")
+    run("dicom_folder", dicom_export(base / "export"), base / "out", deid_salt=SALT)
     return base / "out"
 
 
 @pytest.fixture(scope="module")
 def mimic_out(tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("planted_mimic")
-    run("mimic_cxr", mimic_export(base / "mimic_cxr"), base / "out")
+    run("mimic_cxr", mimic_export(base / "mimic_cxr"), base / "out", deid_salt=SALT)
     return base / "out"
 
 
 @pytest.fixture(scope="module")
 def vqa_rad_out(tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("planted_vqa_rad")
-    run("vqa_rad", vqa_rad_export(base / "vqa_rad"), base / "out")
+    run("vqa_rad", vqa_rad_export(base / "vqa_rad"), base / "out", deid_salt=SALT)
     return base / "out"
 
 
@@ -269,15 +263,6 @@ def test_the_scan_finds_a_planted_value(tmp_path):
     table = pa.table({"image": [buffer.getvalue()], "meta": ['{"x": 1}']})
     pq.write_table(table, tmp_path / "shard.parquet", compression="zstd")
     with pytest.raises(AssertionError, match="reached an output"):
-        assert_no_secret(tmp_path)
-
-
-def test_a_digit_secret_inside_a_pseudonym_is_no_leak_but_alone_it_is(tmp_path):
-    """The CI run that found '1932' inside study-0ba3038c2193254c: random hex, not a leak."""
-    pq.write_table(pa.table({"id": ["study-0ba3038c2193254c"]}), tmp_path / "a.parquet")
-    assert_no_secret(tmp_path)
-    pq.write_table(pa.table({"text": ["born 5.1.1932, seen"]}), tmp_path / "b.parquet")
-    with pytest.raises(AssertionError, match="'1932' reached an output"):
         assert_no_secret(tmp_path)
 
 

@@ -450,8 +450,9 @@ def _how_built(config: MixtureConfig) -> str:
             "split is made by subject (fallback: the original volume), never by slice: a "
             "subject is in test when the hash of (salt, source, subject) falls below "
             f"{config.generation_test_fraction:g}. Other sources keep their official splits.",
-            "- **Exact duplicates** share the sha256 of their decoded pixels (mode, size and "
-            "raw bytes), so re-encoded copies are caught too. **Near-duplicates** have 64-bit "
+            "- **Exact duplicates** share the 128-bit xxh3 hash of their decoded pixels "
+            "(mode, size and raw bytes), so re-encoded copies are caught too. "
+            "**Near-duplicates** have 64-bit "
             f"DCT perceptual hashes (imagehash.phash) within {config.near_dup_hamming} bits, "
             "found by LSH banding (no all-pairs comparison); only direct neighbours count (never "
             "chains), so adjacent slices of a volume do not merge into one.",

@@ -1,6 +1,6 @@
 """Image identity for dedup and decontamination: exact content hashes and perceptual hashes.
 
-- Identity (`healthgpt.data.decode.identity`): sha256 of the decoded pixels, and a 64-bit DCT
+- Identity (`healthgpt.data.decode.identity`): xxh3 of the decoded pixels, and a 64-bit DCT
   perceptual hash; ingestion stores both beside each image. For an image without a stored
   identity, each distinct PNG file is decoded once (a bounded cache keyed by the sha256 of
   its bytes).

@@ -1,4 +1,4 @@
-"""The hashing job a mixture worker runs: only numpy, PIL and hashlib (through
+"""The hashing job a mixture worker runs: only numpy, PIL, xxhash and hashlib (through
 `healthgpt.data.decode.identity`, where an image's identity is defined), so a spawned worker
 imports this (and `parallel`) without polars or pyarrow, about a second of CPU less per
 worker and build.
