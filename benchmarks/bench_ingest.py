@@ -287,6 +287,7 @@ def main() -> None:
             "pipeline_images_per_cpu_s": spread(runs["baseline"], "images_per_cpu_s"),
             "ratio_to_floor": spread(_ratios(runs["baseline"], runs["floor"]), "r"),
             "codec_cpu_over_pipeline_cpu": spread(runs["baseline"], "codec_share"),
+            "identity_cpu_over_pipeline_cpu": spread(runs["baseline"], "identity_share"),
         }
     write_result("ingest", result)
     print("| metric | value |\n|---|---|")
