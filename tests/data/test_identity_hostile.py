@@ -159,3 +159,17 @@ def test_hostile_or_earlier_stored_identities_build_the_honest_mixture(
     _rewrite_identities(dirs, name)
     build_mixture(dirs, tmp_path / "out", sample_preset(workers=1))
     assert _built(tmp_path / "out") == honest_build
+
+
+def test_palette_images_with_the_same_indices_and_other_colours_are_not_one_image():
+    """A reader may pass a palette PNG through unchanged: its pixel bytes are indices, so the
+    palette is part of the exact key."""
+    indices = np.arange(64, dtype=np.uint8).reshape(8, 8) % 4
+    pictures = []
+    for palette in ([0, 0, 0, 255, 0, 0, 0, 255, 0, 0, 0, 255], [9] * 12):
+        image = Image.fromarray(indices, "P")
+        image.putpalette(palette)
+        buffer = io.BytesIO()
+        image.save(buffer, "PNG")
+        pictures.append(hash_png(buffer.getvalue()))
+    assert pictures[0].key != pictures[1].key

@@ -87,9 +87,14 @@ def stored_identity(value: Any, data: bytes) -> ImageHash | None:
 
 
 def pixel_key(image: Image.Image, raw: bytes | None = None) -> str:
-    """The exact key of `image`'s pixels; `raw`: its `tobytes()`, where the caller has them."""
+    """The exact key of `image`'s pixels; `raw`: its `tobytes()`, where the caller has them.
+    A palette image's bytes are indices: its palette and transparency are part of the key,
+    or two pictures with the same indices and different colours would be one image."""
     digest = xxhash.xxh3_128(f"{image.mode}:{image.size[0]}x{image.size[1]}:".encode())
     digest.update(image.tobytes() if raw is None else raw)
+    if image.mode in ("P", "PA"):
+        digest.update(bytes(image.getpalette() or ()))
+        digest.update(repr(image.info.get("transparency")).encode())
     return digest.hexdigest()
 
 
