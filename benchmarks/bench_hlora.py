@@ -19,6 +19,7 @@ the goal here is H-LoRA <= 1.03x LoRA for k up to 32.
 
     python -m benchmarks.bench_hlora            # markdown tables + benchmarks/results/hlora.json
     python -m benchmarks.bench_hlora --quick    # small shapes, for a smoke run
+    python -m benchmarks.bench_hlora --repeats 36 --hlora-only   # enough rounds for ~2%
 """
 
 from __future__ import annotations
@@ -277,6 +278,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--no-m3-layer", action="store_true", help="skip the M3-shaped layer")
     parser.add_argument(
+        "--hlora-only",
+        action="store_true",
+        help="only LoRA and H-LoRA (no MoE-LoRA, no peft): rounds 4x shorter, for long runs",
+    )
+    parser.add_argument(
         "--repeats", type=int, default=REPEATS, help=f"timed rounds (default {REPEATS})"
     )
     args = parser.parse_args()
@@ -294,6 +300,8 @@ def run(args: argparse.Namespace) -> None:
     if args.no_m3_layer:
         del configs["m3_layer"]
     configs = {name: replace(cfg, repeats=args.repeats) for name, cfg in configs.items()}
+    if args.hlora_only:
+        configs = {name: replace(cfg, moe=False, peft=False) for name, cfg in configs.items()}
     if args.quick:
         small = {"hidden": 128, "intermediate": 384, "heads": 4, "seq": 64, "repeats": 2}
         configs = {name: replace(cfg, **small) for name, cfg in configs.items()}

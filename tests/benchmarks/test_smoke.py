@@ -21,7 +21,7 @@ CASES = {
         ["--records", "120", "--growth", "2", "--workers", "1", "--repeats", "1"],
         "rss_growth_ratio",
     ),
-    "hlora": (["--quick", "--no-m3-layer"], "markdown"),
+    "hlora": (["--quick", "--no-m3-layer", "--hlora-only"], "markdown"),
     "train": (["--quick"], "train_samples_per_s"),
     "padding": ([], "demo_mixture_stage3"),
 }
