@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import warnings
 from dataclasses import asdict, dataclass, replace
 
@@ -241,19 +240,10 @@ def measure(cfg: BenchConfig) -> list[dict]:
                 # Each round's step over the same round's LoRA step, then the median: what
                 # drift between rounds cannot move.
                 "cpu_paired_ratio": round(paired["round_ratio_median"], 3),
-                "cpu_paired_ratio_iqr": _iqr(cpu_times[name], cpu_times["lora1"]),
+                "cpu_paired_ratio_iqr": [round(x, 3) for x in paired["round_ratio_iqr"]],
             }
         )
     return rows
-
-
-def _iqr(times: list[float], base: list[float]) -> list[float]:
-    """The interquartile range of the per-round ratios: where the middle half of them lie."""
-    ratios = [a / b for a, b in zip(times, base, strict=True)]
-    if len(ratios) < 4:
-        return [round(min(ratios), 3), round(max(ratios), 3)]
-    low, _, high = statistics.quantiles(ratios, n=4)
-    return [round(low, 3), round(high, 3)]
 
 
 def markdown(rows: list[dict]) -> str:

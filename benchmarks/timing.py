@@ -132,14 +132,21 @@ def interleave_both(
     return times
 
 
-def ratio(times: Mapping[str, Sequence[float]], variant: str, baseline: str) -> dict[str, float]:
-    """Median of `variant` over median of `baseline`, and the spread of the per-round ratios
-    (each round's A over the same round's B: what drift between rounds cannot move)."""
+def ratio(times: Mapping[str, Sequence[float]], variant: str, baseline: str) -> dict[str, Any]:
+    """Median of `variant` over median of `baseline`, and the per-round ratios (each round's A
+    over the same round's B: what drift between rounds cannot move): their median, spread,
+    and interquartile range (where the middle half lie; min-max under 4 rounds)."""
     per_round = [a / b for a, b in zip(times[variant], times[baseline], strict=True)]
+    if len(per_round) < 4:
+        iqr = [min(per_round), max(per_round)]
+    else:
+        low, _, high = statistics.quantiles(per_round, n=4)
+        iqr = [low, high]
     return {
         "ratio": statistics.median(times[variant]) / statistics.median(times[baseline]),
         "round_ratio_median": statistics.median(per_round),
         "round_ratio_spread": spread(per_round),
+        "round_ratio_iqr": iqr,
     }
 
 

@@ -53,6 +53,9 @@ def test_spread_summary_and_ratio():
     assert out["ratio"] == pytest.approx(2.2 / 1.0)
     assert out["round_ratio_median"] == pytest.approx(2.0)
     assert out["round_ratio_spread"] == pytest.approx(0.1)
+    assert out["round_ratio_iqr"] == [pytest.approx(2.0), pytest.approx(2.2)]  # min-max
+    rounds = ratio({"a": [1.0, 2.0, 3.0, 4.0, 5.0], "b": [1.0] * 5}, "a", "b")
+    assert rounds["round_ratio_iqr"] == [pytest.approx(1.5), pytest.approx(4.5)]
     with pytest.raises(ValueError):
         interleave({"a": lambda: None}, repeats=0)
 
