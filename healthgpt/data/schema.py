@@ -43,12 +43,12 @@ KINDS = ("vqa", "caption", "report", "image", "pair", "conversation")
 IMAGE_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 TURN_TYPE = pa.struct([("from", pa.string()), ("value", pa.string())])
 # An image's identity (`healthgpt.data.decode.identity`): hex 128-bit pixel hash and 64-bit phash,
-# the sha256 of the encoded bytes it was computed for, and how it was computed.
+# the xxh3-128 of the encoded bytes it was computed for, and how it was computed.
 IMAGE_HASH_TYPE = pa.struct(
     [
         ("key", pa.string()),
         ("phash", pa.uint64()),
-        ("bytes_sha256", pa.string()),
+        ("bytes_xxh128", pa.string()),
         ("method", pa.string()),
     ]
 )

@@ -109,16 +109,21 @@ def _row_bytes(row: dict[str, Any]) -> int:
     return total
 
 
-def rows_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
+def rows_table(
+    rows: list[dict[str, Any]], schema: pa.Schema, scratch: bytearray | None = None
+) -> pa.Table:
     """`pa.Table.from_pylist(rows, schema=schema)`, with each image column's bytes copied
     once into a buffer of the exact size: `from_pylist` grows its buffer by doubling, which
     touched about twice a row group's image bytes in fresh memory, a tenth of ingestion's
-    own CPU time."""
+    own CPU time. `scratch`: memory to copy them into instead, reused by a writer from one
+    row group to the next (the table must be dropped before `scratch` is used again)."""
     columns: list[Any] = []
     for field in schema:
         values = [row.get(field.name) for row in rows]
-        image = _image_array(values) if field.type == IMAGE_TYPE else None
+        image = _image_array(values, scratch) if field.type == IMAGE_TYPE else None
         columns.append(values if image is None else image)
+        if image is not None:
+            scratch = None  # one table, one image column in it
     return pa.Table.from_arrays(columns, schema=schema)
 
 
@@ -126,7 +131,7 @@ _IMAGE_KEYS = frozenset(("bytes", "path"))
 _MAX_BINARY_BYTES = (1 << 31) - 1  # 32-bit offsets of `pa.binary()`
 
 
-def _image_array(values: list[Any]) -> pa.StructArray | None:
+def _image_array(values: list[Any], scratch: bytearray | None = None) -> pa.StructArray | None:
     """An IMAGE_TYPE column of `values` (None or {"bytes": bytes | None, "path": str |
     None}) whose bytes child is one joined buffer, or None when a value is of another shape
     (`pa.array` then converts it, or names what is wrong)."""
@@ -144,7 +149,7 @@ def _image_array(values: list[Any]) -> pa.StructArray | None:
         return None
     offsets = np.zeros(len(blobs) + 1, dtype=np.int32)
     np.cumsum(sizes, out=offsets[1:])
-    data = pa.py_buffer(b"".join(b for b in blobs if b is not None))
+    data = pa.py_buffer(_joined(blobs, int(offsets[-1]), scratch))
     has_bytes = np.fromiter((b is not None for b in blobs), bool, len(blobs))
     data_array = pa.BinaryArray.from_buffers(
         pa.binary(),
@@ -156,6 +161,20 @@ def _image_array(values: list[Any]) -> pa.StructArray | None:
     present = np.fromiter((value is not None for value in values), bool, len(values))
     mask = None if present.all() else pa.array(~present)
     return pa.StructArray.from_arrays([data_array, paths], fields=list(IMAGE_TYPE), mask=mask)
+
+
+def _joined(blobs: list[bytes | None], size: int, scratch: bytearray | None) -> Any:
+    """The blobs one after another: in `scratch` where it is large enough (a fresh 8 MB
+    `bytes` for each row group page-faulted in every time: 0.5% of ingestion's CPU), else in
+    a new buffer."""
+    if scratch is None or len(scratch) < size:
+        return b"".join(b for b in blobs if b is not None)
+    view, position = memoryview(scratch), 0
+    for blob in blobs:
+        if blob:
+            view[position : position + len(blob)] = blob
+            position += len(blob)
+    return view[:size]
 
 
 def _validity(valid: np.ndarray) -> pa.Buffer | None:
@@ -199,6 +218,7 @@ class ShardWriter:
         self.shards: list[ShardInfo] = []
         self._buffer: list[dict[str, Any]] = []
         self._buffer_bytes = 0
+        self._scratch = bytearray()
         self._writer: pq.ParquetWriter | None = None
         self._tmp_path: Path | None = None
         self._rows_in_shard = 0
@@ -237,8 +257,11 @@ class ShardWriter:
         if not self._buffer:
             return
         self._open()
-        table = rows_table(self._buffer, self.schema)
+        if len(self._scratch) < self._buffer_bytes <= 2 * self.row_group_bytes:
+            self._scratch = bytearray(self._buffer_bytes + (self._buffer_bytes >> 2))
+        table = rows_table(self._buffer, self.schema, self._scratch)
         self._writer.write_table(table, row_group_size=len(self._buffer))
+        del table
         self._rows_in_shard += len(self._buffer)
         self._bytes_in_shard += self._buffer_bytes
         self._buffer, self._buffer_bytes = [], 0

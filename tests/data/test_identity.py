@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
@@ -79,7 +80,39 @@ def test_the_remembered_identities_stay_bounded(monkeypatch):
     with remember_identities():
         for seed in range(6):
             encode_png(field_image(seed, 16), None)
-        assert len(identity._REMEMBERED.get()) == 3
+        assert len(identity._REMEMBERED.get().known) == 3
+
+
+@pytest.mark.parametrize(("remembered_max", "pending_max"), [(3, 256), (64, 4), (2, 1)])
+def test_noted_identities_completed_in_batches_equal_decoded_ones(
+    monkeypatch, remembered_max, pending_max
+):
+    """Phashes of noted images are computed together when the first is asked for, or when
+    `PENDING_MAX` wait: each equals the image's decoded identity, whatever was evicted or
+    asked in between, and the images waiting stay bounded."""
+    monkeypatch.setattr(identity, "REMEMBERED_MAX", remembered_max)
+    monkeypatch.setattr(identity, "PENDING_MAX", pending_max)
+    with remember_identities():
+        remembered = identity._REMEMBERED.get()
+        encoded = []
+        for seed in range(12):
+            encoded.append(encode_png(field_image(seed, 40 + seed), None))
+            assert len(remembered.pending) < pending_max
+            if seed % 5 == 4:
+                assert identity_of(encoded[-2]) == hash_png(encoded[-2])
+        for data in reversed(encoded):
+            assert identity_of(data) == hash_png(data)
+
+
+def test_the_phash_of_a_batch_is_the_phash_of_each_image():
+    from healthgpt.data.decode.identity import _thumbnail, phash64, phashes
+
+    images = [field_image(seed, side) for seed, side in enumerate((1, 7, 32, 33, 64, 100))]
+    images += [Image.new("L", (64, 64), 9), Image.new("RGB", (31, 90), (3, 4, 5))]
+    thumbnails = [_thumbnail(image) for image in images]
+    assert phashes(thumbnails) == [phash64(image) for image in images]
+    assert phashes(thumbnails[:3]) + phashes(thumbnails[3:]) == phashes(thumbnails)
+    assert all(type(value) is int and 0 <= value < 1 << 64 for value in phashes(thumbnails))
 
 
 def test_ingestion_decodes_images_a_reader_passed_through(tmp_path, toy_source, decodes):
@@ -132,7 +165,8 @@ def test_a_stored_identity_is_trusted_only_for_its_own_well_formed_bytes():
         {"phash": 1 << 64},
         {"phash": "0x1f"},
         {"method": "an older phash"},
-        {"bytes_sha256": None},
+        {"bytes_xxh128": None},
+        {"bytes_xxh128": "0" * 32},
     ):
         assert stored_identity({**value, **bad}, data) is None, bad
     assert stored_identity(None, data) is None
@@ -142,7 +176,7 @@ def test_a_stored_identity_is_trusted_only_for_its_own_well_formed_bytes():
 def test_forged_identities_in_ingested_shards_change_nothing(tmp_path, monkeypatch):
     """An identity copied to other images (every image given one image's identity: all
     would be duplicates of each other) is not trusted: the build equals the honest one. (A
-    writer that recomputes `bytes_sha256` can forge anything; `check_no_leakage` hashes the
+    writer that recomputes `bytes_xxh128` can forge anything; `check_no_leakage` hashes the
     written pixels itself.)"""
     from healthgpt.data.mixture.build import build_mixture
     from healthgpt.data.mixture.config import sample_preset
@@ -199,3 +233,24 @@ def test_ingestions_from_before_the_identity_columns_pass_the_schema_check(tmp_p
     # Anything else is still refused.
     pq.write_table(table.drop_columns(["meta"]), without / "data" / path.name)
     assert not check_schema(without)[0]
+
+
+def test_ingestions_with_the_earlier_identity_layout_pass_the_schema_check(tmp_path):
+    """Identities stored with a sha256 of the bytes (`bytes_sha256`, the layout before
+    `bytes_xxh128`) are still a valid ingestion: the mixture decodes those images."""
+    from healthgpt.data.ingest.checks import check_schema
+    from tests.data.mixture_helpers import standard_sources as sources
+
+    dataset = sources(tmp_path / "in")["vqa_rad"]
+    for path in sorted((dataset / "data").glob("*.parquet")):
+        table = pq.read_table(path)
+        for column in ("image_hash", "target_image_hash"):
+            earlier = pa.struct(
+                [("bytes_sha256" if f.name == "bytes_xxh128" else f.name, f.type)
+                 for f in table.schema.field(column).type]
+            )  # fmt: skip
+            position = table.column_names.index(column)
+            table = table.set_column(position, column, table.column(column).cast(earlier))
+        pq.write_table(table, path)
+    passed, details = check_schema(dataset)
+    assert passed and details["shards_without_identities"]

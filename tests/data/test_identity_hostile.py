@@ -97,22 +97,38 @@ def _struct(fields: dict[str, pa.DataType]):
     return lambda values: pa.array(values, pa.struct(list(fields.items())))
 
 
-_V1 = {"key": pa.string(), "phash": pa.uint64(), "bytes_sha256": pa.string(), "method": pa.string()}
+_NOW = {"key": pa.string(), "phash": pa.uint64(), "bytes_xxh128": pa.string()}
+_NOW["method"] = pa.string()
+# The layout before: a sha256 of the bytes where there is now an xxh3.
+_BEFORE = {"key": pa.string(), "phash": pa.uint64(), "bytes_sha256": pa.string()}
+_BEFORE["method"] = pa.string()
+
+
+def _before(image: dict, value: dict, **changes) -> dict:
+    digest = hashlib.sha256(image["bytes"]).hexdigest()[:32]
+    return {"key": value["key"], "phash": value["phash"], "bytes_sha256": digest,
+            "method": value["method"], **changes}  # fmt: skip
+
+
 HOSTILE = {
-    "earlier method": lambda image, value: {
-        **value,
-        "key": _old_pixel_key(image["bytes"]),
-        "method": "sha256-pixels/dct64-v1",
-    },
+    "earlier method": lambda image, value: _before(
+        image, value, key=_old_pixel_key(image["bytes"]), method="sha256-pixels/dct64-v1"
+    ),
+    "earlier layout": _before,
+    "earlier layout, shifted phash": lambda image, value: _before(
+        image, value, phash=value["phash"] ^ 1
+    ),
     "wrong types": lambda image, value: {**value, "key": 12345, "phash": -1},
     "null fields": lambda image, value: dict.fromkeys(value),
     "identity of the next image": None,
 }
 HOSTILE_TYPES = {
-    "earlier method": _struct(_V1),
-    "wrong types": _struct({**_V1, "key": pa.int64(), "phash": pa.int64()}),
-    "null fields": _struct(_V1),
-    "identity of the next image": _struct(_V1),
+    "earlier method": _struct(_BEFORE),
+    "earlier layout": _struct(_BEFORE),
+    "earlier layout, shifted phash": _struct(_BEFORE),
+    "wrong types": _struct({**_NOW, "key": pa.int64(), "phash": pa.int64()}),
+    "null fields": _struct(_NOW),
+    "identity of the next image": _struct(_NOW),
 }
 
 

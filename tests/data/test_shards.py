@@ -70,14 +70,27 @@ def test_image_columns_are_written_as_from_pylist_writes_them(tmp_path, monkeypa
     odd = [{"id": "x", "image": {"bytes": bytearray(b"a bytearray"), "path": None}}]
     assert rows_table(odd, RECORD_SCHEMA).equals(pa.Table.from_pylist(odd, schema=RECORD_SCHEMA))
     written = {}
-    for name in ("new", "from_pylist"):
+    for name, group_bytes in (("new", 8 << 20), ("new, small groups", 5000), ("from_pylist", 0)):
         if name == "from_pylist":
-            monkeypatch.setattr(shards, "rows_table", pa.Table.from_pylist)
-        with ShardWriter(tmp_path / name, RECORD_SCHEMA, hf_images=False) as writer:
-            for row in rows:
+            monkeypatch.setattr(
+                shards, "rows_table", lambda rows, schema, _: pa.Table.from_pylist(rows, schema)
+            )
+        with ShardWriter(
+            tmp_path / name, RECORD_SCHEMA, hf_images=False, row_group_bytes=group_bytes or 5000
+        ) as writer:
+            for row in rows * 3:
                 writer.write(row)
         written[name] = (tmp_path / name / writer.shards[0].path).read_bytes()
-    assert written["new"] == written["from_pylist"]
+        if name != "new":
+            # Row groups of a few rows each: the writer's reused image buffer never shows
+            # one group's bytes in another.
+            file = pq.ParquetFile(tmp_path / name / writer.shards[0].path)
+            assert file.num_row_groups > 3
+            assert (
+                file.read().to_pylist() == pa.Table.from_pylist(rows * 3, RECORD_SCHEMA).to_pylist()
+            )
+    assert written["new, small groups"] == written["from_pylist"]
+    assert pq.read_table(tmp_path / "new").equals(pq.read_table(tmp_path / "from_pylist"))
 
 
 def test_failed_write_leaves_no_shard_and_no_temp_file(tmp_path):

@@ -4,7 +4,7 @@
   PNG bytes, so the same picture encoded by two encoders or at two compression levels is
   still one image. It finds duplicates, it guards nothing: a fast non-cryptographic hash
   serves, where sha256 cost ingestion 1% of its CPU. (A stored identity is used only for the
-  bytes whose sha256 it records, `stored_identity`: that catches values copied to another
+  bytes whose xxh3-128 it records, `stored_identity`: that catches values copied to another
   image, not a writer who forges both.)
 - Near-duplicate: a 64-bit DCT perceptual hash (`phash64`).
 
@@ -20,7 +20,6 @@ Only numpy, PIL, xxhash and hashlib: a mixture worker process imports this cheap
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import secrets
 from collections import OrderedDict
@@ -55,17 +54,20 @@ _HEX = frozenset("0123456789abcdef")
 
 
 def _bytes_digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()[:32]
+    return xxhash.xxh3_128_hexdigest(data)
 
 
 def identity_value(data: bytes) -> dict[str, Any]:
     """The value of a `schema.IMAGE_HASH_TYPE` column for encoded image bytes: their identity
-    (`identity_of`), the method, and the sha256 of the bytes it belongs to."""
+    (`identity_of`), the method, and the xxh3-128 of the bytes it belongs to. (Not sha256:
+    whoever writes a record can write a matching digest of any kind, so the digest binds a
+    value to its bytes against copying and shifting, not against forgery; `check_no_leakage`
+    hashes written pixels itself. sha256 cost ingestion 0.7% of its CPU.)"""
     found = identity_of(data)
     return {
         "key": found.key,
         "phash": found.phash,
-        "bytes_sha256": _bytes_digest(data),
+        "bytes_xxh128": _bytes_digest(data),
         "method": METHOD,
     }
 
@@ -73,10 +75,11 @@ def identity_value(data: bytes) -> dict[str, Any]:
 def stored_identity(value: Any, data: bytes) -> ImageHash | None:
     """The identity a record stores for `data`, or None (then decode) unless it is
     well-formed, of this `METHOD`, and stored for exactly these bytes: a value copied to
-    another image, forged or damaged is never trusted, at the cost of one sha256."""
+    another image, forged or damaged is never trusted, at the cost of one xxh3 of the bytes.
+    Values of the layout before (`bytes_sha256`) have no `bytes_xxh128`: the image is decoded."""
     if not isinstance(value, dict) or value.get("method") != METHOD:
         return None
-    key, phash, digest = value.get("key"), value.get("phash"), value.get("bytes_sha256")
+    key, phash, digest = value.get("key"), value.get("phash"), value.get("bytes_xxh128")
     if not (isinstance(key, str) and len(key) == 32 and set(key) <= _HEX):
         return None
     if type(phash) is not int or not 0 <= phash < 1 << 64:
@@ -105,8 +108,7 @@ def _dct_matrix(n: int = 32, k: int = 8) -> np.ndarray:
 
 
 _DCT = _dct_matrix()
-_DCT_2D = np.kron(_DCT, _DCT)
-"""(D @ X @ D.T).ravel() == _DCT_2D @ X.ravel(): the 8x8 lowest frequencies in one product."""
+_DCT_T = np.ascontiguousarray(_DCT.T)
 
 
 def phash64(image: Image.Image) -> int:
@@ -119,21 +121,36 @@ def phash64(image: Image.Image) -> int:
     hashes differ from imagehash's by 0.2-0.4 bits on average on smooth fields and CT-like
     phantoms, pinned in the tests), and only the 64 needed DCT coefficients are computed.
     """
+    return phashes([_thumbnail(image)])[0]
+
+
+def _thumbnail(image: Image.Image) -> Image.Image:
+    """The 32x32 grayscale picture the phash is computed from."""
     gray = image.convert("L")
     width, height = gray.size
     if width < 32 or height < 32:
         # A box filter only averages when it shrinks: a side under 32 pixels is resampled as
         # imagehash does, or tiny images would all look alike.
-        small = gray.resize((32, 32), Image.Resampling.LANCZOS)
-    elif width % 32 == 0 and height % 32 == 0:
-        small = gray.reduce((width // 32, height // 32))
-    else:
-        small = gray.resize((32, 32), Image.Resampling.BOX)
-    # Rounding absorbs float noise where an exact computation gives ties (flat images).
-    low = np.round(_DCT_2D @ np.asarray(small, dtype=np.float64).ravel(), 6)
-    middle = np.partition(low, (31, 32))
-    median = (middle[31] + middle[32]) / 2
-    return int.from_bytes(np.packbits(low > median).tobytes(), "big")
+        return gray.resize((32, 32), Image.Resampling.LANCZOS)
+    if width % 32 == 0 and height % 32 == 0:
+        return gray.reduce((width // 32, height // 32))
+    return gray.resize((32, 32), Image.Resampling.BOX)
+
+
+def phashes(thumbnails: list[Image.Image]) -> list[int]:
+    """The phash of each `_thumbnail`, in one vectorized pass.
+
+    Batched because each numpy call costs 30-50 us where it runs between an image's decode
+    and encode (its code and data have left the CPU cache), against 2-10 us in a loop: one
+    image at a time, these few products cost twice the thumbnail itself.
+    """
+    pixels = np.frombuffer(b"".join(t.tobytes() for t in thumbnails), np.uint8)
+    # D @ X @ D.T per image: the 8x8 lowest frequencies, from two 2 kB matrices. Rounding
+    # absorbs float noise where an exact computation gives ties (flat images).
+    low = np.round(_DCT @ pixels.reshape(-1, 32, 32) @ _DCT_T, 6).reshape(-1, 64)
+    middle = np.partition(low, (31, 32), axis=1)
+    median = (middle[:, 31] + middle[:, 32]) / 2
+    return np.packbits(low > median[:, None], axis=1).view(">u8").ravel().tolist()
 
 
 def hash_image(image: Image.Image, raw: bytes | None = None) -> ImageHash:
@@ -149,40 +166,81 @@ def hash_png(data: bytes) -> ImageHash:
 
 # --- identities recorded at encoding ---------------------------------------------------------
 
-_REMEMBERED: ContextVar[OrderedDict[bytes, ImageHash] | None] = ContextVar(
+
+@dataclass(frozen=True)
+class _Noted:
+    """An identity noted at encoding whose phash is not computed yet: computed for all noted
+    images together (`phashes`) when the first of them is asked for."""
+
+    key: str
+    thumbnail: Image.Image
+
+
+class _Remembered:
+    """Identities noted within one `remember_identities` block, by `_bytes_key`: bounded,
+    oldest first out."""
+
+    def __init__(self) -> None:
+        self.known: OrderedDict[bytes, ImageHash | _Noted] = OrderedDict()
+        self.pending: list[bytes] = []
+
+    def note(self, bytes_key: bytes, noted: _Noted) -> None:
+        self.known[bytes_key] = noted
+        self.pending.append(bytes_key)
+        if len(self.known) > REMEMBERED_MAX:
+            self.known.popitem(last=False)
+        if len(self.pending) >= PENDING_MAX:
+            self._complete()
+
+    def get(self, bytes_key: bytes) -> ImageHash | None:
+        hit = self.known.get(bytes_key)
+        if type(hit) is _Noted:
+            self._complete()
+            hit = self.known.get(bytes_key)
+        return hit
+
+    def _complete(self) -> None:
+        waiting = [(k, v) for k in self.pending if type(v := self.known.get(k)) is _Noted]
+        self.pending = []
+        found = phashes([noted.thumbnail for _, noted in waiting])
+        for (bytes_key, noted), phash in zip(waiting, found, strict=True):
+            self.known[bytes_key] = ImageHash(noted.key, phash)
+
+
+_REMEMBERED: ContextVar[_Remembered | None] = ContextVar(
     "healthgpt_remembered_identities", default=None
 )
 REMEMBERED_MAX = 1 << 16  # about 10 MB; more than one source item's images (a volume's slices)
+PENDING_MAX = 256  # thumbnails waiting for their phash: about 0.5 MB
 
 
 @contextlib.contextmanager
 def remember_identities() -> Iterator[None]:
     """Within this block, `note_encoded` keeps the identity of every image encoded, keyed by
     a 128-bit hash of its bytes (`_bytes_key`), for `identity_of` to find without decoding."""
-    token = _REMEMBERED.set(OrderedDict())
+    token = _REMEMBERED.set(_Remembered())
     try:
         yield
     finally:
         _REMEMBERED.reset(token)
 
 
-def identity_to_note(image: Image.Image, raw: bytes) -> ImageHash | None:
-    """The identity of `image` (whose `tobytes()` is `raw`) when a `remember_identities` block
-    will keep it, else None and nothing is computed. Called before the PNG is encoded, while
-    the pixels are still in the CPU cache: after the encoder has run, the same hashing cost
-    1.2-1.5 times as much."""
-    return hash_image(image, raw) if _REMEMBERED.get() is not None else None
+def identity_to_note(image: Image.Image, raw: bytes) -> _Noted | None:
+    """What `note_encoded` keeps of `image` (whose `tobytes()` is `raw`) when a
+    `remember_identities` block is open, else None and nothing is computed: its pixel key and
+    phash thumbnail. Called before the PNG is encoded, while the pixels are still in the CPU
+    cache: after the encoder has run, the same work cost 1.2-1.5 times as much."""
+    if _REMEMBERED.get() is None:
+        return None
+    return _Noted(pixel_key(image, raw), _thumbnail(image))
 
 
-def note_encoded(data: bytes, found: ImageHash | None) -> None:
-    """Record that `data` is the lossless encoding of the pixels `found` identifies (from
+def note_encoded(data: bytes, noted: _Noted | None) -> None:
+    """Record that `data` is the lossless encoding of the pixels `noted` describes (from
     `identity_to_note`; None: nothing to record)."""
     remembered = _REMEMBERED.get()
-    if remembered is None or found is None:
-        return
-    remembered[_bytes_key(data)] = found
-    if len(remembered) > REMEMBERED_MAX:
-        remembered.popitem(last=False)
+    if remembered is not None and noted is not None:
+        remembered.note(_bytes_key(data), noted)
 
 
 def identity_of(data: bytes) -> ImageHash:

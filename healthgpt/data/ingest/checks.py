@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from healthgpt.data.decode.deid import SAMPLE_MARKER
-from healthgpt.data.schema import HASH_COLUMNS, RECORD_SCHEMA
+from healthgpt.data.schema import HASH_COLUMNS, IMAGE_HASH_TYPE, RECORD_SCHEMA
 from healthgpt.data.shards import open_shard, read_manifest, shard_paths
 from healthgpt.data.sources.registry import DatasetEntry, load_entry
 
@@ -26,22 +26,29 @@ def iter_batches(dataset_dir: Path, columns: list[str]) -> Iterator[pa.RecordBat
         yield from open_shard(path).iter_batches(columns=columns, batch_size=4096)
 
 
-# Ingestions from before the identity columns: still valid (the mixture decodes their images).
+# Ingestions from before the identity columns, or with the identities' earlier layout (a
+# sha256 of the bytes where there is now an xxh3): still valid, the mixture decodes their images.
 RECORD_SCHEMA_V1 = RECORD_SCHEMA.remove_metadata()
 for _column in HASH_COLUMNS.values():
     RECORD_SCHEMA_V1 = RECORD_SCHEMA_V1.remove(RECORD_SCHEMA_V1.get_field_index(_column))
+_HASH_TYPE_V2 = pa.struct(
+    [(f.name if f.name != "bytes_xxh128" else "bytes_sha256", f.type) for f in IMAGE_HASH_TYPE]
+)
+RECORD_SCHEMA_V2 = RECORD_SCHEMA.remove_metadata()
+for _column in HASH_COLUMNS.values():
+    _index = RECORD_SCHEMA_V2.get_field_index(_column)
+    RECORD_SCHEMA_V2 = RECORD_SCHEMA_V2.set(_index, pa.field(_column, _HASH_TYPE_V2))
 
 
 def check_schema(dataset_dir: Path) -> CheckResult:
-    accepted = (RECORD_SCHEMA.remove_metadata(), RECORD_SCHEMA_V1)
-    bad, v1 = [], []
+    bad, earlier = [], []
     for path in shard_paths(dataset_dir):
         schema = open_shard(path).schema_arrow.remove_metadata()
-        if schema.equals(RECORD_SCHEMA_V1):
-            v1.append(path.name)
-        elif not any(schema.equals(a) for a in accepted):
+        if schema.equals(RECORD_SCHEMA_V1) or schema.equals(RECORD_SCHEMA_V2):
+            earlier.append(path.name)
+        elif not schema.equals(RECORD_SCHEMA.remove_metadata()):
             bad.append(path.name)
-    return not bad, {"shards_with_wrong_schema": bad, "shards_without_identities": v1}
+    return not bad, {"shards_with_wrong_schema": bad, "shards_without_identities": earlier}
 
 
 def check_unique_ids(dataset_dir: Path) -> CheckResult:
