@@ -19,6 +19,13 @@ load of other processes moves much less. It also times the image identities it c
 (`identity_cpu_over_pipeline_cpu`): work the floor does not do, which ingestion took over
 from every later mixture build (`decode/identity.py`).
 
+Same process (`same_process_ratio_*`): the floors and the pipeline also run `--repeats`
+rounds inside one process, in an order that rotates each round. This is the ratio itself,
+without the noise between processes (the floor's own rate moves +-5-10% from one process to
+the next here) and without assuming, as the codec's share does, that the codec runs as fast
+inside the pipeline as in the floor's loop. Every variant decodes and encodes one image
+before timing (`_warm_codec`).
+
 Chunked: the same source ingested as 4 stable chunks one after the other. Every chunk lists
 the whole source and skips other chunks' items before decoding, so the sum of the chunk
 times over the whole-source time is the cost of splitting (1.0 would be free).
@@ -82,12 +89,17 @@ def run_floor(root: Path, size: int = 256, identities: bool = False) -> dict:
     `identities`: also compute each image's identity as ingestion does (noted at encoding
     inside `remember_identities`, completed when asked for by `identity_of`), the part of
     ingestion's per-image work the floor otherwise leaves out."""
+    _warm_codec(root)
+    images, seconds, cpu = _floor_loop(root, size, identities)
+    return {"images": images, "seconds": seconds, "cpu_s": cpu, "images_per_cpu_s": images / cpu}
+
+
+def _floor_loop(root: Path, size: int = 256, identities: bool = False) -> tuple[int, float, float]:
     from healthgpt.data.decode.identity import identity_of, remember_identities
     from healthgpt.data.decode.imaging import image_file_to_png
     from healthgpt.data.limits import Limits
 
     paths = sorted((root / "pvqa" / "images" / "train").glob("*.jpg"))
-    _warm_codec(root)
     started, cpu = time.perf_counter(), time.process_time()
     limits = Limits.from_options()
     with remember_identities() if identities else contextlib.nullcontext():
@@ -95,12 +107,46 @@ def run_floor(root: Path, size: int = 256, identities: bool = False) -> dict:
             png = image_file_to_png(path, size, limits=limits)
             if identities:
                 identity_of(png)
-    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return len(paths), time.perf_counter() - started, time.process_time() - cpu
+
+
+def run_same_process(root: Path, out: Path, rounds: int) -> dict:
+    """The floor, the floor with identities and the pipeline in one process, `rounds` times,
+    in an order that rotates each round: their ratios without the +-10% that the same work
+    moves between two processes on this machine (nor the assumption, behind the codec's
+    share, that the codec runs as fast inside the pipeline as in the floor's loop)."""
+    import shutil
+
+    from healthgpt.data.ingest.run import ingest
+    from healthgpt.data.sources import ReaderOptions
+
+    _import_pipeline()
+    _warm_codec(root)
+
+    def pipeline(round_: int) -> float:
+        target = out / f"r{round_}"
+        started = time.process_time()
+        ingest("pathvqa", root, target, ReaderOptions(deid_salt=SALT))
+        cpu = time.process_time() - started
+        shutil.rmtree(target)  # the next round writes to a page cache as empty as this one's
+        return cpu
+
+    variants = {
+        "floor": lambda _: _floor_loop(root)[2],
+        "floor_identity": lambda _: _floor_loop(root, identities=True)[2],
+        "pipeline": pipeline,
+    }
+    names, cpu = list(variants), {name: [] for name in variants}
+    for round_ in range(rounds):
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
+            cpu[name].append(variants[name](round_))
     return {
-        "images": len(paths),
-        "seconds": seconds,
+        "ratio_to_floor": [f / p for f, p in zip(cpu["floor"], cpu["pipeline"], strict=True)],
+        "ratio_to_floor_with_identities": [
+            f / p for f, p in zip(cpu["floor_identity"], cpu["pipeline"], strict=True)
+        ],
         "cpu_s": cpu,
-        "images_per_cpu_s": len(paths) / cpu,
     }
 
 
@@ -205,6 +251,10 @@ def run_chunks(root: Path, out: Path, n_chunks: int = 4) -> dict:
 
 
 def _child(mode: str, root: str, out: str) -> None:
+    if mode.startswith("same_process:"):
+        rounds = int(mode.split(":")[1])
+        print(json.dumps(run_same_process(Path(root), Path(out), rounds)))
+        return
     if mode in ("floor", "floor_identity"):
         result = run_floor(Path(root), identities=mode == "floor_identity")
     else:
@@ -230,6 +280,10 @@ def measure(mode: str, root: Path, out: Path, code: Path | None = None) -> dict:
     )
     result = json.loads(completed.stdout.strip().splitlines()[-1])
     return {**result, "load_1min": [round(load, 2), round(os.getloadavg()[0], 2)]}
+
+
+def _spread_of(values: list[float]) -> dict[str, float]:
+    return spread([{"v": value} for value in values], "v")
 
 
 def _ratios(pipelines: list[dict], floors: list[dict]) -> list[dict]:
@@ -269,6 +323,9 @@ def main() -> None:
                 out = Path(tmp) / f"b{repeat}"
                 runs["baseline"].append(measure("pipeline", small, out, base))
             print(json.dumps({k: v[-1] for k, v in runs.items() if v}), flush=True)
+        same = f"same_process:{args.repeats}"
+        together = measure(same, small, Path(tmp) / "s")
+        together_base = measure(same, small, Path(tmp) / "sb", base) if base else None
         chunked = measure("chunks", small, Path(tmp) / "o3")
         grown = measure("pipeline", large, Path(tmp) / "o2")
     pipeline = sorted(runs["pipeline"], key=lambda run: run["cpu_s"])[args.repeats // 2]
@@ -286,6 +343,10 @@ def main() -> None:
         "ratio_to_floor_with_identities": spread(
             _ratios(runs["pipeline"], runs["floor_identity"]), "r"
         ),
+        "same_process_ratio_to_floor": _spread_of(together["ratio_to_floor"]),
+        "same_process_ratio_to_floor_with_identities": _spread_of(
+            together["ratio_to_floor_with_identities"]
+        ),
         "codec_cpu_over_pipeline_cpu": spread(runs["pipeline"], "codec_share"),
         "identity_cpu_over_pipeline_cpu": spread(runs["pipeline"], "identity_share"),
         "codec_and_identity_cpu_over_pipeline_cpu": spread(
@@ -302,6 +363,7 @@ def main() -> None:
             "ref": args.baseline_ref,
             "pipeline_images_per_cpu_s": spread(runs["baseline"], "images_per_cpu_s"),
             "ratio_to_floor": spread(_ratios(runs["baseline"], runs["floor"]), "r"),
+            "same_process_ratio_to_floor": _spread_of(together_base["ratio_to_floor"]),
             "codec_cpu_over_pipeline_cpu": spread(runs["baseline"], "codec_share"),
             "identity_cpu_over_pipeline_cpu": spread(runs["baseline"], "identity_share"),
         }

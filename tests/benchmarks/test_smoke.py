@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 CASES = {
     "ingest": (
         ["--images", "12", "--growth", "2", "--repeats", "1"],
-        "ratio_to_floor_with_identities",
+        "same_process_ratio_to_floor_with_identities",
     ),
     "mixture": (
         ["--records", "120", "--growth", "2", "--workers", "1", "--repeats", "1"],
