@@ -14,7 +14,7 @@ ingested shard (`schema.HASH_COLUMNS`). A mixture build then reads identities in
 decoding every image again, on every rebuild; it decodes only images whose identity is not
 stored (ingestions from before the column) and the ones it must transform.
 
-Only numpy, PIL, xxhash and hashlib: a mixture worker process imports this cheaply.
+Only numpy, PIL and xxhash: a mixture worker process imports this cheaply.
 """
 
 from __future__ import annotations
@@ -197,12 +197,12 @@ class _Remembered:
         if type(hit) is _Noted:
             self._complete()
             hit = self.known.get(bytes_key)
-        return hit
+        return hit if type(hit) is ImageHash else None
 
     def _complete(self) -> None:
         waiting = [(k, v) for k in self.pending if type(v := self.known.get(k)) is _Noted]
+        found = phashes([noted.thumbnail for _, noted in waiting]) if waiting else []
         self.pending = []
-        found = phashes([noted.thumbnail for _, noted in waiting])
         for (bytes_key, noted), phash in zip(waiting, found, strict=True):
             self.known[bytes_key] = ImageHash(noted.key, phash)
 
