@@ -220,7 +220,7 @@ def test_ingestions_from_before_the_identity_columns_pass_the_schema_check(tmp_p
 
     with_identities = sources(tmp_path / "v2")["vqa_rad"]
     passed, details = check_schema(with_identities)
-    assert passed and details["shards_without_identities"] == []
+    assert passed and details["shards_the_mixture_decodes"] == []
     # The same records written without the two columns, as a record/v1 ingestion was.
     without = tmp_path / "v1" / "vqa_rad"
     (without / "data").mkdir(parents=True)
@@ -229,7 +229,7 @@ def test_ingestions_from_before_the_identity_columns_pass_the_schema_check(tmp_p
         pq.write_table(table, without / "data" / path.name)
     (without / "_manifest.json").write_text((with_identities / "_manifest.json").read_text())
     passed, details = check_schema(without)
-    assert passed and details["shards_without_identities"]
+    assert passed and details["shards_the_mixture_decodes"]
     # Anything else is still refused.
     pq.write_table(table.drop_columns(["meta"]), without / "data" / path.name)
     assert not check_schema(without)[0]
@@ -253,4 +253,4 @@ def test_ingestions_with_the_earlier_identity_layout_pass_the_schema_check(tmp_p
             table = table.set_column(position, column, table.column(column).cast(earlier))
         pq.write_table(table, path)
     passed, details = check_schema(dataset)
-    assert passed and details["shards_without_identities"]
+    assert passed and details["shards_the_mixture_decodes"]

@@ -26,8 +26,9 @@ def iter_batches(dataset_dir: Path, columns: list[str]) -> Iterator[pa.RecordBat
         yield from open_shard(path).iter_batches(columns=columns, batch_size=4096)
 
 
-# Ingestions from before the identity columns, or with the identities' earlier layout (a
-# sha256 of the bytes where there is now an xxh3): still valid, the mixture decodes their images.
+# Ingestions from before the identity columns (record/v1), or with the identities' earlier
+# layout (record/v2: a sha256 of the bytes where there is now an xxh3): still valid, the
+# mixture decodes their images.
 RECORD_SCHEMA_V1 = RECORD_SCHEMA.remove_metadata()
 for _column in HASH_COLUMNS.values():
     RECORD_SCHEMA_V1 = RECORD_SCHEMA_V1.remove(RECORD_SCHEMA_V1.get_field_index(_column))
@@ -48,7 +49,7 @@ def check_schema(dataset_dir: Path) -> CheckResult:
             earlier.append(path.name)
         elif not schema.equals(RECORD_SCHEMA.remove_metadata()):
             bad.append(path.name)
-    return not bad, {"shards_with_wrong_schema": bad, "shards_without_identities": earlier}
+    return not bad, {"shards_with_wrong_schema": bad, "shards_the_mixture_decodes": earlier}
 
 
 def check_unique_ids(dataset_dir: Path) -> CheckResult:
