@@ -90,8 +90,8 @@ RECORD_SCHEMA = pa.schema(
 - `meta`: a JSON object with source-specific fields (question_type, location, ...).
 - `image_hash` / `target_image_hash`: the image's identity (pixel hash, phash), filled by
   ingestion when it writes the record, so the mixture never decodes an image to dedup it.
-  Absent in record/v1 shards; in record/v2 shards bound to their bytes by a sha256
-  (`bytes_sha256`) instead of an xxh3-128. The mixture decodes the images of both.
+  Absent in record/v1 shards (the mixture decodes their images); in record/v2 shards bound
+  to their bytes by a sha256 (`bytes_sha256`) instead of an xxh3-128.
 """
 HASH_COLUMNS = {"image": "image_hash", "target_image": "target_image_hash"}
 """Image column -> the column holding its identity."""

@@ -171,6 +171,13 @@ def test_a_stored_identity_is_trusted_only_for_its_own_well_formed_bytes():
         assert stored_identity({**value, **bad}, data) is None, bad
     assert stored_identity(None, data) is None
     assert stored_identity("not a struct", data) is None
+    # record/v2: bound by the sha256 of the bytes instead; checked the same way.
+    v2 = {k: v for k, v in value.items() if k != "bytes_xxh128"}
+    v2["bytes_sha256"] = hashlib.sha256(data).hexdigest()[:32]
+    assert stored_identity(v2, data) == hash_png(data)
+    assert stored_identity(v2, other) is None
+    for bad in ({"bytes_sha256": None}, {"bytes_sha256": "0" * 32}, {"bytes_xxh128": None}):
+        assert stored_identity({**v2, **bad}, data) is None, bad
 
 
 def test_forged_identities_in_ingested_shards_change_nothing(tmp_path, monkeypatch):
@@ -220,7 +227,7 @@ def test_ingestions_from_before_the_identity_columns_pass_the_schema_check(tmp_p
 
     with_identities = sources(tmp_path / "v2")["vqa_rad"]
     passed, details = check_schema(with_identities)
-    assert passed and details["shards_the_mixture_decodes"] == []
+    assert passed and details["shards_without_identities"] == details["shards_of_record_v2"] == []
     # The same records written without the two columns, as a record/v1 ingestion was.
     without = tmp_path / "v1" / "vqa_rad"
     (without / "data").mkdir(parents=True)
@@ -229,15 +236,15 @@ def test_ingestions_from_before_the_identity_columns_pass_the_schema_check(tmp_p
         pq.write_table(table, without / "data" / path.name)
     (without / "_manifest.json").write_text((with_identities / "_manifest.json").read_text())
     passed, details = check_schema(without)
-    assert passed and details["shards_the_mixture_decodes"]
+    assert passed and details["shards_without_identities"] and not details["shards_of_record_v2"]
     # Anything else is still refused.
     pq.write_table(table.drop_columns(["meta"]), without / "data" / path.name)
     assert not check_schema(without)[0]
 
 
 def test_ingestions_with_the_earlier_identity_layout_pass_the_schema_check(tmp_path):
-    """Identities stored with a sha256 of the bytes (`bytes_sha256`, the layout before
-    `bytes_xxh128`) are still a valid ingestion: the mixture decodes those images."""
+    """Identities stored with a sha256 of the bytes (`bytes_sha256`, record/v2, the layout
+    before `bytes_xxh128`) are still a valid ingestion."""
     from healthgpt.data.ingest.checks import check_schema
     from tests.data.mixture_helpers import standard_sources as sources
 
@@ -253,4 +260,4 @@ def test_ingestions_with_the_earlier_identity_layout_pass_the_schema_check(tmp_p
             table = table.set_column(position, column, table.column(column).cast(earlier))
         pq.write_table(table, path)
     passed, details = check_schema(dataset)
-    assert passed and details["shards_the_mixture_decodes"]
+    assert passed and details["shards_of_record_v2"] and not details["shards_without_identities"]

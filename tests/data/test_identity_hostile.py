@@ -110,22 +110,38 @@ def _before(image: dict, value: dict, **changes) -> dict:
             "method": value["method"], **changes}  # fmt: skip
 
 
+def _each(rewrite):
+    return lambda images, values: [v and rewrite(i, v) for i, v in zip(images, values, strict=True)]
+
+
+def _shifted(values: list) -> list:
+    return values[1:] + values[:1]
+
+
+# Each rewrites a column's stored identities (given its images) as an earlier or hostile
+# writer would have stored them.
 HOSTILE = {
-    "earlier method": lambda image, value: _before(
-        image, value, key=_old_pixel_key(image["bytes"]), method="sha256-pixels/dct64-v1"
+    "earlier method": _each(
+        lambda image, value: _before(
+            image, value, key=_old_pixel_key(image["bytes"]), method="sha256-pixels/dct64-v1"
+        )
     ),
-    "earlier layout": _before,
-    "earlier layout, shifted phash": lambda image, value: _before(
-        image, value, phash=value["phash"] ^ 1
+    "earlier layout": _each(_before),
+    "earlier layout, identity of the next image": lambda images, values: _shifted(
+        _each(_before)(images, values)
     ),
-    "wrong types": lambda image, value: {**value, "key": 12345, "phash": -1},
-    "null fields": lambda image, value: dict.fromkeys(value),
-    "identity of the next image": None,
+    "earlier layout, digest of no image": _each(
+        lambda image, value: {**_before(image, value), "bytes_sha256": "0" * 32}
+    ),
+    "wrong types": _each(lambda image, value: {**value, "key": 12345, "phash": -1}),
+    "null fields": _each(lambda image, value: dict.fromkeys(value)),
+    "identity of the next image": lambda images, values: _shifted(values),
 }
 HOSTILE_TYPES = {
     "earlier method": _struct(_BEFORE),
     "earlier layout": _struct(_BEFORE),
-    "earlier layout, shifted phash": _struct(_BEFORE),
+    "earlier layout, identity of the next image": _struct(_BEFORE),
+    "earlier layout, digest of no image": _struct(_BEFORE),
     "wrong types": _struct({**_NOW, "key": pa.int64(), "phash": pa.int64()}),
     "null fields": _struct(_NOW),
     "identity of the next image": _struct(_NOW),
@@ -138,12 +154,7 @@ def _rewrite_identities(dirs: dict[str, Path], name: str) -> None:
             table = pq.read_table(path)
             for column, hash_column in HASH_COLUMNS.items():
                 images = table.column(column).to_pylist()
-                values = table.column(hash_column).to_pylist()
-                if HOSTILE[name] is None:
-                    values = values[1:] + values[:1]
-                else:
-                    rewrite = HOSTILE[name]
-                    values = [v and rewrite(i, v) for i, v in zip(images, values, strict=True)]
+                values = HOSTILE[name](images, table.column(hash_column).to_pylist())
                 position = table.column_names.index(hash_column)
                 table = table.set_column(position, hash_column, HOSTILE_TYPES[name](values))
             pq.write_table(table, path)
@@ -175,6 +186,24 @@ def test_hostile_or_earlier_stored_identities_build_the_honest_mixture(
     _rewrite_identities(dirs, name)
     build_mixture(dirs, tmp_path / "out", sample_preset(workers=1))
     assert _built(tmp_path / "out") == honest_build
+
+
+def test_identities_of_record_v2_are_used_without_decoding(tmp_path):
+    """An ingestion written before `bytes_xxh128` (identities bound by a sha256) keeps the
+    mixture's fast path: it decodes no more images than for a fresh ingestion."""
+    from healthgpt.data.mixture.build import build_mixture
+
+    fresh = build_mixture(
+        standard_sources(tmp_path / "a"), tmp_path / "oa", sample_preset(workers=1)
+    )
+    dirs = standard_sources(tmp_path / "b")
+    _rewrite_identities(dirs, "earlier layout")
+    earlier = build_mixture(dirs, tmp_path / "ob", sample_preset(workers=1))
+    assert earlier.images_decoded == fresh.images_decoded
+    assert earlier.counts == fresh.counts
+    _rewrite_identities(dirs, "earlier layout, digest of no image")
+    untrusted = build_mixture(dirs, tmp_path / "oc", sample_preset(workers=1))
+    assert untrusted.images_decoded > fresh.images_decoded
 
 
 def test_palette_images_with_the_same_indices_and_other_colours_are_not_one_image():

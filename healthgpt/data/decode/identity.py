@@ -14,12 +14,13 @@ ingested shard (`schema.HASH_COLUMNS`). A mixture build then reads identities in
 decoding every image again, on every rebuild; it decodes only images whose identity is not
 stored (ingestions from before the column) and the ones it must transform.
 
-Only numpy, PIL and xxhash: a mixture worker process imports this cheaply.
+Only numpy, PIL, xxhash and hashlib: a mixture worker process imports this cheaply.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import secrets
 from collections import OrderedDict
@@ -76,17 +77,24 @@ def stored_identity(value: Any, data: bytes) -> ImageHash | None:
     """The identity a record stores for `data`, or None (then decode) unless it is
     well-formed, of this `METHOD`, and stored for exactly these bytes: a value copied to
     another image, forged or damaged is never trusted, at the cost of one xxh3 of the bytes.
-    Values of the layout before (`bytes_sha256`) have no `bytes_xxh128`: the image is decoded."""
+    A `record/v2` value, bound by a sha256 (`bytes_sha256`), is checked by its sha256: the
+    same identity, so an ingestion written before keeps the mixture's fast path."""
     if not isinstance(value, dict) or value.get("method") != METHOD:
         return None
-    key, phash, digest = value.get("key"), value.get("phash"), value.get("bytes_xxh128")
+    key, phash = value.get("key"), value.get("phash")
     if not (isinstance(key, str) and len(key) == 32 and set(key) <= _HEX):
         return None
     if type(phash) is not int or not 0 <= phash < 1 << 64:
         return None
-    if not isinstance(digest, str) or digest != _bytes_digest(data):
-        return None
-    return ImageHash(key, phash)
+    return ImageHash(key, phash) if _bound_to(value, data) else None
+
+
+def _bound_to(value: dict[str, Any], data: bytes) -> bool:
+    digest = value.get("bytes_xxh128")
+    if "bytes_xxh128" in value:
+        return isinstance(digest, str) and digest == _bytes_digest(data)
+    earlier = value.get("bytes_sha256")
+    return isinstance(earlier, str) and earlier == hashlib.sha256(data).hexdigest()[:32]
 
 
 def pixel_key(image: Image.Image, raw: bytes | None = None) -> str:

@@ -26,9 +26,9 @@ def iter_batches(dataset_dir: Path, columns: list[str]) -> Iterator[pa.RecordBat
         yield from open_shard(path).iter_batches(columns=columns, batch_size=4096)
 
 
-# Ingestions from before the identity columns (record/v1), or with the identities' earlier
-# layout (record/v2: a sha256 of the bytes where there is now an xxh3): still valid, the
-# mixture decodes their images.
+# Earlier ingestions are still valid: from before the identity columns (record/v1; the
+# mixture decodes their images), or with identities bound to their bytes by a sha256 where
+# there is now an xxh3 (record/v2; the mixture checks the sha256).
 RECORD_SCHEMA_V1 = RECORD_SCHEMA.remove_metadata()
 for _column in HASH_COLUMNS.values():
     RECORD_SCHEMA_V1 = RECORD_SCHEMA_V1.remove(RECORD_SCHEMA_V1.get_field_index(_column))
@@ -42,14 +42,20 @@ for _column in HASH_COLUMNS.values():
 
 
 def check_schema(dataset_dir: Path) -> CheckResult:
-    bad, earlier = [], []
+    found: dict[str, list[str]] = {"wrong": [], "v1": [], "v2": []}
     for path in shard_paths(dataset_dir):
         schema = open_shard(path).schema_arrow.remove_metadata()
-        if schema.equals(RECORD_SCHEMA_V1) or schema.equals(RECORD_SCHEMA_V2):
-            earlier.append(path.name)
+        if schema.equals(RECORD_SCHEMA_V1):
+            found["v1"].append(path.name)
+        elif schema.equals(RECORD_SCHEMA_V2):
+            found["v2"].append(path.name)
         elif not schema.equals(RECORD_SCHEMA.remove_metadata()):
-            bad.append(path.name)
-    return not bad, {"shards_with_wrong_schema": bad, "shards_the_mixture_decodes": earlier}
+            found["wrong"].append(path.name)
+    return not found["wrong"], {
+        "shards_with_wrong_schema": found["wrong"],
+        "shards_without_identities": found["v1"],
+        "shards_of_record_v2": found["v2"],
+    }
 
 
 def check_unique_ids(dataset_dir: Path) -> CheckResult:
