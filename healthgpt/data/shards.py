@@ -219,6 +219,7 @@ class ShardWriter:
         self._buffer: list[dict[str, Any]] = []
         self._buffer_bytes = 0
         self._scratch = bytearray()
+        self._image_column = next((f.name for f in schema if f.type == IMAGE_TYPE), None)
         self._writer: pq.ParquetWriter | None = None
         self._tmp_path: Path | None = None
         self._rows_in_shard = 0
@@ -257,8 +258,9 @@ class ShardWriter:
         if not self._buffer:
             return
         self._open()
-        if len(self._scratch) < self._buffer_bytes <= 2 * self.row_group_bytes:
-            self._scratch = bytearray(self._buffer_bytes + (self._buffer_bytes >> 2))
+        needed = self._first_image_bytes()
+        if len(self._scratch) < needed <= 2 * self.row_group_bytes:
+            self._scratch = bytearray(needed + (needed >> 2))
         table = rows_table(self._buffer, self.schema, self._scratch)
         self._writer.write_table(table, row_group_size=len(self._buffer))
         del table
@@ -267,6 +269,18 @@ class ShardWriter:
         self._buffer, self._buffer_bytes = [], 0
         if self._bytes_in_shard >= self.target_shard_bytes:
             self._finish_shard()
+
+    def _first_image_bytes(self) -> int:
+        """Bytes of the buffered rows' images in the schema's first image column, the one
+        `rows_table` copies into the scratch buffer (0 for a schema without images, or
+        images stored by reference: no buffer is kept for them)."""
+        column = self._image_column
+        if column is None:
+            return 0
+        values = (row.get(column) for row in self._buffer)
+        return sum(
+            len(v["bytes"]) for v in values if type(v) is dict and type(v.get("bytes")) is bytes
+        )
 
     def _finish_shard(self) -> None:
         self._writer.close()

@@ -187,3 +187,30 @@ def test_a_rebuilt_dataset_is_reindexed_and_a_dangling_reference_named(tmp_path)
     dangling[0]["image"] = {"bytes": None, "path": "sha256:" + "0" * 64}
     with pytest.raises(KeyError, match="not in"):
         resolve_images(pa.Table.from_pylist(dangling, REF_SCHEMA), shard)
+
+
+def test_only_a_writer_of_image_bytes_keeps_a_buffer_for_them(tmp_path):
+    """The reused image buffer is sized by the images a row group holds: a writer of rows
+    without images, or with images stored by reference, keeps none."""
+    base = {"source": "s", "split": "train", "kind": "vqa", "modality": "CT"}
+    text = [{**base, "id": str(i), "question": "q" * 2000} for i in range(40)]
+    refs = [
+        {**base, "id": str(i), "image": {"bytes": None, "path": f"sha256:{i:064x}"}}
+        for i in range(40)
+    ]
+    blobs = [
+        {**base, "id": str(i), "image": {"bytes": bytes([i]) * 3000, "path": None}}
+        for i in range(40)
+    ]
+    kept = {}
+    for name, rows in (("text", text), ("refs", refs), ("blobs", blobs)):
+        with ShardWriter(tmp_path / name, RECORD_SCHEMA, row_group_bytes=20_000) as writer:
+            for row in rows:
+                writer.write(row)
+            kept[name] = len(writer._scratch)
+        assert (
+            pq.read_table(tmp_path / name).to_pylist()
+            == pa.Table.from_pylist(rows, RECORD_SCHEMA).to_pylist()
+        )
+    assert kept["text"] == kept["refs"] == 0
+    assert kept["blobs"] >= 3000 * 5
