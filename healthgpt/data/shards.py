@@ -263,7 +263,6 @@ class ShardWriter:
             self._scratch = bytearray(needed + (needed >> 2))
         table = rows_table(self._buffer, self.schema, self._scratch)
         self._writer.write_table(table, row_group_size=len(self._buffer))
-        del table
         self._rows_in_shard += len(self._buffer)
         self._bytes_in_shard += self._buffer_bytes
         self._buffer, self._buffer_bytes = [], 0

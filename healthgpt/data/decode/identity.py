@@ -90,8 +90,8 @@ def stored_identity(value: Any, data: bytes) -> ImageHash | None:
 
 
 def _bound_to(value: dict[str, Any], data: bytes) -> bool:
-    digest = value.get("bytes_xxh128")
     if "bytes_xxh128" in value:
+        digest = value["bytes_xxh128"]
         return isinstance(digest, str) and digest == _bytes_digest(data)
     earlier = value.get("bytes_sha256")
     return isinstance(earlier, str) and earlier == hashlib.sha256(data).hexdigest()[:32]
