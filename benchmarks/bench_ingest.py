@@ -83,30 +83,45 @@ def make_source(root: Path, n_images: int, seed: int = 0) -> list[Path]:
     return paths
 
 
-def run_floor(root: Path, size: int = 256, identities: bool = False) -> dict:
+def run_floor(
+    root: Path, out: Path, size: int = 256, identities: bool = False, write: bool = False
+) -> dict:
     """Decode and re-encode every image in a plain loop: the lower bound of the work. The
     limits are read once, as the pipeline's reader reads them (not once per image).
     `identities`: also compute each image's identity as ingestion does (noted at encoding
-    inside `remember_identities`, completed when asked for by `identity_of`), the part of
-    ingestion's per-image work the floor otherwise leaves out."""
+    inside `remember_identities`, completed by `identity_of` for a batch of images at a time,
+    as PathVQA's reader encodes a batch of rows' images before building their records), the
+    part of ingestion's per-image work the floor otherwise leaves out. `write`: also write
+    each PNG's bytes to one file, as the output's bytes must reach the disk."""
     _warm_codec(root)
-    images, seconds, cpu = _floor_loop(root, size, identities)
+    out.mkdir(parents=True, exist_ok=True)
+    images, seconds, cpu = _floor_loop(root, size, identities, out / "floor.bin" if write else None)
     return {"images": images, "seconds": seconds, "cpu_s": cpu, "images_per_cpu_s": images / cpu}
 
 
-def _floor_loop(root: Path, size: int = 256, identities: bool = False) -> tuple[int, float, float]:
+def _floor_loop(
+    root: Path, size: int = 256, identities: bool = False, write_to: Path | None = None
+) -> tuple[int, float, float]:
     from healthgpt.data.decode.identity import identity_of, remember_identities
     from healthgpt.data.decode.imaging import image_file_to_png
     from healthgpt.data.limits import Limits
+    from healthgpt.data.sources.pathvqa import BATCH_ROWS
 
     paths = sorted((root / "pvqa" / "images" / "train").glob("*.jpg"))
     started, cpu = time.perf_counter(), time.process_time()
     limits = Limits.from_options()
-    with remember_identities() if identities else contextlib.nullcontext():
-        for path in paths:
-            png = image_file_to_png(path, size, limits=limits)
-            if identities:
-                identity_of(png)
+    with contextlib.ExitStack() as stack:
+        if identities:
+            stack.enter_context(remember_identities())
+        sink = stack.enter_context(open(write_to, "wb")) if write_to else None
+        for start in range(0, len(paths), BATCH_ROWS):
+            batch = paths[start : start + BATCH_ROWS]
+            pngs = [image_file_to_png(path, size, limits=limits) for path in batch]
+            for png in pngs:
+                if identities:
+                    identity_of(png)
+                if sink:
+                    sink.write(png)
     return len(paths), time.perf_counter() - started, time.process_time() - cpu
 
 
@@ -131,9 +146,17 @@ def run_same_process(root: Path, out: Path, rounds: int) -> dict:
         shutil.rmtree(target)  # the next round writes to a page cache as empty as this one's
         return cpu
 
+    def floor_output(_: int) -> float:
+        target = out / "floor.bin"
+        cpu = _floor_loop(root, identities=True, write_to=target)[2]
+        target.unlink()
+        return cpu
+
+    out.mkdir(parents=True, exist_ok=True)
     variants = {
         "floor": lambda _: _floor_loop(root)[2],
         "floor_identity": lambda _: _floor_loop(root, identities=True)[2],
+        "floor_output": floor_output,
         "pipeline": pipeline,
     }
     names, cpu = list(variants), {name: [] for name in variants}
@@ -142,12 +165,9 @@ def run_same_process(root: Path, out: Path, rounds: int) -> dict:
         for name in names[shift:] + names[:shift]:
             cpu[name].append(variants[name](round_))
     return {
-        "ratio_to_floor": [f / p for f, p in zip(cpu["floor"], cpu["pipeline"], strict=True)],
-        "ratio_to_floor_with_identities": [
-            f / p for f, p in zip(cpu["floor_identity"], cpu["pipeline"], strict=True)
-        ],
-        "cpu_s": cpu,
-    }
+        f"ratio_to_{label}": [f / p for f, p in zip(cpu[name], cpu["pipeline"], strict=True)]
+        for name, label in FLOORS.items()
+    } | {"cpu_s": cpu}
 
 
 def _warm_codec(root: Path) -> None:
@@ -158,6 +178,14 @@ def _warm_codec(root: Path) -> None:
 
     image_file_to_png(next((root / "pvqa" / "images" / "train").glob("*.jpg")), 256)
 
+
+FLOORS = {
+    "floor": "floor",
+    "floor_identity": "floor_with_identities",
+    "floor_output": "floor_with_identities_and_write",
+}
+"""The floors by child mode, and the label of their ratios: decode + encode; the same and
+the images' identities; the same and writing the PNG bytes to a file."""
 
 # The benchmark's images and ids are made up: a fixed salt, no private salt file.
 SALT = "benchmark-made-up-data"
@@ -255,8 +283,9 @@ def _child(mode: str, root: str, out: str) -> None:
         rounds = int(mode.split(":")[1])
         print(json.dumps(run_same_process(Path(root), Path(out), rounds)))
         return
-    if mode in ("floor", "floor_identity"):
-        result = run_floor(Path(root), identities=mode == "floor_identity")
+    if mode in FLOORS:
+        identities, write = mode != "floor", mode == "floor_output"
+        result = run_floor(Path(root), Path(out), identities=identities, write=write)
     else:
         result = {"pipeline": run_pipeline, "chunks": run_chunks}[mode](Path(root), Path(out))
     print(json.dumps(result))
@@ -309,15 +338,10 @@ def main() -> None:
         make_source(small, args.images)
         make_source(large, args.images * args.growth, seed=1)
         base = baseline_code(args.baseline_ref, Path(tmp) / "b") if args.baseline_ref else None
-        runs: dict[str, list[dict]] = {
-            "floor": [],
-            "floor_identity": [],
-            "pipeline": [],
-            "baseline": [],
-        }
+        runs: dict[str, list[dict]] = {name: [] for name in (*FLOORS, "pipeline", "baseline")}
         for repeat in range(args.repeats):  # interleaved: floors, pipeline[, baseline], ...
-            runs["floor"].append(measure("floor", small, Path(tmp) / f"f{repeat}"))
-            runs["floor_identity"].append(measure("floor_identity", small, Path(tmp) / "-"))
+            for name in FLOORS:
+                runs[name].append(measure(name, small, Path(tmp) / f"{name}{repeat}"))
             runs["pipeline"].append(measure("pipeline", small, Path(tmp) / f"p{repeat}"))
             if base:
                 out = Path(tmp) / f"b{repeat}"
@@ -334,19 +358,19 @@ def main() -> None:
     result = {
         "images": args.images,
         "repeats": args.repeats,
-        "floor_images_per_cpu_s": spread(runs["floor"], "images_per_cpu_s"),
         "pipeline_images_per_cpu_s": spread(runs["pipeline"], "images_per_cpu_s"),
-        "ratio_to_floor": spread(_ratios(runs["pipeline"], runs["floor"]), "r"),
-        "floor_with_identities_images_per_cpu_s": spread(
-            runs["floor_identity"], "images_per_cpu_s"
-        ),
-        "ratio_to_floor_with_identities": spread(
-            _ratios(runs["pipeline"], runs["floor_identity"]), "r"
-        ),
-        "same_process_ratio_to_floor": _spread_of(together["ratio_to_floor"]),
-        "same_process_ratio_to_floor_with_identities": _spread_of(
-            together["ratio_to_floor_with_identities"]
-        ),
+        **{
+            f"{label}_images_per_cpu_s": spread(runs[n], "images_per_cpu_s")
+            for n, label in FLOORS.items()
+        },
+        **{
+            f"ratio_to_{label}": spread(_ratios(runs["pipeline"], runs[name]), "r")
+            for name, label in FLOORS.items()
+        },
+        **{
+            f"same_process_ratio_to_{label}": _spread_of(together[f"ratio_to_{label}"])
+            for label in FLOORS.values()
+        },
         "codec_cpu_over_pipeline_cpu": spread(runs["pipeline"], "codec_share"),
         "identity_cpu_over_pipeline_cpu": spread(runs["pipeline"], "identity_share"),
         "codec_and_identity_cpu_over_pipeline_cpu": spread(

@@ -189,3 +189,47 @@ def test_a_chunked_run_encodes_only_the_images_of_its_chunk(sample, tmp_path, mo
         assert sorted(set(kept)) == sorted(e for e in encoded if e in kept)  # once each
         by_chunk.append(set(encoded))
     assert not by_chunk[0] & by_chunk[1]
+
+
+def test_each_image_is_encoded_once_and_held_only_until_its_last_question(tmp_path, monkeypatch):
+    """Questions about one image spread over many batches of rows: the image is encoded
+    once, and the reader's cache holds no image once its last question is built."""
+    from healthgpt.data.sources import pathvqa as reader_module
+    from healthgpt.data.sources.png_cache import PngCache
+
+    root = tmp_path / "src"
+    pathvqa.build(root)
+    qa = root / "pvqa" / "qas" / "train" / "train_qa.pkl"
+    rows = [r for r in pickle.loads(qa.read_bytes()) if isinstance(r, dict) and r.get("image")]
+    first = rows[0]["image"]
+    asked = [dict(rows[0], question=f"Question {i} about the first image?") for i in range(5)]
+    mixed = []
+    for index, row in enumerate(rows):
+        mixed.append(row)
+        if index % 10 == 0 and asked:
+            mixed.append(asked.pop())
+    assert not asked and len(mixed) > 3 * reader_module.BATCH_ROWS
+    qa.write_bytes(pickle.dumps(mixed))
+
+    encoded: Counter = Counter()
+    caches: list[PngCache] = []
+    encode, init = PathVqaReader._encode_file, PngCache.__init__
+
+    def recording(self, path):
+        encoded[path.name] += 1
+        return encode(self, path)
+
+    def keep(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        caches.append(self)
+
+    monkeypatch.setattr(PathVqaReader, "_encode_file", recording)
+    monkeypatch.setattr(PngCache, "__init__", keep)
+    summary = run("pathvqa", root, tmp_path / "out")
+    got = records(tmp_path / "out")
+    assert summary.records == len(got)
+    assert sum(r["question"].startswith("Question ") for r in got) == 5
+    kept = {Path(r["orig_path"]).name for r in got}
+    assert any(name.startswith(first) for name in kept)
+    assert kept and {encoded[name] for name in kept} == {1}  # (a broken one is tried twice)
+    assert caches and not caches[0]._items and not caches[0]._uses_left

@@ -25,6 +25,7 @@ import hashlib
 import os
 import pickle
 import re
+from collections import Counter
 from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
@@ -166,13 +167,15 @@ or the Hugging Face Parquet copy:
                 yield Outcome.reject(rel, "pickle does not hold a list of QA rows", rel)
                 continue
             folder = Path(self.rel(self.pvqa / "images" / split))
-            for start in range(0, len(rows), BATCH_ROWS):
-                batch = []
-                for index, row in enumerate(rows[start : start + BATCH_ROWS], start):
-                    image = str(row.get("image") or "") if isinstance(row, dict) else ""
-                    place = (folder / image).as_posix() if image else rel
-                    batch.append((f"{split} row {index}", place, index, row))
-                found = self._encode_ahead(split, batch, cache)
+            listed = []
+            for index, row in enumerate(rows):
+                image = str(row.get("image") or "") if isinstance(row, dict) else ""
+                place = (folder / image).as_posix() if image else rel
+                listed.append((f"{split} row {index}", place, index, row))
+            uses = self._image_uses(listed)
+            for start in range(0, len(listed), BATCH_ROWS):
+                batch = listed[start : start + BATCH_ROWS]
+                found = self._encode_ahead(split, batch, cache, uses)
                 for item, place, index, row in batch:
                     yield self.guard(
                         item,
@@ -182,21 +185,34 @@ or the Hugging Face Parquet copy:
                         ),
                     )
 
+    def _image_uses(self, rows: list[tuple[str, str, int, Any]]) -> Counter[str]:
+        """How many of this run's rows name each image: the cache holds an image until the
+        last of them is built, and no longer."""
+        return Counter(
+            image
+            for item, place, _, row in rows
+            if (image := _image_name(row)) and self.reads(item, place)
+        )
+
     def _encode_ahead(
-        self, split: str, batch: list[tuple[str, str, int, Any]], cache: PngCache
+        self,
+        split: str,
+        batch: list[tuple[str, str, int, Any]],
+        cache: PngCache,
+        uses: Counter[str],
     ) -> dict[str, Path]:
         """Encode the images of a batch of rows of this run's chunk into `cache`, one after
         another, before their records are built; returns the image files found, by name. A
         failure is left to the row's own build, which meets it again and quarantines the row."""
         found: dict[str, Path] = {}
         for item, place, _, row in batch:
-            image = str(row.get("image") or "").strip() if isinstance(row, dict) else ""
+            image = _image_name(row)
             if image and image not in found and self.reads(item, place):
                 with contextlib.suppress(Exception):
                     found[image] = self._image_path(split, image)
-        for path in found.values():
+        for image, path in found.items():
             with contextlib.suppress(Exception):
-                cache.get(path)
+                cache.prefetch(path, uses[image])
         return found
 
     def _encode_file(self, path: Path) -> bytes:
@@ -209,7 +225,7 @@ or the Hugging Face Parquet copy:
     ) -> list[dict[str, Any]]:
         if not isinstance(row, dict):
             raise BadInput("QA row is not a dict")
-        image = str(row.get("image") or "").strip()
+        image = _image_name(row)
         if not image:
             raise BadInput("QA row has no image")
         path = found.get(image) or self._image_path(split, image)
@@ -322,3 +338,8 @@ or the Hugging Face Parquet copy:
             orig_path=orig_path,
             meta=meta_json(image=row.get("image"), layout=self.layout),
         )
+
+
+def _image_name(row: Any) -> str:
+    """The image a pickled QA row names ("" for none, or for a row that is not a dict)."""
+    return str(row.get("image") or "").strip() if isinstance(row, dict) else ""
