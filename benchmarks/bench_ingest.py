@@ -2,14 +2,16 @@
 
 The floor is the same work without the pipeline: decode every input JPEG and encode the
 output PNG in a plain loop. A second floor also computes each image's identity as ingestion
-does (pixel hash and perceptual hash, `decode/identity.py`): per-image work that ingestion
-took over from every later mixture build, so the record carries it. The pipeline adds the
-reader, validation, quarantine accounting and Parquet writing; the goal is at least 0.95 of
-the floor's images per CPU-second. Both import their code before the timed region (startup,
-not throughput).
+does (pixel hash and perceptual hash, `decode/identity.py`, asked for a batch of images at
+a time as PathVQA's reader asks): per-image work that ingestion took over from every later
+mixture build, so the record carries it. A third also writes each PNG's bytes to a file, as
+the output must reach the disk. The pipeline adds the reader, validation, quarantine
+accounting, Parquet pages and row groups, and a sha256 per shard; the goal is at least 0.95
+of the floor's images per CPU-second. All import their code before the timed region
+(startup, not throughput).
 
-Both are measured in CPU time (`time.process_time`, one process each), which holds on a
-shared machine where wall time does not: floor and pipeline run interleaved (A B A B, and
+All are measured in CPU time (`time.process_time`, one process each), which holds on a
+shared machine where wall time does not: floors and pipeline run interleaved (A B A B, and
 with `--baseline-ref` the pipeline of that git version as a third variant), `--repeats`
 times, each in a fresh process; the ratio is the median of the back-to-back ratios, with
 its range, and the 1-minute load average before and after each run is recorded. The
