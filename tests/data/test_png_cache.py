@@ -35,13 +35,23 @@ def test_an_image_used_once_is_not_kept_after_its_use():
     assert not cache._items and not cache._uses_left
 
 
-def test_a_later_prefetch_of_a_counted_image_keeps_its_count():
+def test_a_later_prefetch_of_a_held_image_takes_the_uses_still_to_come():
     cache, encoded = counting_cache()
-    cache.prefetch("a", uses=2)
+    cache.prefetch("a", uses=3)
     cache.get("a")
-    cache.prefetch("a", uses=2)  # a later batch naming the same image: already counted
+    cache.prefetch("a", uses=2)  # a later batch naming the same image: 2 of 3 uses left
+    cache.get("a")
+    assert "a" in cache._items
     cache.get("a")
     assert "a" not in cache._items and encoded == ["a"]
+
+
+def test_prefetching_a_held_image_refreshes_it_so_the_batch_keeps_it():
+    cache, encoded = counting_cache(max_items=2)
+    cache.prefetch("a", uses=2), cache.prefetch("b", uses=2), cache.get("a"), cache.get("b")
+    cache.prefetch("a", uses=1)  # the next batch names a (held) and c (new): c evicts b
+    cache.prefetch("c", uses=1)
+    assert cache.get("a") == b"png of a" and encoded == ["a", "b", "c"]
 
 
 def test_the_bound_holds_for_counted_images_and_an_evicted_one_is_encoded_again():

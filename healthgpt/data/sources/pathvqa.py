@@ -27,7 +27,7 @@ import pickle
 import re
 from collections import Counter
 from collections.abc import Iterator
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
@@ -172,47 +172,55 @@ or the Hugging Face Parquet copy:
                 image = str(row.get("image") or "") if isinstance(row, dict) else ""
                 place = (folder / image).as_posix() if image else rel
                 listed.append((f"{split} row {index}", place, index, row))
-            uses = self._image_uses(listed)
+            paths, uses = self._image_uses(split, listed)
             for start in range(0, len(listed), BATCH_ROWS):
                 batch = listed[start : start + BATCH_ROWS]
-                found = self._encode_ahead(split, batch, cache, uses)
+                found = self._encode_ahead(batch, cache, paths, uses)
                 for item, place, index, row in batch:
-                    yield self.guard(
-                        item,
-                        place,
-                        lambda row=row, split=split, index=index, found=found: self._pkl_records(
-                            row, split, index, cache, found
-                        ),
-                    )
+                    build = partial(self._pkl_records, row, split, index, cache, found, uses)
+                    yield self.guard(item, place, build)
 
-    def _image_uses(self, rows: list[tuple[str, str, int, Any]]) -> Counter[str]:
-        """How many of this run's rows name each image: the cache holds an image until the
-        last of them is built, and no longer."""
-        return Counter(
-            image
-            for item, place, _, row in rows
-            if (image := _image_name(row)) and self.reads(item, place)
-        )
+    def _image_uses(
+        self, split: str, rows: list[tuple[str, str, int, Any]]
+    ) -> tuple[dict[str, Path | None], Counter[Path]]:
+        """The image file each name of this run's rows resolves to (None: it does not; each
+        name resolved once), and how many rows name each file: the cache holds an image
+        until the last of them is built, and no longer. Counted by file, as the cache keys
+        it: several spellings of one file (`x`, `x.jpg`, `./x`) are one image."""
+        paths: dict[str, Path | None] = {}
+        uses: Counter[Path] = Counter()
+        for item, place, _, row in rows:
+            image = _image_name(row)
+            if not image or not self.reads(item, place):
+                continue
+            if image not in paths:
+                try:
+                    paths[image] = self._image_path(split, image)
+                except Exception:  # noqa: BLE001 - the row's own build meets it and quarantines it
+                    paths[image] = None
+            if paths[image] is not None:
+                uses[paths[image]] += 1
+        return paths, uses
 
     def _encode_ahead(
         self,
-        split: str,
         batch: list[tuple[str, str, int, Any]],
         cache: PngCache,
-        uses: Counter[str],
+        paths: dict[str, Path | None],
+        uses: Counter[Path],
     ) -> dict[str, Path]:
         """Encode the images of a batch of rows of this run's chunk into `cache`, one after
-        another, before their records are built; returns the image files found, by name. A
-        failure is left to the row's own build, which meets it again and quarantines the row."""
-        found: dict[str, Path] = {}
-        for item, place, _, row in batch:
-            image = _image_name(row)
-            if image and image not in found and self.reads(item, place):
-                with contextlib.suppress(Exception):
-                    found[image] = self._image_path(split, image)
-        for image, path in found.items():
+        another, before their records are built, each for the uses of it still to come;
+        returns the image files found, by name. A failure is left to the row's own build,
+        which meets it again and quarantines the row."""
+        found = {
+            image: path
+            for _, _, _, row in batch
+            if (path := paths.get(image := _image_name(row))) is not None
+        }
+        for path in dict.fromkeys(found.values()):
             with contextlib.suppress(Exception):
-                cache.prefetch(path, uses[image])
+                cache.prefetch(path, uses[path])
         return found
 
     def _encode_file(self, path: Path) -> bytes:
@@ -221,7 +229,13 @@ or the Hugging Face Parquet copy:
         )
 
     def _pkl_records(
-        self, row: Any, split: str, index: int, cache: PngCache, found: dict[str, Path]
+        self,
+        row: Any,
+        split: str,
+        index: int,
+        cache: PngCache,
+        found: dict[str, Path],
+        uses: Counter[Path],
     ) -> list[dict[str, Any]]:
         if not isinstance(row, dict):
             raise BadInput("QA row is not a dict")
@@ -230,7 +244,9 @@ or the Hugging Face Parquet copy:
             raise BadInput("QA row has no image")
         path = found.get(image) or self._image_path(split, image)
         rel = path.relative_to(self.confinement.root).as_posix()
-        record = self._record(row, f"{split}:{index}", normalize_split(split), cache.get(path), rel)
+        png = cache.get(path)
+        uses[path] -= 1
+        record = self._record(row, f"{split}:{index}", normalize_split(split), png, rel)
         return [record]
 
     def _image_path(self, split: str, image: str) -> Path:

@@ -41,13 +41,14 @@ class PngCache:
         return png
 
     def prefetch(self, key: Hashable, uses: int) -> None:
-        """Encode `key` now for the `uses` `get`s of it still to come, all of them: it is
-        dropped after the last. A key already counted is left as it is (a later batch of
-        rows naming the same image); one evicted by the bound before its uses came is
-        encoded again when asked for."""
-        if uses < 1 or key in self._uses_left:
+        """Encode `key` now, unless it is held, for the `uses` `get`s of it still to come
+        (all of them, counted by the caller): it is dropped after the last. One evicted by
+        the bound before its uses came is encoded again when asked for."""
+        if uses < 1:
             return
-        if key not in self._items:
+        if key in self._items:
+            self._items.move_to_end(key)  # a batch's own images stay while it fetches the rest
+        else:
             self._keep(key, self.encode(key))
         self._uses_left[key] = uses
 
