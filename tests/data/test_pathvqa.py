@@ -233,3 +233,27 @@ def test_each_image_is_encoded_once_and_held_only_until_its_last_question(tmp_pa
     assert any(name.startswith(first) for name in kept)
     assert kept and {encoded[name] for name in kept} == {1}  # (a broken one is tried twice)
     assert caches and not caches[0]._items and not caches[0]._uses_left
+
+
+def test_a_row_naming_its_image_with_spaces_is_in_the_chunk_of_the_image_file(tmp_path):
+    """The chunk of a row is the chunk of the image file it names, however the name is
+    padded: a changed image then re-ingests (its chunk's fingerprint changes) every row
+    about it, and the image is encoded in one chunk only."""
+    from healthgpt.data.sources.chunks import chunk_of
+
+    root = tmp_path / "src"
+    pathvqa.build(root)
+    qa = root / "pvqa" / "qas" / "train" / "train_qa.pkl"
+    rows = [r for r in pickle.loads(qa.read_bytes()) if isinstance(r, dict) and r.get("image")]
+    name = rows[0]["image"]
+    padded = [dict(rows[0], image=f"  {name} ", question=f"Padded question {i}?") for i in range(3)]
+    qa.write_bytes(pickle.dumps(rows + padded))
+    reader = PathVqaReader(root)
+    key = reader.chunk_key(f"pvqa/images/train/{name}.jpg")
+    n_chunks = 4
+    expected = chunk_of(key, n_chunks)
+    for index in range(n_chunks):
+        out = tmp_path / f"c{index}"
+        run("pathvqa", root, out, chunk=(index, n_chunks))
+        got = [r for r in records(out) if r["question"].startswith("Padded question")]
+        assert len(got) == (3 if index == expected else 0)

@@ -169,7 +169,7 @@ or the Hugging Face Parquet copy:
             folder = Path(self.rel(self.pvqa / "images" / split))
             listed = []
             for index, row in enumerate(rows):
-                image = str(row.get("image") or "") if isinstance(row, dict) else ""
+                image = _image_name(row)
                 place = (folder / image).as_posix() if image else rel
                 listed.append((f"{split} row {index}", place, index, row))
             paths, uses = self._image_uses(split, listed)
