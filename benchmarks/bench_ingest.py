@@ -91,10 +91,11 @@ def run_floor(
     """Decode and re-encode every image in a plain loop: the lower bound of the work. The
     limits are read once, as the pipeline's reader reads them (not once per image).
     `identities`: also compute each image's identity as ingestion does (noted at encoding
-    inside `remember_identities`, completed by `identity_of` for a batch of images at a time,
-    as PathVQA's reader encodes a batch of rows' images before building their records), the
-    part of ingestion's per-image work the floor otherwise leaves out. `write`: also write
-    each PNG's bytes to one file, as the output's bytes must reach the disk."""
+    inside `remember_identities`; the record's column value, `identity_value`, asked for a
+    batch of images at a time, as PathVQA's reader encodes a batch of rows' images before
+    building their records), the part of ingestion's per-image work the floor otherwise
+    leaves out. `write`: also write each PNG's bytes to one file, as the output's bytes
+    must reach the disk."""
     _warm_codec(root)
     out.mkdir(parents=True, exist_ok=True)
     images, seconds, cpu = _floor_loop(root, size, identities, out / "floor.bin" if write else None)
@@ -104,7 +105,7 @@ def run_floor(
 def _floor_loop(
     root: Path, size: int = 256, identities: bool = False, write_to: Path | None = None
 ) -> tuple[int, float, float]:
-    from healthgpt.data.decode.identity import identity_of, remember_identities
+    from healthgpt.data.decode.identity import identity_value, remember_identities
     from healthgpt.data.decode.imaging import image_file_to_png
     from healthgpt.data.limits import Limits
     from healthgpt.data.sources.pathvqa import BATCH_ROWS
@@ -121,7 +122,7 @@ def _floor_loop(
             pngs = [image_file_to_png(path, size, limits=limits) for path in batch]
             for png in pngs:
                 if identities:
-                    identity_of(png)
+                    identity_value(png)
                 if sink:
                     sink.write(png)
     return len(paths), time.perf_counter() - started, time.process_time() - cpu

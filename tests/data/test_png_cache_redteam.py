@@ -1,8 +1,8 @@
-"""Red-team tests for PngCache.prefetch and PathVQA's use-counted encode-ahead.
+"""Red-team tests for PngCache's counted uses and PathVQA's encode-ahead.
 
 The promise: bounded memory, an image held only until its last use, and no image encoded
 more often than the plain LRU cache before it (d2290da) encoded it. The first version
-broke it three ways (prefetch did not refresh a held image, so a batch could evict its own
+broke it three ways (encoding ahead did not refresh a held image, so a batch could evict its own
 image; uses were counted by name while the cache keys by file; an evicted image was
 counted again with all its uses); the tests below pin the fixes and what held.
 """
@@ -27,29 +27,32 @@ from tests.data.outputs import run
 # ----------------------------------------------------------------------------- helpers
 
 
-def counting_cache(max_items: int) -> tuple[PngCache, Counter]:
+def counting_cache(max_items: int, uses: Counter | None = None) -> tuple[PngCache, Counter]:
     encoded: Counter = Counter()
 
     def encode(key):
         encoded[key] += 1
         return f"png of {key}".encode()
 
-    return PngCache(encode, max_items=max_items), encoded
+    return PngCache(encode, max_items=max_items, uses=uses), encoded
 
 
-def reader_protocol(cache: PngCache, names: list[str], batch: int = BATCH_ROWS) -> None:
-    """What PathVQA's pickle reader does with its cache: per batch of rows, prefetch each
-    distinct image with its number of uses still to come in the run, then one get per row."""
-    uses = Counter(names)
+def reader_protocol(
+    names: list[str], max_items: int, batch: int = BATCH_ROWS
+) -> tuple[PngCache, Counter]:
+    """What PathVQA's pickle reader does with its cache: every row's image counted, then per
+    batch of rows, fetch each distinct image, then one get per row. After every batch the
+    bound holds and no image is held after its last use."""
+    cache, encoded = counting_cache(max_items, Counter(names))
     for start in range(0, len(names), batch):
         rows = names[start : start + batch]
         for name in dict.fromkeys(rows):
-            cache.prefetch(name, uses[name])
+            cache.fetch(name)
         for name in rows:
             cache.get(name)
-            uses[name] -= 1
         assert len(cache._items) <= cache.max_items
-        assert set(cache._uses_left) <= set(cache._items)
+        assert all(cache.uses[key] > 0 for key in cache._items)
+    return cache, encoded
 
 
 def old_lru_encodes(names: list[str], max_items: int, batch: int = BATCH_ROWS) -> int:
@@ -114,14 +117,14 @@ def encodes(monkeypatch) -> Counter:
 # ------------------------------------------------------- findings of the first version
 
 
-def test_a_batch_does_not_evict_its_own_image_while_prefetching_the_rest():
-    """The batch [a, c] fits in a 2-item cache, yet prefetching c evicts a (held, counted,
-    least recent: prefetch(a) did not touch it), so a is encoded again for its own row. The
-    old encode-ahead `get(a)` moved a to the end first."""
-    cache, encoded = counting_cache(max_items=2)
-    cache.prefetch("a", 2), cache.prefetch("b", 2)  # batch 1: a, b
+def test_a_batch_does_not_evict_its_own_image_while_fetching_the_rest():
+    """The batch [a, c] fits in a 2-item cache: fetching c must evict b, not a (held,
+    counted, least recent unless fetching it refreshed it), or a is encoded again for its
+    own row. The old encode-ahead `get(a)` moved a to the end first."""
+    cache, encoded = counting_cache(max_items=2, uses=Counter(a=2, b=2, c=1))
+    cache.fetch("a"), cache.fetch("b")  # batch 1: a, b
     cache.get("a"), cache.get("b")
-    cache.prefetch("a", 2), cache.prefetch("c", 1)  # batch 2: a (its 2nd use), c
+    cache.fetch("a"), cache.fetch("c")  # batch 2: a (its 2nd use), c
     cache.get("a"), cache.get("c")
     assert encoded["a"] == 1
 
@@ -132,16 +135,15 @@ def test_the_reader_protocol_never_encodes_more_than_the_old_lru(seed):
     > 256 images does at max_items=256): 20-30% more encodes than d2290da's LRU here."""
     rng = random.Random(seed)
     names = [f"i{rng.randrange(40)}" for _ in range(600)]
-    cache, encoded = counting_cache(max_items=20)
-    reader_protocol(cache, names)
+    _, encoded = reader_protocol(names, max_items=20)
     assert sum(encoded.values()) <= old_lru_encodes(names, max_items=20)
 
 
 def test_spellings_of_one_image_file_encode_it_once(tmp_path, encodes):
     """`x`, `x.jpg`, `./x`, `././x.jpg`... name one file, one cache key (the resolved path),
-    but each spelling is counted apart; `prefetch` keeps the first spelling's count for the
-    key, the key is dropped after that many gets, and re-counted with one spelling's count
-    in the next batch: one encode per batch of 16 rows, where d2290da encoded it once."""
+    and were counted apart: the key was dropped after one spelling's count of gets and
+    encoded again in the next batch, once per batch of 16 rows, where d2290da encoded it
+    once."""
     rows = [row("./" * (i // 2) + "x" + (".jpg" if i % 2 else ""), i) for i in range(160)]
     root = pkl_source(tmp_path / "src", rows, {"x.jpg": 1})
     summary = run("pathvqa", root, tmp_path / "out")
@@ -169,9 +171,8 @@ def test_no_image_is_held_after_its_last_use_even_after_an_eviction():
     """An image evicted before all its uses came is counted again, in its next batch, with
     its *total* uses: the count never reaches zero, the image is held after its last
     question (until the LRU bound pushes it out), against the class docstring."""
-    cache, _ = counting_cache(max_items=1)
-    reader_protocol(cache, ["a", "b", "a"], batch=1)
-    assert not cache._items and not cache._uses_left
+    cache, encoded = reader_protocol(["a", "b", "a"], max_items=1, batch=1)
+    assert not cache._items and not cache.uses and encoded["a"] == 2
 
 
 # --------------------------------------------------------------------------- held
@@ -181,15 +182,14 @@ def test_no_image_is_held_after_its_last_use_even_after_an_eviction():
 def test_the_bound_and_count_invariants_hold_for_random_protocols(seed):
     rng = random.Random(seed)
     names = [f"i{rng.randrange(rng.choice([3, 30, 300]))}" for _ in range(2000)]
-    cache, _ = counting_cache(max_items=rng.choice([1, 2, 16, 256]))
-    reader_protocol(cache, names)  # asserts len(_items) <= max_items, _uses_left <= _items
+    cache, _ = reader_protocol(names, max_items=rng.choice([1, 2, 16, 256]))  # asserts both
+    assert not cache._items and not cache.uses
 
 
 def test_grouped_rows_encode_each_image_once_and_hold_nothing_at_the_end():
     names = [f"i{k}" for k in range(500) for _ in range(k % 7 + 1)]
-    cache, encoded = counting_cache(max_items=256)
-    reader_protocol(cache, names)
-    assert set(encoded.values()) == {1} and not cache._items and not cache._uses_left
+    cache, encoded = reader_protocol(names, max_items=256)
+    assert set(encoded.values()) == {1} and not cache._items and not cache.uses
 
 
 def test_one_image_asked_thousands_of_times_among_distinct_ones_is_encoded_once(tmp_path, encodes):
@@ -210,7 +210,7 @@ def test_one_image_asked_thousands_of_times_among_distinct_ones_is_encoded_once(
 def test_hostile_rows_are_accepted_or_quarantined_in_every_chunk(tmp_path, encodes):
     """Odd image values, non-dict rows, missing/empty/truncated files, a link out of the
     root: every row accepted or quarantined, in a whole run and in 3 chunks; a truncated
-    image is tried at most twice per row (the batch's prefetch, the row's own get)."""
+    image is tried at most twice per row (the batch's fetch, the row's own get)."""
     outside = tmp_path / "outside.jpg"
     write_jpeg(outside, 9)
     values = ["x", " x ", 5, None, [1, 2], b"x", "h" * 100_000, 1.0, True, {"a": 1}, "",

@@ -152,7 +152,6 @@ or the Hugging Face Parquet copy:
     # ------------------------------------------------------------------ authors' release
 
     def _pkl_items(self) -> Iterator[Outcome]:
-        cache = PngCache(self._encode_file)
         for split, path in self.pkl_files():
             rel = self.rel(path)
             try:
@@ -173,11 +172,12 @@ or the Hugging Face Parquet copy:
                 place = (folder / image).as_posix() if image else rel
                 listed.append((f"{split} row {index}", place, index, row))
             paths, uses = self._image_uses(split, listed)
+            cache = PngCache(self._encode_file, uses=uses)
             for start in range(0, len(listed), BATCH_ROWS):
                 batch = listed[start : start + BATCH_ROWS]
-                found = self._encode_ahead(batch, cache, paths, uses)
+                found = self._encode_ahead(batch, cache, paths)
                 for item, place, index, row in batch:
-                    build = partial(self._pkl_records, row, split, index, cache, found, uses)
+                    build = partial(self._pkl_records, row, split, index, cache, found)
                     yield self.guard(item, place, build)
 
     def _image_uses(
@@ -207,12 +207,10 @@ or the Hugging Face Parquet copy:
         batch: list[tuple[str, str, int, Any]],
         cache: PngCache,
         paths: dict[str, Path | None],
-        uses: Counter[Path],
     ) -> dict[str, Path]:
         """Encode the images of a batch of rows of this run's chunk into `cache`, one after
-        another, before their records are built, each for the uses of it still to come;
-        returns the image files found, by name. A failure is left to the row's own build,
-        which meets it again and quarantines the row."""
+        another, before their records are built; returns the image files found, by name. A
+        failure is left to the row's own build, which meets it again and quarantines the row."""
         found = {
             image: path
             for _, _, _, row in batch
@@ -220,7 +218,7 @@ or the Hugging Face Parquet copy:
         }
         for path in dict.fromkeys(found.values()):
             with contextlib.suppress(Exception):
-                cache.prefetch(path, uses[path])
+                cache.fetch(path)
         return found
 
     def _encode_file(self, path: Path) -> bytes:
@@ -235,7 +233,6 @@ or the Hugging Face Parquet copy:
         index: int,
         cache: PngCache,
         found: dict[str, Path],
-        uses: Counter[Path],
     ) -> list[dict[str, Any]]:
         if not isinstance(row, dict):
             raise BadInput("QA row is not a dict")
@@ -244,9 +241,7 @@ or the Hugging Face Parquet copy:
             raise BadInput("QA row has no image")
         path = found.get(image) or self._image_path(split, image)
         rel = path.relative_to(self.confinement.root).as_posix()
-        png = cache.get(path)
-        uses[path] -= 1
-        record = self._record(row, f"{split}:{index}", normalize_split(split), png, rel)
+        record = self._record(row, f"{split}:{index}", normalize_split(split), cache.get(path), rel)
         return [record]
 
     def _image_path(self, split: str, image: str) -> Path:
